@@ -1,0 +1,96 @@
+//! Argument parsing and command dispatch. Every failure prints one message on stderr and exits
+//! with status 1; success exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bak",
+    version = bakend_core::VERSION,
+    about = "Bakend: collections, auth, storage, functions, jobs and realtime in one executable"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Path to bakend.json (default ./bakend.json); the project directory is its folder.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the version.
+    Version,
+    /// Create a new project in ./NAME (or in the current directory).
+    Init {
+        /// Directory to create the project in.
+        name: Option<String>,
+    },
+    /// Start the server.
+    Start(StartArgs),
+    /// Start the server for development (same as `start --watch`).
+    Dev(StartArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StartArgs {
+    /// Port to listen on (overrides bakend.json and BAKEND_PORT).
+    #[arg(long, value_name = "N")]
+    pub port: Option<String>,
+    /// Reload functions and jobs when their files change.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    let _ = e.print();
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let result = match &cli.command {
+        None => {
+            let _ = Cli::command().print_help();
+            println!();
+            return ExitCode::FAILURE;
+        }
+        Some(Command::Version) => {
+            println!("{}", bakend_core::VERSION);
+            Ok(())
+        }
+        Some(Command::Init { name }) => crate::init::run(name.as_deref()),
+        Some(Command::Start(args)) | Some(Command::Dev(args)) => crate::start::run(&cli, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

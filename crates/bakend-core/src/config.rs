@@ -1,0 +1,592 @@
+//! `bakend.json` plus `BAKEND_*` overrides (spec `cli-and-config.md` §3).
+//!
+//! Unlike upstream, unknown keys are reported as warnings, a blank or non-string secret is an
+//! error rather than a silent fallback, and numeric environment values must be whole numbers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_PER_PAGE: u32 = 100;
+pub const DEFAULT_MAX_PER_PAGE: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        match s {
+            "DEBUG" => Some(LogLevel::Debug),
+            "INFO" => Some(LogLevel::Info),
+            "WARN" => Some(LogLevel::Warn),
+            "ERROR" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+/// Where the SQLite database lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    File(PathBuf),
+    /// `:memory:` — gone when the process exits.
+    Memory,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// `None` when the config does not set one: the server then uses a generated secret kept in
+    /// the database, and warns loudly.
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted JSON request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    pub default_per_page: u32,
+    pub max_per_page: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Absolute path of the config file (it may not exist).
+    pub config_path: PathBuf,
+    pub config_file_exists: bool,
+    /// Directory of the config file; relative paths resolve against it.
+    pub project_dir: PathBuf,
+    pub port: u16,
+    pub database: DatabaseLocation,
+    pub storage: PathBuf,
+    pub log_level: LogLevel,
+    pub log_file: Option<PathBuf>,
+    pub auth: AuthConfig,
+    pub dashboard_enabled: bool,
+    pub api: ApiConfig,
+    /// Things worth telling the operator that do not stop start-up (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Failed to read config file at {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("Invalid JSON in config file at {path}: {message}")]
+    InvalidJson { path: String, message: String },
+    #[error("config root must be an object (in {path})")]
+    NotObject { path: String },
+    #[error("Invalid config: {message} (key \"{key}\" in {path})")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+    #[error("Invalid {var} environment variable: {message}")]
+    Env { var: String, message: String },
+}
+
+const TOP_KEYS: &[&str] = &[
+    "port",
+    "database",
+    "storage",
+    "logLevel",
+    "logFile",
+    "auth",
+    "dashboard",
+    "api",
+];
+const AUTH_KEYS: &[&str] = &["jwtSecret", "accessTokenTtl", "refreshTokenTtl"];
+const DASHBOARD_KEYS: &[&str] = &["enabled"];
+const API_KEYS: &[&str] = &[
+    "corsOrigins",
+    "maxBodyBytes",
+    "defaultPerPage",
+    "maxPerPage",
+];
+
+/// Parses `^(\d+)([smhd])$` (`15m`, `7d`, `0s`).
+pub fn parse_ttl(s: &str) -> Option<Duration> {
+    let unit = s.chars().last()?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+impl Config {
+    /// Loads `path` (or `./bakend.json`), then applies overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let config_path = match path {
+            Some(p) if p.is_absolute() => p.to_path_buf(),
+            Some(p) => cwd.join(p),
+            None => cwd.join("bakend.json"),
+        };
+        let config_path = normalize(&config_path);
+        let project_dir = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| cwd.clone());
+        let shown = config_path.display().to_string();
+
+        let (root, exists) = match std::fs::read_to_string(&config_path) {
+            Ok(text) => {
+                let value: Value =
+                    serde_json::from_str(&text).map_err(|e| ConfigError::InvalidJson {
+                        path: shown.clone(),
+                        message: e.to_string(),
+                    })?;
+                match value {
+                    Value::Object(map) => (map, true),
+                    _ => return Err(ConfigError::NotObject { path: shown }),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Map::new(), false),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    message: e.to_string(),
+                });
+            }
+        };
+
+        let mut cfg = Config {
+            config_path: config_path.clone(),
+            config_file_exists: exists,
+            project_dir: project_dir.clone(),
+            port: DEFAULT_PORT,
+            database: DatabaseLocation::File(project_dir.join("bakend.db")),
+            storage: project_dir.join("storage"),
+            log_level: LogLevel::Info,
+            log_file: None,
+            auth: AuthConfig {
+                jwt_secret: None,
+                access_token_ttl: Duration::from_secs(15 * 60),
+                refresh_token_ttl: Duration::from_secs(7 * 86_400),
+            },
+            dashboard_enabled: true,
+            api: ApiConfig {
+                cors_origins: vec!["*".to_string()],
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                default_per_page: DEFAULT_PER_PAGE,
+                max_per_page: DEFAULT_MAX_PER_PAGE,
+            },
+            warnings: Vec::new(),
+        };
+        let file = FileCtx { path: &shown };
+        cfg.apply_file(&root, &file)?;
+        cfg.apply_env(env, &file)?;
+        Ok(cfg)
+    }
+
+    fn apply_file(&mut self, root: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
+        f.warn_unknown(root, TOP_KEYS, "", &mut self.warnings);
+        if let Some(v) = root.get("port") {
+            self.port = match v.as_u64() {
+                Some(n @ 1..=65535) => n as u16,
+                _ => {
+                    return Err(f.invalid(
+                        "port",
+                        format!("port must be an integer between 1 and 65535, got {v}"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = root.get("database") {
+            let s = non_empty_str(v)
+                .ok_or_else(|| f.invalid("database", "database must be a non-empty string"))?;
+            self.database = self.database_location(s);
+        }
+        if let Some(v) = root.get("storage") {
+            let s = non_empty_str(v)
+                .ok_or_else(|| f.invalid("storage", "storage must be a non-empty string"))?;
+            self.storage = self.resolve(s);
+        }
+        if let Some(v) = root.get("logLevel") {
+            self.log_level = v.as_str().and_then(LogLevel::parse).ok_or_else(|| {
+                f.invalid(
+                    "logLevel",
+                    "logLevel must be one of DEBUG, INFO, WARN, ERROR",
+                )
+            })?;
+        }
+        if let Some(v) = root.get("logFile") {
+            let s = non_empty_str(v).ok_or_else(|| {
+                f.invalid("logFile", "logFile must be a non-empty string when set")
+            })?;
+            self.log_file = Some(self.resolve(s));
+        }
+        if let Some(v) = root.get("auth") {
+            let auth = v
+                .as_object()
+                .ok_or_else(|| f.invalid("auth", "auth must be an object"))?;
+            f.warn_unknown(auth, AUTH_KEYS, "auth.", &mut self.warnings);
+            if let Some(secret) = auth.get("jwtSecret") {
+                let s = non_empty_str(secret).ok_or_else(|| {
+                    f.invalid(
+                        "auth.jwtSecret",
+                        "auth.jwtSecret must be a non-empty string",
+                    )
+                })?;
+                self.auth.jwt_secret = Some(s.to_string());
+            }
+            for (key, slot) in [
+                ("accessTokenTtl", &mut self.auth.access_token_ttl),
+                ("refreshTokenTtl", &mut self.auth.refresh_token_ttl),
+            ] {
+                if let Some(v) = auth.get(key) {
+                    *slot = v.as_str().and_then(parse_ttl).ok_or_else(|| {
+                        f.invalid(
+                            &format!("auth.{key}"),
+                            format!(
+                                "auth.{key} must be a duration like \"15m\", \"1h\", or \"7d\""
+                            ),
+                        )
+                    })?;
+                }
+            }
+        }
+        if let Some(v) = root.get("dashboard") {
+            let dash = v
+                .as_object()
+                .ok_or_else(|| f.invalid("dashboard", "dashboard must be an object"))?;
+            f.warn_unknown(dash, DASHBOARD_KEYS, "dashboard.", &mut self.warnings);
+            if let Some(v) = dash.get("enabled") {
+                self.dashboard_enabled = v.as_bool().ok_or_else(|| {
+                    f.invalid("dashboard.enabled", "dashboard.enabled must be a boolean")
+                })?;
+            }
+        }
+        if let Some(v) = root.get("api") {
+            let api = v
+                .as_object()
+                .ok_or_else(|| f.invalid("api", "api must be an object"))?;
+            f.warn_unknown(api, API_KEYS, "api.", &mut self.warnings);
+            self.apply_api(api, f)?;
+        }
+        Ok(())
+    }
+
+    fn apply_api(&mut self, api: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
+        if let Some(v) = api.get("corsOrigins") {
+            let list = v.as_array().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| non_empty_str(i).map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            });
+            self.api.cors_origins = list.ok_or_else(|| {
+                f.invalid(
+                    "api.corsOrigins",
+                    "api.corsOrigins must be an array of origins (or [\"*\"])",
+                )
+            })?;
+        }
+        if let Some(v) = api.get("maxBodyBytes") {
+            self.api.max_body_bytes = v
+                .as_u64()
+                .filter(|n| *n >= 1024)
+                .map(|n| n as usize)
+                .ok_or_else(|| {
+                    f.invalid(
+                        "api.maxBodyBytes",
+                        "api.maxBodyBytes must be an integer of at least 1024",
+                    )
+                })?;
+        }
+        for (key, slot) in [
+            ("defaultPerPage", &mut self.api.default_per_page),
+            ("maxPerPage", &mut self.api.max_per_page),
+        ] {
+            if let Some(v) = api.get(key) {
+                *slot = v
+                    .as_u64()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .map(|n| n as u32)
+                    .ok_or_else(|| {
+                        f.invalid(
+                            &format!("api.{key}"),
+                            format!("api.{key} must be an integer between 1 and 100000"),
+                        )
+                    })?;
+            }
+        }
+        if self.api.default_per_page > self.api.max_per_page {
+            return Err(f.invalid(
+                "api.defaultPerPage",
+                "api.defaultPerPage must not exceed api.maxPerPage",
+            ));
+        }
+        Ok(())
+    }
+
+    fn apply_env(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        _f: &FileCtx,
+    ) -> Result<(), ConfigError> {
+        let env_err = |var: &str, message: String| ConfigError::Env {
+            var: var.to_string(),
+            message,
+        };
+        if let Some(v) = env("BAKEND_PORT") {
+            self.port = parse_port(&v).ok_or_else(|| {
+                env_err(
+                    "BAKEND_PORT",
+                    format!("{v} (must be a whole number between 1 and 65535)"),
+                )
+            })?;
+        }
+        if let Some(v) = env("BAKEND_DATABASE") {
+            if v.trim().is_empty() {
+                return Err(env_err("BAKEND_DATABASE", "must be non-empty".into()));
+            }
+            self.database = self.database_location(&v);
+        }
+        if let Some(v) = env("BAKEND_STORAGE") {
+            if v.trim().is_empty() {
+                return Err(env_err("BAKEND_STORAGE", "must be non-empty".into()));
+            }
+            self.storage = self.resolve(&v);
+        }
+        if let Some(v) = env("BAKEND_LOG_LEVEL") {
+            self.log_level = LogLevel::parse(&v).ok_or_else(|| env_err("BAKEND_LOG_LEVEL", v))?;
+        }
+        if let Some(v) = env("BAKEND_LOG_FILE") {
+            if v.trim().is_empty() {
+                return Err(env_err("BAKEND_LOG_FILE", "must be non-empty".into()));
+            }
+            self.log_file = Some(self.resolve(&v));
+        }
+        if let Some(v) = env("BAKEND_AUTH_JWT_SECRET") {
+            if v.trim().is_empty() {
+                return Err(env_err(
+                    "BAKEND_AUTH_JWT_SECRET",
+                    "must be non-empty".into(),
+                ));
+            }
+            self.auth.jwt_secret = Some(v);
+        }
+        if let Some(v) = env("BAKEND_DASHBOARD_ENABLED") {
+            self.dashboard_enabled = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(env_err(
+                        "BAKEND_DASHBOARD_ENABLED",
+                        "must be 'true' or 'false'".into(),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        normalize(&self.project_dir.join(p))
+    }
+
+    fn database_location(&self, s: &str) -> DatabaseLocation {
+        if s == ":memory:" {
+            DatabaseLocation::Memory
+        } else {
+            DatabaseLocation::File(self.resolve(s))
+        }
+    }
+}
+
+/// A port given on the command line or in `BAKEND_PORT`: digits only, 1–65535.
+pub fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+struct FileCtx<'a> {
+    path: &'a str,
+}
+
+impl FileCtx<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn warn_unknown(
+        &self,
+        map: &Map<String, Value>,
+        known: &[&str],
+        prefix: &str,
+        out: &mut Vec<String>,
+    ) {
+        for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            out.push(format!(
+                "Unknown config key \"{prefix}{key}\" in {} is ignored",
+                self.path
+            ));
+        }
+    }
+}
+
+fn non_empty_str(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| !s.trim().is_empty())
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(json: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bakend.json");
+        std::fs::write(&path, json).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(Some(&path), &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_when_file_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(Some(&dir.path().join("bakend.json")), &|_| None).unwrap();
+        assert!(!cfg.config_file_exists);
+        assert_eq!(cfg.port, 8080);
+        assert_eq!(
+            cfg.database,
+            DatabaseLocation::File(dir.path().join("bakend.db"))
+        );
+        assert_eq!(cfg.storage, dir.path().join("storage"));
+        assert_eq!(cfg.log_level, LogLevel::Info);
+        assert!(cfg.auth.jwt_secret.is_none());
+        assert_eq!(cfg.auth.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_their_names() {
+        let cfg = load(
+            r#"{"port": 9000, "collectionsDir": "x", "auth": {"ttl": 1}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.port, 9000);
+        assert_eq!(cfg.warnings.len(), 2);
+        assert!(cfg.warnings[0].contains("\"collectionsDir\""));
+        assert!(cfg.warnings[1].contains("\"auth.ttl\""));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_file() {
+        for (json, key) in [
+            (r#"{"port": "8080"}"#, "port"),
+            (r#"{"port": 0}"#, "port"),
+            (r#"{"database": ""}"#, "database"),
+            (r#"{"logLevel": "info"}"#, "logLevel"),
+            (r#"{"auth": {"jwtSecret": "  "}}"#, "auth.jwtSecret"),
+            (r#"{"auth": {"jwtSecret": 42}}"#, "auth.jwtSecret"),
+            (
+                r#"{"auth": {"accessTokenTtl": "15 m"}}"#,
+                "auth.accessTokenTtl",
+            ),
+            (r#"{"dashboard": {"enabled": "yes"}}"#, "dashboard.enabled"),
+            (r#"{"api": {"maxBodyBytes": -1}}"#, "api.maxBodyBytes"),
+        ] {
+            let err = load(json, &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+            assert!(text.contains("bakend.json"), "{json}: {text}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_are_strict() {
+        assert_eq!(load("{}", &[("BAKEND_PORT", "9001")]).unwrap().port, 9001);
+        assert!(load("{}", &[("BAKEND_PORT", "8080abc")]).is_err());
+        assert!(load("{}", &[("BAKEND_PORT", "70000")]).is_err());
+        assert!(load("{}", &[("BAKEND_AUTH_JWT_SECRET", " ")]).is_err());
+        assert!(load("{}", &[("BAKEND_DASHBOARD_ENABLED", "yes")]).is_err());
+        assert_eq!(
+            load("{}", &[("BAKEND_LOG_LEVEL", "WARN")])
+                .unwrap()
+                .log_level,
+            LogLevel::Warn
+        );
+    }
+
+    #[test]
+    fn invalid_json_and_non_object_root() {
+        assert!(matches!(
+            load("{", &[]),
+            Err(ConfigError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            load("[]", &[]),
+            Err(ConfigError::NotObject { .. })
+        ));
+    }
+
+    #[test]
+    fn ttl_format() {
+        assert_eq!(parse_ttl("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_ttl("7d"), Some(Duration::from_secs(604_800)));
+        for bad in ["", "m", "15", "1w", "1.5h", "-1s", " 1s"] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
+    }
+}

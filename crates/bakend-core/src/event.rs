@@ -1,0 +1,98 @@
+//! The one event envelope (spec `events.md` §1). Every subsystem emits these; consumers never
+//! learn who emitted them.
+
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ids;
+use crate::time;
+
+/// Which subsystem produced an event (the envelope's `source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventSource {
+    Collections,
+    Auth,
+    Storage,
+    Functions,
+    Jobs,
+    System,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    pub source: EventSource,
+    pub payload: Value,
+    /// The envelope serialized once, shared by every consumer that needs the bytes.
+    #[serde(skip)]
+    json: OnceLock<Arc<str>>,
+}
+
+/// Events are immutable once emitted and shared between consumers without copying.
+pub type SharedEvent = Arc<Event>;
+
+impl Event {
+    pub fn new(event_type: impl Into<String>, source: EventSource, payload: Value) -> Self {
+        Event {
+            id: ids::new_id(ids::EVENT),
+            event_type: event_type.into(),
+            timestamp: time::now_iso(),
+            source,
+            payload,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The envelope as JSON text, computed on first use and then shared.
+    pub fn envelope_json(&self) -> Arc<str> {
+        self.json
+            .get_or_init(|| {
+                // Serializing a struct of strings and a `Value` cannot fail.
+                let text = serde_json::to_string(self).unwrap_or_default();
+                Arc::from(text)
+            })
+            .clone()
+    }
+}
+
+impl Clone for Event {
+    fn clone(&self) -> Self {
+        Event {
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            timestamp: self.timestamp.clone(),
+            source: self.source,
+            payload: self.payload.clone(),
+            json: OnceLock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_spec_key_order() {
+        let e = Event::new(
+            "posts.created",
+            EventSource::Collections,
+            serde_json::json!({"id": "rec_1"}),
+        );
+        let text = e.envelope_json();
+        let id_at = text.find("\"id\"").unwrap();
+        let type_at = text.find("\"type\"").unwrap();
+        let ts_at = text.find("\"timestamp\"").unwrap();
+        let src_at = text.find("\"source\"").unwrap();
+        let payload_at = text.find("\"payload\"").unwrap();
+        assert!(id_at < type_at && type_at < ts_at && ts_at < src_at && src_at < payload_at);
+        assert!(text.contains("\"source\":\"collections\""));
+        assert!(e.id.starts_with("evt_"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The event bus: the spine of Bakend. Subsystems emit [`Event`]s here and consume them from
+//! here; none of them calls another to say that something happened.
+//!
+//! Emitting never blocks: every consumer owns a bounded queue, and an event that does not fit is
+//! counted against that consumer and logged (never silently skipped) while everyone else is
+//! served. The [`EventBus`] trait is narrow so a cross-node bus can be put behind it later.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bakend_core::{Event, SharedEvent};
+use tokio::sync::mpsc;
+
+/// Counters for one consumer, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub delivered: AtomicU64,
+    /// Events that did not fit in the consumer's queue.
+    pub dropped: AtomicU64,
+}
+
+/// What a consumer reads events from, in emission order.
+pub struct EventStream {
+    rx: mpsc::Receiver<SharedEvent>,
+    stats: Arc<ConsumerStats>,
+}
+
+impl EventStream {
+    pub async fn recv(&mut self) -> Option<SharedEvent> {
+        self.rx.recv().await
+    }
+
+    /// For consumers that live on their own OS thread; never call from an async task.
+    pub fn blocking_recv(&mut self) -> Option<SharedEvent> {
+        self.rx.blocking_recv()
+    }
+
+    pub fn try_recv(&mut self) -> Option<SharedEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+}
+
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes an event to every consumer. Never blocks, never fails the caller.
+    fn emit(&self, event: Event) -> SharedEvent;
+
+    /// Registers a consumer with its own queue of `capacity` events. It sees every event emitted
+    /// after this call.
+    fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream;
+
+    /// Events emitted since start.
+    fn emitted(&self) -> u64;
+}
+
+struct Consumer {
+    name: String,
+    tx: mpsc::Sender<SharedEvent>,
+    stats: Arc<ConsumerStats>,
+}
+
+/// The in-process bus.
+#[derive(Default)]
+pub struct LocalBus {
+    consumers: RwLock<Vec<Consumer>>,
+    emitted: AtomicU64,
+}
+
+impl LocalBus {
+    pub fn new() -> Arc<LocalBus> {
+        Arc::new(LocalBus::default())
+    }
+}
+
+impl EventBus for LocalBus {
+    fn emit(&self, event: Event) -> SharedEvent {
+        let event = Arc::new(event);
+        self.emitted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("Event emitted: {} ({})", event.event_type, event.id);
+        let mut any_closed = false;
+        if let Ok(consumers) = self.consumers.read() {
+            for c in consumers.iter() {
+                match c.tx.try_send(event.clone()) {
+                    Ok(()) => {
+                        c.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let n = c.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        // Log the first drop and then every 1000th so a stuck consumer is loud
+                        // without flooding the log.
+                        if n == 1 || n % 1000 == 0 {
+                            tracing::error!(
+                                "Event consumer \"{}\" is falling behind: {} event(s) dropped so far (latest {} {})",
+                                c.name,
+                                n,
+                                event.event_type,
+                                event.id
+                            );
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => any_closed = true,
+                }
+            }
+        }
+        if any_closed && let Ok(mut consumers) = self.consumers.write() {
+            consumers.retain(|c| !c.tx.is_closed());
+        }
+        event
+    }
+
+    fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(ConsumerStats::default());
+        if let Ok(mut consumers) = self.consumers.write() {
+            consumers.push(Consumer {
+                name: consumer.to_string(),
+                tx,
+                stats: stats.clone(),
+            });
+        }
+        EventStream { rx, stats }
+    }
+
+    fn emitted(&self) -> u64 {
+        self.emitted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bakend_core::EventSource;
+    use serde_json::json;
+
+    fn ev(t: &str) -> Event {
+        Event::new(t, EventSource::System, json!({}))
+    }
+
+    #[test]
+    fn every_consumer_sees_events_in_order() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe("a", 16);
+        let mut b = bus.subscribe("b", 16);
+        for t in ["x.created", "x.updated", "x.deleted"] {
+            bus.emit(ev(t));
+        }
+        for s in [&mut a, &mut b] {
+            let got: Vec<String> = std::iter::from_fn(|| s.try_recv())
+                .map(|e| e.event_type.clone())
+                .collect();
+            assert_eq!(got, ["x.created", "x.updated", "x.deleted"]);
+        }
+        assert_eq!(bus.emitted(), 3);
+    }
+
+    #[test]
+    fn a_full_consumer_is_counted_and_does_not_block_others() {
+        let bus = LocalBus::new();
+        let slow = bus.subscribe("slow", 1);
+        let mut fast = bus.subscribe("fast", 16);
+        for _ in 0..5 {
+            bus.emit(ev("x.created"));
+        }
+        assert_eq!(slow.stats().dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(slow.stats().delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(std::iter::from_fn(|| fast.try_recv()).count(), 5);
+    }
+
+    #[test]
+    fn closed_consumers_are_forgotten() {
+        let bus = LocalBus::new();
+        drop(bus.subscribe("gone", 1));
+        bus.emit(ev("x.created"));
+        assert_eq!(bus.consumers.read().unwrap().len(), 0);
+    }
+}

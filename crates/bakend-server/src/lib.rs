@@ -1,0 +1,16 @@
+//! Bakend's HTTP server: one port for the REST API (and, as later subsystems land, auth,
+//! storage, admin and realtime). [`start`] brings the whole system up in the order of spec
+//! `cli-and-config.md` §4 and returns a handle that shuts it down gracefully.
+
+mod auth;
+mod body;
+mod cors;
+mod error;
+mod response;
+mod routes;
+mod startup;
+mod state;
+
+pub use error::ApiError;
+pub use startup::{Server, StartError, start, start_with_bus};
+pub use state::AppState;

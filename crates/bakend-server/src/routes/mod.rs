@@ -1,0 +1,56 @@
+//! Request routing (spec `rest-api.md` §1). Paths are split on `/` with empty segments dropped,
+//! so `/api/posts/` and `//api//posts` are the same route; the method is checked before the
+//! collection is looked up.
+
+mod health;
+mod records;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Route prefixes owned by Bakend itself, never by a collection.
+const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin", "realtime"];
+
+pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    if path == "/" || path == "/health" {
+        return health::health(&parts.method);
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    tracing::debug!("{} {}", parts.method, path);
+    let result = match segments.as_slice() {
+        ["api", system, ..] if SYSTEM_SEGMENTS.contains(system) => {
+            Err(ApiError::not_found("Not found"))
+        }
+        ["api", collection] => {
+            let ctx = auth::resolve(&state, &parts.headers);
+            match parts.method {
+                Method::GET => records::list(&state, &ctx, collection, parts.uri.query()).await,
+                Method::POST => {
+                    records::create(&state, &ctx, collection, &parts.headers, body).await
+                }
+                _ => Err(ApiError::method_not_allowed()),
+            }
+        }
+        ["api", collection, id] => {
+            let ctx = auth::resolve(&state, &parts.headers);
+            match parts.method {
+                Method::GET => records::get(&state, &ctx, collection, id).await,
+                Method::PUT => {
+                    records::update(&state, &ctx, collection, id, &parts.headers, body).await
+                }
+                Method::DELETE => records::delete(&state, &ctx, collection, id).await,
+                _ => Err(ApiError::method_not_allowed()),
+            }
+        }
+        _ => Err(ApiError::not_found("Not found")),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}

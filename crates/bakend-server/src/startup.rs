@@ -1,0 +1,208 @@
+//! Start-up and shutdown of the whole server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use bakend_core::config::Config;
+use bakend_events::{EventBus, LocalBus};
+use bakend_store::collections::sync;
+use bakend_store::db::migrations::{meta_get, meta_set};
+use bakend_store::{Committed, Database, RecordStore, Registry, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::state::AppState;
+use crate::{cors, error, routes};
+
+/// The secret upstream shipped as a default; using it is worth a warning.
+const UPSTREAM_DEFAULT_SECRET: &str = "dev-only-change-me";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Collections(String),
+    #[error("Database error: {0}")]
+    Database(StoreError),
+    #[error("Failed to start server. Is port {0} in use?")]
+    Bind(u16),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Definition(m) => StartError::Collections(m),
+            other => StartError::Database(other),
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    db: Arc<Database>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then flushes and closes the database.
+    pub async fn shutdown(mut self) {
+        tracing::info!("Shutting down");
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = (&mut self.task).await {
+            tracing::error!("HTTP server task failed: {e}");
+        }
+        let db = self.db.clone();
+        let _ = tokio::task::spawn_blocking(move || db.close()).await;
+    }
+}
+
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    start_with_bus(config, LocalBus::new()).await
+}
+
+/// Starts with a given bus, so a caller can subscribe before anything is emitted.
+pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Server, StartError> {
+    // Collection files are read and checked before the database is touched, so a bad file
+    // leaves no trace.
+    let files = sync::read_dir(&config.project_dir.join("collections"))?;
+
+    let location = config.database.clone();
+    let open_bus = bus.clone();
+    let db = tokio::task::spawn_blocking(move || Database::open(&location, open_bus))
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let db = Arc::new(db);
+
+    let files_dir = config.storage.join("files");
+    tokio::fs::create_dir_all(&files_dir).await?;
+    tracing::debug!("Storage initialized at {}", config.storage.display());
+
+    let registry = Arc::new(Registry::default());
+    let report = match sync::apply(&db, &registry, files).await {
+        Ok(r) => r,
+        Err(e) => {
+            close(&db).await;
+            return Err(e.into());
+        }
+    };
+    for name in &report.recreated_tables {
+        tracing::warn!("Collection table was missing and has been re-created: {name}");
+    }
+    for name in &report.created {
+        tracing::info!("Collection created: {name}");
+    }
+    for (name, file, changes) in &report.updated {
+        tracing::info!(
+            "Collection updated: {name} (from {}: {})",
+            file.display(),
+            changes.join(", ")
+        );
+    }
+
+    let jwt_secret = match resolve_secret(&config, &db).await {
+        Ok(s) => s,
+        Err(e) => {
+            close(&db).await;
+            return Err(e.into());
+        }
+    };
+
+    let listener = match bind(config.port).await {
+        Ok(l) => l,
+        Err(_) => {
+            close(&db).await;
+            return Err(StartError::Bind(config.port));
+        }
+    };
+    let addr = listener.local_addr()?;
+
+    let config = Arc::new(config);
+    let state = AppState {
+        config: config.clone(),
+        bus,
+        records: RecordStore::new(db.clone(), registry),
+        jwt_secret,
+    };
+    let app = Router::new()
+        .fallback(routes::dispatch)
+        .with_state(state.clone())
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(cors::layer(&config.api.cors_origins));
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    Ok(Server {
+        addr,
+        state,
+        db,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn close(db: &Arc<Database>) {
+    let db = db.clone();
+    let _ = tokio::task::spawn_blocking(move || db.close()).await;
+}
+
+/// All interfaces, IPv6 and IPv4 where the system allows both.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(("::", port)).await {
+        Ok(l) => Ok(l),
+        Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
+    }
+}
+
+/// The configured secret, or one generated once and kept in the database so tokens survive a
+/// restart of a project that never configured one.
+async fn resolve_secret(config: &Config, db: &Database) -> Result<Arc<str>, StoreError> {
+    if let Some(s) = &config.auth.jwt_secret {
+        if s == UPSTREAM_DEFAULT_SECRET {
+            tracing::warn!(
+                "Using default auth.jwtSecret — set auth.jwtSecret in bakend.json for production"
+            );
+        }
+        return Ok(Arc::from(s.as_str()));
+    }
+    let secret = db
+        .write(|conn| {
+            if let Some(s) = meta_get(conn, "generated_jwt_secret")? {
+                return Ok(Committed::new(s));
+            }
+            let s = format!("{}{}", uuid_hex(), uuid_hex());
+            meta_set(conn, "generated_jwt_secret", &s)?;
+            Ok(Committed::new(s))
+        })
+        .await?;
+    tracing::warn!(
+        "No auth.jwtSecret is configured: using a generated development secret stored in the database. Set auth.jwtSecret in bakend.json (or BAKEND_AUTH_JWT_SECRET) before production use"
+    );
+    Ok(Arc::from(secret))
+}
+
+fn uuid_hex() -> String {
+    bakend_core::ids::new_id("").replace('-', "")
+}

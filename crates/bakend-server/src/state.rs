@@ -1,0 +1,16 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use bakend_core::config::Config;
+use bakend_events::EventBus;
+use bakend_store::RecordStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub bus: Arc<dyn EventBus>,
+    pub records: RecordStore,
+    /// The HS256 secret for access tokens (configured, or generated and kept in the database).
+    pub jwt_secret: Arc<str>,
+}

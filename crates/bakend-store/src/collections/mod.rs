@@ -1,0 +1,6 @@
+//! Collections: their definitions, the DDL that realises them, and the in-memory registry.
+
+pub mod definition;
+pub mod registry;
+pub mod schema;
+pub mod sync;

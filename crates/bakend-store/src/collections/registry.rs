@@ -1,0 +1,114 @@
+//! The collections the server knows, kept in memory and replaced whole on every change, so a
+//! request reads a consistent definition without touching the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use super::definition::CollectionDef;
+use super::schema::quote;
+
+/// A live collection: its definition plus the SQL derived from it once.
+#[derive(Debug)]
+pub struct Collection {
+    pub def: CollectionDef,
+    /// The definition JSON as submitted (key order and unknown keys kept).
+    pub raw: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Index into `def.fields` of the owner field (`user_id`), if any.
+    pub owner_field: Option<usize>,
+    pub(crate) sql: CollectionSql,
+}
+
+#[derive(Debug)]
+pub(crate) struct CollectionSql {
+    pub table: String,
+    /// `"id", "created_at", "updated_at", "f1", …`
+    pub columns: String,
+    pub insert: String,
+}
+
+impl Collection {
+    pub fn new(def: CollectionDef, raw: Value, created_at: String, updated_at: String) -> Self {
+        let table = quote(&def.name);
+        let mut columns = String::from("\"id\", \"created_at\", \"updated_at\"");
+        for f in &def.fields {
+            columns.push_str(", ");
+            columns.push_str(&quote(&f.name));
+        }
+        let placeholders: Vec<String> = (1..=def.fields.len() + 3)
+            .map(|i| format!("?{i}"))
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} ({columns}) VALUES ({})",
+            placeholders.join(", ")
+        );
+        let owner_field = def.owner_field();
+        Collection {
+            def,
+            raw,
+            created_at,
+            updated_at,
+            owner_field,
+            sql: CollectionSql {
+                table,
+                columns,
+                insert,
+            },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// The collection as the admin API shows it (`CollectionMeta`).
+    pub fn meta_json(&self) -> Value {
+        serde_json::json!({
+            "name": self.def.name,
+            "definition": self.raw,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    map: RwLock<HashMap<String, Arc<Collection>>>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<Arc<Collection>> {
+        self.map.read().ok()?.get(name).cloned()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.read().is_ok_and(|m| m.contains_key(name))
+    }
+
+    pub fn put(&self, c: Arc<Collection>) {
+        if let Ok(mut m) = self.map.write() {
+            m.insert(c.def.name.clone(), c);
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(name);
+        }
+    }
+
+    /// Every collection, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Collection>> {
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        v
+    }
+}

@@ -1,0 +1,113 @@
+//! The system schema, versioned in `_bakend_meta.schema_version`. Each step runs inside one
+//! transaction together with its version bump, so a crash never leaves a half-migrated database.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::StoreError;
+
+/// Steps in order; step `i` brings the schema to version `i + 1`. Append, never edit.
+const STEPS: &[&str] = &[
+    // 1: the tables of Bakend v1 (spec collections.md §2, auth.md §9, storage.md §10).
+    r#"
+    CREATE TABLE IF NOT EXISTS _bakend_meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _collections (
+        name TEXT PRIMARY KEY NOT NULL,
+        definition TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _users (
+        id TEXT PRIMARY KEY NOT NULL,
+        email TEXT UNIQUE NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'authenticated',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _sessions (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL REFERENCES _users(id) ON DELETE CASCADE,
+        refresh_token_hash TEXT UNIQUE NOT NULL,
+        expires_at TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _files (
+        id TEXT PRIMARY KEY NOT NULL,
+        filename TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        visibility TEXT NOT NULL CHECK (visibility IN ('public','protected')),
+        user_id TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    "#,
+];
+
+pub const SCHEMA_VERSION: usize = STEPS.len();
+
+pub fn current_version(conn: &Connection) -> Result<usize, StoreError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_bakend_meta'",
+            [],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM _bakend_meta WHERE key='schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Brings the system schema up to date. Refuses a database written by a newer Bakend.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let from = current_version(conn)?;
+    if from > SCHEMA_VERSION {
+        return Err(StoreError::Internal(format!(
+            "database schema version {from} is newer than this bak supports ({SCHEMA_VERSION}); upgrade bak"
+        )));
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(from) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(step)?;
+        tx.execute(
+            "INSERT INTO _bakend_meta(key, value, created_at) VALUES('schema_version', ?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            ((i + 1).to_string(), bakend_core::time::now_iso()),
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Reads a `_bakend_meta` value.
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM _bakend_meta WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Writes a `_bakend_meta` value (inside the caller's transaction).
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _bakend_meta(key, value, created_at) VALUES(?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value, bakend_core::time::now_iso()),
+    )?;
+    Ok(())
+}

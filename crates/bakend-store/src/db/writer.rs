@@ -1,0 +1,234 @@
+//! The single writer thread. Every write in the process goes through it.
+//!
+//! It takes whatever writes are queued (up to [`MAX_BATCH`]), runs each in its own savepoint
+//! inside one transaction and commits once: one fsync for the whole group. A write that fails
+//! rolls back its savepoint only. After the commit, each successful write's follow-up runs, its
+//! events are emitted in commit order, and only then is its caller answered — so a caller never
+//! hears "done" for something that is not on disk, and nobody sees an event for a rolled-back
+//! write.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bakend_core::Event;
+use bakend_events::EventBus;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+
+/// Most writes committed together.
+pub const MAX_BATCH: usize = 512;
+/// Writes that may wait for the writer before callers are made to wait for a slot.
+pub const QUEUE_DEPTH: usize = 8192;
+
+type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What a successful write hands back to the writer: the caller's value, the events to emit
+/// after the commit, and an optional step to run after the commit (before the events), used to
+/// update in-memory state such as the collection registry.
+pub struct Committed<T> {
+    pub value: T,
+    pub events: Vec<Event>,
+    pub after_commit: Option<AfterCommit>,
+}
+
+impl<T> Committed<T> {
+    pub fn new(value: T) -> Self {
+        Committed {
+            value,
+            events: Vec::new(),
+            after_commit: None,
+        }
+    }
+
+    pub fn event(mut self, e: Event) -> Self {
+        self.events.push(e);
+        self
+    }
+
+    pub fn then(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.after_commit = Some(Box::new(f));
+        self
+    }
+}
+
+trait Job: Send {
+    /// Runs the write; `Some` means it succeeded and should be committed.
+    fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)>;
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct ClosureJob<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for ClosureJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)> {
+        let f = self.f.take()?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())));
+        match outcome {
+            Ok(c) => {
+                self.result = Some(Ok(c.value));
+                Some((c.events, c.after_commit))
+            }
+            Err(e) => {
+                self.result = Some(Err(e));
+                None
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let result = match (self.result, commit) {
+            (Some(Ok(_)), Err(msg)) => Err(StoreError::Commit(msg)),
+            (Some(r), _) => r,
+            (None, _) => Err(StoreError::Internal("write was not run".into())),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Handle for submitting writes.
+enum Msg {
+    Job(Box<dyn Job>),
+    /// Finish what is queued ahead, then close the database and end the thread.
+    Stop,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. The thread ends when every `Writer` clone is dropped,
+    /// and closes the connection (which checkpoints the WAL).
+    pub fn spawn(
+        conn: Connection,
+        bus: Arc<dyn EventBus>,
+    ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
+        let handle = std::thread::Builder::new()
+            .name("bakend-sqlite-writer".into())
+            .spawn(move || run_writer(conn, rx, bus))?;
+        Ok((Writer { tx }, handle))
+    }
+
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(ClosureJob {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.tx
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Asks the writer to stop after the writes queued so far.
+    pub fn stop(&self) {
+        // `blocking_send` would panic inside a runtime; a full queue only delays the stop until
+        // the queue drains, so retry briefly.
+        let mut msg = Msg::Stop;
+        for _ in 0..1000 {
+            match self.tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    msg = m;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+}
+
+fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, bus: Arc<dyn EventBus>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut stopping = false;
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut batch, bus.as_ref());
+    }
+    rx.close();
+    if let Err((_, e)) = conn.close() {
+        tracing::error!("Closing the database failed: {e}");
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>, bus: &dyn EventBus) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        for job in batch.drain(..) {
+            job.finish(Err(msg.clone()));
+        }
+        return;
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        let outcome = run_in_savepoint(conn, job.as_mut());
+        outcomes.push(outcome);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if let Err(msg) = &commit {
+        tracing::error!("Commit of {} write(s) failed: {msg}", batch.len());
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for (job, outcome) in batch.drain(..).zip(outcomes) {
+        if commit.is_ok()
+            && let Some((events, after)) = outcome
+        {
+            if let Some(after) = after {
+                after();
+            }
+            for e in events {
+                bus.emit(e);
+            }
+        }
+        job.finish(commit.clone());
+    }
+}
+
+fn run_in_savepoint(
+    conn: &Connection,
+    job: &mut dyn Job,
+) -> Option<(Vec<Event>, Option<AfterCommit>)> {
+    if conn.execute_batch("SAVEPOINT w").is_err() {
+        return job.run(conn);
+    }
+    let outcome = job.run(conn);
+    if outcome.is_none() {
+        let _ = conn.execute_batch("ROLLBACK TO w");
+    }
+    let _ = conn.execute_batch("RELEASE w");
+    outcome
+}

@@ -1,0 +1,42 @@
+//! Errors of the record store. The HTTP layer turns these into the spec's error envelope.
+
+use serde::Serialize;
+
+/// One failed validation rule on one field (an entry of `details`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub rule: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Collection \"{0}\" does not exist")]
+    CollectionNotFound(String),
+    #[error("Record \"{0}\" not found")]
+    RecordNotFound(String),
+    #[error("Validation failed")]
+    Validation(Vec<FieldError>),
+    /// The record changed owner between the permission check and the write.
+    #[error("Insufficient permissions")]
+    Forbidden,
+    /// A request the store cannot make sense of (bad sort key, bad page number).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A collection definition that is not valid; the message joins every problem with "; ".
+    #[error("{0}")]
+    Definition(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,18 @@
+//! The record store: collection definitions and their validation, records over SQLite, and the
+//! database plumbing under them.
+//!
+//! All writes go through one writer thread that commits concurrent writes together (group
+//! commit) with `synchronous=FULL`, so a write is on disk before its caller hears about it, and
+//! emits the resulting events in commit order after the commit. Reads run on a small pool of
+//! connections on blocking threads. No SQLite call ever runs on an async executor thread.
+
+pub mod collections;
+pub mod db;
+pub mod error;
+pub mod records;
+
+pub use collections::definition::{CollectionDef, FieldDef, FieldType, Permissions};
+pub use collections::registry::{Collection, Registry};
+pub use db::{Committed, Database};
+pub use error::{FieldError, StoreError};
+pub use records::store::{ListQuery, Page, RecordStore};

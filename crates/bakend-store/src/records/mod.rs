@@ -1,0 +1,6 @@
+//! Records: validating input, turning rows into the wire shape, and the record store itself.
+
+pub mod datetime;
+pub mod row;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,368 @@
+//! The record store: list, get, create, update, delete over a collection's table.
+//!
+//! Writes run on the writer thread (see `db::writer`); each emits its `<collection>.<action>`
+//! event after its commit. Reads run on the reader pool.
+
+use std::sync::Arc;
+
+use bakend_core::{Event, EventSource, ids, time};
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::row::{read_columns, record_json, to_json};
+use super::validate::{self, Mode, Validated, db_checks, in_field_order};
+use crate::collections::registry::{Collection, Registry};
+use crate::collections::schema::quote;
+use crate::db::{Committed, Database};
+use crate::error::{FieldError, StoreError};
+
+/// A page request for a list.
+#[derive(Clone, Debug)]
+pub struct ListQuery {
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+    /// `(key, descending)`; keys are `id`, `createdAt`, `updatedAt` or field names. Empty means
+    /// newest first.
+    pub sort: Vec<(String, bool)>,
+    /// Only records whose `user_id` is this.
+    pub owned_by: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total_items: u64,
+    pub total_pages: u64,
+}
+
+#[derive(Clone)]
+pub struct RecordStore {
+    db: Arc<Database>,
+    registry: Arc<Registry>,
+}
+
+/// The `user_id` of a record as JSON, if it has one.
+pub fn owner_of(record: &Value) -> Option<&str> {
+    record.get("user_id").and_then(Value::as_str)
+}
+
+impl RecordStore {
+    pub fn new(db: Arc<Database>, registry: Arc<Registry>) -> Self {
+        RecordStore { db, registry }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>, StoreError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))
+    }
+
+    pub async fn list(&self, c: Arc<Collection>, q: ListQuery) -> Result<Page, StoreError> {
+        let order = order_by(&c, &q.sort)?;
+        self.db
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction()?;
+                let filter = if q.owned_by.is_some() {
+                    " WHERE \"user_id\" = ?1"
+                } else {
+                    ""
+                };
+                let owner = q.owned_by.clone().map(Sql::Text);
+                let params: Vec<Sql> = owner.into_iter().collect();
+                let total: i64 = tx
+                    .prepare_cached(&format!("SELECT COUNT(*) FROM {}{filter}", c.sql.table))?
+                    .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+                let mut all = params.clone();
+                all.push(Sql::Integer(q.per_page as i64));
+                all.push(Sql::Integer((q.page as i64 - 1) * q.per_page as i64));
+                let n = params.len();
+                let sql = format!(
+                    "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+                    c.sql.columns,
+                    c.sql.table,
+                    n + 1,
+                    n + 2
+                );
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let items = stmt
+                    .query_map(rusqlite::params_from_iter(all.iter()), |row| {
+                        read_columns(&c, row).map(|cols| record_json(&c, &cols))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                drop(stmt);
+                tx.finish()?;
+                let total = total.max(0) as u64;
+                Ok(Page {
+                    items,
+                    page: q.page,
+                    per_page: q.per_page,
+                    total_items: total,
+                    total_pages: total.div_ceil(q.per_page as u64),
+                })
+            })
+            .await
+    }
+
+    pub async fn get(&self, c: Arc<Collection>, id: String) -> Result<Value, StoreError> {
+        self.db
+            .read(move |conn| {
+                fetch(conn, &c, &id)?
+                    .map(|cols| record_json(&c, &cols))
+                    .ok_or(StoreError::RecordNotFound(id))
+            })
+            .await
+    }
+
+    /// Full validation for a create: checks without the database here, then — only if there
+    /// are failures to report — the database checks too, so `details` is complete.
+    pub async fn create(
+        &self,
+        c: Arc<Collection>,
+        body: Map<String, Value>,
+    ) -> Result<Value, StoreError> {
+        let v = validate::validate(&c.def, &body, Mode::Create);
+        if !v.is_ok() {
+            return Err(self.complete_failure(c, v, None).await);
+        }
+        self.db
+            .write(move |conn| {
+                let errors = db_checks(conn, &c, &v.values, None)?;
+                if !errors.is_empty() {
+                    return Err(StoreError::Validation(in_field_order(errors)));
+                }
+                let id = ids::new_id(ids::RECORD);
+                let now = time::now_iso();
+                let mut cols = Vec::with_capacity(c.def.fields.len() + 3);
+                cols.push(Sql::Text(id));
+                cols.push(Sql::Text(now.clone()));
+                cols.push(Sql::Text(now));
+                cols.resize(c.def.fields.len() + 3, Sql::Null);
+                for (i, val) in v.values {
+                    cols[i + 3] = val;
+                }
+                conn.prepare_cached(&c.sql.insert)?
+                    .execute(rusqlite::params_from_iter(cols.iter()))
+                    .map_err(|e| constraint_error(&c, e))?;
+                let record = record_json(&c, &cols);
+                let event = Event::new(
+                    format!("{}.created", c.def.name),
+                    EventSource::Collections,
+                    record.clone(),
+                );
+                Ok(Committed::new(record).event(event))
+            })
+            .await
+    }
+
+    /// Partial update. `required_owner`: the write only goes ahead if the record is (still)
+    /// owned by this user — the permission check happened on an earlier read.
+    pub async fn update(
+        &self,
+        c: Arc<Collection>,
+        id: String,
+        body: Map<String, Value>,
+        required_owner: Option<String>,
+    ) -> Result<Value, StoreError> {
+        let v = validate::validate(&c.def, &body, Mode::Update);
+        if !v.is_ok() {
+            return Err(self.complete_failure(c, v, Some(id)).await);
+        }
+        self.db
+            .write(move |conn| {
+                let Some(mut cols) = fetch(conn, &c, &id)? else {
+                    return Err(StoreError::RecordNotFound(id));
+                };
+                check_owner(&c, &cols, required_owner.as_deref())?;
+                if v.values.is_empty() {
+                    return Ok(Committed::new(record_json(&c, &cols)));
+                }
+                let errors = db_checks(conn, &c, &v.values, Some(&id))?;
+                if !errors.is_empty() {
+                    return Err(StoreError::Validation(in_field_order(errors)));
+                }
+                let now = time::now_iso();
+                let mut sets = vec!["\"updated_at\" = ?1".to_string()];
+                let mut params = vec![Sql::Text(now.clone())];
+                for (i, val) in &v.values {
+                    params.push(val.clone());
+                    sets.push(format!(
+                        "{} = ?{}",
+                        quote(&c.def.fields[*i].name),
+                        params.len()
+                    ));
+                }
+                params.push(Sql::Text(id.clone()));
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE \"id\" = ?{}",
+                    c.sql.table,
+                    sets.join(", "),
+                    params.len()
+                );
+                conn.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(params.iter()))
+                    .map_err(|e| constraint_error(&c, e))?;
+                cols[2] = Sql::Text(now);
+                for (i, val) in v.values {
+                    cols[i + 3] = val;
+                }
+                let record = record_json(&c, &cols);
+                let event = Event::new(
+                    format!("{}.updated", c.def.name),
+                    EventSource::Collections,
+                    record.clone(),
+                );
+                Ok(Committed::new(record).event(event))
+            })
+            .await
+    }
+
+    pub async fn delete(
+        &self,
+        c: Arc<Collection>,
+        id: String,
+        required_owner: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| {
+                let Some(cols) = fetch(conn, &c, &id)? else {
+                    return Err(StoreError::RecordNotFound(id));
+                };
+                check_owner(&c, &cols, required_owner.as_deref())?;
+                conn.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", c.sql.table))?
+                    .execute([&id])?;
+                let event = Event::new(
+                    format!("{}.deleted", c.def.name),
+                    EventSource::Collections,
+                    serde_json::json!({ "id": id }),
+                );
+                Ok(Committed::new(()).event(event))
+            })
+            .await
+    }
+
+    /// Adds the database checks of fields that passed the pure checks, so a 400 lists every
+    /// failing field. Runs on a reader: nothing is written.
+    async fn complete_failure(
+        &self,
+        c: Arc<Collection>,
+        v: Validated,
+        exclude: Option<String>,
+    ) -> StoreError {
+        let Validated { values, mut errors } = v;
+        let more = self
+            .db
+            .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref())?))
+            .await;
+        match more {
+            Ok(more) => {
+                errors.extend(more);
+                StoreError::Validation(in_field_order(errors))
+            }
+            Err(e) => e,
+        }
+    }
+}
+
+fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE \"id\" = ?1",
+        c.sql.columns, c.sql.table
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], |row| read_columns(c, row))
+        .optional()?)
+}
+
+fn check_owner(c: &Collection, cols: &[Sql], required: Option<&str>) -> Result<(), StoreError> {
+    let Some(required) = required else {
+        return Ok(());
+    };
+    let owner = c
+        .owner_field
+        .and_then(|i| cols.get(i + 3))
+        .and_then(|v| match v {
+            Sql::Text(t) => Some(t.as_str()),
+            _ => None,
+        });
+    if owner == Some(required) {
+        Ok(())
+    } else {
+        Err(StoreError::Forbidden)
+    }
+}
+
+/// A UNIQUE violation that slipped past the pre-check is still a validation error, never a 500.
+fn constraint_error(c: &Collection, e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+        && let Some(cols) = msg.strip_prefix("UNIQUE constraint failed: ")
+    {
+        let errors: Vec<FieldError> = c
+            .def
+            .fields
+            .iter()
+            .filter(|f| {
+                cols.split(", ")
+                    .any(|col| col.rsplit('.').next() == Some(f.name.as_str()))
+            })
+            .map(validate::unique_error)
+            .collect();
+        if !errors.is_empty() {
+            return StoreError::Validation(errors);
+        }
+    }
+    StoreError::Sqlite(e)
+}
+
+fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreError> {
+    if sort.is_empty() {
+        return Ok("\"created_at\" DESC, \"id\" DESC".into());
+    }
+    let mut parts = Vec::new();
+    let mut has_id = false;
+    for (key, desc) in sort {
+        let col = match key.as_str() {
+            "id" => {
+                has_id = true;
+                "id".to_string()
+            }
+            "createdAt" => "created_at".to_string(),
+            "updatedAt" => "updated_at".to_string(),
+            name if c.def.field(name).is_some() => name.to_string(),
+            other => {
+                return Err(StoreError::BadRequest(format!(
+                    "Cannot sort by \"{other}\": not a field of collection \"{}\"",
+                    c.def.name
+                )));
+            }
+        };
+        parts.push(format!(
+            "{} {}",
+            quote(&col),
+            if *desc { "DESC" } else { "ASC" }
+        ));
+    }
+    if !has_id {
+        // A total order keeps pages stable when sort values tie.
+        parts.push("\"id\" DESC".into());
+    }
+    Ok(parts.join(", "))
+}
+
+/// Serializes a stored value for a field (used by callers that hold raw values).
+pub fn field_json(c: &Collection, index: usize, v: &Sql) -> Value {
+    to_json(c.def.fields[index].kind, v)
+}

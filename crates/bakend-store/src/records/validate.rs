@@ -1,0 +1,309 @@
+//! Field validation (spec `rest-api.md` §6). Checks that need no database run here, on the
+//! request's thread; the database checks (`exists`, `unique`) run in [`db_checks`] inside the
+//! write's transaction, where no other write can race them.
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::datetime;
+use crate::collections::definition::{CollectionDef, FieldDef, FieldType};
+use crate::collections::registry::Collection;
+use crate::error::FieldError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every field is checked; missing ones are stored as NULL.
+    Create,
+    /// Only fields present in the body are checked and written.
+    Update,
+}
+
+/// Values ready to store, by field index, and the failures found.
+#[derive(Debug, Default)]
+pub struct Validated {
+    pub values: Vec<(usize, Sql)>,
+    pub errors: Vec<(usize, FieldError)>,
+}
+
+impl Validated {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub fn validate(def: &CollectionDef, body: &Map<String, Value>, mode: Mode) -> Validated {
+    let mut out = Validated::default();
+    for (i, f) in def.fields.iter().enumerate() {
+        let v = body.get(&f.name);
+        if mode == Mode::Update && v.is_none() {
+            continue;
+        }
+        match check_field(f, v) {
+            Ok(sql) => out.values.push((i, sql)),
+            Err(errs) => out.errors.extend(errs.into_iter().map(|e| (i, e))),
+        }
+    }
+    out
+}
+
+fn err(f: &FieldDef, rule: &'static str, message: String) -> FieldError {
+    FieldError {
+        field: f.name.clone(),
+        rule,
+        message,
+    }
+}
+
+fn check_field(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldError>> {
+    let name = &f.name;
+    let missing = matches!(v, None | Some(Value::Null)) || v.and_then(Value::as_str) == Some("");
+    if f.required && missing {
+        return Err(vec![err(
+            f,
+            "required",
+            format!("Field \"{name}\" is required"),
+        )]);
+    }
+    let v = match v {
+        None | Some(Value::Null) => return Ok(Sql::Null),
+        Some(v) => v,
+    };
+    let type_err = |what: &str| vec![err(f, "type", format!("Field \"{name}\" must be {what}"))];
+    let sql = match f.kind {
+        FieldType::String | FieldType::Text | FieldType::Relation | FieldType::File => {
+            let s = v.as_str().ok_or_else(|| type_err("a string"))?;
+            Sql::Text(s.to_string())
+        }
+        FieldType::Integer => {
+            let n = v
+                .as_i64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|x| x.fract() == 0.0 && x.abs() < 9.2e18)
+                        .map(|x| x as i64)
+                })
+                .ok_or_else(|| type_err("an integer"))?;
+            Sql::Integer(n)
+        }
+        FieldType::Float => Sql::Real(v.as_f64().ok_or_else(|| type_err("a number"))?),
+        FieldType::Boolean => {
+            Sql::Integer(v.as_bool().ok_or_else(|| type_err("a boolean"))? as i64)
+        }
+        FieldType::Datetime => {
+            let s = v
+                .as_str()
+                .and_then(datetime::normalize)
+                .ok_or_else(|| type_err("a valid ISO-8601 datetime"))?;
+            Sql::Text(s)
+        }
+        FieldType::Json => {
+            if !(v.is_object() || v.is_array()) {
+                return Err(type_err("a JSON value"));
+            }
+            Sql::Text(v.to_string())
+        }
+    };
+    let mut errors = Vec::new();
+    let measured = match &sql {
+        Sql::Text(s) if matches!(f.kind, FieldType::String | FieldType::Text) => {
+            Some((s.encode_utf16().count() as f64, " characters"))
+        }
+        Sql::Integer(n) if f.kind == FieldType::Integer => Some((*n as f64, "")),
+        Sql::Real(x) => Some((*x, "")),
+        _ => None,
+    };
+    if let Some((m, unit)) = measured {
+        if let Some(min) = f.min
+            && m < min
+        {
+            errors.push(err(
+                f,
+                "min",
+                format!("Field \"{name}\" must be at least {min}{unit}"),
+            ));
+        }
+        if let Some(max) = f.max
+            && m > max
+        {
+            errors.push(err(
+                f,
+                "max",
+                format!("Field \"{name}\" must be at most {max}{unit}"),
+            ));
+        }
+    }
+    if let (Some(re), Sql::Text(s)) = (&f.regex, &sql)
+        && !re.is_match(s)
+    {
+        errors.push(err(
+            f,
+            "regex",
+            format!("Field \"{name}\" does not match required pattern"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(sql)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The checks that need the database: a `file` value must name a stored file, a `unique` value
+/// must not be used by another record. `exclude_id` is the record being updated.
+pub fn db_checks(
+    conn: &Connection,
+    c: &Collection,
+    values: &[(usize, Sql)],
+    exclude_id: Option<&str>,
+) -> rusqlite::Result<Vec<(usize, FieldError)>> {
+    let mut errors = Vec::new();
+    for (i, v) in values {
+        let f = &c.def.fields[*i];
+        if f.kind == FieldType::File
+            && let Sql::Text(id) = v
+            && !id.is_empty()
+        {
+            let found = conn
+                .prepare_cached("SELECT 1 FROM _files WHERE id = ?1")?
+                .query_row([id], |_| Ok(()))
+                .optional()?;
+            if found.is_none() {
+                errors.push((
+                    *i,
+                    err(
+                        f,
+                        "exists",
+                        format!("Field \"{}\" references unknown file \"{id}\"", f.name),
+                    ),
+                ));
+                continue;
+            }
+        }
+        if f.unique && !matches!(v, Sql::Null) {
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {} = ?1 AND \"id\" != ?2 LIMIT 1",
+                c.sql.table,
+                crate::collections::schema::quote(&f.name)
+            );
+            let taken = conn
+                .prepare_cached(&sql)?
+                .query_row((v, exclude_id.unwrap_or("")), |_| Ok(()))
+                .optional()?;
+            if taken.is_some() {
+                errors.push((*i, unique_error(f)));
+            }
+        }
+    }
+    Ok(errors)
+}
+
+pub fn unique_error(f: &FieldDef) -> FieldError {
+    err(f, "unique", format!("Field \"{}\" must be unique", f.name))
+}
+
+/// All failures in definition order (a field's own failures keep their order).
+pub fn in_field_order(mut errors: Vec<(usize, FieldError)>) -> Vec<FieldError> {
+    errors.sort_by_key(|(i, _)| *i);
+    errors.into_iter().map(|(_, e)| e).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collections::definition::parse;
+    use serde_json::json;
+
+    fn def() -> CollectionDef {
+        parse(&json!({"name": "t", "fields": [
+            {"name": "title", "type": "string", "required": true, "min": 2, "max": 5, "regex": "^[a-z]+$"},
+            {"name": "count", "type": "integer", "max": 100},
+            {"name": "score", "type": "float"},
+            {"name": "done", "type": "boolean"},
+            {"name": "meta", "type": "json"},
+            {"name": "when", "type": "datetime"}
+        ]}))
+        .unwrap()
+        .def
+    }
+
+    fn rules(body: Value, mode: Mode) -> Vec<(String, &'static str)> {
+        let v = validate(&def(), body.as_object().unwrap(), mode);
+        v.errors
+            .into_iter()
+            .map(|(_, e)| (e.field, e.rule))
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_reports() {
+        assert_eq!(
+            rules(json!({}), Mode::Create),
+            [("title".into(), "required")]
+        );
+        assert_eq!(
+            rules(json!({"title": ""}), Mode::Create),
+            [("title".into(), "required")]
+        );
+        assert_eq!(
+            rules(json!({"title": 5}), Mode::Create),
+            [("title".into(), "type")]
+        );
+        assert_eq!(
+            rules(json!({"title": "ABCDEFG"}), Mode::Create),
+            [("title".into(), "max"), ("title".into(), "regex")]
+        );
+        assert_eq!(
+            rules(
+                json!({"title": "ab", "count": 1.5, "score": "x", "done": 1, "meta": "s", "when": "nope"}),
+                Mode::Create
+            ),
+            [
+                ("count".into(), "type"),
+                ("score".into(), "type"),
+                ("done".into(), "type"),
+                ("meta".into(), "type"),
+                ("when".into(), "type")
+            ]
+        );
+        assert_eq!(
+            rules(json!({"title": "ab", "count": 101}), Mode::Create),
+            [("count".into(), "max")]
+        );
+        assert!(
+            rules(
+                json!({"title": "ab", "count": 3.0, "meta": [1]}),
+                Mode::Create
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn update_checks_only_present_fields() {
+        assert!(rules(json!({"count": 4}), Mode::Update).is_empty());
+        assert_eq!(
+            rules(json!({"title": null}), Mode::Update),
+            [("title".into(), "required")]
+        );
+    }
+
+    #[test]
+    fn messages_match_spec() {
+        let v = validate(
+            &def(),
+            json!({"title": "a"}).as_object().unwrap(),
+            Mode::Create,
+        );
+        assert_eq!(
+            v.errors[0].1.message,
+            "Field \"title\" must be at least 2 characters"
+        );
+        let v = validate(
+            &def(),
+            json!({"title": "ab", "count": 1000}).as_object().unwrap(),
+            Mode::Create,
+        );
+        assert_eq!(v.errors[0].1.message, "Field \"count\" must be at most 100");
+    }
+}
