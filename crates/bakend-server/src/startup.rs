@@ -82,6 +82,13 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     // Collection files are read and checked before the database is touched, so a bad file
     // leaves no trace.
     let files = sync::read_dir(&config.project_dir.join("collections"))?;
+    let fresh = match &config.database {
+        bakend_core::config::DatabaseLocation::File(p) => !p.exists(),
+        bakend_core::config::DatabaseLocation::Memory => true,
+    };
+    if fresh {
+        sync::check_relations_among(&files)?;
+    }
 
     let location = config.database.clone();
     let open_bus = bus.clone();

@@ -65,6 +65,18 @@ pub fn read_dir(dir: &Path) -> Result<Vec<FileDefinition>, StoreError> {
     Ok(out)
 }
 
+/// Checks relation targets among the files alone: for a database that does not exist yet, so
+/// a bad reference is refused before the database file is created.
+pub fn check_relations_among(files: &[FileDefinition]) -> Result<(), StoreError> {
+    let names: Vec<&str> = files.iter().map(|f| f.parsed.def.name.as_str()).collect();
+    for f in files {
+        definition::check_relations(&f.parsed.def, &|n| names.contains(&n)).map_err(|errs| {
+            StoreError::Definition(format!("{}: {}", f.path.display(), errs.join("; ")))
+        })?;
+    }
+    Ok(())
+}
+
 fn load_all(conn: &Connection) -> Result<Vec<Collection>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT name, definition, created_at, updated_at FROM _collections ORDER BY name",

@@ -1,0 +1,282 @@
+//! Starting servers for tests and talking to them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bakend_core::SharedEvent;
+use bakend_core::config::Config;
+use bakend_events::{EventBus, EventStream, LocalBus};
+use serde_json::Value;
+
+pub struct TestServer {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    events: EventStream,
+    server: Option<bakend_server::Server>,
+}
+
+pub fn write_collections(dir: &Path, collections: &[Value]) {
+    let cdir = dir.join("collections");
+    std::fs::create_dir_all(&cdir).unwrap();
+    for c in collections {
+        let name = c["name"].as_str().unwrap_or("unnamed");
+        std::fs::write(cdir.join(format!("{name}.json")), c.to_string()).unwrap();
+    }
+}
+
+impl TestServer {
+    /// A server on an ephemeral port over a fresh project with these collection files.
+    pub async fn start(collections: &[Value]) -> TestServer {
+        Self::start_with_config(collections, "{}").await
+    }
+
+    pub async fn start_with_config(collections: &[Value], config_json: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        write_collections(dir.path(), collections);
+        std::fs::write(dir.path().join("bakend.json"), config_json).unwrap();
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+        let mut config = Config::load(Some(&dir.path().join("bakend.json")), &|_| None).unwrap();
+        config.port = 0;
+        let bus = LocalBus::new();
+        let events = bus.subscribe("test", 100_000);
+        let server = bakend_server::start_with_bus(config, bus as Arc<dyn EventBus>)
+            .await
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}", server.addr().port());
+        TestServer {
+            url,
+            dir,
+            http: reqwest::Client::new(),
+            events,
+            server: Some(server),
+        }
+    }
+
+    /// Every event emitted so far that this test has not taken yet.
+    pub fn take_events(&mut self) -> Vec<SharedEvent> {
+        std::iter::from_fn(|| self.events.try_recv()).collect()
+    }
+
+    /// Events of collection/record kinds only (drops `system.*`).
+    pub fn take_record_events(&mut self) -> Vec<SharedEvent> {
+        self.take_events()
+            .into_iter()
+            .filter(|e| !e.event_type.starts_with("system."))
+            .collect()
+    }
+
+    /// Graceful shutdown; hands back the project folder so a test can start again on it.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        self.dir
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        Resp::from(self.http.get(format!("{}{path}", self.url)).send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        Resp::from(
+            self.http
+                .delete(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send_json(reqwest::Method::PUT, path, body).await
+    }
+
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Resp {
+        self.raw(method, path, Some("application/json"), body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+
+    /// Creates a record and returns it, asserting 201.
+    pub async fn create(&self, collection: &str, body: Value) -> Value {
+        let r = self.post(&format!("/api/{collection}"), &body).await;
+        assert_eq!(r.status, 201, "create {collection} {body}: {}", r.text);
+        r.json()
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Resp {
+        Resp {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            text: r.text().await.unwrap(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// Asserts the error envelope with this status, code and message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str, message: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        let j = self.json();
+        assert_eq!(j["error"]["code"], code, "body: {}", self.text);
+        assert_eq!(j["error"]["message"], message, "body: {}", self.text);
+        assert_eq!(
+            self.headers["content-type"], "application/json;charset=utf-8",
+            "content type"
+        );
+    }
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+pub fn bak_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bak")
+}
+
+/// A free TCP port on loopback (bound and released; a race with another process is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `bak start` as a child process in `dir`, with stdout and stderr captured to files there.
+pub struct BakProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    run: u32,
+}
+
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl BakProcess {
+    pub fn spawn(dir: &Path, extra_args: &[&str]) -> BakProcess {
+        let port = free_port();
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = std::fs::File::create(dir.join(format!("stdout-{run}.log"))).unwrap();
+        let err = std::fs::File::create(dir.join(format!("stderr-{run}.log"))).unwrap();
+        let child = std::process::Command::new(bak_bin())
+            .arg("start")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(extra_args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        BakProcess {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            run,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("stdout-{}.log", self.run))).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("stderr-{}.log", self.run))).unwrap_or_default()
+    }
+
+    /// Waits until `/health` answers; panics with the server's stderr if it exits or takes
+    /// longer than 20 s.
+    pub async fn wait_ready(&mut self) {
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("bak exited with {status}: {}", self.stderr());
+            }
+            if let Ok(r) = http.get(format!("{}/health", self.url())).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("bak did not become ready: {}", self.stderr());
+    }
+
+    /// Waits for the process to exit by itself (bounded).
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..400 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("bak did not exit: {}", self.stderr());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process id.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for BakProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
