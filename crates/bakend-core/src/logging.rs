@@ -200,3 +200,39 @@ pub fn install(level: LogLevel, format: LogFormat, file: Option<PathBuf>) -> Arc
     let _ = tracing::subscriber::set_global_default(subscriber);
     ring
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sink_rotates_at_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs").join("bakend.log");
+        let mut sink = FileSink {
+            path: path.clone(),
+            file: None,
+        };
+        sink.write_line("first\n");
+        std::fs::write(&path, vec![b'x'; ROTATE_AT_BYTES as usize]).unwrap();
+        sink.write_line("second\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
+        let rotated = dir.path().join("logs").join("bakend.log.1");
+        assert_eq!(std::fs::metadata(rotated).unwrap().len(), ROTATE_AT_BYTES);
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_entries() {
+        let ring = LogRing::default();
+        for i in 0..(RING_CAPACITY + 10) {
+            ring.push(LogEntry {
+                timestamp: String::new(),
+                level: "INFO",
+                message: i.to_string(),
+            });
+        }
+        let all = ring.snapshot();
+        assert_eq!(all.len(), RING_CAPACITY);
+        assert_eq!(all[0].message, "10");
+    }
+}

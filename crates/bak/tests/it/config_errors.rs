@@ -9,7 +9,9 @@ use crate::harness::{BakProcess, write_collections};
 
 fn collections_in(db: &Path) -> Vec<(String, String)> {
     let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare("SELECT name, definition FROM _collections ORDER BY name").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name, definition FROM _collections ORDER BY name")
+        .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
@@ -18,8 +20,13 @@ fn collections_in(db: &Path) -> Vec<(String, String)> {
 
 fn columns(db: &Path, table: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{table}\")")).unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(1)).unwrap().map(Result::unwrap).collect()
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA table_info(\"{table}\")"))
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 async fn fails_with(dir: &Path, needles: &[&str]) {
@@ -37,15 +44,27 @@ async fn bad_config_files_name_the_file_and_key_and_create_nothing() {
     for (text, needles) in [
         ("{", vec!["Invalid JSON in config file at", "bakend.json"]),
         ("[1]", vec!["config root must be an object"]),
-        (r#"{"port": "8080"}"#, vec!["port must be an integer", "\"port\"", "bakend.json"]),
-        (r#"{"auth": {"jwtSecret": ""}}"#, vec!["\"auth.jwtSecret\"", "bakend.json"]),
-        (r#"{"auth": {"refreshTokenTtl": "1w"}}"#, vec!["\"auth.refreshTokenTtl\""]),
+        (
+            r#"{"port": "8080"}"#,
+            vec!["port must be an integer", "\"port\"", "bakend.json"],
+        ),
+        (
+            r#"{"auth": {"jwtSecret": ""}}"#,
+            vec!["\"auth.jwtSecret\"", "bakend.json"],
+        ),
+        (
+            r#"{"auth": {"refreshTokenTtl": "1w"}}"#,
+            vec!["\"auth.refreshTokenTtl\""],
+        ),
         (r#"{"logLevel": "verbose"}"#, vec!["\"logLevel\""]),
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bakend.json"), text).unwrap();
         fails_with(dir.path(), &needles).await;
-        assert!(!dir.path().join("bakend.db").exists(), "{text}: database created");
+        assert!(
+            !dir.path().join("bakend.db").exists(),
+            "{text}: database created"
+        );
     }
 }
 
@@ -55,22 +74,42 @@ async fn unknown_config_keys_warn_but_start() {
     std::fs::write(dir.path().join("bakend.json"), r#"{"collectionsDir": "x"}"#).unwrap();
     let mut bak = BakProcess::spawn(dir.path(), &[]);
     bak.wait_ready().await;
-    assert!(bak.stderr().contains("WARN Unknown config key \"collectionsDir\""), "{}", bak.stderr());
+    assert!(
+        bak.stderr()
+            .contains("WARN Unknown config key \"collectionsDir\""),
+        "{}",
+        bak.stderr()
+    );
 }
 
 #[tokio::test]
 async fn bad_collection_files_stop_start_before_any_write() {
     let cases = [
-        (json!({"name": "b", "fields": [{"name": "x", "type": "nope"}]}), "Unsupported field type \"nope\""),
-        (json!({"name": "b", "fields": [{"name": "created_at", "type": "string"}]}), "Field name \"created_at\" is reserved"),
-        (json!({"name": "b", "fields": [], "permissions": {"read": "bogus"}}), "Permission \"read\" must be one of"),
-        (json!({"name": "b", "fields": [{"name": "r", "type": "relation", "collection": "ghost"}]}), "references unknown collection \"ghost\""),
+        (
+            json!({"name": "b", "fields": [{"name": "x", "type": "nope"}]}),
+            "Unsupported field type \"nope\"",
+        ),
+        (
+            json!({"name": "b", "fields": [{"name": "created_at", "type": "string"}]}),
+            "Field name \"created_at\" is reserved",
+        ),
+        (
+            json!({"name": "b", "fields": [], "permissions": {"read": "bogus"}}),
+            "Permission \"read\" must be one of",
+        ),
+        (
+            json!({"name": "b", "fields": [{"name": "r", "type": "relation", "collection": "ghost"}]}),
+            "references unknown collection \"ghost\"",
+        ),
     ];
     for (bad, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
         write_collections(dir.path(), &[json!({"name": "a", "fields": []}), bad]);
         fails_with(dir.path(), &["b.json", needle]).await;
-        assert!(!dir.path().join("bakend.db").exists(), "{needle}: database created");
+        assert!(
+            !dir.path().join("bakend.db").exists(),
+            "{needle}: database created"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("collections")).unwrap();
@@ -124,7 +163,11 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
     );
     let mut bak = BakProcess::spawn(dir.path(), &[]);
     bak.wait_ready().await;
-    assert!(!bak.stderr().contains("Collection updated"), "{}", bak.stderr());
+    assert!(
+        !bak.stderr().contains("Collection updated"),
+        "{}",
+        bak.stderr()
+    );
     bak.signal(libc::SIGTERM);
     assert!(bak.wait_exit().await.success());
 
@@ -138,11 +181,19 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
     );
     fails_with(
         dir.path(),
-        &["posts.json", "changes the type of field \"title\" from string to integer", "removes field \"n\"", "bak migrate apply"],
+        &[
+            "posts.json",
+            "changes the type of field \"title\" from string to integer",
+            "removes field \"n\"",
+            "bak migrate apply",
+        ],
     )
     .await;
     assert_eq!(collections_in(&db), before);
-    assert_eq!(columns(&db, "posts"), ["id", "created_at", "updated_at", "title", "n"]);
+    assert_eq!(
+        columns(&db, "posts"),
+        ["id", "created_at", "updated_at", "title", "n"]
+    );
 
     // Safe: a new optional field and a permission change apply at start and are logged.
     write_collections(
@@ -170,10 +221,17 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
     assert_eq!(list["items"][0]["title"], "kept");
     assert_eq!(list["items"][0]["tag"], serde_json::Value::Null);
     let r = http
-        .delete(format!("{}/api/posts/{}", bak.url(), list["items"][0]["id"].as_str().unwrap()))
+        .delete(format!(
+            "{}/api/posts/{}",
+            bak.url(),
+            list["items"][0]["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "the new delete rule is in force");
-    assert_eq!(columns(&db, "posts"), ["id", "created_at", "updated_at", "title", "n", "tag"]);
+    assert_eq!(
+        columns(&db, "posts"),
+        ["id", "created_at", "updated_at", "title", "n", "tag"]
+    );
 }

@@ -57,7 +57,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_create() {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() > 50, "only {} creates acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 50,
+        "only {} creates acknowledged before the kill",
+        acked.len()
+    );
 
     let mut again = BakProcess::spawn(dir.path(), &[]);
     again.wait_ready().await;
@@ -65,7 +69,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_create() {
     let mut stored = std::collections::HashMap::new();
     for page in 1.. {
         let r: Value = http
-            .get(format!("{}/api/posts?perPage=1000&page={page}", again.url()))
+            .get(format!(
+                "{}/api/posts?perPage=1000&page={page}",
+                again.url()
+            ))
             .send()
             .await
             .unwrap()
@@ -82,7 +89,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_create() {
     }
     for record in &acked {
         let id = record["id"].as_str().unwrap();
-        assert_eq!(stored.get(id), Some(record), "acknowledged record {id} lost or changed");
+        assert_eq!(
+            stored.get(id),
+            Some(record),
+            "acknowledged record {id} lost or changed"
+        );
     }
 
     again.signal(libc::SIGTERM);

@@ -44,7 +44,10 @@ async fn each_write_emits_its_event_after_commit() {
     assert_eq!(ev.len(), 1, "exactly one event per write");
     assert_envelope(&ev[0], "posts.created", &created);
 
-    let updated = s.put(&format!("/api/posts/{id}"), &json!({"title": "b"})).await.json();
+    let updated = s
+        .put(&format!("/api/posts/{id}"), &json!({"title": "b"}))
+        .await
+        .json();
     let ev = s.take_record_events();
     assert_eq!(ev.len(), 1);
     assert_envelope(&ev[0], "posts.updated", &updated);
@@ -63,12 +66,33 @@ async fn failed_and_no_op_writes_emit_nothing() {
     s.take_events();
 
     assert_eq!(s.post("/api/posts", &json!({})).await.status, 400);
-    assert_eq!(s.post("/api/posts", &json!({"title": "b", "slug": "x"})).await.status, 400);
-    assert_eq!(s.put(&format!("/api/posts/{id}"), &json!({"title": ""})).await.status, 400);
-    assert_eq!(s.put(&format!("/api/posts/{id}"), &json!({})).await.status, 200);
-    assert_eq!(s.put("/api/posts/rec_missing", &json!({"title": "c"})).await.status, 404);
+    assert_eq!(
+        s.post("/api/posts", &json!({"title": "b", "slug": "x"}))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        s.put(&format!("/api/posts/{id}"), &json!({"title": ""}))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        s.put(&format!("/api/posts/{id}"), &json!({})).await.status,
+        200
+    );
+    assert_eq!(
+        s.put("/api/posts/rec_missing", &json!({"title": "c"}))
+            .await
+            .status,
+        404
+    );
     assert_eq!(s.delete("/api/posts/rec_missing").await.status, 404);
-    assert_eq!(s.post("/api/nope", &json!({"title": "c"})).await.status, 404);
+    assert_eq!(
+        s.post("/api/nope", &json!({"title": "c"})).await.status,
+        404
+    );
     // Give any stray event time to show up before asserting there is none.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(s.take_events().is_empty());
@@ -82,7 +106,11 @@ async fn events_follow_commit_order() {
     for i in 0..20 {
         ids.push(s.create("posts", json!({"title": format!("t{i}")})).await["id"].clone());
     }
-    let got: Vec<Value> = s.take_record_events().iter().map(|e| e.payload["id"].clone()).collect();
+    let got: Vec<Value> = s
+        .take_record_events()
+        .iter()
+        .map(|e| e.payload["id"].clone())
+        .collect();
     assert_eq!(got, ids);
 
     // Concurrent writers: every committed write yields exactly one event.
@@ -91,9 +119,17 @@ async fn events_follow_commit_order() {
         let http = s.http.clone();
         let url = format!("{}/api/posts", s.url);
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).json(&json!({"title": format!("c{i}")})).send().await.unwrap();
+            let r = http
+                .post(url)
+                .json(&json!({"title": format!("c{i}")}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 201);
-            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }));
     }
     let mut created = Vec::new();
@@ -101,11 +137,17 @@ async fn events_follow_commit_order() {
         created.push(t.await.unwrap());
     }
     let mut seen = Vec::new();
-    assert!(eventually(|| {
-        seen.extend(s.take_record_events().iter().map(|e| e.payload["id"].as_str().unwrap().to_string()));
-        seen.len() >= created.len()
-    })
-    .await);
+    assert!(
+        eventually(|| {
+            seen.extend(
+                s.take_record_events()
+                    .iter()
+                    .map(|e| e.payload["id"].as_str().unwrap().to_string()),
+            );
+            seen.len() >= created.len()
+        })
+        .await
+    );
     created.sort();
     seen.sort();
     assert_eq!(seen, created);
@@ -117,7 +159,12 @@ async fn restart_keeps_records_and_emits_no_duplicate_collection_events() {
     let a = s.create("posts", json!({"title": "persisted"})).await;
     let dir = s.shutdown().await;
     let mut s = TestServer::start_in(dir).await;
-    assert!(s.take_events().is_empty(), "an unchanged collection is not created again");
-    let got = s.get(&format!("/api/posts/{}", a["id"].as_str().unwrap())).await;
+    assert!(
+        s.take_events().is_empty(),
+        "an unchanged collection is not created again"
+    );
+    let got = s
+        .get(&format!("/api/posts/{}", a["id"].as_str().unwrap()))
+        .await;
     assert_eq!(got.json(), a);
 }

@@ -48,11 +48,30 @@ async fn every_type_round_trips_in_definition_order() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let text = r.text.clone();
-    let keys = ["\"id\"", "\"createdAt\"", "\"updatedAt\"", "\"title\"", "\"body\"", "\"count\"", "\"score\"", "\"done\"", "\"when\"", "\"meta\"", "\"author\"", "\"attachment\""];
+    let keys = [
+        "\"id\"",
+        "\"createdAt\"",
+        "\"updatedAt\"",
+        "\"title\"",
+        "\"body\"",
+        "\"count\"",
+        "\"score\"",
+        "\"done\"",
+        "\"when\"",
+        "\"meta\"",
+        "\"author\"",
+        "\"attachment\"",
+    ];
     let positions: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "key order: {text}");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "key order: {text}"
+    );
     assert!(text.contains("\"count\":3,"), "{text}");
-    assert!(text.contains("\"score\":5,"), "integral floats print without decimals: {text}");
+    assert!(
+        text.contains("\"score\":5,"),
+        "integral floats print without decimals: {text}"
+    );
     let j = r.json();
     assert_eq!(j["done"], true);
     assert_eq!(j["when"], "2024-01-01T00:00:00.000Z");
@@ -63,13 +82,23 @@ async fn every_type_round_trips_in_definition_order() {
     assert_eq!(ts.len(), 24);
     assert!(ts.ends_with('Z'));
     // Reading it back gives the same bytes.
-    assert_eq!(s.get(&format!("/api/things/{}", j["id"].as_str().unwrap())).await.json(), j);
+    assert_eq!(
+        s.get(&format!("/api/things/{}", j["id"].as_str().unwrap()))
+            .await
+            .json(),
+        j
+    );
 }
 
 #[tokio::test]
 async fn absent_fields_are_null_and_floats_keep_fractions() {
     let s = server().await;
-    let j = s.create("things", json!({"score": 2.5, "done": false, "meta": {"k": "v"}})).await;
+    let j = s
+        .create(
+            "things",
+            json!({"score": 2.5, "done": false, "meta": {"k": "v"}}),
+        )
+        .await;
     assert_eq!(j["title"], Value::Null);
     assert_eq!(j["count"], Value::Null);
     assert_eq!(j["score"], 2.5);
@@ -131,10 +160,18 @@ async fn type_errors_for_every_type() {
             d("count", "type", "Field \"count\" must be an integer"),
             d("score", "type", "Field \"score\" must be a number"),
             d("done", "type", "Field \"done\" must be a boolean"),
-            d("when", "type", "Field \"when\" must be a valid ISO-8601 datetime"),
+            d(
+                "when",
+                "type",
+                "Field \"when\" must be a valid ISO-8601 datetime"
+            ),
             d("meta", "type", "Field \"meta\" must be a JSON value"),
             d("author", "type", "Field \"author\" must be a string"),
-            d("attachment", "type", "Field \"attachment\" must be a string"),
+            d(
+                "attachment",
+                "type",
+                "Field \"attachment\" must be a string"
+            ),
         ]
     );
     // Bare scalars are not JSON field values.
@@ -144,7 +181,11 @@ async fn type_errors_for_every_type() {
 #[tokio::test]
 async fn required_min_max_regex_exists_unique() {
     let s = server().await;
-    for missing in [json!({}), json!({"title": null, "flag": null}), json!({"title": "", "flag": null})] {
+    for missing in [
+        json!({}),
+        json!({"title": null, "flag": null}),
+        json!({"title": "", "flag": null}),
+    ] {
         assert_eq!(
             details(&s, "rules", missing).await,
             [
@@ -154,7 +195,11 @@ async fn required_min_max_regex_exists_unique() {
         );
     }
     // `false` satisfies required.
-    s.create("rules", json!({"title": "ok", "flag": false, "slug": "taken"})).await;
+    s.create(
+        "rules",
+        json!({"title": "ok", "flag": false, "slug": "taken"}),
+    )
+    .await;
     let got = details(
         &s,
         "rules",
@@ -164,43 +209,88 @@ async fn required_min_max_regex_exists_unique() {
     assert_eq!(
         got,
         [
-            d("title", "min", "Field \"title\" must be at least 2 characters"),
-            d("code", "regex", "Field \"code\" does not match required pattern"),
+            d(
+                "title",
+                "min",
+                "Field \"title\" must be at least 2 characters"
+            ),
+            d(
+                "code",
+                "regex",
+                "Field \"code\" does not match required pattern"
+            ),
             d("count", "max", "Field \"count\" must be at most 100"),
             d("ratio", "min", "Field \"ratio\" must be at least 0.5"),
             d("slug", "unique", "Field \"slug\" must be unique"),
-            d("file", "exists", "Field \"file\" references unknown file \"fil_nope\""),
+            d(
+                "file",
+                "exists",
+                "Field \"file\" references unknown file \"fil_nope\""
+            ),
         ]
     );
     assert_eq!(
-        details(&s, "rules", json!({"title": "toolong", "flag": true, "count": -1, "ratio": 2})).await,
+        details(
+            &s,
+            "rules",
+            json!({"title": "toolong", "flag": true, "count": -1, "ratio": 2})
+        )
+        .await,
         [
-            d("title", "max", "Field \"title\" must be at most 5 characters"),
+            d(
+                "title",
+                "max",
+                "Field \"title\" must be at most 5 characters"
+            ),
             d("count", "min", "Field \"count\" must be at least 0"),
             d("ratio", "max", "Field \"ratio\" must be at most 1.5"),
         ]
     );
     // Regex is a substring match; bounds are inclusive; length counts UTF-16 units.
-    s.create("rules", json!({"title": "ab", "code": "x123y", "count": 100, "ratio": 1.5, "flag": true})).await;
-    s.create("rules", json!({"title": "😀", "flag": true})).await;
-    assert_eq!(details(&s, "rules", json!({"title": "😀😀😀", "flag": true})).await[0].1, "max");
+    s.create(
+        "rules",
+        json!({"title": "ab", "code": "x123y", "count": 100, "ratio": 1.5, "flag": true}),
+    )
+    .await;
+    s.create("rules", json!({"title": "😀", "flag": true}))
+        .await;
+    assert_eq!(
+        details(&s, "rules", json!({"title": "😀😀😀", "flag": true})).await[0].1,
+        "max"
+    );
 }
 
 #[tokio::test]
 async fn update_validates_present_fields_and_unique_excludes_self() {
     let s = server().await;
-    let a = s.create("rules", json!({"title": "aa", "flag": true, "slug": "a"})).await;
-    s.create("rules", json!({"title": "bb", "flag": true, "slug": "b"})).await;
+    let a = s
+        .create("rules", json!({"title": "aa", "flag": true, "slug": "a"}))
+        .await;
+    s.create("rules", json!({"title": "bb", "flag": true, "slug": "b"}))
+        .await;
     let id = a["id"].as_str().unwrap();
-    let same = s.put(&format!("/api/rules/{id}"), &json!({"slug": "a", "count": 5})).await;
+    let same = s
+        .put(
+            &format!("/api/rules/{id}"),
+            &json!({"slug": "a", "count": 5}),
+        )
+        .await;
     assert_eq!(same.status, 200, "{}", same.text);
-    let r = s.put(&format!("/api/rules/{id}"), &json!({"slug": "b", "title": null})).await;
+    let r = s
+        .put(
+            &format!("/api/rules/{id}"),
+            &json!({"slug": "b", "title": null}),
+        )
+        .await;
     assert_eq!(r.status, 400);
     let det = &r.json()["error"]["details"];
     assert_eq!(det[0]["rule"], "required");
     assert_eq!(det[1]["rule"], "unique");
     // Clearing an optional field with null works.
-    let cleared = s.put(&format!("/api/rules/{id}"), &json!({"count": null})).await.json();
+    let cleared = s
+        .put(&format!("/api/rules/{id}"), &json!({"count": null}))
+        .await
+        .json();
     assert_eq!(cleared["count"], Value::Null);
     assert_eq!(cleared["slug"], "a");
 }
@@ -208,6 +298,8 @@ async fn update_validates_present_fields_and_unique_excludes_self() {
 #[tokio::test]
 async fn null_unique_values_never_conflict() {
     let s = server().await;
-    s.create("rules", json!({"title": "aa", "flag": true})).await;
-    s.create("rules", json!({"title": "bb", "flag": true, "slug": null})).await;
+    s.create("rules", json!({"title": "aa", "flag": true}))
+        .await;
+    s.create("rules", json!({"title": "bb", "flag": true, "slug": null}))
+        .await;
 }

@@ -79,7 +79,14 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        Resp::from(self.http.get(format!("{}{path}", self.url)).send().await.unwrap()).await
+        Resp::from(
+            self.http
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Resp {
@@ -102,8 +109,13 @@ impl TestServer {
     }
 
     pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Resp {
-        self.raw(method, path, Some("application/json"), body.to_string().into_bytes())
-            .await
+        self.raw(
+            method,
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
     }
 
     pub async fn raw(
@@ -229,11 +241,13 @@ impl BakProcess {
     }
 
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("stdout-{}.log", self.run))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("stdout-{}.log", self.run)))
+            .unwrap_or_default()
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("stderr-{}.log", self.run))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("stderr-{}.log", self.run)))
+            .unwrap_or_default()
     }
 
     /// Waits until `/health` answers; panics with the server's stderr if it exits or takes

@@ -29,12 +29,17 @@ async fn health_answers_on_root_and_health_only() {
     for path in ["/", "/health"] {
         let r = s.get(path).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.json(), json!({"status": "ok", "version": bakend_core::VERSION}));
+        assert_eq!(
+            r.json(),
+            json!({"status": "ok", "version": bakend_core::VERSION})
+        );
     }
     let r = s.raw(Method::POST, "/health", None, vec![]).await;
     assert_eq!(r.status, 405);
     assert_eq!(r.json(), json!({"error": "Method not allowed"}));
-    s.get("/health/").await.assert_error(404, "not_found", "Not found");
+    s.get("/health/")
+        .await
+        .assert_error(404, "not_found", "Not found");
     s.get("/api/health").await.assert_error(
         404,
         "not_found",
@@ -45,8 +50,17 @@ async fn health_answers_on_root_and_health_only() {
 #[tokio::test]
 async fn unknown_routes_are_404_in_the_envelope() {
     let s = server().await;
-    for path in ["/nope", "/api", "/api/posts/a/b", "/api/users", "/api/auth/x", "/api/storage/x/y"] {
-        s.get(path).await.assert_error(404, "not_found", "Not found");
+    for path in [
+        "/nope",
+        "/api",
+        "/api/posts/a/b",
+        "/api/users",
+        "/api/auth/x",
+        "/api/storage/x/y",
+    ] {
+        s.get(path)
+            .await
+            .assert_error(404, "not_found", "Not found");
     }
 }
 
@@ -60,9 +74,11 @@ async fn method_is_checked_before_the_collection() {
         (Method::POST, "/api/posts/x"),
         (Method::PATCH, "/api/nope/x"),
     ] {
-        s.raw(m, path, None, vec![])
-            .await
-            .assert_error(405, "method_not_allowed", "Method not allowed");
+        s.raw(m, path, None, vec![]).await.assert_error(
+            405,
+            "method_not_allowed",
+            "Method not allowed",
+        );
     }
 }
 
@@ -70,20 +86,32 @@ async fn method_is_checked_before_the_collection() {
 async fn missing_collection_and_record_are_404() {
     let s = server().await;
     let nope = "Collection \"nope\" does not exist";
-    s.get("/api/nope").await.assert_error(404, "not_found", nope);
-    s.get("/api/nope/rec_1").await.assert_error(404, "not_found", nope);
+    s.get("/api/nope")
+        .await
+        .assert_error(404, "not_found", nope);
+    s.get("/api/nope/rec_1")
+        .await
+        .assert_error(404, "not_found", nope);
     // Existence comes before the body.
     s.raw(Method::POST, "/api/nope", None, b"{".to_vec())
         .await
         .assert_error(404, "not_found", nope);
-    s.put("/api/nope/rec_1", &json!({})).await.assert_error(404, "not_found", nope);
-    s.delete("/api/nope/rec_1").await.assert_error(404, "not_found", nope);
+    s.put("/api/nope/rec_1", &json!({}))
+        .await
+        .assert_error(404, "not_found", nope);
+    s.delete("/api/nope/rec_1")
+        .await
+        .assert_error(404, "not_found", nope);
     let missing = "Record \"rec_x\" not found";
-    s.get("/api/posts/rec_x").await.assert_error(404, "not_found", missing);
+    s.get("/api/posts/rec_x")
+        .await
+        .assert_error(404, "not_found", missing);
     s.put("/api/posts/rec_x", &json!({"title": "a"}))
         .await
         .assert_error(404, "not_found", missing);
-    s.delete("/api/posts/rec_x").await.assert_error(404, "not_found", missing);
+    s.delete("/api/posts/rec_x")
+        .await
+        .assert_error(404, "not_found", missing);
 }
 
 #[tokio::test]
@@ -112,7 +140,10 @@ async fn crud_round_trip() {
     let updated = s.put(&format!("/api/posts/{id}"), &json!({"n": 2})).await;
     assert_eq!(updated.status, 200, "{}", updated.text);
     let updated = updated.json();
-    assert_eq!(updated["title"], "first", "partial update keeps other fields");
+    assert_eq!(
+        updated["title"], "first",
+        "partial update keeps other fields"
+    );
     assert_eq!(updated["n"], 2);
     assert_eq!(updated["createdAt"], created["createdAt"]);
     assert_ne!(updated["updatedAt"], created["updatedAt"]);
@@ -128,7 +159,10 @@ async fn update_without_schema_keys_changes_nothing() {
     let s = server().await;
     let created = s.create("posts", json!({"title": "t"})).await;
     let id = created["id"].as_str().unwrap();
-    for body in [json!({}), json!({"unknown": 1, "id": "rec_other", "createdAt": "x"})] {
+    for body in [
+        json!({}),
+        json!({"unknown": 1, "id": "rec_other", "createdAt": "x"}),
+    ] {
         let r = s.put(&format!("/api/posts/{id}"), &body).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json(), created);
@@ -153,10 +187,19 @@ async fn server_managed_and_unknown_keys_are_ignored_on_create() {
 async fn body_rules() {
     let s = server().await;
     let ct = "Content-Type must be application/json";
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
-        s.raw(Method::POST, "/api/posts", content_type, br#"{"title":"a"}"#.to_vec())
-            .await
-            .assert_error(400, "bad_request", ct);
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        s.raw(
+            Method::POST,
+            "/api/posts",
+            content_type,
+            br#"{"title":"a"}"#.to_vec(),
+        )
+        .await
+        .assert_error(400, "bad_request", ct);
     }
     let ok = s
         .raw(
@@ -168,22 +211,42 @@ async fn body_rules() {
         .await;
     assert_eq!(ok.status, 201);
     for bad in ["", "{", "{\"title\":", "nul", "{'a':1}"] {
-        s.raw(Method::POST, "/api/posts", Some("application/json"), bad.as_bytes().to_vec())
-            .await
-            .assert_error(400, "bad_request", "Invalid JSON body");
+        s.raw(
+            Method::POST,
+            "/api/posts",
+            Some("application/json"),
+            bad.as_bytes().to_vec(),
+        )
+        .await
+        .assert_error(400, "bad_request", "Invalid JSON body");
     }
     for not_object in ["[]", "null", "1", "\"x\"", "true"] {
-        s.raw(Method::POST, "/api/posts", Some("application/json"), not_object.as_bytes().to_vec())
-            .await
-            .assert_error(400, "bad_request", "Request body must be a JSON object");
-    }
-    let id = ok.json()["id"].as_str().unwrap().to_string();
-    s.raw(Method::PUT, &format!("/api/posts/{id}"), Some("application/json"), b"[1]".to_vec())
+        s.raw(
+            Method::POST,
+            "/api/posts",
+            Some("application/json"),
+            not_object.as_bytes().to_vec(),
+        )
         .await
         .assert_error(400, "bad_request", "Request body must be a JSON object");
-    s.raw(Method::PUT, &format!("/api/posts/{id}"), None, b"{}".to_vec())
-        .await
-        .assert_error(400, "bad_request", ct);
+    }
+    let id = ok.json()["id"].as_str().unwrap().to_string();
+    s.raw(
+        Method::PUT,
+        &format!("/api/posts/{id}"),
+        Some("application/json"),
+        b"[1]".to_vec(),
+    )
+    .await
+    .assert_error(400, "bad_request", "Request body must be a JSON object");
+    s.raw(
+        Method::PUT,
+        &format!("/api/posts/{id}"),
+        None,
+        b"{}".to_vec(),
+    )
+    .await
+    .assert_error(400, "bad_request", ct);
 }
 
 #[tokio::test]
@@ -203,13 +266,18 @@ async fn oversized_bodies_get_413_and_the_server_keeps_serving() {
         chunk.len()
     );
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let mut sock = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     sock.write_all(raw.as_bytes()).await.unwrap();
     let mut resp = String::new();
     sock.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(resp.contains("payload_too_large"));
-    assert_eq!(s.create("posts", json!({"title": "still fine"})).await["title"], "still fine");
+    assert_eq!(
+        s.create("posts", json!({"title": "still fine"})).await["title"],
+        "still fine"
+    );
 }
 
 #[tokio::test]
@@ -217,21 +285,32 @@ async fn half_sent_body_does_not_hurt_others() {
     let s = server().await;
     let port = s.url.rsplit(':').next().unwrap().to_string();
     use tokio::io::AsyncWriteExt;
-    let mut sock = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let mut sock = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     sock.write_all(b"POST /api/posts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\":")
         .await
         .unwrap();
     drop(sock);
-    assert_eq!(s.create("posts", json!({"title": "ok"})).await["title"], "ok");
+    assert_eq!(
+        s.create("posts", json!({"title": "ok"})).await["title"],
+        "ok"
+    );
     assert_eq!(s.get("/api/posts").await.json()["totalItems"], 1);
 }
 
 #[tokio::test]
 async fn list_is_newest_first_and_paginated() {
-    let s = TestServer::start_with_config(&[posts()], r#"{"api": {"defaultPerPage": 3, "maxPerPage": 4}}"#).await;
+    let s = TestServer::start_with_config(
+        &[posts()],
+        r#"{"api": {"defaultPerPage": 3, "maxPerPage": 4}}"#,
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        let r = s.create("posts", json!({"title": format!("t{i}"), "n": i})).await;
+        let r = s
+            .create("posts", json!({"title": format!("t{i}"), "n": i}))
+            .await;
         ids.push(r["id"].as_str().unwrap().to_string());
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
@@ -241,7 +320,12 @@ async fn list_is_newest_first_and_paginated() {
     assert_eq!(page1["perPage"], 3);
     assert_eq!(page1["totalItems"], 7);
     assert_eq!(page1["totalPages"], 3);
-    let got: Vec<&str> = page1["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, ids[0..3]);
     let page3 = s.get("/api/posts?page=3").await.json();
     assert_eq!(page3["items"].as_array().unwrap().len(), 1);
@@ -257,7 +341,13 @@ async fn list_is_newest_first_and_paginated() {
         assert_eq!(r.json()["error"]["code"], "bad_request");
     }
     // Unknown parameters are ignored.
-    assert_eq!(s.get("/api/posts?limit=1&filter=x").await.json()["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        s.get("/api/posts?limit=1&filter=x").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -267,28 +357,48 @@ async fn list_sorts_on_system_and_schema_fields() {
         s.create("posts", json!({"title": t, "n": n})).await;
     }
     let titles = |r: Resp| -> Vec<String> {
-        r.json()["items"].as_array().unwrap().iter().map(|x| x["title"].as_str().unwrap().to_string()).collect()
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["title"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(titles(s.get("/api/posts?sort=title").await), ["a", "b", "c"]);
+    assert_eq!(
+        titles(s.get("/api/posts?sort=title").await),
+        ["a", "b", "c"]
+    );
     assert_eq!(titles(s.get("/api/posts?sort=-n").await), ["a", "b", "c"]);
     assert_eq!(titles(s.get("/api/posts?sort=n").await), ["c", "b", "a"]);
     assert_eq!(titles(s.get("/api/posts?sort=createdAt").await).len(), 3);
     let r = s.get("/api/posts?sort=nope").await;
-    r.assert_error(400, "bad_request", "Cannot sort by \"nope\": not a field of collection \"posts\"");
+    r.assert_error(
+        400,
+        "bad_request",
+        "Cannot sort by \"nope\": not a field of collection \"posts\"",
+    );
 }
 
 #[tokio::test]
 async fn anonymous_callers_meet_401_on_protected_rules() {
     let s = server().await;
     let auth = "Authentication required";
-    s.get("/api/secrets").await.assert_error(401, "unauthorized", auth);
-    s.post("/api/secrets", &json!({"v": "x"})).await.assert_error(401, "unauthorized", auth);
+    s.get("/api/secrets")
+        .await
+        .assert_error(401, "unauthorized", auth);
+    s.post("/api/secrets", &json!({"v": "x"}))
+        .await
+        .assert_error(401, "unauthorized", auth);
     // Permission comes before the body is even read.
     s.raw(Method::POST, "/api/secrets", None, b"{".to_vec())
         .await
         .assert_error(401, "unauthorized", auth);
     // A record that does not exist is 404 before any permission check.
-    s.get("/api/secrets/rec_nope").await.assert_error(404, "not_found", "Record \"rec_nope\" not found");
+    s.get("/api/secrets/rec_nope").await.assert_error(
+        404,
+        "not_found",
+        "Record \"rec_nope\" not found",
+    );
 }
 
 #[tokio::test]
@@ -332,14 +442,23 @@ async fn cors_preflight_and_headers() {
         .request(Method::OPTIONS, format!("{}/api/posts", s.url))
         .header("Origin", "http://app.example")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "content-type,authorization")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type,authorization",
+        )
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    let methods = r.headers()["access-control-allow-methods"].to_str().unwrap().to_string();
-    assert!(methods.contains("POST") && methods.contains("DELETE"), "{methods}");
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
     let r = s
         .http
         .get(format!("{}/api/posts", s.url))
@@ -362,7 +481,11 @@ async fn cors_preflight_and_headers() {
 
 #[tokio::test]
 async fn cors_origin_list_is_respected() {
-    let s = TestServer::start_with_config(&[posts()], r#"{"api": {"corsOrigins": ["http://good.example"]}}"#).await;
+    let s = TestServer::start_with_config(
+        &[posts()],
+        r#"{"api": {"corsOrigins": ["http://good.example"]}}"#,
+    )
+    .await;
     let get = |origin: &'static str| {
         s.http
             .get(format!("{}/api/posts", s.url))
@@ -370,7 +493,10 @@ async fn cors_origin_list_is_respected() {
             .send()
     };
     let good = get("http://good.example").await.unwrap();
-    assert_eq!(good.headers()["access-control-allow-origin"], "http://good.example");
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "http://good.example"
+    );
     let bad = get("http://evil.example").await.unwrap();
     assert!(bad.headers().get("access-control-allow-origin").is_none());
 }
@@ -379,8 +505,12 @@ async fn cors_origin_list_is_respected() {
 async fn reserved_collection_names_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     crate::harness::write_collections(dir.path(), &[json!({"name": "users", "fields": []})]);
-    let cfg = bakend_core::config::Config::load(Some(&dir.path().join("bakend.json")), &|_| None).unwrap();
+    let cfg = bakend_core::config::Config::load(Some(&dir.path().join("bakend.json")), &|_| None)
+        .unwrap();
     let err = bakend_server::start(cfg).await.err().unwrap().to_string();
-    assert!(err.contains("Collection name \"users\" is reserved"), "{err}");
+    assert!(
+        err.contains("Collection name \"users\" is reserved"),
+        "{err}"
+    );
     assert!(err.contains("users.json"), "{err}");
 }
