@@ -70,6 +70,14 @@ impl Server {
         }
         let db = self.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
+        let stats = self.db.writer_stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (commits, writes) = (load(&stats.commits), load(&stats.writes));
+        tracing::info!(
+            "Database closed: {writes} write(s) in {commits} commit(s), {:.1} per commit, {} rolled back",
+            writes as f64 / commits.max(1) as f64,
+            load(&stats.failed)
+        );
     }
 }
 

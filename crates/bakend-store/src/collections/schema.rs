@@ -45,9 +45,10 @@ pub fn create_sql(def: &CollectionDef) -> Vec<String> {
     cols.extend(def.fields.iter().map(column_sql));
     let mut out = vec![
         format!("CREATE TABLE {t} ({})", cols.join(", ")),
-        // The default list order is newest first; this keeps it an index walk.
+        // The default list order (newest first) walks this index backwards. Ascending, because new
+        // rows then land at the right edge, where SQLite appends instead of splitting pages.
         format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {t}(\"created_at\" DESC, \"id\" DESC)",
+            "CREATE INDEX IF NOT EXISTS {} ON {t}(\"created_at\", \"id\")",
             quote(&format!("idx_{}_created", def.name))
         ),
     ];

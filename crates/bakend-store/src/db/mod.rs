@@ -1,5 +1,6 @@
 //! Database plumbing: connections, the system schema, the writer thread and the reader pool.
 
+mod checkpointer;
 mod connection;
 pub mod migrations;
 mod writer;
@@ -11,7 +12,7 @@ use bakend_core::config::DatabaseLocation;
 use bakend_events::EventBus;
 use rusqlite::Connection;
 
-pub use writer::{Committed, MAX_BATCH};
+pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;
 use writer::Writer;
@@ -22,6 +23,7 @@ const READERS: u32 = 4;
 pub struct Database {
     writer: Writer,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     readers: r2d2::Pool<connection::ReadManager>,
     path: PathBuf,
     /// Set for `:memory:` databases, which live in a private temporary directory.
@@ -58,6 +60,12 @@ impl Database {
         }
         let mut conn = connection::open(&path)?;
         migrations::migrate(&mut conn)?;
+        // Checkpoints happen on their own thread (see `checkpointer`); the writer keeps a
+        // larger page cache because it touches the hot end of every index on every commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
         let readers = r2d2::Pool::builder()
             .max_size(READERS)
             .min_idle(Some(1))
@@ -67,10 +75,15 @@ impl Database {
         Ok(Database {
             writer,
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers,
             path,
             _temp: temp,
         })
+    }
+
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.writer.stats()
     }
 
     pub fn path(&self) -> &Path {
@@ -99,12 +112,26 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
     {
-        self.writer.write(f).await
+        self.writer.write(Isolation::Savepoint, f).await
+    }
+
+    /// Like [`Database::write`] for a write that makes at most one modifying statement (plus
+    /// any number of reads). Cheaper: no savepoint.
+    pub async fn write_single<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+    {
+        self.writer.write(Isolation::SingleStatement, f).await
     }
 
     /// Stops the writer after the queued writes and waits until it has closed the database
     /// (which checkpoints the WAL). Writes submitted afterwards fail with `WriterStopped`.
     pub fn close(&self) {
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = checkpointer {
+            c.stop();
+        }
         self.writer.stop();
         let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {

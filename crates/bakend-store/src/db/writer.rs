@@ -53,13 +53,26 @@ impl<T> Committed<T> {
     }
 }
 
+/// How a write is isolated from the others in its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// In its own savepoint: any number of statements, all undone if the write fails.
+    Savepoint,
+    /// The write makes at most one modifying statement, which SQLite already applies
+    /// atomically; skipping the savepoint saves copying every touched page into the
+    /// sub-journal.
+    SingleStatement,
+}
+
 trait Job: Send {
+    fn isolation(&self) -> Isolation;
     /// Runs the write; `Some` means it succeeded and should be committed.
     fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)>;
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
 struct ClosureJob<T, F> {
+    isolation: Isolation,
     f: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -70,6 +83,10 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
 {
+    fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
     fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)> {
         let f = self.f.take()?;
         let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
@@ -107,6 +124,18 @@ enum Msg {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the writer thread, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (one fsync each).
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Writes committed.
+    pub writes: std::sync::atomic::AtomicU64,
+    /// Writes that failed and were rolled back alone.
+    pub failed: std::sync::atomic::AtomicU64,
 }
 
 impl Writer {
@@ -117,19 +146,22 @@ impl Writer {
         bus: Arc<dyn EventBus>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("bakend-sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, bus))?;
-        Ok((Writer { tx }, handle))
+            .spawn(move || run_writer(conn, rx, bus, &thread_stats))?;
+        Ok((Writer { tx, stats }, handle))
     }
 
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn write<T, F>(&self, isolation: Isolation, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(ClosureJob {
+            isolation,
             f: Some(f),
             result: None,
             reply,
@@ -139,6 +171,10 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Asks the writer to stop after the writes queued so far.
@@ -159,7 +195,12 @@ impl Writer {
     }
 }
 
-fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, bus: Arc<dyn EventBus>) {
+fn run_writer(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Msg>,
+    bus: Arc<dyn EventBus>,
+    stats: &WriterStats,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping {
@@ -177,7 +218,7 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, bus: Arc<dyn Ev
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut batch, bus.as_ref());
+        run_batch(&mut conn, &mut batch, bus.as_ref(), stats);
     }
     rx.close();
     if let Err((_, e)) = conn.close() {
@@ -185,7 +226,13 @@ fn run_writer(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, bus: Arc<dyn Ev
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>, bus: &dyn EventBus) {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    bus: &dyn EventBus,
+    stats: &WriterStats,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch.drain(..) {
@@ -195,10 +242,19 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>, bus: &dyn Eve
     }
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        let outcome = run_in_savepoint(conn, job.as_mut());
+        let outcome = match job.isolation() {
+            Isolation::Savepoint => run_in_savepoint(conn, job.as_mut()),
+            Isolation::SingleStatement => job.run(conn),
+        };
         outcomes.push(outcome);
     }
     let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if commit.is_ok() {
+        let ok = outcomes.iter().filter(|o| o.is_some()).count() as u64;
+        stats.commits.fetch_add(1, Relaxed);
+        stats.writes.fetch_add(ok, Relaxed);
+        stats.failed.fetch_add(outcomes.len() as u64 - ok, Relaxed);
+    }
     if let Err(msg) = &commit {
         tracing::error!("Commit of {} write(s) failed: {msg}", batch.len());
         let _ = conn.execute_batch("ROLLBACK");
@@ -222,13 +278,15 @@ fn run_in_savepoint(
     conn: &Connection,
     job: &mut dyn Job,
 ) -> Option<(Vec<Event>, Option<AfterCommit>)> {
-    if conn.execute_batch("SAVEPOINT w").is_err() {
-        return job.run(conn);
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    if exec("SAVEPOINT w").is_err() {
+        // Without a savepoint a failure could not be undone alone: fail this write.
+        return None;
     }
     let outcome = job.run(conn);
     if outcome.is_none() {
-        let _ = conn.execute_batch("ROLLBACK TO w");
+        let _ = exec("ROLLBACK TO w");
     }
-    let _ = conn.execute_batch("RELEASE w");
+    let _ = exec("RELEASE w");
     outcome
 }

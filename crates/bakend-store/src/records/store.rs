@@ -137,12 +137,12 @@ impl RecordStore {
             return Err(self.complete_failure(c, v, None).await);
         }
         self.db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 let errors = db_checks(conn, &c, &v.values, None)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
-                let id = ids::new_id(ids::RECORD);
+                let id = ids::new_time_ordered_id(ids::RECORD);
                 let now = time::now_iso();
                 let mut cols = Vec::with_capacity(c.def.fields.len() + 3);
                 cols.push(Sql::Text(id));
@@ -180,7 +180,7 @@ impl RecordStore {
             return Err(self.complete_failure(c, v, Some(id)).await);
         }
         self.db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 let Some(mut cols) = fetch(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
@@ -235,7 +235,7 @@ impl RecordStore {
         required_owner: Option<String>,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 let Some(cols) = fetch(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Measures `rest-create` the way BENCHMARKS.md reports it: release build, server pinned to core 0,
+# load tool pinned to core 1, a fresh project in a temp dir, one run of D seconds per repetition.
+# Usage: scripts/bench-rest-create.sh [clients=32] [duration=10] [runs=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clients=${1:-32}
+duration=${2:-10}
+runs=${3:-3}
+port=${PORT:-18080}
+
+cargo build --release -q -p bak -p bakend-bench
+dir=$(mktemp -d /tmp/bakend-bench.XXXXXX)
+trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+mkdir -p "$dir/collections"
+cat > "$dir/collections/bench.json" <<'JSON'
+{"name":"bench","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}]}
+JSON
+(cd "$dir" && exec taskset -c 0 "$OLDPWD/target/release/bak" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
+server=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for r in $(seq 1 "$runs"); do
+  echo "--- run $r"
+  taskset -c 1 target/release/bakend-bench rest-create --url "http://127.0.0.1:$port" \
+    --collection bench --clients "$clients" --duration "$duration" --warmup 2
+done
+kill -INT $server; wait $server || true
+echo "--- database after the runs: $(du -h "$dir/bakend.db" | cut -f1)"; grep "Database closed" "$dir/server.err" || true
