@@ -208,12 +208,17 @@ fn run_writer(
             Some(Msg::Job(job)) => batch.push(job),
             Some(Msg::Stop) | None => break,
         }
-        while batch.len() < MAX_BATCH {
+        // Gather what is queued. Yielding once when the queue looks empty lets request threads
+        // that share this core hand over the writes they are parsing, so one commit (one
+        // fsync) serves more of them; when nothing else is runnable the yield returns at once.
+        let mut yielded = false;
+        while batch.len() < MAX_BATCH && !stopping {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
-                Ok(Msg::Stop) => {
-                    stopping = true;
-                    break;
+                Ok(Msg::Stop) => stopping = true,
+                Err(_) if !yielded => {
+                    yielded = true;
+                    std::thread::yield_now();
                 }
                 Err(_) => break,
             }
