@@ -44,6 +44,23 @@ pub enum Command {
     Start(StartArgs),
     /// Start the server for development (same as `start --watch`).
     Dev(StartArgs),
+    /// Manage admin accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an admin account, or promote an existing account to admin.
+    Create {
+        /// Email of the account.
+        email: String,
+        /// Read the password from standard input (one line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -85,6 +102,13 @@ pub fn run() -> ExitCode {
         }
         Some(Command::Init { name }) => crate::init::run(name.as_deref()),
         Some(Command::Start(args)) | Some(Command::Dev(args)) => crate::start::run(&cli, args),
+        Some(Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    password_stdin,
+                },
+        }) => crate::admin::create(&cli, email, *password_stdin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

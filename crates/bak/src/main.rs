@@ -1,5 +1,6 @@
 //! `bak`: the command line (spec `cli-and-config.md` §1–2).
 
+mod admin;
 mod cli;
 mod init;
 mod start;

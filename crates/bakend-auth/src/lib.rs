@@ -1,6 +1,14 @@
-//! Who may do what. [`permissions::decide`] is the single place where a collection rule is
-//! applied to a caller; REST handlers and the realtime hub both ask it.
+//! Who may do what. Accounts, access tokens and refresh sessions live in [`accounts`];
+//! [`permissions::decide`] is the single place where a collection rule is applied to a caller —
+//! REST handlers and the realtime hub both ask it.
 
+pub mod accounts;
+pub mod error;
+pub mod passwords;
 pub mod permissions;
+pub mod ratelimit;
+pub mod tokens;
 
+pub use accounts::{AdminOutcome, AuthService, TokenCheck, TokenPair, UserChange, safe_user};
 pub use bakend_core::access::{AuthContext, Caller, Operation, Role, Rule};
+pub use error::AuthError;

@@ -57,6 +57,11 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// `BAKEND_ADMIN_EMAIL`, normalised: registering with it yields an admin.
+    pub admin_email: Option<String>,
+    /// Login and register attempts allowed per client address per window; 0 disables.
+    pub rate_limit_attempts: u32,
+    pub rate_limit_window: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -116,7 +121,15 @@ const TOP_KEYS: &[&str] = &[
     "dashboard",
     "api",
 ];
-const AUTH_KEYS: &[&str] = &["jwtSecret", "accessTokenTtl", "refreshTokenTtl"];
+const AUTH_KEYS: &[&str] = &[
+    "jwtSecret",
+    "accessTokenTtl",
+    "refreshTokenTtl",
+    "rateLimit",
+];
+const RATE_LIMIT_KEYS: &[&str] = &["attempts", "windowSeconds"];
+pub const DEFAULT_RATE_LIMIT_ATTEMPTS: u32 = 20;
+pub const DEFAULT_RATE_LIMIT_WINDOW_SECS: u64 = 60;
 const DASHBOARD_KEYS: &[&str] = &["enabled"];
 const API_KEYS: &[&str] = &[
     "corsOrigins",
@@ -196,6 +209,9 @@ impl Config {
                 jwt_secret: None,
                 access_token_ttl: Duration::from_secs(15 * 60),
                 refresh_token_ttl: Duration::from_secs(7 * 86_400),
+                admin_email: None,
+                rate_limit_attempts: DEFAULT_RATE_LIMIT_ATTEMPTS,
+                rate_limit_window: Duration::from_secs(DEFAULT_RATE_LIMIT_WINDOW_SECS),
             },
             dashboard_enabled: true,
             api: ApiConfig {
@@ -263,6 +279,9 @@ impl Config {
                 })?;
                 self.auth.jwt_secret = Some(s.to_string());
             }
+            if let Some(v) = auth.get("rateLimit") {
+                self.apply_rate_limit(v, f)?;
+            }
             for (key, slot) in [
                 ("accessTokenTtl", &mut self.auth.access_token_ttl),
                 ("refreshTokenTtl", &mut self.auth.refresh_token_ttl),
@@ -296,6 +315,38 @@ impl Config {
                 .ok_or_else(|| f.invalid("api", "api must be an object"))?;
             f.warn_unknown(api, API_KEYS, "api.", &mut self.warnings);
             self.apply_api(api, f)?;
+        }
+        Ok(())
+    }
+
+    fn apply_rate_limit(&mut self, v: &Value, f: &FileCtx) -> Result<(), ConfigError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| f.invalid("auth.rateLimit", "auth.rateLimit must be an object"))?;
+        f.warn_unknown(obj, RATE_LIMIT_KEYS, "auth.rateLimit.", &mut self.warnings);
+        if let Some(v) = obj.get("attempts") {
+            self.auth.rate_limit_attempts = v
+                .as_u64()
+                .filter(|n| *n <= 1_000_000)
+                .map(|n| n as u32)
+                .ok_or_else(|| {
+                    f.invalid(
+                        "auth.rateLimit.attempts",
+                        "auth.rateLimit.attempts must be an integer between 0 (off) and 1000000",
+                    )
+                })?;
+        }
+        if let Some(v) = obj.get("windowSeconds") {
+            self.auth.rate_limit_window = v
+                .as_u64()
+                .filter(|n| (1..=86_400).contains(n))
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    f.invalid(
+                        "auth.rateLimit.windowSeconds",
+                        "auth.rateLimit.windowSeconds must be an integer between 1 and 86400",
+                    )
+                })?;
         }
         Ok(())
     }
@@ -399,6 +450,10 @@ impl Config {
                 ));
             }
             self.auth.jwt_secret = Some(v);
+        }
+        if let Some(v) = env("BAKEND_ADMIN_EMAIL") {
+            let v = v.trim().to_lowercase();
+            self.auth.admin_email = (!v.is_empty()).then_some(v);
         }
         if let Some(v) = env("BAKEND_DASHBOARD_ENABLED") {
             self.dashboard_enabled = match v.as_str() {

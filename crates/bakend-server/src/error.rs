@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bakend_auth::AuthError;
 use bakend_store::{FieldError, StoreError};
 use serde_json::json;
 
@@ -13,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Vec<FieldError>>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl From<StoreError> for ApiError {
                 code: "validation_error",
                 message: "Validation failed".into(),
                 details: Some(details),
+                retry_after: None,
             },
             StoreError::Forbidden => ApiError::forbidden(),
             StoreError::BadRequest(m) | StoreError::Definition(m) => ApiError::bad_request(m),
@@ -100,6 +105,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AuthError::BadRequest(_) => ApiError::bad_request(msg),
+            AuthError::InvalidCredentials
+            | AuthError::InvalidRefreshToken
+            | AuthError::Unauthenticated => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+            }
+            AuthError::EmailTaken | AuthError::LastAdmin(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", msg)
+            }
+            AuthError::UserNotFound => ApiError::not_found(msg),
+            AuthError::RateLimited { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", msg)
+            },
+            AuthError::Store(s) => s.into(),
+            AuthError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });
@@ -107,9 +136,13 @@ impl IntoResponse for ApiError {
             error["details"] = json!(details);
         }
         let mut resp = json_response(self.status, &json!({ "error": error }));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

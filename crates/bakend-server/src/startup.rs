@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::{EventBus, LocalBus};
 use bakend_store::collections::sync;
@@ -48,6 +49,7 @@ pub struct Server {
     db: Arc<Database>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    purge: JoinHandle<()>,
 }
 
 impl Server {
@@ -68,6 +70,7 @@ impl Server {
         if let Err(e) = (&mut self.task).await {
             tracing::error!("HTTP server task failed: {e}");
         }
+        self.purge.abort();
         let db = self.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         let stats = self.db.writer_stats();
@@ -139,9 +142,22 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         }
     };
 
+    let auth = {
+        let db = db.clone();
+        let secret = jwt_secret.clone();
+        let cfg = config.auth.clone();
+        tokio::task::spawn_blocking(move || AuthService::new(db, &secret, &cfg))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+    };
+    let auth = Arc::new(auth);
+    let purge = tokio::spawn(purge_sessions(auth.clone()));
+
     let listener = match bind(config.port).await {
         Ok(l) => l,
         Err(_) => {
+            purge.abort();
             close(&db).await;
             return Err(StartError::Bind(config.port));
         }
@@ -153,6 +169,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         config: config.clone(),
         bus,
         records: RecordStore::new(db.clone(), registry),
+        auth,
         jwt_secret,
     };
     let app = Router::new()
@@ -163,19 +180,35 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await
     });
     Ok(Server {
         addr,
         state,
         db,
+        purge,
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Expired sessions are deleted at start and then every ten minutes.
+async fn purge_sessions(auth: Arc<AuthService>) {
+    loop {
+        match auth.purge_expired_sessions().await {
+            Ok(n) if n > 0 => tracing::debug!("Deleted {n} expired session(s)"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("Deleting expired sessions failed: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    }
 }
 
 async fn close(db: &Arc<Database>) {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
 use bakend_store::RecordStore;
@@ -11,6 +12,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub bus: Arc<dyn EventBus>,
     pub records: RecordStore,
+    pub auth: Arc<AuthService>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
 }

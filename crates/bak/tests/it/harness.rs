@@ -28,19 +28,40 @@ pub fn write_collections(dir: &Path, collections: &[Value]) {
 
 impl TestServer {
     /// A server on an ephemeral port over a fresh project with these collection files.
+    /// Login rate limiting is off here (many tests sign in many users from one address); the
+    /// tests of the limiter configure it.
     pub async fn start(collections: &[Value]) -> TestServer {
-        Self::start_with_config(collections, "{}").await
+        Self::start_with_config(collections, r#"{"auth": {"rateLimit": {"attempts": 0}}}"#).await
     }
 
     pub async fn start_with_config(collections: &[Value], config_json: &str) -> TestServer {
+        Self::start_with_env(collections, config_json, &[]).await
+    }
+
+    pub async fn start_with_env(
+        collections: &[Value],
+        config_json: &str,
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         write_collections(dir.path(), collections);
         std::fs::write(dir.path().join("bakend.json"), config_json).unwrap();
-        Self::start_in(dir).await
+        Self::start_in_with_env(dir, env).await
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
-        let mut config = Config::load(Some(&dir.path().join("bakend.json")), &|_| None).unwrap();
+        Self::start_in_with_env(dir, &[]).await
+    }
+
+    pub async fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut config = Config::load(Some(&dir.path().join("bakend.json")), &|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap();
         config.port = 0;
         let bus = LocalBus::new();
         let events = bus.subscribe("test", 100_000);
@@ -135,12 +156,57 @@ impl TestServer {
         Resp::from(req.send().await.unwrap()).await
     }
 
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+
+    /// Registers an account; returns (access token, refresh token, user id).
+    pub async fn register(&self, email: &str) -> Session {
+        let r = self
+            .post(
+                "/api/auth/register",
+                &serde_json::json!({"email": email, "password": "password123"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "register {email}: {}", r.text);
+        let j = r.json();
+        Session {
+            token: j["token"].as_str().unwrap().to_string(),
+            refresh: j["refreshToken"].as_str().unwrap().to_string(),
+            id: j["user"]["id"].as_str().unwrap().to_string(),
+        }
+    }
+
     /// Creates a record and returns it, asserting 201.
     pub async fn create(&self, collection: &str, body: Value) -> Value {
         let r = self.post(&format!("/api/{collection}"), &body).await;
         assert_eq!(r.status, 201, "create {collection} {body}: {}", r.text);
         r.json()
     }
+}
+
+/// A signed-in test user.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    pub refresh: String,
+    pub id: String,
 }
 
 pub struct Resp {

@@ -1,10 +1,12 @@
 //! Integration tests: a real server (in-process on an ephemeral port, or the `bak` binary) with
 //! a real SQLite file in a temporary directory, spoken to over real HTTP.
 
+mod auth;
 mod cli;
 mod config_errors;
 mod durability;
 mod events;
 mod fields;
 mod harness;
+mod permissions;
 mod rest;

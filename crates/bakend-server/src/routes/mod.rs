@@ -2,11 +2,15 @@
 //! so `/api/posts/` and `//api//posts` are the same route; the method is checked before the
 //! collection is looked up.
 
+mod accounts;
+mod admin;
 mod health;
 mod records;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
@@ -17,6 +21,13 @@ use crate::state::AppState;
 /// Route prefixes owned by Bakend itself, never by a collection.
 const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin", "realtime"];
 
+fn peer(req_ext: &axum::http::Extensions) -> IpAddr {
+    req_ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
 pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
@@ -26,11 +37,27 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!("{} {}", parts.method, path);
     let result = match segments.as_slice() {
+        ["api", "auth", "me"] => accounts::me(&state, &parts.method, &parts.headers).await,
+        ["api", "auth", action] => {
+            let ip = peer(&parts.extensions);
+            accounts::action(&state, action, &parts.method, &parts.headers, body, ip).await
+        }
+        ["api", "admin", rest @ ..] if (1..=3).contains(&rest.len()) => {
+            admin::handle(
+                &state,
+                rest,
+                &parts.method,
+                &parts.headers,
+                parts.uri.query(),
+                body,
+            )
+            .await
+        }
         ["api", system, ..] if SYSTEM_SEGMENTS.contains(system) => {
             Err(ApiError::not_found("Not found"))
         }
         ["api", collection] => {
-            let ctx = auth::resolve(&state, &parts.headers);
+            let ctx = auth::resolve(&state, &parts.headers).await;
             match parts.method {
                 Method::GET => records::list(&state, &ctx, collection, parts.uri.query()).await,
                 Method::POST => {
@@ -40,7 +67,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
             }
         }
         ["api", collection, id] => {
-            let ctx = auth::resolve(&state, &parts.headers);
+            let ctx = auth::resolve(&state, &parts.headers).await;
             match parts.method {
                 Method::GET => records::get(&state, &ctx, collection, id).await,
                 Method::PUT => {

@@ -44,6 +44,16 @@ const STEPS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     "#,
+    // 2: refresh-session families (reuse detection) and the lookups auth needs.
+    r#"
+    ALTER TABLE _sessions ADD COLUMN family_id TEXT;
+    ALTER TABLE _sessions ADD COLUMN rotated_at TEXT;
+    UPDATE _sessions SET family_id = id WHERE family_id IS NULL;
+    CREATE INDEX IF NOT EXISTS idx_sessions_user ON _sessions(user_id);
+    CREATE INDEX IF NOT EXISTS idx_sessions_family ON _sessions(family_id);
+    CREATE INDEX IF NOT EXISTS idx_sessions_expires ON _sessions(expires_at);
+    CREATE INDEX IF NOT EXISTS idx_users_created ON _users(created_at);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

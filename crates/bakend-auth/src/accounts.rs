@@ -1,0 +1,670 @@
+//! Accounts and sessions (spec `auth.md`): register, login, refresh with rotation and reuse
+//! detection, logout (one session family or all), token checks, and the admin operations on
+//! users. Writes go through the store's writer, so account events follow their commits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bakend_core::access::{Caller, Role};
+use bakend_core::config::AuthConfig;
+use bakend_core::{Event, EventSource, ids, time};
+use bakend_store::{Committed, Database, StoreError};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use crate::error::AuthError;
+use crate::passwords;
+use crate::ratelimit::RateLimiter;
+use crate::tokens::{TokenKeys, Verified};
+
+/// How long a looked-up user is trusted before it is read again. Changes made by this process
+/// update the cache at once; this bounds staleness for changes made by another process (the
+/// `bak admin` command).
+const USER_CACHE_TTL: Duration = Duration::from_secs(5);
+const USER_CACHE_MAX: usize = 100_000;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// What changed about a user, for holders of long-lived identities (realtime connections).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserChange {
+    RoleChanged {
+        user_id: String,
+        role: Role,
+    },
+    Deleted {
+        user_id: String,
+    },
+    /// Every session was revoked (logout from everywhere).
+    SessionsRevoked {
+        user_id: String,
+    },
+}
+
+/// The answer to "who does this access token belong to?".
+#[derive(Clone, Debug)]
+pub enum TokenCheck {
+    Valid { caller: Arc<Caller>, exp: u64 },
+    Expired,
+    Invalid,
+}
+
+/// The token response of register, login and refresh.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub token: String,
+    pub refresh_token: String,
+    pub user: Caller,
+}
+
+impl TokenPair {
+    pub fn to_json(&self) -> Value {
+        json!({ "token": self.token, "refreshToken": self.refresh_token, "user": safe_user(&self.user) })
+    }
+}
+
+/// A user as the API shows it: `{id, email, role, createdAt}`, never the hash.
+pub fn safe_user(c: &Caller) -> Value {
+    json!({ "id": c.id, "email": c.email, "role": c.role.as_str(), "createdAt": c.created_at })
+}
+
+/// What `ensure_admin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Created(String),
+    Promoted(String),
+    AlreadyAdmin(String),
+}
+
+pub struct AuthService {
+    db: Arc<Database>,
+    keys: TokenKeys,
+    access_ttl_secs: u64,
+    refresh_ttl: Duration,
+    admin_email: Option<String>,
+    limiter: RateLimiter,
+    cache: RwLock<HashMap<String, (Arc<Caller>, Instant)>>,
+    /// Verified against when the email is unknown, so that case costs what a wrong password
+    /// costs and response times do not reveal which emails have accounts.
+    dummy_hash: String,
+    changes: broadcast::Sender<UserChange>,
+}
+
+fn sha256_hex(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_refresh_token() -> String {
+    let second = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{second}", ids::new_id("rt_"))
+}
+
+/// Normalises and checks an email: trimmed, lower-case, `local@domain` with no spaces.
+pub fn normalize_email(raw: &str) -> Result<String, AuthError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() >= 3
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(AuthError::BadRequest("Invalid email address".into()))
+    }
+}
+
+/// `{"email","password"}` from a request body, with the spec's messages.
+pub fn credentials(body: &Map<String, Value>) -> Result<(String, String), AuthError> {
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(email), Some(password)) = (field("email"), field("password")) else {
+        return Err(AuthError::BadRequest(
+            "email and password are required".into(),
+        ));
+    };
+    Ok((email.to_string(), password.to_string()))
+}
+
+fn check_new_password(password: &str) -> Result<(), AuthError> {
+    if password.encode_utf16().count() < 8 {
+        return Err(AuthError::BadRequest(
+            "Password must be at least 8 characters".into(),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AuthError::BadRequest(format!(
+            "Password must be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn caller_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Caller> {
+    let role: String = r.get(2)?;
+    Ok(Caller {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Authenticated),
+        created_at: r.get(3)?,
+    })
+}
+
+fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Caller>> {
+    conn.prepare_cached("SELECT id, email, role, created_at FROM _users WHERE id = ?1")?
+        .query_row([id], caller_from_row)
+        .optional()
+}
+
+fn admin_count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM _users WHERE role = 'admin'",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Inserts a session and returns its refresh token. `family` continues a rotation chain.
+fn insert_session(
+    conn: &Connection,
+    user_id: &str,
+    family: Option<&str>,
+    ttl: Duration,
+) -> rusqlite::Result<String> {
+    let token = new_refresh_token();
+    let id = ids::new_id(ids::SESSION);
+    let now = chrono::Utc::now();
+    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
+    conn.prepare_cached(
+        "INSERT INTO _sessions(id, user_id, refresh_token_hash, expires_at, created_at, family_id, rotated_at)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+    )?
+    .execute((
+        &id,
+        user_id,
+        sha256_hex(&token),
+        time::to_iso(expires),
+        time::to_iso(now),
+        family.unwrap_or(&id),
+    ))?;
+    Ok(token)
+}
+
+enum RefreshOutcome {
+    Rotated(TokenPairParts),
+    Reused { user_id: String, family: String },
+    Rejected,
+}
+
+struct TokenPairParts {
+    refresh_token: String,
+    user: Caller,
+}
+
+impl AuthService {
+    /// Builds the service; computes the timing dummy hash (tens of ms: call off the executor).
+    pub fn new(
+        db: Arc<Database>,
+        secret: &str,
+        cfg: &AuthConfig,
+    ) -> Result<AuthService, AuthError> {
+        let (changes, _) = broadcast::channel(1024);
+        Ok(AuthService {
+            db,
+            keys: TokenKeys::new(secret),
+            access_ttl_secs: cfg.access_token_ttl.as_secs(),
+            refresh_ttl: cfg.refresh_token_ttl,
+            admin_email: cfg.admin_email.clone(),
+            limiter: RateLimiter::new(cfg.rate_limit_attempts, cfg.rate_limit_window),
+            cache: RwLock::new(HashMap::new()),
+            dummy_hash: passwords::hash("bakend-timing-equaliser")?,
+            changes,
+        })
+    }
+
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<UserChange> {
+        self.changes.subscribe()
+    }
+
+    /// Counts a login or register attempt from `ip`.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), AuthError> {
+        self.limiter
+            .check(ip)
+            .map_err(|retry_after_secs| AuthError::RateLimited { retry_after_secs })
+    }
+
+    fn issue(&self, parts: TokenPairParts) -> Result<TokenPair, AuthError> {
+        let token = self
+            .keys
+            .issue(
+                &parts.user.id,
+                parts.user.role.as_str(),
+                self.access_ttl_secs,
+            )
+            .map_err(AuthError::Internal)?;
+        Ok(TokenPair {
+            token,
+            refresh_token: parts.refresh_token,
+            user: parts.user,
+        })
+    }
+
+    /// Issues an access token for a user (tests and tools).
+    pub fn access_token_for(&self, user: &Caller, ttl_secs: u64) -> Result<String, AuthError> {
+        self.keys
+            .issue(&user.id, user.role.as_str(), ttl_secs)
+            .map_err(AuthError::Internal)
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
+        let email = normalize_email(email)?;
+        check_new_password(password)?;
+        let lookup = email.clone();
+        let exists = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM _users WHERE email = ?1")?
+                    .query_row([&lookup], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            })
+            .await?;
+        if exists {
+            return Err(AuthError::EmailTaken);
+        }
+        let password = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let role = if self.admin_email.as_deref() == Some(email.as_str()) {
+            Role::Admin
+        } else {
+            Role::Authenticated
+        };
+        let ttl = self.refresh_ttl;
+        let parts = self
+            .db
+            .write(move |conn| {
+                let user = Caller {
+                    id: ids::new_id(ids::USER),
+                    email,
+                    role,
+                    created_at: time::now_iso(),
+                };
+                let inserted = conn.execute(
+                    "INSERT INTO _users(id, email, password_hash, role, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+                    (&user.id, &user.email, &hash, role.as_str(), &user.created_at),
+                );
+                if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted
+                    && f.code == rusqlite::ErrorCode::ConstraintViolation
+                {
+                    return Err(StoreError::BadRequest("Email is already registered".into()));
+                }
+                inserted?;
+                let refresh_token = insert_session(conn, &user.id, None, ttl)?;
+                let event = Event::new("auth.register", EventSource::Auth, safe_user(&user));
+                Ok(Committed::new(TokenPairParts { refresh_token, user }).event(event))
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::BadRequest(_) => AuthError::EmailTaken,
+                other => AuthError::Store(other),
+            })?;
+        tracing::debug!("User registered: {}", parts.user.id);
+        self.issue(parts)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
+        let email = normalize_email(email)?;
+        let found = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT id, email, role, created_at, password_hash FROM _users WHERE email = ?1",
+                    )?
+                    .query_row([&email], |r| Ok((caller_from_row(r)?, r.get::<_, String>(4)?)))
+                    .optional()?)
+            })
+            .await?;
+        let stored = found
+            .as_ref()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
+        let pw = password.to_string();
+        let (ok, upgrade) = tokio::task::spawn_blocking(move || {
+            let (ok, legacy) = passwords::verify(&pw, &stored);
+            let upgrade = if ok && legacy {
+                passwords::hash(&pw).ok()
+            } else {
+                None
+            };
+            (ok, upgrade)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let Some((user, _)) = found.filter(|_| ok) else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        let ttl = self.refresh_ttl;
+        let parts = self
+            .db
+            .write(move |conn| {
+                if let Some(h) = upgrade {
+                    conn.execute(
+                        "UPDATE _users SET password_hash = ?1 WHERE id = ?2",
+                        (&h, &user.id),
+                    )?;
+                }
+                let refresh_token = insert_session(conn, &user.id, None, ttl)?;
+                let event = Event::new("auth.login", EventSource::Auth, safe_user(&user));
+                Ok(Committed::new(TokenPairParts {
+                    refresh_token,
+                    user,
+                })
+                .event(event))
+            })
+            .await?;
+        tracing::debug!("User logged in: {}", parts.user.id);
+        self.issue(parts)
+    }
+
+    /// Rotates a refresh token. Presenting one that was already rotated means it leaked: the
+    /// whole session family is revoked and the caller gets 401.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let hash = sha256_hex(refresh_token);
+        let ttl = self.refresh_ttl;
+        let outcome = self
+            .db
+            .write(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT id, user_id, family_id, expires_at, rotated_at FROM _sessions WHERE refresh_token_hash = ?1",
+                    )?
+                    .query_row([&hash], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((id, user_id, family, expires_at, rotated_at)) = row else {
+                    return Ok(Committed::new(RefreshOutcome::Rejected));
+                };
+                let family = family.unwrap_or_else(|| id.clone());
+                if rotated_at.is_some() {
+                    conn.execute("DELETE FROM _sessions WHERE family_id = ?1", [&family])?;
+                    return Ok(Committed::new(RefreshOutcome::Reused { user_id, family }));
+                }
+                let now = time::now_iso();
+                let user = user_by_id(conn, &user_id)?;
+                let (Some(user), true) = (user, expires_at > now) else {
+                    conn.execute("DELETE FROM _sessions WHERE id = ?1", [&id])?;
+                    return Ok(Committed::new(RefreshOutcome::Rejected));
+                };
+                conn.execute("UPDATE _sessions SET rotated_at = ?1 WHERE id = ?2", (&now, &id))?;
+                let refresh_token = insert_session(conn, &user.id, Some(&family), ttl)?;
+                Ok(Committed::new(RefreshOutcome::Rotated(TokenPairParts { refresh_token, user })))
+            })
+            .await?;
+        match outcome {
+            RefreshOutcome::Rotated(parts) => self.issue(parts),
+            RefreshOutcome::Reused { user_id, family } => {
+                tracing::warn!(
+                    "Refresh token reuse detected for user {user_id}: revoked session family {family}"
+                );
+                Err(AuthError::InvalidRefreshToken)
+            }
+            RefreshOutcome::Rejected => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    /// Ends the session family of `refresh_token`. Unknown tokens succeed silently.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        let hash = sha256_hex(refresh_token);
+        let user = self
+            .db
+            .write(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT user_id, family_id, expires_at FROM _sessions WHERE refresh_token_hash = ?1 AND rotated_at IS NULL",
+                    )?
+                    .query_row([&hash], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+                    })
+                    .optional()?;
+                let Some((user_id, family, expires_at)) = row else {
+                    return Ok(Committed::new(None));
+                };
+                match family {
+                    Some(f) => conn.execute("DELETE FROM _sessions WHERE family_id = ?1", [&f])?,
+                    None => conn.execute("DELETE FROM _sessions WHERE refresh_token_hash = ?1", [&hash])?,
+                };
+                if expires_at <= time::now_iso() {
+                    return Ok(Committed::new(None));
+                }
+                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": user_id }));
+                Ok(Committed::new(Some(user_id)).event(event))
+            })
+            .await?;
+        if let Some(id) = user {
+            tracing::debug!("User logged out: {id}");
+        }
+        Ok(())
+    }
+
+    /// Revokes every session of `user_id` (logout from all devices).
+    pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
+        let id = user_id.to_string();
+        let changes = self.changes.clone();
+        self.db
+            .write(move |conn| {
+                conn.execute("DELETE FROM _sessions WHERE user_id = ?1", [&id])?;
+                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": id }));
+                let change = UserChange::SessionsRevoked {
+                    user_id: id.clone(),
+                };
+                Ok(Committed::new(()).event(event).then(move || {
+                    let _ = changes.send(change);
+                }))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Checks an access token and finds its user (their current row, not the token's claims).
+    pub async fn check_token(&self, token: &str) -> TokenCheck {
+        match self.keys.verify(token) {
+            Verified::Invalid => TokenCheck::Invalid,
+            Verified::Expired { .. } => TokenCheck::Expired,
+            Verified::Valid { user_id, exp } => match self.user(&user_id).await {
+                Ok(Some(caller)) => TokenCheck::Valid { caller, exp },
+                _ => TokenCheck::Invalid,
+            },
+        }
+    }
+
+    /// A user by id, from the cache when fresh.
+    pub async fn user(&self, id: &str) -> Result<Option<Arc<Caller>>, AuthError> {
+        if let Ok(cache) = self.cache.read()
+            && let Some((c, at)) = cache.get(id)
+            && at.elapsed() < USER_CACHE_TTL
+        {
+            return Ok(Some(c.clone()));
+        }
+        let lookup = id.to_string();
+        let found = self
+            .db
+            .read(move |conn| Ok(user_by_id(conn, &lookup)?))
+            .await?;
+        let found = found.map(Arc::new);
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= USER_CACHE_MAX {
+                cache.clear();
+            }
+            match &found {
+                Some(c) => {
+                    cache.insert(id.to_string(), (c.clone(), Instant::now()));
+                }
+                None => {
+                    cache.remove(id);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(id);
+        }
+    }
+
+    /// Users newest first, and how many there are.
+    pub async fn list_users(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(Vec<Caller>, u64), AuthError> {
+        Ok(self
+            .db
+            .read(move |conn| {
+                let total: i64 = conn.query_row("SELECT COUNT(*) FROM _users", [], |r| r.get(0))?;
+                let users = conn
+                    .prepare_cached(
+                        "SELECT id, email, role, created_at FROM _users ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2",
+                    )?
+                    .query_map((limit as i64, offset as i64), caller_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((users, total.max(0) as u64))
+            })
+            .await?)
+    }
+
+    /// Changes a user's role. The last admin cannot be demoted.
+    pub async fn set_role(&self, id: &str, role: Role) -> Result<Caller, AuthError> {
+        let id = id.to_string();
+        let outcome = self
+            .db
+            .write(move |conn| {
+                let Some(mut user) = user_by_id(conn, &id)? else {
+                    return Ok(Committed::new(Err(AuthError::UserNotFound)));
+                };
+                if user.role == Role::Admin && role != Role::Admin && admin_count(conn)? <= 1 {
+                    return Ok(Committed::new(Err(AuthError::LastAdmin(
+                        "Cannot demote the last admin".into(),
+                    ))));
+                }
+                conn.execute(
+                    "UPDATE _users SET role = ?1 WHERE id = ?2",
+                    (role.as_str(), &id),
+                )?;
+                user.role = role;
+                Ok(Committed::new(Ok(user)))
+            })
+            .await??;
+        self.forget(&outcome.id);
+        let _ = self.changes.send(UserChange::RoleChanged {
+            user_id: outcome.id.clone(),
+            role,
+        });
+        Ok(outcome)
+    }
+
+    /// Deletes a user and (by foreign key) their sessions. The last admin cannot be deleted.
+    pub async fn delete_user(&self, id: &str) -> Result<(), AuthError> {
+        let id = id.to_string();
+        let target = id.clone();
+        self.db
+            .write(move |conn| {
+                let Some(user) = user_by_id(conn, &target)? else {
+                    return Ok(Committed::new(Err(AuthError::UserNotFound)));
+                };
+                if user.role == Role::Admin && admin_count(conn)? <= 1 {
+                    return Ok(Committed::new(Err(AuthError::LastAdmin(
+                        "Cannot delete the last admin".into(),
+                    ))));
+                }
+                conn.execute("DELETE FROM _users WHERE id = ?1", [&target])?;
+                Ok(Committed::new(Ok(())))
+            })
+            .await??;
+        self.forget(&id);
+        let _ = self.changes.send(UserChange::Deleted { user_id: id });
+        Ok(())
+    }
+
+    /// Makes `email` an admin: creates the account (with `password`) or promotes it.
+    pub async fn ensure_admin(
+        &self,
+        email: &str,
+        password: Option<&str>,
+    ) -> Result<AdminOutcome, AuthError> {
+        let email = normalize_email(email)?;
+        let lookup = email.clone();
+        let existing = self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT id, email, role, created_at FROM _users WHERE email = ?1",
+                    )?
+                    .query_row([&lookup], caller_from_row)
+                    .optional()?)
+            })
+            .await?;
+        match existing {
+            Some(u) if u.role == Role::Admin => Ok(AdminOutcome::AlreadyAdmin(u.id)),
+            Some(u) => {
+                self.set_role(&u.id, Role::Admin).await?;
+                Ok(AdminOutcome::Promoted(u.id))
+            }
+            None => {
+                let password = password.ok_or_else(|| {
+                    AuthError::BadRequest("A password is required to create a new account".into())
+                })?;
+                check_new_password(password)?;
+                let pw = password.to_string();
+                let hash = tokio::task::spawn_blocking(move || passwords::hash(&pw))
+                    .await
+                    .map_err(|e| AuthError::Internal(e.to_string()))??;
+                let id = self
+                    .db
+                    .write(move |conn| {
+                        let id = ids::new_id(ids::USER);
+                        conn.execute(
+                            "INSERT INTO _users(id, email, password_hash, role, created_at) VALUES(?1, ?2, ?3, 'admin', ?4)",
+                            (&id, &email, &hash, time::now_iso()),
+                        )?;
+                        Ok(Committed::new(id))
+                    })
+                    .await?;
+                Ok(AdminOutcome::Created(id))
+            }
+        }
+    }
+
+    /// Deletes expired sessions (including rotated ones kept for reuse detection).
+    pub async fn purge_expired_sessions(&self) -> Result<usize, AuthError> {
+        Ok(self
+            .db
+            .write(|conn| {
+                let n = conn.execute(
+                    "DELETE FROM _sessions WHERE expires_at <= ?1",
+                    [time::now_iso()],
+                )?;
+                Ok(Committed::new(n))
+            })
+            .await?)
+    }
+}
