@@ -309,7 +309,8 @@ impl AuthService {
                 }
                 inserted?;
                 let refresh_token = insert_session(conn, &user.id, None, ttl)?;
-                let event = Event::new("auth.register", EventSource::Auth, safe_user(&user));
+                let event = Event::new("auth.register", EventSource::Auth, safe_user(&user))
+                    .about(Some(user.id.clone()));
                 Ok(Committed::new(TokenPairParts { refresh_token, user }).event(event))
             })
             .await
@@ -364,7 +365,8 @@ impl AuthService {
                     )?;
                 }
                 let refresh_token = insert_session(conn, &user.id, None, ttl)?;
-                let event = Event::new("auth.login", EventSource::Auth, safe_user(&user));
+                let event = Event::new("auth.login", EventSource::Auth, safe_user(&user))
+                    .about(Some(user.id.clone()));
                 Ok(Committed::new(TokenPairParts {
                     refresh_token,
                     user,
@@ -453,7 +455,8 @@ impl AuthService {
                 if expires_at <= time::now_iso() {
                     return Ok(Committed::new(None));
                 }
-                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": user_id }));
+                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": user_id }))
+                    .about(Some(user_id.clone()));
                 Ok(Committed::new(Some(user_id)).event(event))
             })
             .await?;
@@ -470,7 +473,8 @@ impl AuthService {
         self.db
             .write(move |conn| {
                 conn.execute("DELETE FROM _sessions WHERE user_id = ?1", [&id])?;
-                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": id }));
+                let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": id }))
+                    .about(Some(id.clone()));
                 let change = UserChange::SessionsRevoked {
                     user_id: id.clone(),
                 };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -71,6 +71,8 @@ pub struct RequestTemplate {
     pub host: HeaderValue,
     /// `Some` for requests with a JSON body.
     pub json_body: Option<Bytes>,
+    /// `Some("Bearer …")` for requests made as a signed-in user.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl RequestTemplate {
@@ -79,6 +81,9 @@ impl RequestTemplate {
             .method(self.method.clone())
             .uri(self.uri.clone())
             .header(HOST, self.host.clone());
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
         let body = match &self.json_body {
             Some(b) => {
                 builder =

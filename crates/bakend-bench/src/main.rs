@@ -1,10 +1,22 @@
 //! `bakend-bench`: a load generator for a running `bak` server. Each scenario is a subcommand
 //! in its own module; they share the keep-alive client ([`http`]) and the accounting and
-//! reporting ([`stats`]) so every scenario's figures mean the same thing.
+//! reporting ([`stats`]) so every scenario's figures mean the same thing. The realtime
+//! scenarios (`fanout`, `idle`, `owner-fanout`, `churn`) share the WebSocket client ([`ws`]),
+//! the paced publisher ([`publish`]) and the receive-side accounting ([`rt_stats`]).
 
+mod churn;
+mod fanout;
 mod http;
+mod idle;
+mod owner_fanout;
+mod publish;
 mod rest_create;
+mod rt_stats;
 mod stats;
+mod ws;
+
+#[cfg(test)]
+mod mock;
 
 use std::process::ExitCode;
 
@@ -25,12 +37,26 @@ struct Cli {
 enum Command {
     /// Virtual clients POST records to one collection back-to-back over keep-alive connections.
     RestCreate(rest_create::Args),
+    /// WebSocket subscribers on one channel while publishers POST records at a fixed rate;
+    /// reports delivery completeness and POST-to-frame latency.
+    Fanout(fanout::Args),
+    /// Many idle WebSocket connections held open; reports the server's memory per connection.
+    Idle(idle::Args),
+    /// Registered users on an owner-read collection; reports events leaked to other users and
+    /// own events missed.
+    OwnerFanout(owner_fanout::Args),
+    /// `fanout` while extra connections keep subscribing and unsubscribing.
+    Churn(churn::Args),
 }
 
 impl Command {
-    fn run_args(&self) -> &RunArgs {
+    fn threads(&self) -> u32 {
         match self {
-            Command::RestCreate(a) => &a.run,
+            Command::RestCreate(a) => a.run.threads,
+            Command::Fanout(a) => a.rt.threads,
+            Command::Idle(a) => a.rt.threads,
+            Command::OwnerFanout(a) => a.rt.threads,
+            Command::Churn(a) => a.fanout.rt.threads,
         }
     }
 }
@@ -60,9 +86,39 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// Options every realtime scenario understands. There is no warm-up: a realtime run is a
+/// bounded schedule of events whose every delivery is accounted for, not a throughput loop.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RealtimeArgs {
+    /// Server base URL (http only); the WebSocket URL is derived from it
+    /// (`ws://HOST:PORT[/prefix]/api/realtime`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Seconds of load (for `idle`: seconds the connections are held).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: u64,
+    /// Worker threads for the tool itself. One thread handles everything, including the
+    /// publishers, so with many subscribers use more threads to keep the tool's own queueing
+    /// out of the latency figures.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: u32,
+    /// Spread WebSocket client sockets over this many source addresses 127.0.0.2, 127.0.0.3, …
+    /// so large runs do not run out of ephemeral ports (each source address has its own
+    /// ~28k ports). Only used when the server is on IPv4 loopback; 0 lets the OS choose.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=253))]
+    pub source_ips: u8,
+    /// WebSocket handshakes in flight at once while connecting; bounded so a big run does not
+    /// overflow the server's accept backlog and turn into SYN retransmits.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: u32,
+    /// Print one JSON object instead of the human-readable summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = cli.command.run_args().threads;
+    let threads = cli.command.threads();
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -83,6 +139,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::RestCreate(args) => rest_create::run(args).await,
+            Command::Fanout(args) => fanout::run(args).await,
+            Command::Idle(args) => idle::run(args).await,
+            Command::OwnerFanout(args) => owner_fanout::run(args).await,
+            Command::Churn(args) => churn::run(args).await,
         }
     });
     // Connection tasks of requests cut off at the deadline may still be waiting on the

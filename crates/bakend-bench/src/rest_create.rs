@@ -53,6 +53,7 @@ pub async fn run(args: &Args) -> Result<()> {
         uri: target.path_uri(&format!("/api/{collection}"))?,
         host: target.host.clone(),
         json_body: Some(Bytes::from(args.body.clone())),
+        authorization: None,
     };
 
     // Connect everyone before starting the clock, so connection setup is not measured even
@@ -95,22 +96,31 @@ pub async fn run(args: &Args) -> Result<()> {
 
 /// Fails early with a message that says what to fix, rather than reporting a run made of
 /// nothing but 404s.
-async fn check_server(target: &Target, collection: &str) -> Result<()> {
+pub(crate) async fn check_server(target: &Target, collection: &str) -> Result<()> {
+    check_gets(
+        target,
+        &[
+            ("/health".to_owned(), "is the server running?"),
+            (
+                format!("/api/{collection}?perPage=1"),
+                "does the collection exist and allow listing without auth?",
+            ),
+        ],
+    )
+    .await
+}
+
+/// GETs each path in turn and fails with the path's hint unless it answers 200.
+pub(crate) async fn check_gets(target: &Target, checks: &[(String, &str)]) -> Result<()> {
     let mut conn = KeepAlive::new(target.addr);
-    let checks = [
-        ("/health".to_owned(), "is the server running?"),
-        (
-            format!("/api/{collection}?perPage=1"),
-            "does the collection exist and allow listing without auth?",
-        ),
-    ];
     for (path, hint) in checks {
         let url = format!("{}{path}", target.origin);
         let template = RequestTemplate {
             method: Method::GET,
-            uri: target.path_uri(&path)?,
+            uri: target.path_uri(path)?,
             host: target.host.clone(),
             json_body: None,
+            authorization: None,
         };
         let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, conn.fetch(&template))
             .await

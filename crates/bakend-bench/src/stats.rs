@@ -73,7 +73,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// Nearest-rank percentiles: every reported value is an actually observed latency.
-    fn from_sorted(sorted: &[u32]) -> Percentiles {
+    pub(crate) fn from_sorted(sorted: &[u32]) -> Percentiles {
         let rank = |p: f64| -> u32 {
             if sorted.is_empty() {
                 return 0;

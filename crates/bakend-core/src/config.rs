@@ -75,6 +75,33 @@ pub struct ApiConfig {
 }
 
 #[derive(Clone, Debug)]
+pub struct RealtimeConfig {
+    /// Distinct channels one connection may hold.
+    pub max_subscriptions: usize,
+    /// Server ping interval; a peer that stays silent for two intervals is dropped.
+    pub heartbeat: Duration,
+    /// How long a connection whose access token expired may take to send a fresh one.
+    pub token_grace: Duration,
+    /// Largest incoming message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Frames that may wait for one connection; a connection that falls this far behind is
+    /// closed with 4008 `slow_consumer`.
+    pub queue_capacity: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            max_subscriptions: 50,
+            heartbeat: Duration::from_secs(30),
+            token_grace: Duration::from_secs(30),
+            max_message_bytes: 64 * 1024,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Absolute path of the config file (it may not exist).
     pub config_path: PathBuf,
@@ -89,6 +116,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub dashboard_enabled: bool,
     pub api: ApiConfig,
+    pub realtime: RealtimeConfig,
     /// Things worth telling the operator that do not stop start-up (unknown keys).
     pub warnings: Vec<String>,
 }
@@ -120,6 +148,14 @@ const TOP_KEYS: &[&str] = &[
     "auth",
     "dashboard",
     "api",
+    "realtime",
+];
+const REALTIME_KEYS: &[&str] = &[
+    "maxSubscriptions",
+    "heartbeatSeconds",
+    "tokenGraceSeconds",
+    "maxMessageBytes",
+    "queueCapacity",
 ];
 const AUTH_KEYS: &[&str] = &[
     "jwtSecret",
@@ -220,6 +256,7 @@ impl Config {
                 default_per_page: DEFAULT_PER_PAGE,
                 max_per_page: DEFAULT_MAX_PER_PAGE,
             },
+            realtime: RealtimeConfig::default(),
             warnings: Vec::new(),
         };
         let file = FileCtx { path: &shown };
@@ -309,6 +346,13 @@ impl Config {
                 })?;
             }
         }
+        if let Some(v) = root.get("realtime") {
+            let rt = v
+                .as_object()
+                .ok_or_else(|| f.invalid("realtime", "realtime must be an object"))?;
+            f.warn_unknown(rt, REALTIME_KEYS, "realtime.", &mut self.warnings);
+            self.apply_realtime(rt, f)?;
+        }
         if let Some(v) = root.get("api") {
             let api = v
                 .as_object()
@@ -347,6 +391,41 @@ impl Config {
                         "auth.rateLimit.windowSeconds must be an integer between 1 and 86400",
                     )
                 })?;
+        }
+        Ok(())
+    }
+
+    fn apply_realtime(&mut self, rt: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
+        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
+            match rt.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        f.invalid(
+                            &format!("realtime.{key}"),
+                            format!("realtime.{key} must be an integer between {lo} and {hi}"),
+                        )
+                    }),
+            }
+        };
+        let r = &mut self.realtime;
+        if let Some(n) = int("maxSubscriptions", 1, 10_000)? {
+            r.max_subscriptions = n as usize;
+        }
+        if let Some(n) = int("heartbeatSeconds", 1, 3600)? {
+            r.heartbeat = Duration::from_secs(n);
+        }
+        if let Some(n) = int("tokenGraceSeconds", 0, 3600)? {
+            r.token_grace = Duration::from_secs(n);
+        }
+        if let Some(n) = int("maxMessageBytes", 256, 16 * 1024 * 1024)? {
+            r.max_message_bytes = n as usize;
+        }
+        if let Some(n) = int("queueCapacity", 8, 1_000_000)? {
+            r.queue_capacity = n as usize;
         }
         Ok(())
     }

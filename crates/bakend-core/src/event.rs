@@ -29,6 +29,11 @@ pub struct Event {
     pub timestamp: String,
     pub source: EventSource,
     pub payload: Value,
+    /// The user the event is about — the owner of a record (for a deletion, the owner it had
+    /// before), the account of an auth event, the uploader of a file. Never serialized: it
+    /// lets the realtime hub route owner-only events without reading the database.
+    #[serde(skip)]
+    pub subject: Option<String>,
     /// The envelope serialized once, shared by every consumer that needs the bytes.
     #[serde(skip)]
     json: OnceLock<Arc<str>>,
@@ -45,8 +50,15 @@ impl Event {
             timestamp: time::now_iso(),
             source,
             payload,
+            subject: None,
             json: OnceLock::new(),
         }
+    }
+
+    /// Sets [`Event::subject`].
+    pub fn about(mut self, user_id: Option<String>) -> Self {
+        self.subject = user_id;
+        self
     }
 
     /// The envelope as JSON text, computed on first use and then shared.
@@ -69,6 +81,7 @@ impl Clone for Event {
             timestamp: self.timestamp.clone(),
             source: self.source,
             payload: self.payload.clone(),
+            subject: self.subject.clone(),
             json: OnceLock::new(),
         }
     }

@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::any;
 use bakend_auth::AuthService;
+use bakend_auth::Rule;
 use bakend_core::config::Config;
 use bakend_events::{EventBus, LocalBus};
+use bakend_realtime::{Hub, ReadRules};
 use bakend_store::collections::sync;
 use bakend_store::db::migrations::{meta_get, meta_set};
 use bakend_store::{Committed, Database, RecordStore, Registry, StoreError};
@@ -64,6 +67,7 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, then flushes and closes the database.
     pub async fn shutdown(mut self) {
         tracing::info!("Shutting down");
+        self.state.realtime.shutdown().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -152,6 +156,12 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?
     };
     let auth = Arc::new(auth);
+    let realtime = Hub::start(
+        bus.as_ref(),
+        auth.clone(),
+        Arc::new(RegistryRules(registry.clone())),
+        config.realtime.clone(),
+    );
     let purge = tokio::spawn(purge_sessions(auth.clone()));
 
     let listener = match bind(config.port).await {
@@ -170,9 +180,11 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         bus,
         records: RecordStore::new(db.clone(), registry),
         auth,
+        realtime,
         jwt_secret,
     };
     let app = Router::new()
+        .route("/api/realtime", any(routes::realtime::endpoint))
         .fallback(routes::dispatch)
         .with_state(state.clone())
         .layer(CatchPanicLayer::custom(error::panic_response))
@@ -197,6 +209,16 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Read rules for the realtime hub, straight from the live collection registry.
+struct RegistryRules(Arc<Registry>);
+
+impl ReadRules for RegistryRules {
+    fn read_rule(&self, collection: &str) -> Option<(Rule, bool)> {
+        let c = self.0.get(collection)?;
+        Some((c.def.permissions.read, c.owner_field.is_some()))
+    }
 }
 
 /// Expired sessions are deleted at start and then every ten minutes.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
+use bakend_realtime::Hub;
 use bakend_store::RecordStore;
 
 #[derive(Clone)]
@@ -13,6 +14,7 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     pub records: RecordStore,
     pub auth: Arc<AuthService>,
+    pub realtime: Arc<Hub>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
 }

@@ -45,6 +45,12 @@ pub async fn handle(
                 &json!({ "items": items, "total": total }),
             ))
         }
+        ["realtime"] => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            Ok(json_response(StatusCode::OK, &state.realtime.stats_json()))
+        }
         ["users", id] => match *method {
             Method::PATCH => {
                 let body = json_object(headers, body, state.config.api.max_body_bytes).await?;

@@ -5,6 +5,7 @@
 mod accounts;
 mod admin;
 mod health;
+pub mod realtime;
 mod records;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

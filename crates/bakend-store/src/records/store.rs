@@ -160,7 +160,8 @@ impl RecordStore {
                     format!("{}.created", c.def.name),
                     EventSource::Collections,
                     record.clone(),
-                );
+                )
+                .about(owner_of(&record).map(str::to_string));
                 Ok(Committed::new(record).event(event))
             })
             .await
@@ -222,7 +223,8 @@ impl RecordStore {
                     format!("{}.updated", c.def.name),
                     EventSource::Collections,
                     record.clone(),
-                );
+                )
+                .about(owner_of(&record).map(str::to_string));
                 Ok(Committed::new(record).event(event))
             })
             .await
@@ -240,13 +242,15 @@ impl RecordStore {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 check_owner(&c, &cols, required_owner.as_deref())?;
+                let owner = stored_owner(&c, &cols);
                 conn.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", c.sql.table))?
                     .execute([&id])?;
                 let event = Event::new(
                     format!("{}.deleted", c.def.name),
                     EventSource::Collections,
                     serde_json::json!({ "id": id }),
-                );
+                )
+                .about(owner);
                 Ok(Committed::new(()).event(event))
             })
             .await
@@ -286,18 +290,18 @@ fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>
         .optional()?)
 }
 
+fn stored_owner(c: &Collection, cols: &[Sql]) -> Option<String> {
+    match c.owner_field.and_then(|i| cols.get(i + 3)) {
+        Some(Sql::Text(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
 fn check_owner(c: &Collection, cols: &[Sql], required: Option<&str>) -> Result<(), StoreError> {
     let Some(required) = required else {
         return Ok(());
     };
-    let owner = c
-        .owner_field
-        .and_then(|i| cols.get(i + 3))
-        .and_then(|v| match v {
-            Sql::Text(t) => Some(t.as_str()),
-            _ => None,
-        });
-    if owner == Some(required) {
+    if stored_owner(c, cols).as_deref() == Some(required) {
         Ok(())
     } else {
         Err(StoreError::Forbidden)

@@ -1,0 +1,142 @@
+//! Who may receive an event, and what they see (fixing v1's leaks).
+//!
+//! Collection events follow the collection's `read` rule through the one permission decision,
+//! against the record as it is now (for a deletion: as it was before). Every other event goes to
+//! every subscriber of its channel, but anyone who is neither an admin nor the event's subject
+//! gets a redacted payload: no email on `auth.*`, only `{id, visibility, createdAt}` for a
+//! protected upload, no error text on `function.*`/`job.*`.
+
+use axum::extract::ws::Utf8Bytes;
+use bakend_auth::permissions::{Decision, decide};
+use bakend_auth::{AuthContext, Operation, Rule};
+use bakend_core::{Event, EventSource};
+use serde_json::{Map, Value, json};
+
+use crate::protocol::event_frame;
+
+/// What the hub needs to know about collections: the read rule, and whether the collection
+/// has an owner field. `None` means the collection does not exist (its events go nowhere).
+pub trait ReadRules: Send + Sync + 'static {
+    fn read_rule(&self, collection: &str) -> Option<(Rule, bool)>;
+}
+
+#[derive(Debug)]
+pub enum Audience {
+    /// Readable under `rule` for a record owned by `owner`.
+    Rule {
+        rule: Rule,
+        owner: Option<String>,
+    },
+    /// Everyone subscribed; non-admins other than the subject may get a redacted frame.
+    Everyone,
+    Nobody,
+}
+
+#[derive(Debug)]
+pub struct Delivery {
+    pub audience: Audience,
+    pub full: Utf8Bytes,
+    pub redacted: Option<Utf8Bytes>,
+    pub subject: Option<String>,
+}
+
+fn is_record_event(e: &Event) -> bool {
+    e.source == EventSource::Collections && !e.event_type.starts_with("system.")
+}
+
+fn redact(e: &Event) -> Option<Value> {
+    let payload = e.payload.as_object()?;
+    let keep = |keys: &[&str]| -> Value {
+        Value::Object(
+            payload
+                .iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Map<String, Value>>(),
+        )
+    };
+    let without = |key: &str| -> Option<Value> {
+        payload.contains_key(key).then(|| {
+            let mut m = payload.clone();
+            m.remove(key);
+            Value::Object(m)
+        })
+    };
+    match e.event_type.as_str() {
+        "auth.register" | "auth.login" => without("email"),
+        "storage.uploaded" if payload.get("visibility") != Some(&json!("public")) => {
+            Some(keep(&["id", "visibility", "createdAt"]))
+        }
+        t if t.starts_with("function.") || t.starts_with("job.") => without("error"),
+        _ => None,
+    }
+}
+
+impl Delivery {
+    pub fn of(e: &Event, rules: &dyn ReadRules) -> Delivery {
+        let full = event_frame(&e.envelope_json());
+        if is_record_event(e) {
+            let collection = e.event_type.rsplit_once('.').map(|(c, _)| c).unwrap_or("");
+            let audience = match rules.read_rule(collection) {
+                None => Audience::Nobody,
+                // An owner rule on a collection without an owner field: only admins read it.
+                Some((Rule::Owner, false)) => Audience::Rule {
+                    rule: Rule::Admin,
+                    owner: None,
+                },
+                Some((rule, _)) => Audience::Rule {
+                    rule,
+                    owner: e.subject.clone(),
+                },
+            };
+            return Delivery {
+                audience,
+                full,
+                redacted: None,
+                subject: e.subject.clone(),
+            };
+        }
+        let redacted = redact(e).map(|payload| {
+            let mut copy = e.clone();
+            copy.payload = payload;
+            event_frame(&copy.envelope_json())
+        });
+        Delivery {
+            audience: Audience::Everyone,
+            full,
+            redacted,
+            subject: e.subject.clone(),
+        }
+    }
+
+    /// The frame this viewer may receive, if any.
+    pub fn frame_for(&self, ctx: &AuthContext) -> Option<&Utf8Bytes> {
+        match &self.audience {
+            Audience::Nobody => None,
+            Audience::Rule { rule, owner } => {
+                (decide(ctx, *rule, Operation::Read, owner.as_deref()) == Decision::Allow)
+                    .then_some(&self.full)
+            }
+            Audience::Everyone => {
+                let privileged = ctx.is_admin()
+                    || (self.subject.is_some()
+                        && ctx.user().map(|u| u.id.as_str()) == self.subject.as_deref());
+                match (&self.redacted, privileged) {
+                    (Some(r), false) => Some(r),
+                    _ => Some(&self.full),
+                }
+            }
+        }
+    }
+
+    /// For owner-rule events: the only non-admin who can receive it.
+    pub fn sole_owner(&self) -> Option<Option<&str>> {
+        match &self.audience {
+            Audience::Rule {
+                rule: Rule::Owner,
+                owner,
+            } => Some(owner.as_deref()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! One WebSocket connection: read client messages, write queued frames in batches, keep the
+//! peer honest with pings, and close when the hub says so. One task per connection, kept small.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bakend_auth::{AuthContext, TokenCheck};
+use bakend_core::ids;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+
+use crate::hub::{ConnControl, Control, Hub};
+use crate::protocol::{self, ClientMessage};
+
+/// Most frames written before one flush.
+const MAX_BATCH: usize = 64;
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// Who the connection is at upgrade time.
+pub struct Identity {
+    pub ctx: AuthContext,
+    /// Access-token expiry, seconds since the epoch.
+    pub exp: Option<u64>,
+    /// A token was given but none was valid: tell the client it is anonymous.
+    pub token_rejected: bool,
+}
+
+pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
+    let id = hub.next_id();
+    let client_id = ids::new_id(ids::CLIENT);
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(hub.cfg.queue_capacity);
+    let control = Arc::new(ConnControl::default());
+    let _ = tx.try_send(protocol::connected_frame(&client_id, identity.ctx.user()));
+    if identity.token_rejected {
+        let _ = tx.try_send(protocol::error_frame(
+            "invalid_token",
+            "The token is invalid or expired; connected anonymously",
+        ));
+    }
+    hub.send(Control::Register {
+        id,
+        tx: tx.clone(),
+        control: control.clone(),
+        ctx: identity.ctx,
+        exp: identity.exp,
+    })
+    .await;
+
+    let heartbeat = hub.cfg.heartbeat;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut heard_from_peer = true;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                heard_from_peer = true;
+                match incoming {
+                    Some(Ok(Message::Text(t))) => handle(&hub, id, &tx, t.as_str()).await,
+                    Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
+                        Ok(t) => handle(&hub, id, &tx, t).await,
+                        Err(_) => { let _ = tx.try_send(protocol::ProtocolError::InvalidJson.frame()); }
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        if too_big(e) {
+                            close(&mut socket, CLOSE_MESSAGE_TOO_BIG, "message too big").await;
+                        }
+                        break;
+                    }
+                }
+            }
+            first = rx.recv() => {
+                let Some(first) = first else { break };
+                tokio::select! {
+                    written = write_batch(&mut socket, first, &mut rx) => if written.is_err() { break },
+                    (code, reason) = control.closed() => { close(&mut socket, code, reason).await; break }
+                    _ = tokio::time::sleep(heartbeat * 2) => break,
+                }
+            }
+            (code, reason) = control.closed() => {
+                // Frames queued before the close was decided still go out first.
+                while let Ok(f) = rx.try_recv() {
+                    if tokio::time::timeout(Duration::from_secs(1), socket.feed(Message::Text(f))).await.is_err() { break }
+                }
+                close(&mut socket, code, reason).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if !heard_from_peer {
+                    break;
+                }
+                heard_from_peer = false;
+                let sent = tokio::time::timeout(heartbeat, socket.send(Message::Ping(Default::default()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+    }
+    hub.send(Control::Unregister { id }).await;
+}
+
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        match rx.try_recv() {
+            Ok(f) => socket.feed(Message::Text(f)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        socket.send(frame).await?;
+        socket.flush().await
+    })
+    .await;
+}
+
+fn too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn handle(hub: &Arc<Hub>, id: u64, tx: &mpsc::Sender<Utf8Bytes>, text: &str) {
+    match protocol::parse(text) {
+        Ok(ClientMessage::Subscribe(channel)) => hub.send(Control::Subscribe { id, channel }).await,
+        Ok(ClientMessage::Unsubscribe(channel)) => {
+            hub.send(Control::Unsubscribe { id, channel }).await
+        }
+        Ok(ClientMessage::Ping) => {
+            let _ = tx.try_send(protocol::pong_frame());
+        }
+        Ok(ClientMessage::Auth(token)) => {
+            let check = match token {
+                Some(t) => hub.auth.check_token(&t).await,
+                None => TokenCheck::Invalid,
+            };
+            match check {
+                TokenCheck::Valid { caller, exp } => {
+                    let ack = protocol::authenticated_frame(&caller);
+                    hub.send(Control::Identity {
+                        id,
+                        ctx: AuthContext::User(caller),
+                        exp: Some(exp),
+                        ack,
+                    })
+                    .await;
+                }
+                TokenCheck::Expired | TokenCheck::Invalid => {
+                    let _ = tx.try_send(protocol::error_frame(
+                        "invalid_token",
+                        "The token is invalid or expired; the connection's identity is unchanged",
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tx.try_send(e.frame());
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! The hub: one task that owns every connection's identity and subscriptions and fans events
+//! out. Owning the state in one task means no lock on the hot path: subscribe, unsubscribe and
+//! identity changes arrive as messages, in order, between events — so a `subscribed` ack is
+//! always queued before the first event it enables, and churn never blocks a fan-out midway.
+//!
+//! An event costs work in proportion to its recipients: exact and prefix subscriptions are
+//! indexed by channel, owner-only events look up the owner's connections (plus admins) instead
+//! of walking subscribers, and each frame is serialized once and shared.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use bakend_auth::tokens::now_secs;
+use bakend_auth::{AuthContext, AuthService, Caller, UserChange};
+use bakend_core::SharedEvent;
+use bakend_core::config::RealtimeConfig;
+use bakend_events::{EventBus, EventStream};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+use crate::audience::{Delivery, ReadRules};
+use crate::protocol::{self, index_key, matches};
+
+/// Close codes the hub uses (documented in docs/websocket-api.md).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+
+/// Counters readable while the hub runs (`GET /api/admin/realtime`).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub connections: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub events_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub events_in_per_sec: AtomicU64,
+    pub frames_out_per_sec: AtomicU64,
+    pub slow_consumer_closes: AtomicU64,
+    pub token_expired_closes: AtomicU64,
+    /// Deepest any connection's outbound queue has been.
+    pub queue_high_water: AtomicU64,
+}
+
+/// How the hub tells a connection task to close.
+#[derive(Default)]
+pub struct ConnControl {
+    close: Mutex<Option<(u16, &'static str)>>,
+    notify: Notify,
+}
+
+impl ConnControl {
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if let Ok(mut c) = self.close.lock()
+            && c.is_none()
+        {
+            *c = Some((code, reason));
+        }
+        self.notify.notify_one();
+    }
+
+    pub async fn closed(&self) -> (u16, &'static str) {
+        loop {
+            if let Some(c) = self.close.lock().ok().and_then(|c| *c) {
+                return c;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+pub(crate) enum Control {
+    Register {
+        id: u64,
+        tx: mpsc::Sender<Utf8Bytes>,
+        control: Arc<ConnControl>,
+        ctx: AuthContext,
+        exp: Option<u64>,
+    },
+    Subscribe {
+        id: u64,
+        channel: String,
+    },
+    Unsubscribe {
+        id: u64,
+        channel: String,
+    },
+    /// A new identity from an `auth` message; `ack` is queued after it takes effect.
+    Identity {
+        id: u64,
+        ctx: AuthContext,
+        exp: Option<u64>,
+        ack: Utf8Bytes,
+    },
+    Unregister {
+        id: u64,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+pub struct Hub {
+    control: mpsc::Sender<Control>,
+    pub(crate) stats: Arc<HubStats>,
+    pub(crate) cfg: RealtimeConfig,
+    pub(crate) auth: Arc<AuthService>,
+    next_id: AtomicU64,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Utf8Bytes>,
+    control: Arc<ConnControl>,
+    ctx: AuthContext,
+    subs: Vec<Box<str>>,
+    /// The last event this connection was considered for: one delivery per event however many
+    /// subscriptions match.
+    last_seq: u64,
+    exp: Option<u64>,
+    grace_until: Option<Instant>,
+    closing: bool,
+}
+
+impl Conn {
+    fn user_id(&self) -> Option<&str> {
+        self.ctx.user().map(|u| u.id.as_str())
+    }
+}
+
+struct State {
+    cfg: RealtimeConfig,
+    rules: Arc<dyn ReadRules>,
+    stats: Arc<HubStats>,
+    conns: HashMap<u64, Conn>,
+    exact: HashMap<Box<str>, HashSet<u64>>,
+    prefix: HashMap<Box<str>, HashSet<u64>>,
+    by_user: HashMap<String, HashSet<u64>>,
+    admins: HashSet<u64>,
+    seq: u64,
+    last_events_in: u64,
+    last_frames_out: u64,
+}
+
+impl Hub {
+    /// Starts the hub task, consuming `bus` and the account changes of `auth`.
+    pub fn start(
+        bus: &dyn EventBus,
+        auth: Arc<AuthService>,
+        rules: Arc<dyn ReadRules>,
+        cfg: RealtimeConfig,
+    ) -> Arc<Hub> {
+        let events = bus.subscribe("realtime", 65_536);
+        let (control_tx, control_rx) = mpsc::channel(65_536);
+        let stats = Arc::new(HubStats::default());
+        let state = State {
+            cfg: cfg.clone(),
+            rules,
+            stats: stats.clone(),
+            conns: HashMap::new(),
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            by_user: HashMap::new(),
+            admins: HashSet::new(),
+            seq: 0,
+            last_events_in: 0,
+            last_frames_out: 0,
+        };
+        tokio::spawn(run(state, events, control_rx, auth.subscribe_changes()));
+        Arc::new(Hub {
+            control: control_tx,
+            stats,
+            cfg,
+            auth,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) async fn send(&self, c: Control) {
+        // Fails only when the hub has stopped (shutdown), when there is nothing left to tell.
+        let _ = self.control.send(c).await;
+    }
+
+    /// Closes every connection with 1001 "going away" and waits (bounded) for them to go.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.control.send(Control::Shutdown { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+        for _ in 0..100 {
+            if self.stats.connections.load(Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stats_json(&self) -> Value {
+        let s = &self.stats;
+        json!({
+            "connections": s.connections.load(Relaxed),
+            "subscriptions": s.subscriptions.load(Relaxed),
+            "eventsIn": s.events_in.load(Relaxed),
+            "framesOut": s.frames_out.load(Relaxed),
+            "eventsInPerSecond": s.events_in_per_sec.load(Relaxed),
+            "framesOutPerSecond": s.frames_out_per_sec.load(Relaxed),
+            "slowConsumerCloses": s.slow_consumer_closes.load(Relaxed),
+            "tokenExpiredCloses": s.token_expired_closes.load(Relaxed),
+            "queueHighWater": s.queue_high_water.load(Relaxed),
+            "queueCapacity": self.cfg.queue_capacity,
+        })
+    }
+}
+
+async fn run(
+    mut state: State,
+    mut events: EventStream,
+    mut control: mpsc::Receiver<Control>,
+    changes: broadcast::Receiver<UserChange>,
+) {
+    let mut changes = Some(changes);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            c = control.recv() => match c {
+                Some(Control::Shutdown { done }) => {
+                    state.close_all();
+                    let _ = done.send(());
+                    // Keep serving unregisters until the connections are gone.
+                }
+                Some(c) => state.apply(c),
+                None => break,
+            },
+            e = events.recv() => match e {
+                Some(e) => {
+                    state.fan_out(&e);
+                    // Drain what else is queued before yielding, so writers wake once per batch.
+                    for _ in 0..255 {
+                        match events.try_recv() {
+                            Some(e) => state.fan_out(&e),
+                            None => break,
+                        }
+                    }
+                }
+                None => break,
+            },
+            change = recv_change(&mut changes) => match change {
+                Ok(c) => state.user_change(c),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!("Realtime missed {n} account change(s); open connections may hold stale roles");
+                }
+                Err(broadcast::error::RecvError::Closed) => changes = None,
+            },
+            _ = tick.tick() => state.tick(),
+        }
+    }
+}
+
+async fn recv_change(
+    rx: &mut Option<broadcast::Receiver<UserChange>>,
+) -> Result<UserChange, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn index_add(map: &mut HashMap<Box<str>, HashSet<u64>>, key: &str, id: u64) {
+    map.entry(Box::from(key)).or_default().insert(id);
+}
+
+fn index_remove(map: &mut HashMap<Box<str>, HashSet<u64>>, key: &str, id: u64) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// Queues a frame; a full queue means the client is not keeping up, and it is closed.
+fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
+    if c.closing {
+        return;
+    }
+    match c.tx.try_send(frame) {
+        Ok(()) => {
+            stats.frames_out.fetch_add(1, Relaxed);
+            let depth = (c.tx.max_capacity() - c.tx.capacity()) as u64;
+            if depth > stats.queue_high_water.load(Relaxed) {
+                stats.queue_high_water.fetch_max(depth, Relaxed);
+            }
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            c.closing = true;
+            stats.slow_consumer_closes.fetch_add(1, Relaxed);
+            c.control.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => c.closing = true,
+    }
+}
+
+impl State {
+    fn apply(&mut self, c: Control) {
+        match c {
+            Control::Register {
+                id,
+                tx,
+                control,
+                ctx,
+                exp,
+            } => {
+                let conn = Conn {
+                    tx,
+                    control,
+                    ctx,
+                    subs: Vec::new(),
+                    last_seq: 0,
+                    exp,
+                    grace_until: None,
+                    closing: false,
+                };
+                self.conns.insert(id, conn);
+                self.index_identity(id);
+                self.stats.connections.fetch_add(1, Relaxed);
+            }
+            Control::Subscribe { id, channel } => self.subscribe(id, channel),
+            Control::Unsubscribe { id, channel } => self.unsubscribe(id, &channel),
+            Control::Identity { id, ctx, exp, ack } => {
+                self.unindex_identity(id);
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.ctx = ctx;
+                    c.exp = exp;
+                    c.grace_until = None;
+                    push(c, ack, &self.stats);
+                }
+                self.index_identity(id);
+            }
+            Control::Unregister { id } => self.unregister(id),
+            Control::Shutdown { .. } => {}
+        }
+    }
+
+    fn index_identity(&mut self, id: u64) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if let Some(u) = c.ctx.user() {
+            self.by_user.entry(u.id.clone()).or_default().insert(id);
+        }
+        if c.ctx.is_admin() {
+            self.admins.insert(id);
+        }
+    }
+
+    fn unindex_identity(&mut self, id: u64) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if let Some(uid) = c.user_id()
+            && let Some(set) = self.by_user.get_mut(uid)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_user.remove(uid);
+            }
+        }
+        self.admins.remove(&id);
+    }
+
+    fn subscribe(&mut self, id: u64, channel: String) {
+        let max = self.cfg.max_subscriptions;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.subs.iter().any(|s| **s == *channel) {
+            if c.subs.len() >= max {
+                let msg = format!("Maximum {max} subscriptions per connection");
+                push(
+                    c,
+                    protocol::error_frame("subscription_limit", &msg),
+                    &self.stats,
+                );
+                return;
+            }
+            c.subs.push(Box::from(channel.as_str()));
+            let (key, is_prefix) = index_key(&channel);
+            index_add(
+                if is_prefix {
+                    &mut self.prefix
+                } else {
+                    &mut self.exact
+                },
+                key,
+                id,
+            );
+            self.stats.subscriptions.fetch_add(1, Relaxed);
+        }
+        push(c, protocol::subscribed_frame(&channel), &self.stats);
+    }
+
+    fn unsubscribe(&mut self, id: u64, channel: &str) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(pos) = c.subs.iter().position(|s| **s == *channel) {
+            c.subs.swap_remove(pos);
+            let (key, is_prefix) = index_key(channel);
+            index_remove(
+                if is_prefix {
+                    &mut self.prefix
+                } else {
+                    &mut self.exact
+                },
+                key,
+                id,
+            );
+            self.stats.subscriptions.fetch_sub(1, Relaxed);
+        }
+        push(c, protocol::unsubscribed_frame(channel), &self.stats);
+    }
+
+    fn unregister(&mut self, id: u64) {
+        self.unindex_identity(id);
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        for s in &c.subs {
+            let (key, is_prefix) = index_key(s);
+            index_remove(
+                if is_prefix {
+                    &mut self.prefix
+                } else {
+                    &mut self.exact
+                },
+                key,
+                id,
+            );
+        }
+        self.stats
+            .subscriptions
+            .fetch_sub(c.subs.len() as u64, Relaxed);
+        self.stats.connections.fetch_sub(1, Relaxed);
+    }
+
+    fn fan_out(&mut self, e: &SharedEvent) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.stats.events_in.fetch_add(1, Relaxed);
+        if self.conns.is_empty() {
+            return;
+        }
+        let d = Delivery::of(e, self.rules.as_ref());
+        let t = e.event_type.as_str();
+        let State {
+            conns,
+            exact,
+            prefix,
+            by_user,
+            admins,
+            stats,
+            ..
+        } = self;
+        let mut deliver = |id: u64, check_subs: bool| {
+            let Some(c) = conns.get_mut(&id) else { return };
+            if c.last_seq == seq || c.closing {
+                return;
+            }
+            if check_subs && !c.subs.iter().any(|s| matches(s, t)) {
+                return;
+            }
+            c.last_seq = seq;
+            if let Some(frame) = d.frame_for(&c.ctx) {
+                push(c, frame.clone(), stats);
+            }
+        };
+        if let Some(owner) = d.sole_owner() {
+            // Only the owner's connections and admins can receive it: look them up directly.
+            if let Some(ids) = owner.and_then(|o| by_user.get(o)) {
+                for &id in ids {
+                    deliver(id, true);
+                }
+            }
+            for &id in admins.iter() {
+                deliver(id, true);
+            }
+            return;
+        }
+        if let Some(ids) = exact.get(t) {
+            for &id in ids {
+                deliver(id, false);
+            }
+        }
+        for (i, b) in t.bytes().enumerate() {
+            if b == b'.'
+                && let Some(ids) = prefix.get(&t[..=i])
+            {
+                for &id in ids {
+                    deliver(id, false);
+                }
+            }
+        }
+    }
+
+    fn user_change(&mut self, change: UserChange) {
+        let user_id = match &change {
+            UserChange::RoleChanged { user_id, .. }
+            | UserChange::Deleted { user_id }
+            | UserChange::SessionsRevoked { user_id } => user_id.clone(),
+        };
+        let ids: Vec<u64> = self
+            .by_user
+            .get(&user_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.unindex_identity(id);
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            match &change {
+                UserChange::RoleChanged { role, .. } => {
+                    if let Some(u) = c.ctx.user() {
+                        c.ctx = AuthContext::User(Arc::new(Caller {
+                            role: *role,
+                            ..u.clone()
+                        }));
+                    }
+                }
+                UserChange::Deleted { .. } | UserChange::SessionsRevoked { .. } => {
+                    c.ctx = AuthContext::Anonymous;
+                    c.exp = None;
+                    push(
+                        c,
+                        protocol::error_frame(
+                            "session_revoked",
+                            "The account was deleted or signed out everywhere; this connection is now anonymous",
+                        ),
+                        &self.stats,
+                    );
+                }
+            }
+            self.index_identity(id);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now_secs();
+        let instant = Instant::now();
+        let mut expired = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            if let Some(until) = c.grace_until
+                && instant >= until
+                && !c.closing
+            {
+                c.closing = true;
+                self.stats.token_expired_closes.fetch_add(1, Relaxed);
+                c.control.close(CLOSE_TOKEN_EXPIRED, "token_expired");
+            } else if c.exp.is_some_and(|exp| exp <= now) {
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            self.unindex_identity(id);
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.ctx = AuthContext::Anonymous;
+                c.exp = None;
+                c.grace_until = Some(instant + self.cfg.token_grace);
+                let msg = format!(
+                    "The access token expired; this connection now receives only public events. Send {{\"action\":\"auth\",\"token\":\"…\"}} within {} s to keep it",
+                    self.cfg.token_grace.as_secs()
+                );
+                push(c, protocol::error_frame("token_expired", &msg), &self.stats);
+            }
+        }
+        let events_in = self.stats.events_in.load(Relaxed);
+        let frames_out = self.stats.frames_out.load(Relaxed);
+        self.stats
+            .events_in_per_sec
+            .store(events_in - self.last_events_in, Relaxed);
+        self.stats
+            .frames_out_per_sec
+            .store(frames_out - self.last_frames_out, Relaxed);
+        self.last_events_in = events_in;
+        self.last_frames_out = frames_out;
+    }
+
+    fn close_all(&mut self) {
+        for c in self.conns.values_mut() {
+            c.closing = true;
+            c.control.close(CLOSE_GOING_AWAY, "going away");
+        }
+    }
+}

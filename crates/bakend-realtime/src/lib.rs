@@ -1,0 +1,16 @@
+//! The realtime hub: WebSocket subscriptions to every event on the bus, filtered by the same
+//! read permission as REST.
+//!
+//! - [`protocol`]: client messages, channel rules, server frames.
+//! - [`audience`]: who may receive an event and which payload they see.
+//! - [`hub`]: the single task that owns subscriptions and fans events out.
+//! - [`connection`]: the per-socket task with its bounded queue.
+
+pub mod audience;
+pub mod connection;
+pub mod hub;
+pub mod protocol;
+
+pub use audience::ReadRules;
+pub use connection::{Identity, serve};
+pub use hub::{Hub, HubStats};

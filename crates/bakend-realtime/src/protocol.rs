@@ -1,0 +1,204 @@
+//! The wire protocol (spec `realtime.md` §3–6, with v1's error codes fixed): parsing client
+//! messages, validating channel names, and building server frames.
+
+use axum::extract::ws::Utf8Bytes;
+use bakend_auth::{Caller, safe_user};
+use serde_json::{Value, json};
+
+pub const MAX_CHANNEL_LEN: usize = 200;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    Subscribe(String),
+    Unsubscribe(String),
+    Ping,
+    /// Switch identity; `None` when the message had no string token.
+    Auth(Option<String>),
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ProtocolError {
+    InvalidJson,
+    InvalidAction,
+    InvalidChannel,
+}
+
+impl ProtocolError {
+    pub fn frame(self) -> Utf8Bytes {
+        match self {
+            ProtocolError::InvalidJson => error_frame("invalid_json", "Invalid JSON message"),
+            ProtocolError::InvalidAction => error_frame("invalid_action", "Unknown action"),
+            ProtocolError::InvalidChannel => {
+                error_frame("invalid_channel", "Channel name is invalid")
+            }
+        }
+    }
+}
+
+/// `^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_*-]+)*$`, 1–200 characters.
+pub fn valid_channel(c: &str) -> bool {
+    if c.is_empty() || c.len() > MAX_CHANNEL_LEN {
+        return false;
+    }
+    c.split('.').enumerate().all(|(i, seg)| {
+        !seg.is_empty()
+            && seg.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (i > 0 && b == b'*')
+            })
+    })
+}
+
+/// Whether subscription `sub` receives events of type `event_type`: the same name, or a
+/// `prefix.*` whose prefix (with the dot) starts the type.
+pub fn matches(sub: &str, event_type: &str) -> bool {
+    match sub.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => event_type.starts_with(prefix),
+        _ => sub == event_type,
+    }
+}
+
+/// The index key of a subscription: `(key, is_prefix)`; `posts.*` is the prefix `posts.`.
+pub fn index_key(sub: &str) -> (&str, bool) {
+    match sub.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => (prefix, true),
+        _ => (sub, false),
+    }
+}
+
+pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
+        return Err(ProtocolError::InvalidJson);
+    };
+    let channel = || match msg.get("channel") {
+        Some(Value::String(c)) if valid_channel(c) => Ok(c.clone()),
+        _ => Err(ProtocolError::InvalidChannel),
+    };
+    match msg.get("action").and_then(Value::as_str) {
+        Some("subscribe") => Ok(ClientMessage::Subscribe(channel()?)),
+        Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(channel()?)),
+        Some("ping") => Ok(ClientMessage::Ping),
+        Some("auth") => Ok(ClientMessage::Auth(
+            msg.get("token").and_then(Value::as_str).map(str::to_string),
+        )),
+        _ => Err(ProtocolError::InvalidAction),
+    }
+}
+
+fn frame(v: Value) -> Utf8Bytes {
+    Utf8Bytes::from(v.to_string())
+}
+
+pub fn error_frame(code: &str, message: &str) -> Utf8Bytes {
+    frame(json!({ "type": "error", "code": code, "message": message }))
+}
+
+pub fn connected_frame(client_id: &str, user: Option<&Caller>) -> Utf8Bytes {
+    frame(json!({ "type": "connected", "clientId": client_id, "user": user.map(safe_user) }))
+}
+
+pub fn authenticated_frame(user: &Caller) -> Utf8Bytes {
+    frame(json!({ "type": "authenticated", "user": safe_user(user) }))
+}
+
+pub fn subscribed_frame(channel: &str) -> Utf8Bytes {
+    frame(json!({ "type": "subscribed", "channel": channel }))
+}
+
+pub fn unsubscribed_frame(channel: &str) -> Utf8Bytes {
+    frame(json!({ "type": "unsubscribed", "channel": channel }))
+}
+
+pub fn pong_frame() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+/// `{"type":"event","event":<envelope>}` around an already serialized envelope.
+pub fn event_frame(envelope_json: &str) -> Utf8Bytes {
+    let mut s = String::with_capacity(envelope_json.len() + 26);
+    s.push_str(r#"{"type":"event","event":"#);
+    s.push_str(envelope_json);
+    s.push('}');
+    Utf8Bytes::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_validation_follows_the_spec_table() {
+        for ok in [
+            "posts.created",
+            "posts.*",
+            "auth.*",
+            "system.collection.*",
+            "posts",
+            "posts.*.created",
+            "Posts-X_1.c*d",
+        ] {
+            assert!(valid_channel(ok), "{ok}");
+        }
+        let long = "a".repeat(201);
+        for bad in [
+            "*",
+            "*.created",
+            "posts.",
+            ".posts",
+            "posts..x",
+            "a b",
+            "",
+            long.as_str(),
+            "pöst",
+        ] {
+            assert!(!valid_channel(bad), "{bad}");
+        }
+        assert!(valid_channel(&"a".repeat(200)));
+    }
+
+    #[test]
+    fn matching_uses_whole_final_wildcards_only() {
+        assert!(matches("posts.*", "posts.created"));
+        assert!(matches("posts.*", "posts.x.y"));
+        assert!(!matches("posts.*", "posts_archive.created"));
+        assert!(!matches("posts.*", "posts"));
+        assert!(matches("posts.created", "posts.created"));
+        assert!(!matches("posts.*.created", "posts.a.created"));
+        assert!(matches("posts.*.created", "posts.*.created"));
+        assert_eq!(index_key("posts.*"), ("posts.", true));
+        assert_eq!(index_key("posts.c*"), ("posts.c*", false));
+    }
+
+    #[test]
+    fn parse_errors_by_kind() {
+        assert_eq!(parse("nope"), Err(ProtocolError::InvalidJson));
+        for not_object in ["[]", "null", "42", "\"x\""] {
+            assert_eq!(parse(not_object), Err(ProtocolError::InvalidJson));
+        }
+        assert_eq!(
+            parse(r#"{"action":"nope"}"#),
+            Err(ProtocolError::InvalidAction)
+        );
+        assert_eq!(
+            parse(r#"{"action":"PING"}"#),
+            Err(ProtocolError::InvalidAction)
+        );
+        assert_eq!(parse(r#"{}"#), Err(ProtocolError::InvalidAction));
+        for bad in [
+            r#"{"action":"subscribe"}"#,
+            r#"{"action":"subscribe","channel":5}"#,
+            r#"{"action":"subscribe","channel":""}"#,
+            r#"{"action":"unsubscribe","channel":"*"}"#,
+        ] {
+            assert_eq!(parse(bad), Err(ProtocolError::InvalidChannel), "{bad}");
+        }
+        assert_eq!(
+            parse(r#"{"action":"ping","channel":"x"}"#),
+            Ok(ClientMessage::Ping)
+        );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channel":"a.*","x":1}"#),
+            Ok(ClientMessage::Subscribe("a.*".into()))
+        );
+        assert_eq!(parse(r#"{"action":"auth"}"#), Ok(ClientMessage::Auth(None)));
+    }
+}

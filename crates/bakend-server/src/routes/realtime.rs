@@ -1,0 +1,70 @@
+//! `GET /api/realtime`: the WebSocket endpoint (exact path). The identity comes from the
+//! `Authorization: Bearer` header or, for browsers, `?token=`; a token that is present but not
+//! valid gives an anonymous connection that is told so.
+
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bakend_auth::{AuthContext, TokenCheck};
+use bakend_realtime::Identity;
+use std::collections::HashMap;
+
+use crate::state::AppState;
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain;charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn endpoint(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if method != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let Ok(ws) = ws else {
+        return text(StatusCode::BAD_REQUEST, "WebSocket upgrade failed");
+    };
+    let identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
+    let cfg = &state.config.realtime;
+    let hub = state.realtime.clone();
+    ws.read_buffer_size(1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(cfg.max_message_bytes)
+        .max_frame_size(cfg.max_message_bytes)
+        .on_upgrade(move |socket| bakend_realtime::serve(hub, socket, identity))
+}
+
+async fn identify(state: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Identity {
+    let mut rejected = false;
+    for token in [crate::auth::bearer(headers), query_token]
+        .into_iter()
+        .flatten()
+    {
+        match state.auth.check_token(token).await {
+            TokenCheck::Valid { caller, exp } => {
+                return Identity {
+                    ctx: AuthContext::User(caller),
+                    exp: Some(exp),
+                    token_rejected: false,
+                };
+            }
+            TokenCheck::Expired | TokenCheck::Invalid => rejected = true,
+        }
+    }
+    Identity {
+        ctx: AuthContext::Anonymous,
+        exp: None,
+        token_rejected: rejected,
+    }
+}
