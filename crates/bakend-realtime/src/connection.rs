@@ -116,12 +116,17 @@ async fn write_batch(
     socket.flush().await
 }
 
+/// How long a close frame may take to get out. A slow consumer's socket is full when it is
+/// closed, so its close frame only leaves once the client reads again; give it that chance,
+/// then let go.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         socket.send(frame).await?;
         socket.flush().await
     })

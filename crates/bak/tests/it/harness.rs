@@ -13,6 +13,8 @@ pub struct TestServer {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The server's bus, for tests that emit events other subsystems will emit.
+    pub bus: Arc<dyn EventBus>,
     events: EventStream,
     server: Option<bakend_server::Server>,
 }
@@ -63,9 +65,9 @@ impl TestServer {
         })
         .unwrap();
         config.port = 0;
-        let bus = LocalBus::new();
+        let bus: Arc<dyn EventBus> = LocalBus::new();
         let events = bus.subscribe("test", 100_000);
-        let server = bakend_server::start_with_bus(config, bus as Arc<dyn EventBus>)
+        let server = bakend_server::start_with_bus(config, bus.clone())
             .await
             .unwrap();
         let url = format!("http://127.0.0.1:{}", server.addr().port());
@@ -73,6 +75,7 @@ impl TestServer {
             url,
             dir,
             http: reqwest::Client::new(),
+            bus,
             events,
             server: Some(server),
         }
@@ -89,6 +92,10 @@ impl TestServer {
             .into_iter()
             .filter(|e| !e.event_type.starts_with("system."))
             .collect()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/api/realtime", self.url.replacen("http://", "ws://", 1))
     }
 
     /// Graceful shutdown; hands back the project folder so a test can start again on it.

@@ -9,4 +9,6 @@ mod events;
 mod fields;
 mod harness;
 mod permissions;
+mod realtime;
 mod rest;
+mod ws;

@@ -1,0 +1,673 @@
+//! The realtime protocol over real WebSockets (spec `realtime.md`, with v1's gaps fixed).
+
+use std::time::Duration;
+
+use bakend_core::{Event, EventSource};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Session, TestServer};
+use crate::ws::{Next, Ws};
+
+const ADMIN: &str = "admin@example.com";
+const SHORT: Duration = Duration::from_millis(300);
+
+fn col(name: &str, read: &str, owner_field: bool) -> Value {
+    let mut fields = vec![json!({"name": "title", "type": "string"})];
+    if owner_field {
+        fields.push(json!({"name": "user_id", "type": "string"}));
+    }
+    json!({"name": name, "fields": fields,
+           "permissions": {"create": "authenticated", "read": read, "update": "authenticated", "delete": "authenticated"}})
+}
+
+fn collections() -> Vec<Value> {
+    vec![
+        json!({"name": "posts", "fields": [{"name": "title", "type": "string"}, {"name": "user_id", "type": "string"}]}),
+        json!({"name": "posts_archive", "fields": [{"name": "title", "type": "string"}]}),
+        col("members", "authenticated", true),
+        col("notes", "owner", true),
+        col("secrets", "admin", true),
+        col("ownerless", "owner", false),
+    ]
+}
+
+async fn server_with(config: &str) -> TestServer {
+    TestServer::start_with_env(&collections(), config, &[("BAKEND_ADMIN_EMAIL", ADMIN)]).await
+}
+
+async fn server() -> TestServer {
+    server_with(r#"{"auth": {"rateLimit": {"attempts": 0}}}"#).await
+}
+
+fn q(s: &TestServer, token: &str) -> String {
+    format!("{}?token={token}", s.ws_url())
+}
+
+async fn create_as(s: &TestServer, who: &Session, collection: &str, body: Value) -> Value {
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/{collection}"),
+            Some(&who.token),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()
+}
+
+#[tokio::test]
+async fn frames_errors_and_acks() {
+    let s = server().await;
+    let (mut ws, connected) = Ws::connect(&s.ws_url()).await;
+    let id = connected["clientId"].as_str().unwrap();
+    assert!(id.starts_with("rt_") && id.len() == 39, "{id}");
+    assert_eq!(connected["user"], Value::Null);
+
+    ws.subscribe("posts.*").await;
+    ws.subscribe("posts.*").await; // duplicate: acknowledged again
+    ws.send(json!({"action": "unsubscribe", "channel": "never.subscribed"}))
+        .await;
+    assert_eq!(
+        ws.next().await,
+        json!({"type": "unsubscribed", "channel": "never.subscribed"})
+    );
+    ws.send(json!({"action": "ping", "channel": "ignored"}))
+        .await;
+    assert_eq!(ws.next().await, json!({"type": "pong"}));
+
+    let err =
+        |code: &str, message: &str| json!({"type": "error", "code": code, "message": message});
+    let cases: Vec<(String, Value)> = vec![
+        ("nope".into(), err("invalid_json", "Invalid JSON message")),
+        ("[]".into(), err("invalid_json", "Invalid JSON message")),
+        ("null".into(), err("invalid_json", "Invalid JSON message")),
+        (
+            r#"{"action":"nope"}"#.into(),
+            err("invalid_action", "Unknown action"),
+        ),
+        (
+            r#"{"action":"PING"}"#.into(),
+            err("invalid_action", "Unknown action"),
+        ),
+        (
+            r#"{"channel":"posts.*"}"#.into(),
+            err("invalid_action", "Unknown action"),
+        ),
+        (
+            r#"{"action":"subscribe"}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            r#"{"action":"subscribe","channel":7}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            r#"{"action":"subscribe","channel":""}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            r#"{"action":"subscribe","channel":"*"}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            r#"{"action":"subscribe","channel":"*.created"}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            json!({"action": "subscribe", "channel": "a".repeat(201)}).to_string(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+        (
+            r#"{"action":"unsubscribe","channel":"a b"}"#.into(),
+            err("invalid_channel", "Channel name is invalid"),
+        ),
+    ];
+    for (sent, want) in cases {
+        ws.send_text(&sent).await;
+        assert_eq!(ws.next().await, want, "for {sent}");
+    }
+    // Binary frames are read as text.
+    ws.send_raw(tokio_tungstenite::tungstenite::Message::binary(
+        br#"{"action":"ping"}"#.to_vec(),
+    ))
+    .await;
+    assert_eq!(ws.next().await, json!({"type": "pong"}));
+    // Still subscribed after all those errors.
+    s.post("/api/posts", &json!({"title": "after errors"}))
+        .await;
+    let ev = ws.next().await;
+    assert_eq!(ev["event"]["type"], "posts.created");
+}
+
+#[tokio::test]
+async fn subscription_limit_is_configurable() {
+    let s = server_with(r#"{"realtime": {"maxSubscriptions": 3}}"#).await;
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    for c in ["a.x", "b.x", "c.x"] {
+        ws.subscribe(c).await;
+    }
+    ws.send(json!({"action": "subscribe", "channel": "d.x"}))
+        .await;
+    assert_eq!(
+        ws.next().await,
+        json!({"type": "error", "code": "subscription_limit", "message": "Maximum 3 subscriptions per connection"})
+    );
+    ws.subscribe("a.x").await; // a duplicate at the limit is fine
+    ws.send(json!({"action": "unsubscribe", "channel": "b.x"}))
+        .await;
+    ws.next().await;
+    ws.subscribe("d.x").await;
+}
+
+#[tokio::test]
+async fn wildcards_match_prefixes_and_each_event_arrives_once() {
+    let s = server().await;
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.subscribe("posts.*").await;
+    ws.subscribe("posts.created").await;
+    let rec = s.create("posts", json!({"title": "one"})).await;
+    let frame = ws.next().await;
+    assert_eq!(frame["type"], "event");
+    let e = &frame["event"];
+    assert_eq!(e["type"], "posts.created");
+    assert_eq!(e["source"], "collections");
+    assert_eq!(
+        e["payload"], rec,
+        "payload is the record as REST returns it"
+    );
+    assert!(e["id"].as_str().unwrap().starts_with("evt_"));
+    assert_eq!(e["timestamp"].as_str().unwrap().len(), 24);
+    let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id", "type", "timestamp", "source", "payload"]);
+    ws.silent(SHORT).await; // not a second time for the second subscription
+
+    let id = rec["id"].as_str().unwrap();
+    s.put(&format!("/api/posts/{id}"), &json!({"title": "two"}))
+        .await;
+    assert_eq!(ws.next().await["event"]["type"], "posts.updated");
+    s.create("posts_archive", json!({"title": "elsewhere"}))
+        .await;
+    ws.silent(SHORT).await; // posts.* does not match posts_archive.created
+    s.delete(&format!("/api/posts/{id}")).await;
+    let del = ws.next().await;
+    assert_eq!(del["event"]["type"], "posts.deleted");
+    assert_eq!(del["event"]["payload"], json!({"id": id}));
+    ws.send(json!({"action": "unsubscribe", "channel": "posts.*"}))
+        .await;
+    ws.next().await;
+    s.create("posts", json!({"title": "three"})).await;
+    assert_eq!(
+        ws.next().await["event"]["type"],
+        "posts.created",
+        "posts.created still held"
+    );
+}
+
+#[tokio::test]
+async fn tokens_by_query_header_and_invalid() {
+    let s = server().await;
+    let alice = s.register("alice@example.com").await;
+    let (_ws, c) = Ws::connect(&q(&s, &alice.token)).await;
+    assert_eq!(c["user"]["id"], alice.id.as_str());
+    assert_eq!(c["user"]["email"], "alice@example.com");
+    let bearer = format!("Bearer {}", alice.token);
+    let (_ws, c) = Ws::connect_with(&s.ws_url(), &[("authorization", &bearer)]).await;
+    assert_eq!(c["user"]["id"], alice.id.as_str());
+    // A bad header falls back to a good query token.
+    let (_ws, c) =
+        Ws::connect_with(&q(&s, &alice.token), &[("authorization", "Bearer nope")]).await;
+    assert_eq!(c["user"]["id"], alice.id.as_str());
+
+    for bad in ["garbage", "a.b.c", "a.b.!!!"] {
+        let (mut ws, c) = Ws::connect(&q(&s, bad)).await;
+        assert_eq!(c["user"], Value::Null);
+        let e = ws.next().await;
+        assert_eq!(e["type"], "error");
+        assert_eq!(e["code"], "invalid_token");
+        ws.subscribe("members.*").await;
+        create_as(&s, &alice, "members", json!({"title": "m"})).await;
+        ws.silent(SHORT).await; // anonymous: authenticated-only events do not arrive
+    }
+    // Plain GET without an upgrade, and other methods.
+    let r = s.get("/api/realtime").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.text, "WebSocket upgrade failed");
+    let r = s.raw(Method::POST, "/api/realtime", None, vec![]).await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn auth_action_switches_identity_and_keeps_subscriptions() {
+    let s = server().await;
+    let alice = s.register("alice@example.com").await;
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.subscribe("notes.*").await;
+    create_as(&s, &alice, "notes", json!({"title": "hidden"})).await;
+    ws.silent(SHORT).await;
+    ws.send(json!({"action": "auth", "token": alice.token}))
+        .await;
+    let a = ws.next().await;
+    assert_eq!(a["type"], "authenticated");
+    assert_eq!(a["user"]["id"], alice.id.as_str());
+    let n = create_as(&s, &alice, "notes", json!({"title": "mine"})).await;
+    assert_eq!(ws.next().await["event"]["payload"], n);
+    for bad in [
+        json!({"action": "auth", "token": "nope"}),
+        json!({"action": "auth"}),
+    ] {
+        ws.send(bad).await;
+        assert_eq!(ws.next().await["code"], "invalid_token");
+    }
+    create_as(&s, &alice, "notes", json!({"title": "still mine"})).await;
+    assert_eq!(
+        ws.next().await["event"]["type"],
+        "notes.created",
+        "identity unchanged by a bad token"
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_degrade_then_close_unless_renewed() {
+    let s = server_with(r#"{"auth": {"accessTokenTtl": "2s", "rateLimit": {"attempts": 0}}, "realtime": {"tokenGraceSeconds": 2}}"#).await;
+    let alice = s.register("alice@example.com").await;
+    let (mut lapsed, _) = Ws::connect(&q(&s, &alice.token)).await;
+    let (mut renewed, _) = Ws::connect(&q(&s, &alice.token)).await;
+    for ws in [&mut lapsed, &mut renewed] {
+        ws.subscribe("members.*").await;
+    }
+    for ws in [&mut lapsed, &mut renewed] {
+        let mut got = None;
+        for _ in 0..5 {
+            if let Next::Frame(f) = ws.poll(Duration::from_secs(2)).await {
+                got = Some(f);
+                break;
+            }
+        }
+        let f = got.expect("token_expired frame");
+        assert_eq!(f["code"], "token_expired", "{f}");
+    }
+    // Now anonymous: authenticated-only events stop.
+    let fresh = s
+        .post("/api/auth/refresh", &json!({"refreshToken": alice.refresh}))
+        .await
+        .json();
+    let fresh_token = fresh["token"].as_str().unwrap().to_string();
+    s.call(
+        Method::POST,
+        "/api/members",
+        Some(&fresh_token),
+        Some(&json!({"title": "x"})),
+    )
+    .await;
+    lapsed.silent(SHORT).await;
+    renewed.silent(SHORT).await;
+    // Renewing within the grace period keeps the connection and its subscriptions.
+    renewed
+        .send(json!({"action": "auth", "token": fresh_token}))
+        .await;
+    assert_eq!(renewed.next().await["type"], "authenticated");
+    s.call(
+        Method::POST,
+        "/api/members",
+        Some(&fresh_token),
+        Some(&json!({"title": "y"})),
+    )
+    .await;
+    assert_eq!(renewed.next().await["event"]["type"], "members.created");
+    let (code, reason) = lapsed.closed(Duration::from_secs(6)).await;
+    assert_eq!((code, reason.as_str()), (4001, "token_expired"));
+}
+
+#[tokio::test]
+async fn role_changes_and_deletion_apply_to_open_sockets() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let bob = s.register("bob@example.com").await;
+    let (mut ws, _) = Ws::connect(&q(&s, &bob.token)).await;
+    ws.subscribe("secrets.*").await;
+    ws.subscribe("members.*").await;
+    create_as(&s, &admin, "secrets", json!({"title": "s1"})).await;
+    ws.silent(SHORT).await;
+    s.call(
+        Method::PATCH,
+        &format!("/api/admin/users/{}", bob.id),
+        Some(&admin.token),
+        Some(&json!({"role": "admin"})),
+    )
+    .await;
+    // The role change reaches the hub before the next write's event.
+    create_as(&s, &admin, "secrets", json!({"title": "s2"})).await;
+    assert_eq!(ws.next().await["event"]["payload"]["title"], "s2");
+    s.call(
+        Method::PATCH,
+        &format!("/api/admin/users/{}", bob.id),
+        Some(&admin.token),
+        Some(&json!({"role": "authenticated"})),
+    )
+    .await;
+    create_as(&s, &admin, "secrets", json!({"title": "s3"})).await;
+    ws.silent(SHORT).await;
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            &format!("/api/admin/users/{}", bob.id),
+            Some(&admin.token),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(ws.next().await["code"], "session_revoked");
+    create_as(&s, &admin, "members", json!({"title": "m"})).await;
+    ws.silent(SHORT).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_1001() {
+    let s = server().await;
+    let (mut a, _) = Ws::connect(&s.ws_url()).await;
+    let (mut b, _) = Ws::connect(&s.ws_url()).await;
+    b.subscribe("posts.*").await;
+    let _dir = s.shutdown().await;
+    for ws in [&mut a, &mut b] {
+        let (code, reason) = ws.closed(Duration::from_secs(5)).await;
+        assert_eq!((code, reason.as_str()), (1001, "going away"));
+    }
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009() {
+    let s = server_with(r#"{"realtime": {"maxMessageBytes": 1024}}"#).await;
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.send_text(&"x".repeat(2000)).await;
+    let (code, _) = ws.closed(Duration::from_secs(5)).await;
+    assert_eq!(code, 1009);
+    // Others are unaffected.
+    let (mut other, _) = Ws::connect(&s.ws_url()).await;
+    other.send(json!({"action": "ping"})).await;
+    assert_eq!(other.next().await["type"], "pong");
+}
+
+/// Emits an event the way storage, functions or jobs will.
+fn emit(s: &TestServer, kind: &str, source: EventSource, payload: Value, subject: Option<&str>) {
+    s.bus
+        .emit(Event::new(kind, source, payload).about(subject.map(str::to_string)));
+}
+
+#[tokio::test]
+async fn permission_matrix_over_every_event_kind() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let channels = [
+        "posts.*",
+        "members.*",
+        "notes.*",
+        "secrets.*",
+        "ownerless.*",
+        "auth.*",
+        "storage.*",
+        "function.*",
+        "job.*",
+        "system.*",
+    ];
+    let mut sockets = Vec::new();
+    for token in [
+        None,
+        Some(&alice.token),
+        Some(&bob.token),
+        Some(&admin.token),
+    ] {
+        let url = match token {
+            Some(t) => q(&s, t),
+            None => s.ws_url(),
+        };
+        let (mut ws, _) = Ws::connect(&url).await;
+        for c in channels {
+            ws.subscribe(c).await;
+        }
+        sockets.push(ws);
+    }
+    // Record events on records owned by alice (created by the admin on her behalf).
+    for c in ["posts", "members", "notes", "secrets", "ownerless"] {
+        let body = if c == "ownerless" {
+            json!({"title": "t"})
+        } else {
+            json!({"title": "t", "user_id": alice.id})
+        };
+        let r = create_as(&s, &admin, c, body).await;
+        let id = r["id"].as_str().unwrap();
+        s.call(
+            Method::PUT,
+            &format!("/api/{c}/{id}"),
+            Some(&admin.token),
+            Some(&json!({"title": "u"})),
+        )
+        .await;
+        s.call(
+            Method::DELETE,
+            &format!("/api/{c}/{id}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    }
+    // Non-collection events.
+    s.post(
+        "/api/auth/login",
+        &json!({"email": "alice@example.com", "password": "password123"}),
+    )
+    .await;
+    let protected = json!({"id": "fil_1", "filename": "secret.pdf", "mimeType": "application/pdf", "size": 10, "visibility": "protected", "userId": alice.id, "createdAt": "2026-01-01T00:00:00.000Z"});
+    emit(
+        &s,
+        "storage.uploaded",
+        EventSource::Storage,
+        protected.clone(),
+        Some(&alice.id),
+    );
+    let public = json!({"id": "fil_2", "filename": "cat.png", "mimeType": "image/png", "size": 10, "visibility": "public", "userId": alice.id, "createdAt": "2026-01-01T00:00:00.000Z"});
+    emit(
+        &s,
+        "storage.uploaded",
+        EventSource::Storage,
+        public.clone(),
+        Some(&alice.id),
+    );
+    emit(
+        &s,
+        "storage.deleted",
+        EventSource::Storage,
+        json!({"id": "fil_2", "userId": alice.id}),
+        Some(&alice.id),
+    );
+    let failed = json!({"collection": "posts", "trigger": "create", "eventType": "posts.created", "filePath": "functions/posts.ts", "eventId": "evt_1", "error": "boom at db"});
+    emit(
+        &s,
+        "function.failed",
+        EventSource::Functions,
+        failed.clone(),
+        None,
+    );
+    emit(
+        &s,
+        "job.completed",
+        EventSource::Jobs,
+        json!({"name": "cleanup", "filePath": "jobs/cleanup.ts", "schedule": "0 3 * * *", "runId": "r1", "durationMs": 5, "attempt": 1}),
+        None,
+    );
+    emit(
+        &s,
+        "system.collection.created",
+        EventSource::Collections,
+        json!({"name": "later"}),
+        None,
+    );
+
+    let mut got = Vec::new();
+    for ws in sockets.iter_mut() {
+        got.push(ws.events(Duration::from_millis(500)).await);
+    }
+    let kinds = |evs: &Vec<Value>| -> Vec<String> {
+        evs.iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let crud = |c: &str| {
+        vec![
+            format!("{c}.created"),
+            format!("{c}.updated"),
+            format!("{c}.deleted"),
+        ]
+    };
+    let tail: Vec<String> = [
+        "auth.login",
+        "storage.uploaded",
+        "storage.uploaded",
+        "storage.deleted",
+        "function.failed",
+        "job.completed",
+        "system.collection.created",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let expect = |cols: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = cols.iter().flat_map(|c| crud(c)).collect();
+        v.extend(tail.clone());
+        v
+    };
+    let [anon, a, b, adm] = [&got[0], &got[1], &got[2], &got[3]];
+    assert_eq!(kinds(anon), expect(&["posts"]), "anonymous");
+    assert_eq!(
+        kinds(a),
+        expect(&["posts", "members", "notes"]),
+        "owner (alice)"
+    );
+    assert_eq!(kinds(b), expect(&["posts", "members"]), "other user (bob)");
+    assert_eq!(
+        kinds(adm),
+        expect(&["posts", "members", "notes", "secrets", "ownerless"]),
+        "admin"
+    );
+
+    let find = |evs: &Vec<Value>, kind: &str, nth: usize| -> Value {
+        evs.iter().filter(|e| e["type"] == kind).nth(nth).unwrap()["payload"].clone()
+    };
+    // The owner receives the deletion of their record (decided on the record before it went).
+    assert_eq!(find(a, "notes.deleted", 0).as_object().unwrap().len(), 1);
+    // auth.login: the user and admins see the email, others do not.
+    assert_eq!(find(a, "auth.login", 0)["email"], "alice@example.com");
+    assert_eq!(find(adm, "auth.login", 0)["email"], "alice@example.com");
+    for who in [anon, b] {
+        let p = find(who, "auth.login", 0);
+        assert!(p.get("email").is_none(), "{p}");
+        assert_eq!(p["id"], alice.id.as_str());
+    }
+    // A protected upload: metadata for the owner and admins only.
+    assert_eq!(find(a, "storage.uploaded", 0), protected);
+    assert_eq!(find(adm, "storage.uploaded", 0), protected);
+    for who in [anon, b] {
+        assert_eq!(
+            find(who, "storage.uploaded", 0),
+            json!({"id": "fil_1", "visibility": "protected", "createdAt": "2026-01-01T00:00:00.000Z"})
+        );
+        assert_eq!(
+            find(who, "storage.uploaded", 1),
+            public,
+            "public uploads are public"
+        );
+    }
+    // Error text is for admins.
+    assert_eq!(find(adm, "function.failed", 0), failed);
+    for who in [anon, a, b] {
+        let p = find(who, "function.failed", 0);
+        assert!(p.get("error").is_none(), "{p}");
+        assert_eq!(p["filePath"], "functions/posts.ts");
+    }
+    assert_eq!(
+        find(anon, "system.collection.created", 0),
+        json!({"name": "later"})
+    );
+}
+
+#[tokio::test]
+async fn five_hundred_clients_each_receive_the_event() {
+    let s = server().await;
+    let mut clients = Vec::new();
+    for _ in 0..500 {
+        let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+        ws.subscribe("posts.created").await;
+        clients.push(ws);
+    }
+    let rec = s.create("posts", json!({"title": "to everyone"})).await;
+    let mut tasks = Vec::new();
+    for mut ws in clients {
+        let want = rec.clone();
+        tasks.push(tokio::spawn(async move {
+            let f = ws.next().await;
+            assert_eq!(f["event"]["payload"], want);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_vanished_clients_do_not_hold_up_the_others() {
+    let s = server_with(r#"{"realtime": {"queueCapacity": 16}}"#).await;
+    let mut fast = Vec::new();
+    for _ in 0..20 {
+        let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+        ws.subscribe("posts.*").await;
+        fast.push(ws);
+    }
+    let (mut slow, _) = Ws::connect(&s.ws_url()).await;
+    slow.subscribe("posts.*").await;
+    let (mut vanished, _) = Ws::connect(&s.ws_url()).await;
+    vanished.subscribe("posts.*").await;
+    vanished.reset();
+
+    // Big events fill the slow client's socket buffers, then its queue.
+    let big = "x".repeat(64 * 1024);
+    let events = 300;
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let mut n = 0;
+                while n < events {
+                    match ws.poll(Duration::from_secs(10)).await {
+                        Next::Frame(f) if f["type"] == "event" => n += 1,
+                        Next::Frame(_) => {}
+                        other => panic!(
+                            "fast client lost its stream after {n} events: {}",
+                            matches!(other, Next::Silent)
+                        ),
+                    }
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    for i in 0..events {
+        s.post("/api/posts", &json!({"title": format!("{i}{big}")}))
+            .await;
+    }
+    let mut slowest = Duration::ZERO;
+    for r in readers {
+        slowest = slowest.max(r.await.unwrap());
+    }
+    // The slow client is told why it was dropped once it reads again.
+    let (code, reason) = slow.closed(Duration::from_secs(30)).await;
+    assert_eq!((code, reason.as_str()), (4008, "slow_consumer"));
+    let stats = s.call(Method::GET, "/api/admin/realtime", None, None).await;
+    assert_eq!(stats.status, 401);
+    eprintln!("fast clients received {events} events of 64 KiB each within {slowest:?}");
+}
