@@ -105,6 +105,8 @@ impl Ws {
     /// Drops the connection with a TCP reset, as a vanished client would.
     pub fn reset(self) {
         if let MaybeTlsStream::Plain(tcp) = self.stream.get_ref() {
+            // A zero linger does not block on drop (the deprecation's concern): it sends RST.
+            #[allow(deprecated)]
             let _ = tcp.set_linger(Some(Duration::ZERO));
         }
         drop(self);
