@@ -11,4 +11,5 @@ mod harness;
 mod permissions;
 mod realtime;
 mod rest;
+mod storm;
 mod ws;

@@ -119,6 +119,22 @@ impl Ws {
         assert_eq!(ack, json!({"type": "subscribed", "channel": channel}));
     }
 
+    /// Collects event frames up to (not including) the event about record `barrier_id`. Frames
+    /// arrive in bus order, so everything emitted before the barrier has arrived by then.
+    pub async fn events_until(&mut self, barrier_id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.next().await;
+            if v["type"] != "event" {
+                continue;
+            }
+            if v["event"]["payload"]["id"] == barrier_id {
+                return out;
+            }
+            out.push(v["event"].clone());
+        }
+    }
+
     /// Collects event frames until `wait` passes with nothing new.
     pub async fn events(&mut self, wait: Duration) -> Vec<Value> {
         let mut out = Vec::new();
