@@ -45,7 +45,29 @@ pub fn run(cli: &Cli, args: &StartArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config))
 }
 
+/// Every WebSocket holds a file descriptor; the usual soft limit (1024) would cap a server at
+/// about a thousand realtime clients. Raise it to the hard limit.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain libc calls on a properly initialised struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    tracing::warn!("Could not raise the open-file limit");
+                }
+            }
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let port = config.port;
     let server = bakend_server::start(config).await?;
     println!(

@@ -72,10 +72,13 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
             }
             first = rx.recv() => {
                 let Some(first) = first else { break };
-                tokio::select! {
-                    written = write_batch(&mut socket, first, &mut rx) => if written.is_err() { break },
-                    (code, reason) = control.closed() => { close(&mut socket, code, reason).await; break }
-                    _ = tokio::time::sleep(heartbeat * 2) => break,
+                match write_guarded(&mut socket, first, &mut rx, &control, &mut ping).await {
+                    WriteOutcome::Written => {}
+                    WriteOutcome::Failed => break,
+                    WriteOutcome::Close(code, reason) => {
+                        close(&mut socket, code, reason).await;
+                        break;
+                    }
                 }
             }
             (code, reason) = control.closed() => {
@@ -99,6 +102,40 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
         }
     }
     hub.send(Control::Unregister { id }).await;
+}
+
+enum WriteOutcome {
+    Written,
+    Failed,
+    Close(u16, &'static str),
+}
+
+/// Writes a batch, racing the hub's close signal and the heartbeat: a peer that lets a write
+/// stall across two heartbeats is gone.
+async fn write_guarded(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    control: &ConnControl,
+    ping: &mut tokio::time::Interval,
+) -> WriteOutcome {
+    let write = write_batch(socket, first, rx);
+    tokio::pin!(write);
+    let mut stalled = 0;
+    loop {
+        tokio::select! {
+            written = &mut write => {
+                return if written.is_ok() { WriteOutcome::Written } else { WriteOutcome::Failed };
+            }
+            (code, reason) = control.closed() => return WriteOutcome::Close(code, reason),
+            _ = ping.tick() => {
+                stalled += 1;
+                if stalled >= 2 {
+                    return WriteOutcome::Failed;
+                }
+            }
+        }
+    }
 }
 
 async fn write_batch(

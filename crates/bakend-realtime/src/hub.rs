@@ -8,8 +8,8 @@
 //! of walking subscribers, and each frame is serialized once and shared.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -19,7 +19,7 @@ use bakend_core::SharedEvent;
 use bakend_core::config::RealtimeConfig;
 use bakend_events::{EventBus, EventStream};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audience::{Delivery, ReadRules};
 use crate::protocol::{self, index_key, matches};
@@ -44,30 +44,36 @@ pub struct HubStats {
     pub queue_high_water: AtomicU64,
 }
 
-/// How the hub tells a connection task to close.
+/// How the hub tells a connection task to close. Polled on every turn of the connection's
+/// loop, so it is lock-free: an atomic code and an atomic waker.
 #[derive(Default)]
 pub struct ConnControl {
-    close: Mutex<Option<(u16, &'static str)>>,
-    notify: Notify,
+    /// 0 while open; the close code once closing.
+    code: std::sync::atomic::AtomicU32,
+    reason: std::sync::OnceLock<&'static str>,
+    waker: futures_util::task::AtomicWaker,
 }
 
 impl ConnControl {
     pub fn close(&self, code: u16, reason: &'static str) {
-        if let Ok(mut c) = self.close.lock()
-            && c.is_none()
-        {
-            *c = Some((code, reason));
+        if self.reason.set(reason).is_ok() {
+            self.code
+                .store(u32::from(code), std::sync::atomic::Ordering::Release);
         }
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
-    pub async fn closed(&self) -> (u16, &'static str) {
-        loop {
-            if let Some(c) = self.close.lock().ok().and_then(|c| *c) {
-                return c;
+    /// Resolves once [`ConnControl::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = (u16, &'static str)> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.code.load(std::sync::atomic::Ordering::Acquire) {
+                0 => std::task::Poll::Pending,
+                code => {
+                    std::task::Poll::Ready((code as u16, self.reason.get().copied().unwrap_or("")))
+                }
             }
-            self.notify.notified().await;
-        }
+        })
     }
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Realtime scenarios the way BENCHMARKS.md reports them: release build, server pinned to core 0,
+# load tool pinned to core 1, a fresh project in a temp dir per scenario.
+# Usage: scripts/bench-realtime.sh SCENARIO [bakend-bench flags…]
+#   e.g. scripts/bench-realtime.sh fanout --subscribers 1000 --rate 100 --duration 10
+#        scripts/bench-realtime.sh idle --connections 19000 --subscribe bench.created
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=$1
+shift
+port=${PORT:-18090}
+
+cargo build --release -q -p bak -p bakend-bench
+dir=$(mktemp -d /tmp/bakend-rt.XXXXXX)
+trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+mkdir -p "$dir/collections"
+cat > "$dir/collections/bench.json" <<'JSON'
+{"name":"bench","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"}]}
+JSON
+cat > "$dir/collections/bench_owned.json" <<'JSON'
+{"name":"bench_owned","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"},{"name":"user_id","type":"string"}],
+ "permissions":{"create":"authenticated","read":"owner","update":"owner","delete":"owner"}}
+JSON
+echo '{"auth":{"rateLimit":{"attempts":0}},"realtime":{"queueCapacity":4096}}' > "$dir/bakend.json"
+(cd "$dir" && exec taskset -c 0 "$OLDPWD/target/release/bak" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
+server=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+pid=$(pgrep -f "bak start --port $port" | head -1)
+extra=()
+[[ $scenario == idle ]] && extra=(--server-pid "$pid")
+taskset -c 1 target/release/bakend-bench "$scenario" --url "http://127.0.0.1:$port" "${extra[@]}" "$@"
