@@ -8,6 +8,7 @@ mod churn;
 mod fanout;
 mod http;
 mod idle;
+mod login;
 mod owner_fanout;
 mod publish;
 mod rest_create;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Virtual clients POST records to one collection back-to-back over keep-alive connections.
     RestCreate(rest_create::Args),
+    /// Virtual clients sign one account in back-to-back (password verification throughput).
+    RestLogin(login::Args),
     /// WebSocket subscribers on one channel while publishers POST records at a fixed rate;
     /// reports delivery completeness and POST-to-frame latency.
     Fanout(fanout::Args),
@@ -53,6 +56,7 @@ impl Command {
     fn threads(&self) -> u32 {
         match self {
             Command::RestCreate(a) => a.run.threads,
+            Command::RestLogin(a) => a.run.threads,
             Command::Fanout(a) => a.rt.threads,
             Command::Idle(a) => a.rt.threads,
             Command::OwnerFanout(a) => a.rt.threads,
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::RestCreate(args) => rest_create::run(args).await,
+            Command::RestLogin(args) => login::run(args).await,
             Command::Fanout(args) => fanout::run(args).await,
             Command::Idle(args) => idle::run(args).await,
             Command::OwnerFanout(args) => owner_fanout::run(args).await,

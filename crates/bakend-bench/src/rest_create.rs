@@ -75,7 +75,13 @@ pub async fn run(args: &Args) -> Result<()> {
 
     let mut tasks = JoinSet::new();
     for conn in conns {
-        tasks.spawn(client(conn, template.clone(), warmup_end, end));
+        tasks.spawn(client(
+            conn,
+            template.clone(),
+            StatusCode::CREATED,
+            warmup_end,
+            end,
+        ));
     }
     let mut recorders = Vec::with_capacity(run.clients as usize);
     let mut reconnects = 0;
@@ -138,13 +144,14 @@ pub(crate) async fn check_gets(target: &Target, checks: &[(String, &str)]) -> Re
 /// One virtual client: sends requests back-to-back on its own connection until `end`.
 /// A request counts if it completes inside [warmup_end, end]; one still in flight at `end` is
 /// abandoned, which keeps the run strictly bounded even if the server stops answering.
-async fn client(
+pub(crate) async fn client(
     mut conn: KeepAlive,
     template: RequestTemplate,
+    ok_status: StatusCode,
     warmup_end: Instant,
     end: Instant,
 ) -> (Recorder, u64) {
-    let mut rec = Recorder::new(StatusCode::CREATED.as_u16());
+    let mut rec = Recorder::new(ok_status.as_u16());
     let deadline = tokio::time::sleep_until(end);
     tokio::pin!(deadline);
     loop {

@@ -8,9 +8,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bakend_auth::{AuthContext, TokenCheck};
 use bakend_core::ids;
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
 
-use crate::hub::{ConnControl, Control, Hub};
+use crate::hub::{Control, Hub};
+use crate::outbox::{Next as OutNext, Outbox};
 use crate::protocol::{self, ClientMessage};
 
 /// Most frames written before one flush.
@@ -29,19 +29,17 @@ pub struct Identity {
 pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
     let id = hub.next_id();
     let client_id = ids::new_id(ids::CLIENT);
-    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(hub.cfg.queue_capacity);
-    let control = Arc::new(ConnControl::default());
-    let _ = tx.try_send(protocol::connected_frame(&client_id, identity.ctx.user()));
+    let outbox = Arc::new(Outbox::new(hub.cfg.queue_capacity));
+    outbox.push(protocol::connected_frame(&client_id, identity.ctx.user()));
     if identity.token_rejected {
-        let _ = tx.try_send(protocol::error_frame(
+        outbox.push(protocol::error_frame(
             "invalid_token",
             "The token is invalid or expired; connected anonymously",
         ));
     }
     hub.send(Control::Register {
         id,
-        tx: tx.clone(),
-        control: control.clone(),
+        outbox: outbox.clone(),
         ctx: identity.ctx,
         exp: identity.exp,
     })
@@ -55,10 +53,12 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
             incoming = socket.recv() => {
                 heard_from_peer = true;
                 match incoming {
-                    Some(Ok(Message::Text(t))) => handle(&hub, id, &tx, t.as_str()).await,
+                    // Boxed: handling a message (token checks included) is rare next to writing
+                    // frames, and keeping its state out of this future keeps idle sockets small.
+                    Some(Ok(Message::Text(t))) => Box::pin(handle(&hub, id, &outbox, t.as_str())).await,
                     Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-                        Ok(t) => handle(&hub, id, &tx, t).await,
-                        Err(_) => { let _ = tx.try_send(protocol::ProtocolError::InvalidJson.frame()); }
+                        Ok(t) => Box::pin(handle(&hub, id, &outbox, t)).await,
+                        Err(_) => { outbox.push(protocol::ProtocolError::InvalidJson.frame()); }
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
@@ -70,25 +70,22 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
                     }
                 }
             }
-            first = rx.recv() => {
-                let Some(first) = first else { break };
-                match write_guarded(&mut socket, first, &mut rx, &control, &mut ping).await {
-                    WriteOutcome::Written => {}
-                    WriteOutcome::Failed => break,
-                    WriteOutcome::Close(code, reason) => {
-                        close(&mut socket, code, reason).await;
-                        break;
+            next = outbox.next() => match next {
+                OutNext::Frame(first) => {
+                    match write_guarded(&mut socket, first, &outbox, &mut ping).await {
+                        WriteOutcome::Written => {}
+                        WriteOutcome::Failed => break,
+                        WriteOutcome::Close(code, reason) => {
+                            close(&mut socket, code, reason).await;
+                            break;
+                        }
                     }
                 }
-            }
-            (code, reason) = control.closed() => {
-                // Frames queued before the close was decided still go out first.
-                while let Ok(f) = rx.try_recv() {
-                    if tokio::time::timeout(Duration::from_secs(1), socket.feed(Message::Text(f))).await.is_err() { break }
+                OutNext::Close(code, reason) => {
+                    close(&mut socket, code, reason).await;
+                    break;
                 }
-                close(&mut socket, code, reason).await;
-                break;
-            }
+            },
             _ = ping.tick() => {
                 if !heard_from_peer {
                     break;
@@ -115,11 +112,10 @@ enum WriteOutcome {
 async fn write_guarded(
     socket: &mut WebSocket,
     first: Utf8Bytes,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
-    control: &ConnControl,
+    outbox: &Outbox,
     ping: &mut tokio::time::Interval,
 ) -> WriteOutcome {
-    let write = write_batch(socket, first, rx);
+    let write = write_batch(socket, first, outbox);
     tokio::pin!(write);
     let mut stalled = 0;
     loop {
@@ -127,7 +123,7 @@ async fn write_guarded(
             written = &mut write => {
                 return if written.is_ok() { WriteOutcome::Written } else { WriteOutcome::Failed };
             }
-            (code, reason) = control.closed() => return WriteOutcome::Close(code, reason),
+            (code, reason) = outbox.closed() => return WriteOutcome::Close(code, reason),
             _ = ping.tick() => {
                 stalled += 1;
                 if stalled >= 2 {
@@ -141,13 +137,13 @@ async fn write_guarded(
 async fn write_batch(
     socket: &mut WebSocket,
     first: Utf8Bytes,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    outbox: &Outbox,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
-        match rx.try_recv() {
-            Ok(f) => socket.feed(Message::Text(f)).await?,
-            Err(_) => break,
+        match outbox.try_pop() {
+            Some(f) => socket.feed(Message::Text(f)).await?,
+            None => break,
         }
     }
     socket.flush().await
@@ -177,14 +173,14 @@ fn too_big(e: axum::Error) -> bool {
     )
 }
 
-async fn handle(hub: &Arc<Hub>, id: u64, tx: &mpsc::Sender<Utf8Bytes>, text: &str) {
+async fn handle(hub: &Arc<Hub>, id: u64, outbox: &Outbox, text: &str) {
     match protocol::parse(text) {
         Ok(ClientMessage::Subscribe(channel)) => hub.send(Control::Subscribe { id, channel }).await,
         Ok(ClientMessage::Unsubscribe(channel)) => {
             hub.send(Control::Unsubscribe { id, channel }).await
         }
         Ok(ClientMessage::Ping) => {
-            let _ = tx.try_send(protocol::pong_frame());
+            outbox.push(protocol::pong_frame());
         }
         Ok(ClientMessage::Auth(token)) => {
             let check = match token {
@@ -203,7 +199,7 @@ async fn handle(hub: &Arc<Hub>, id: u64, tx: &mpsc::Sender<Utf8Bytes>, text: &st
                     .await;
                 }
                 TokenCheck::Expired | TokenCheck::Invalid => {
-                    let _ = tx.try_send(protocol::error_frame(
+                    outbox.push(protocol::error_frame(
                         "invalid_token",
                         "The token is invalid or expired; the connection's identity is unchanged",
                     ));
@@ -211,7 +207,7 @@ async fn handle(hub: &Arc<Hub>, id: u64, tx: &mpsc::Sender<Utf8Bytes>, text: &st
             }
         }
         Err(e) => {
-            let _ = tx.try_send(e.frame());
+            outbox.push(e.frame());
         }
     }
 }

@@ -21,6 +21,8 @@ use bakend_events::{EventBus, EventStream};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::outbox::{Outbox, Pushed};
+
 use crate::audience::{Delivery, ReadRules};
 use crate::protocol::{self, index_key, matches};
 
@@ -44,44 +46,10 @@ pub struct HubStats {
     pub queue_high_water: AtomicU64,
 }
 
-/// How the hub tells a connection task to close. Polled on every turn of the connection's
-/// loop, so it is lock-free: an atomic code and an atomic waker.
-#[derive(Default)]
-pub struct ConnControl {
-    /// 0 while open; the close code once closing.
-    code: std::sync::atomic::AtomicU32,
-    reason: std::sync::OnceLock<&'static str>,
-    waker: futures_util::task::AtomicWaker,
-}
-
-impl ConnControl {
-    pub fn close(&self, code: u16, reason: &'static str) {
-        if self.reason.set(reason).is_ok() {
-            self.code
-                .store(u32::from(code), std::sync::atomic::Ordering::Release);
-        }
-        self.waker.wake();
-    }
-
-    /// Resolves once [`ConnControl::close`] was called.
-    pub fn closed(&self) -> impl std::future::Future<Output = (u16, &'static str)> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            match self.code.load(std::sync::atomic::Ordering::Acquire) {
-                0 => std::task::Poll::Pending,
-                code => {
-                    std::task::Poll::Ready((code as u16, self.reason.get().copied().unwrap_or("")))
-                }
-            }
-        })
-    }
-}
-
 pub(crate) enum Control {
     Register {
         id: u64,
-        tx: mpsc::Sender<Utf8Bytes>,
-        control: Arc<ConnControl>,
+        outbox: Arc<Outbox>,
         ctx: AuthContext,
         exp: Option<u64>,
     },
@@ -117,8 +85,7 @@ pub struct Hub {
 }
 
 struct Conn {
-    tx: mpsc::Sender<Utf8Bytes>,
-    control: Arc<ConnControl>,
+    outbox: Arc<Outbox>,
     ctx: AuthContext,
     subs: Vec<Box<str>>,
     /// The last event this connection was considered for: one delivery per event however many
@@ -296,20 +263,20 @@ fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
     if c.closing {
         return;
     }
-    match c.tx.try_send(frame) {
-        Ok(()) => {
+    match c.outbox.push(frame) {
+        Pushed::Queued(depth) => {
             stats.frames_out.fetch_add(1, Relaxed);
-            let depth = (c.tx.max_capacity() - c.tx.capacity()) as u64;
+            let depth = depth as u64;
             if depth > stats.queue_high_water.load(Relaxed) {
                 stats.queue_high_water.fetch_max(depth, Relaxed);
             }
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Pushed::Full => {
             c.closing = true;
             stats.slow_consumer_closes.fetch_add(1, Relaxed);
-            c.control.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
+            c.outbox.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => c.closing = true,
+        Pushed::Closing => c.closing = true,
     }
 }
 
@@ -318,14 +285,12 @@ impl State {
         match c {
             Control::Register {
                 id,
-                tx,
-                control,
+                outbox,
                 ctx,
                 exp,
             } => {
                 let conn = Conn {
-                    tx,
-                    control,
+                    outbox,
                     ctx,
                     subs: Vec::new(),
                     last_seq: 0,
@@ -564,7 +529,7 @@ impl State {
             {
                 c.closing = true;
                 self.stats.token_expired_closes.fetch_add(1, Relaxed);
-                c.control.close(CLOSE_TOKEN_EXPIRED, "token_expired");
+                c.outbox.close(CLOSE_TOKEN_EXPIRED, "token_expired");
             } else if c.exp.is_some_and(|exp| exp <= now) {
                 expired.push(*id);
             }
@@ -597,7 +562,7 @@ impl State {
     fn close_all(&mut self) {
         for c in self.conns.values_mut() {
             c.closing = true;
-            c.control.close(CLOSE_GOING_AWAY, "going away");
+            c.outbox.close(CLOSE_GOING_AWAY, "going away");
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod audience;
 pub mod connection;
 pub mod hub;
+pub mod outbox;
 pub mod protocol;
 
 pub use audience::ReadRules;

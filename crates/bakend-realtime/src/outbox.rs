@@ -1,0 +1,125 @@
+//! A connection's outbound queue: bounded, allocation-free while empty, and also the channel
+//! through which the hub tells the connection to close. One lock-free waker serves both, so an
+//! idle connection costs a few dozen bytes here (a tokio channel would cost a kilobyte).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
+
+pub enum Pushed {
+    /// Queued; the queue now holds this many frames.
+    Queued(usize),
+    /// The queue is full: the reader is not keeping up.
+    Full,
+    /// The connection is closing; frames are no longer taken.
+    Closing,
+}
+
+pub enum Next {
+    Frame(Utf8Bytes),
+    Close(u16, &'static str),
+}
+
+pub struct Outbox {
+    frames: Mutex<VecDeque<Utf8Bytes>>,
+    capacity: usize,
+    /// 0 while open; the close code once closing.
+    close_code: AtomicU32,
+    close_reason: OnceLock<&'static str>,
+    waker: AtomicWaker,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            frames: Mutex::new(VecDeque::new()),
+            capacity,
+            close_code: AtomicU32::new(0),
+            close_reason: OnceLock::new(),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn push(&self, frame: Utf8Bytes) -> Pushed {
+        if self.closing().is_some() {
+            return Pushed::Closing;
+        }
+        let depth = {
+            let Ok(mut q) = self.frames.lock() else {
+                return Pushed::Closing;
+            };
+            if q.len() >= self.capacity {
+                return Pushed::Full;
+            }
+            q.push_back(frame);
+            q.len()
+        };
+        if depth == 1 {
+            // Only the first frame of a batch needs to wake the writer; it drains the rest.
+            self.waker.wake();
+        }
+        Pushed::Queued(depth)
+    }
+
+    /// Asks the connection to close with `code`; the first request wins.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if self.close_reason.set(reason).is_ok() {
+            self.close_code.store(u32::from(code), Ordering::Release);
+        }
+        self.waker.wake();
+    }
+
+    pub fn closing(&self) -> Option<(u16, &'static str)> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some((code as u16, self.close_reason.get().copied().unwrap_or(""))),
+        }
+    }
+
+    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+        let mut q = self.frames.lock().ok()?;
+        let f = q.pop_front();
+        if q.is_empty() && q.capacity() > 64 {
+            // A burst grew the queue; give the memory back now that it is idle.
+            q.shrink_to(8);
+        }
+        f
+    }
+
+    /// The next frame, or the request to close (which wins over queued frames).
+    pub async fn next(&self) -> Next {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if let Some((code, reason)) = self.closing() {
+                return Poll::Ready(Next::Close(code, reason));
+            }
+            match self.try_pop() {
+                Some(f) => Poll::Ready(Next::Frame(f)),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Resolves when a close is requested.
+    pub async fn closed(&self) -> (u16, &'static str) {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.closing() {
+                Some(c) => Poll::Ready(c),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
