@@ -163,6 +163,9 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         Arc::new(RegistryRules(registry.clone())),
         config.realtime.clone(),
     );
+    if let Err(e) = auth.purge_expired_sessions().await {
+        tracing::warn!("Deleting expired sessions failed: {e}");
+    }
     let purge = tokio::spawn(purge_sessions(auth.clone()));
 
     let listener = match bind(config.port).await {
@@ -226,15 +229,15 @@ impl ReadRules for RegistryRules {
     }
 }
 
-/// Expired sessions are deleted at start and then every ten minutes.
+/// Expired sessions are deleted at start (above) and then every ten minutes.
 async fn purge_sessions(auth: Arc<AuthService>) {
     loop {
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
         match auth.purge_expired_sessions().await {
             Ok(n) if n > 0 => tracing::debug!("Deleted {n} expired session(s)"),
             Ok(_) => {}
             Err(e) => tracing::warn!("Deleting expired sessions failed: {e}"),
         }
-        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     }
 }
 

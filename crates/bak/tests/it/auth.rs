@@ -678,3 +678,28 @@ async fn bak_admin_create_makes_and_promotes_admins() {
     };
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Promoted later@example.com"));
 }
+
+#[tokio::test]
+async fn expired_sessions_are_deleted() {
+    let s = TestServer::start_with_config(
+        &[],
+        r#"{"auth": {"refreshTokenTtl": "1s", "rateLimit": {"attempts": 0}}}"#,
+    )
+    .await;
+    let a = s.register("ivy@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    s.post("/api/auth/refresh", &json!({"refreshToken": a.refresh}))
+        .await
+        .assert_error(401, "unauthorized", "Invalid or expired refresh token");
+    s.register("jay@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Restarting runs the purge (it also runs every ten minutes).
+    let dir = s.shutdown().await;
+    let s = TestServer::start_in(dir).await;
+    let db = s.dir.path().join("bakend.db");
+    let count: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM _sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0);
+}

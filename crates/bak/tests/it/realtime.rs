@@ -671,3 +671,50 @@ async fn slow_and_vanished_clients_do_not_hold_up_the_others() {
     assert_eq!(stats.status, 401);
     eprintln!("fast clients received {events} events of 64 KiB each within {slowest:?}");
 }
+
+#[tokio::test]
+async fn silent_peers_are_dropped_by_the_heartbeat() {
+    let s = server_with(r#"{"realtime": {"heartbeatSeconds": 1}}"#).await;
+    let (mut listening, _) = Ws::connect(&s.ws_url()).await;
+    let (mut deaf, _) = Ws::connect(&s.ws_url()).await;
+    // `listening` keeps reading (and so answers pings); `deaf` reads nothing for a while.
+    let alive = tokio::spawn(async move {
+        listening.silent(Duration::from_millis(3500)).await;
+        listening.send(json!({"action": "ping"})).await;
+        assert_eq!(listening.next().await["type"], "pong");
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    alive.await.unwrap();
+    let (code, _) = deaf.closed(Duration::from_secs(5)).await;
+    assert_ne!(code, 1000, "dropped, not closed politely");
+}
+
+#[tokio::test]
+async fn admins_see_hub_statistics() {
+    let s = server_with(
+        r#"{"auth": {"rateLimit": {"attempts": 0}}, "realtime": {"queueCapacity": 64}}"#,
+    )
+    .await;
+    let admin = s.register(ADMIN).await;
+    let user = s.register("u@example.com").await;
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.subscribe("posts.*").await;
+    ws.subscribe("auth.*").await;
+    s.create("posts", json!({"title": "x"})).await;
+    ws.next().await;
+    s.call(Method::GET, "/api/admin/realtime", Some(&user.token), None)
+        .await
+        .assert_error(403, "forbidden", "Admin access required");
+    let r = s
+        .call(Method::GET, "/api/admin/realtime", Some(&admin.token), None)
+        .await;
+    assert_eq!(r.status, 200);
+    let st = r.json();
+    assert_eq!(st["connections"], 1);
+    assert_eq!(st["subscriptions"], 2);
+    assert!(st["eventsIn"].as_u64().unwrap() >= 3, "{st}");
+    assert!(st["framesOut"].as_u64().unwrap() >= 3, "{st}");
+    assert_eq!(st["slowConsumerCloses"], 0);
+    assert_eq!(st["queueCapacity"], 64);
+    assert!(st["queueHighWater"].as_u64().unwrap() >= 1);
+}
