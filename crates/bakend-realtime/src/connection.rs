@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bakend_auth::{AuthContext, TokenCheck};
 use bakend_core::ids;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 
 use crate::hub::{Control, Hub};
 use crate::outbox::{Next as OutNext, Outbox};
@@ -45,34 +45,17 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
     })
     .await;
 
-    let heartbeat = hub.cfg.heartbeat;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    // A peer must show life between two heartbeats: any frame counts, including the pong a
+    // standard client sends automatically.
     let mut heard_from_peer = true;
     loop {
         tokio::select! {
-            incoming = socket.recv() => {
-                heard_from_peer = true;
-                match incoming {
-                    // Boxed: handling a message (token checks included) is rare next to writing
-                    // frames, and keeping its state out of this future keeps idle sockets small.
-                    Some(Ok(Message::Text(t))) => Box::pin(handle(&hub, id, &outbox, t.as_str())).await,
-                    Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-                        Ok(t) => Box::pin(handle(&hub, id, &outbox, t)).await,
-                        Err(_) => { outbox.push(protocol::ProtocolError::InvalidJson.frame()); }
-                    },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(e)) => {
-                        if too_big(e) {
-                            close(&mut socket, CLOSE_MESSAGE_TOO_BIG, "message too big").await;
-                        }
-                        break;
-                    }
-                }
-            }
+            // Frames first: writing is what a connection mostly does, and a woken writer need
+            // not poll the socket's read side. Reads still get a turn after every batch.
+            biased;
             next = outbox.next() => match next {
                 OutNext::Frame(first) => {
-                    match write_guarded(&mut socket, first, &outbox, &mut ping).await {
+                    match write_guarded(&mut socket, first, &outbox).await {
                         WriteOutcome::Written => {}
                         WriteOutcome::Failed => break,
                         WriteOutcome::Close(code, reason) => {
@@ -80,25 +63,70 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
                             break;
                         }
                     }
+                    match socket.recv().now_or_never() {
+                        None => {}
+                        Some(incoming) => {
+                            heard_from_peer = true;
+                            if !on_incoming(&hub, id, &outbox, &mut socket, incoming).await {
+                                break;
+                            }
+                        }
+                    }
                 }
                 OutNext::Close(code, reason) => {
                     close(&mut socket, code, reason).await;
                     break;
                 }
-            },
-            _ = ping.tick() => {
-                if !heard_from_peer {
-                    break;
+                OutNext::Heartbeat => {
+                    if !heard_from_peer {
+                        break;
+                    }
+                    heard_from_peer = false;
+                    let sent = tokio::time::timeout(hub.cfg.heartbeat, socket.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break;
+                    }
                 }
-                heard_from_peer = false;
-                let sent = tokio::time::timeout(heartbeat, socket.send(Message::Ping(Default::default()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
+            },
+            incoming = socket.recv() => {
+                heard_from_peer = true;
+                if !on_incoming(&hub, id, &outbox, &mut socket, incoming).await {
                     break;
                 }
             }
         }
     }
     hub.send(Control::Unregister { id }).await;
+}
+
+/// Handles one read result; `false` ends the connection.
+async fn on_incoming(
+    hub: &Arc<Hub>,
+    id: u64,
+    outbox: &Outbox,
+    socket: &mut WebSocket,
+    incoming: Option<Result<Message, axum::Error>>,
+) -> bool {
+    match incoming {
+        // Boxed: handling a message (token checks included) is rare next to writing frames,
+        // and keeping its state out of the connection future keeps idle sockets small.
+        Some(Ok(Message::Text(t))) => Box::pin(handle(hub, id, outbox, t.as_str())).await,
+        Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
+            Ok(t) => Box::pin(handle(hub, id, outbox, t)).await,
+            Err(_) => {
+                outbox.push(protocol::ProtocolError::InvalidJson.frame());
+            }
+        },
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        Some(Ok(Message::Close(_))) | None => return false,
+        Some(Err(e)) => {
+            if too_big(e) {
+                close(socket, CLOSE_MESSAGE_TOO_BIG, "message too big").await;
+            }
+            return false;
+        }
+    }
+    true
 }
 
 enum WriteOutcome {
@@ -109,12 +137,7 @@ enum WriteOutcome {
 
 /// Writes a batch, racing the hub's close signal and the heartbeat: a peer that lets a write
 /// stall across two heartbeats is gone.
-async fn write_guarded(
-    socket: &mut WebSocket,
-    first: Utf8Bytes,
-    outbox: &Outbox,
-    ping: &mut tokio::time::Interval,
-) -> WriteOutcome {
+async fn write_guarded(socket: &mut WebSocket, first: Utf8Bytes, outbox: &Outbox) -> WriteOutcome {
     let write = write_batch(socket, first, outbox);
     tokio::pin!(write);
     let mut stalled = 0;
@@ -123,13 +146,15 @@ async fn write_guarded(
             written = &mut write => {
                 return if written.is_ok() { WriteOutcome::Written } else { WriteOutcome::Failed };
             }
-            (code, reason) = outbox.closed() => return WriteOutcome::Close(code, reason),
-            _ = ping.tick() => {
-                stalled += 1;
-                if stalled >= 2 {
-                    return WriteOutcome::Failed;
+            interrupted = outbox.interrupted() => match interrupted {
+                Some((code, reason)) => return WriteOutcome::Close(code, reason),
+                None => {
+                    stalled += 1;
+                    if stalled >= 2 {
+                        return WriteOutcome::Failed;
+                    }
                 }
-            }
+            },
         }
     }
 }

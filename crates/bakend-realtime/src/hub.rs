@@ -112,6 +112,7 @@ struct State {
     by_user: HashMap<String, HashSet<u64>>,
     admins: HashSet<u64>,
     seq: u64,
+    last_heartbeat: Instant,
     last_events_in: u64,
     last_frames_out: u64,
 }
@@ -137,6 +138,7 @@ impl Hub {
             by_user: HashMap::new(),
             admins: HashSet::new(),
             seq: 0,
+            last_heartbeat: Instant::now(),
             last_events_in: 0,
             last_frames_out: 0,
         };
@@ -521,6 +523,12 @@ impl State {
     fn tick(&mut self) {
         let now = now_secs();
         let instant = Instant::now();
+        if instant.duration_since(self.last_heartbeat) >= self.cfg.heartbeat {
+            self.last_heartbeat = instant;
+            for c in self.conns.values() {
+                c.outbox.request_heartbeat();
+            }
+        }
         let mut expired = Vec::new();
         for (id, c) in self.conns.iter_mut() {
             if let Some(until) = c.grace_until

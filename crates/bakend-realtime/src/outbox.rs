@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
@@ -24,6 +24,8 @@ pub enum Pushed {
 pub enum Next {
     Frame(Utf8Bytes),
     Close(u16, &'static str),
+    /// Time to ping the peer (requested by the hub's heartbeat).
+    Heartbeat,
 }
 
 pub struct Outbox {
@@ -32,6 +34,7 @@ pub struct Outbox {
     /// 0 while open; the close code once closing.
     close_code: AtomicU32,
     close_reason: OnceLock<&'static str>,
+    heartbeat: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -42,6 +45,7 @@ impl Outbox {
             capacity,
             close_code: AtomicU32::new(0),
             close_reason: OnceLock::new(),
+            heartbeat: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
     }
@@ -79,6 +83,17 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Asks the connection to ping its peer. One hub timer drives every connection's
+    /// heartbeat, so an idle connection carries no timer of its own.
+    pub fn request_heartbeat(&self) {
+        self.heartbeat.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn take_heartbeat(&self) -> bool {
+        self.heartbeat.swap(false, Ordering::AcqRel)
+    }
+
     pub fn closing(&self) -> Option<(u16, &'static str)> {
         match self.close_code.load(Ordering::Acquire) {
             0 => None,
@@ -103,6 +118,9 @@ impl Outbox {
             if let Some((code, reason)) = self.closing() {
                 return Poll::Ready(Next::Close(code, reason));
             }
+            if self.take_heartbeat() {
+                return Poll::Ready(Next::Heartbeat);
+            }
             match self.try_pop() {
                 Some(f) => Poll::Ready(Next::Frame(f)),
                 None => Poll::Pending,
@@ -111,14 +129,18 @@ impl Outbox {
         .await
     }
 
-    /// Resolves when a close is requested.
-    pub async fn closed(&self) -> (u16, &'static str) {
+    /// While a write is in progress: resolves with `Some` when a close is requested, or `None`
+    /// at a heartbeat (the caller counts how long the write has been stuck).
+    pub async fn interrupted(&self) -> Option<(u16, &'static str)> {
         poll_fn(|cx| {
             self.waker.register(cx.waker());
-            match self.closing() {
-                Some(c) => Poll::Ready(c),
-                None => Poll::Pending,
+            if let Some(c) = self.closing() {
+                return Poll::Ready(Some(c));
             }
+            if self.take_heartbeat() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
         .await
     }
