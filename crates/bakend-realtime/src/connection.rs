@@ -28,9 +28,11 @@ pub struct Identity {
 
 pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
     let id = hub.next_id();
-    let client_id = ids::new_id(ids::CLIENT);
     let outbox = Arc::new(Outbox::new(hub.cfg.queue_capacity));
-    outbox.push(protocol::connected_frame(&client_id, identity.ctx.user()));
+    outbox.push(protocol::connected_frame(
+        &ids::new_id(ids::CLIENT),
+        identity.ctx.user(),
+    ));
     if identity.token_rejected {
         outbox.push(protocol::error_frame(
             "invalid_token",
@@ -179,7 +181,17 @@ async fn write_batch(
 /// then let go.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+/// Boxed: closing happens once per connection, and its timer and frame would otherwise sit in
+/// every connection's future.
+fn close<'a>(
+    socket: &'a mut WebSocket,
+    code: u16,
+    reason: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(close_now(socket, code, reason))
+}
+
+async fn close_now(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),

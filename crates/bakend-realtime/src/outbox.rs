@@ -104,9 +104,10 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Utf8Bytes> {
         let mut q = self.frames.lock().ok()?;
         let f = q.pop_front();
-        if q.is_empty() && q.capacity() > 64 {
-            // A burst grew the queue; give the memory back now that it is idle.
-            q.shrink_to(8);
+        if q.is_empty() {
+            // Most connections are idle most of the time: hold no buffer while empty. (The
+            // next frame allocates a small one again; that costs far less than the send.)
+            q.shrink_to_fit();
         }
         f
     }

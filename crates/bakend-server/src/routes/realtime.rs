@@ -37,7 +37,7 @@ pub async fn endpoint(
     let identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
     let cfg = &state.config.realtime;
     let hub = state.realtime.clone();
-    ws.read_buffer_size(256)
+    ws.read_buffer_size(128)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(cfg.max_message_bytes)
