@@ -2,6 +2,7 @@
 //! a real SQLite file in a temporary directory, spoken to over real HTTP.
 
 mod auth;
+mod browser;
 mod cli;
 mod config_errors;
 mod durability;
