@@ -49,6 +49,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Manage stored files.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Remove files no record references (older than the grace period) and blobs without a
+    /// metadata row. Safe while the server runs.
+    Prune {
+        /// Keep files younger than this (`30m`, `1h`, `2d`, `0s`).
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        grace: String,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also print each `storage.deleted` event (JSON, one per line) on stdout.
+        #[arg(long)]
+        print_events: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +131,14 @@ pub fn run() -> ExitCode {
                     password_stdin,
                 },
         }) => crate::admin::create(&cli, email, *password_stdin),
+        Some(Command::Storage {
+            command:
+                StorageCommand::Prune {
+                    grace,
+                    dry_run,
+                    print_events,
+                },
+        }) => crate::storage::prune(&cli, grace, *dry_run, *print_events),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

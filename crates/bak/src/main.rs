@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod init;
 mod start;
+mod storage;
 
 use std::process::ExitCode;
 

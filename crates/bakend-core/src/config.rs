@@ -12,6 +12,9 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_PER_PAGE: u32 = 100;
 pub const DEFAULT_MAX_PER_PAGE: u32 = 1000;
+/// Default `storage.maxFileSize`: 10 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+const STORAGE_KEYS: &[&str] = &["path", "maxFileSize"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -110,7 +113,10 @@ pub struct Config {
     pub project_dir: PathBuf,
     pub port: u16,
     pub database: DatabaseLocation,
+    /// The storage folder (`storage`, or `storage.path`).
     pub storage: PathBuf,
+    /// Largest accepted upload in bytes (`storage.maxFileSize`).
+    pub max_file_size: u64,
     pub log_level: LogLevel,
     pub log_file: Option<PathBuf>,
     pub auth: AuthConfig,
@@ -239,6 +245,7 @@ impl Config {
             port: DEFAULT_PORT,
             database: DatabaseLocation::File(project_dir.join("bakend.db")),
             storage: project_dir.join("storage"),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
             log_level: LogLevel::Info,
             log_file: None,
             auth: AuthConfig {
@@ -284,9 +291,7 @@ impl Config {
             self.database = self.database_location(s);
         }
         if let Some(v) = root.get("storage") {
-            let s = non_empty_str(v)
-                .ok_or_else(|| f.invalid("storage", "storage must be a non-empty string"))?;
-            self.storage = self.resolve(s);
+            self.apply_storage(v, f)?;
         }
         if let Some(v) = root.get("logLevel") {
             self.log_level = v.as_str().and_then(LogLevel::parse).ok_or_else(|| {
@@ -391,6 +396,36 @@ impl Config {
                         "auth.rateLimit.windowSeconds must be an integer between 1 and 86400",
                     )
                 })?;
+        }
+        Ok(())
+    }
+
+    /// `"storage": "./storage"` (v1) or `"storage": {"path": …, "maxFileSize": …}`.
+    fn apply_storage(&mut self, v: &Value, f: &FileCtx) -> Result<(), ConfigError> {
+        if v.is_string() {
+            let s = non_empty_str(v).ok_or_else(|| {
+                f.invalid("storage", "storage must be a non-empty string or an object")
+            })?;
+            self.storage = self.resolve(s);
+            return Ok(());
+        }
+        let obj = v.as_object().ok_or_else(|| {
+            f.invalid("storage", "storage must be a non-empty string or an object")
+        })?;
+        f.warn_unknown(obj, STORAGE_KEYS, "storage.", &mut self.warnings);
+        if let Some(p) = obj.get("path") {
+            let s = non_empty_str(p).ok_or_else(|| {
+                f.invalid("storage.path", "storage.path must be a non-empty string")
+            })?;
+            self.storage = self.resolve(s);
+        }
+        if let Some(n) = obj.get("maxFileSize") {
+            self.max_file_size = n.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+                f.invalid(
+                    "storage.maxFileSize",
+                    "storage.maxFileSize must be a positive integer (bytes)",
+                )
+            })?;
         }
         Ok(())
     }
@@ -685,6 +720,43 @@ mod tests {
             assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
             assert!(text.contains("bakend.json"), "{json}: {text}");
         }
+    }
+
+    #[test]
+    fn storage_is_a_path_or_an_object() {
+        let cfg = load(r#"{"storage": "./files-here"}"#, &[]).unwrap();
+        assert!(cfg.storage.ends_with("files-here"));
+        assert_eq!(cfg.max_file_size, DEFAULT_MAX_FILE_SIZE);
+        let cfg = load(
+            r#"{"storage": {"path": "blobs", "maxFileSize": 5242880}}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(cfg.storage.ends_with("blobs"));
+        assert_eq!(cfg.max_file_size, 5 * 1024 * 1024);
+        let cfg = load(
+            r#"{"storage": {"maxFileSize": 1024}}"#,
+            &[("BAKEND_STORAGE", "env-dir")],
+        )
+        .unwrap();
+        assert!(cfg.storage.ends_with("env-dir"));
+        assert_eq!(cfg.max_file_size, 1024);
+        for (json, key) in [
+            (r#"{"storage": ""}"#, "storage"),
+            (r#"{"storage": 5}"#, "storage"),
+            (r#"{"storage": {"path": ""}}"#, "storage.path"),
+            (r#"{"storage": {"maxFileSize": 0}}"#, "storage.maxFileSize"),
+            (
+                r#"{"storage": {"maxFileSize": "10MB"}}"#,
+                "storage.maxFileSize",
+            ),
+            (r#"{"storage": {"maxFileSize": -1}}"#, "storage.maxFileSize"),
+        ] {
+            let text = load(json, &[]).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+        }
+        let cfg = load(r#"{"storage": {"pth": "x"}}"#, &[]).unwrap();
+        assert!(cfg.warnings[0].contains("\"storage.pth\""));
     }
 
     #[test]

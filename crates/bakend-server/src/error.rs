@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bakend_auth::AuthError;
+use bakend_storage::StorageError;
 use bakend_store::{FieldError, StoreError};
 use serde_json::json;
 
@@ -125,6 +126,20 @@ impl From<AuthError> for ApiError {
             },
             AuthError::Store(s) => s.into(),
             AuthError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => ApiError::not_found("File not found"),
+            StorageError::TooLarge(m) => ApiError::bad_request(m),
+            StorageError::Store(StoreError::Forbidden) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            }
+            StorageError::Store(s) => s.into(),
+            other => ApiError::internal(other),
         }
     }
 }

@@ -11,6 +11,7 @@ use bakend_auth::Rule;
 use bakend_core::config::Config;
 use bakend_events::{EventBus, LocalBus};
 use bakend_realtime::{Hub, ReadRules};
+use bakend_storage::{FileService, LocalBlobStore};
 use bakend_store::collections::sync;
 use bakend_store::db::migrations::{meta_get, meta_set};
 use bakend_store::{Committed, Database, RecordStore, Registry, StoreError};
@@ -113,8 +114,21 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
     let db = Arc::new(db);
 
-    let files_dir = config.storage.join("files");
-    tokio::fs::create_dir_all(&files_dir).await?;
+    let storage_root = config.storage.clone();
+    let blobs = tokio::task::spawn_blocking(move || LocalBlobStore::open(&storage_root))
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let file_service = Arc::new(FileService::new(
+        db.clone(),
+        Arc::new(blobs),
+        config.max_file_size,
+    ));
+    // Uploads a crash interrupted left their temporary files behind; no upload is running yet.
+    match file_service.clean_temp().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("Removed {n} interrupted upload(s) from the storage tmp folder"),
+        Err(e) => tracing::warn!("Cleaning the storage tmp folder failed: {e}"),
+    }
     tracing::debug!("Storage initialized at {}", config.storage.display());
 
     let registry = Arc::new(Registry::default());
@@ -185,6 +199,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         records: RecordStore::new(db.clone(), registry),
         auth,
         realtime,
+        files: file_service,
         jwt_secret,
     };
     let app = Router::new()

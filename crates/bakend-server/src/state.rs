@@ -6,6 +6,7 @@ use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
 use bakend_realtime::Hub;
+use bakend_storage::FileService;
 use bakend_store::RecordStore;
 
 #[derive(Clone)]
@@ -15,6 +16,7 @@ pub struct AppState {
     pub records: RecordStore,
     pub auth: Arc<AuthService>,
     pub realtime: Arc<Hub>,
+    pub files: Arc<FileService>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
 }

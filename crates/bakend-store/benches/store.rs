@@ -76,7 +76,9 @@ fn bench_create(c: &mut Criterion) {
                             .map(|_| {
                                 let store = store.clone();
                                 let c = collection.clone();
-                                tokio::spawn(async move { store.create(c, body()).await })
+                                tokio::spawn(async move {
+                                    store.create(c, body(), bakend_store::FileAccess::Any).await
+                                })
                             })
                             .collect();
                         for t in tasks {

@@ -16,3 +16,4 @@ pub use collections::registry::{Collection, Registry};
 pub use db::{Committed, Database};
 pub use error::{FieldError, StoreError};
 pub use records::store::{ListQuery, Page, RecordStore};
+pub use records::validate::FileAccess;

@@ -12,5 +12,6 @@ mod harness;
 mod permissions;
 mod realtime;
 mod rest;
+mod storage;
 mod storm;
 mod ws;

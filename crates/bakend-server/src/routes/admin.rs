@@ -45,6 +45,18 @@ pub async fn handle(
                 &json!({ "items": items, "total": total }),
             ))
         }
+        ["storage"] => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            let (limit, offset) = paging(query);
+            let (files, total) = state.files.list(limit, offset).await?;
+            let items: Vec<Value> = files.iter().map(|f| f.to_json()).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "items": items, "total": total }),
+            ))
+        }
         ["realtime"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
@@ -66,6 +78,12 @@ pub async fn handle(
             }
             Method::DELETE => {
                 state.auth.delete_user(id).await?;
+                // Policy (docs/storage.md): a deleted account's files go with it, each with a
+                // `storage.deleted` event.
+                let removed = state.files.delete_owned_by(id).await?;
+                if !removed.is_empty() {
+                    tracing::info!("Deleted {} file(s) of deleted user {id}", removed.len());
+                }
                 Ok(no_content())
             }
             _ => Err(ApiError::method_not_allowed()),

@@ -7,6 +7,7 @@ mod admin;
 mod health;
 pub mod realtime;
 mod records;
+mod storage;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -54,6 +55,10 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
             )
             .await
         }
+        ["api", "storage", "upload"] => {
+            storage::upload(&state, &parts.method, &parts.headers, body).await
+        }
+        ["api", "storage", id] => storage::file(&state, &parts.method, &parts.headers, id).await,
         ["api", system, ..] if SYSTEM_SEGMENTS.contains(system) => {
             Err(ApiError::not_found("Not found"))
         }

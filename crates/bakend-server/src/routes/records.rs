@@ -7,7 +7,7 @@ use axum::response::Response;
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation};
 use bakend_store::records::store::owner_of;
-use bakend_store::{Collection, ListQuery};
+use bakend_store::{Collection, FileAccess, ListQuery};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -114,7 +114,7 @@ pub async fn create(
     ))?;
     let mut body = json_object(headers, body, state.config.api.max_body_bytes).await?;
     assign_owner(&c, ctx, &decision, &mut body);
-    let record = state.records.create(c, body).await?;
+    let record = state.records.create(c, body, file_access(ctx)).await?;
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
@@ -193,7 +193,7 @@ pub async fn update(
     let required_owner = required_owner(ctx, &c, c.def.permissions.update);
     let record = state
         .records
-        .update(c, id.to_string(), body, required_owner)
+        .update(c, id.to_string(), body, required_owner, file_access(ctx))
         .await?;
     Ok(json_response(StatusCode::OK, &record))
 }
@@ -218,6 +218,15 @@ pub async fn delete(
         .delete(c, id.to_string(), required_owner)
         .await?;
     Ok(no_content())
+}
+
+/// Which stored files the caller may put in `file` fields: admins any, others their own.
+fn file_access(ctx: &AuthContext) -> FileAccess {
+    match ctx.user() {
+        Some(_) if ctx.is_admin() => FileAccess::Any,
+        Some(u) => FileAccess::OwnedBy(u.id.clone()),
+        None => FileAccess::NoneOwned,
+    }
 }
 
 /// Under `owner`, a non-admin's write must still find the record owned by them when it runs.

@@ -54,6 +54,11 @@ const STEPS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS idx_sessions_expires ON _sessions(expires_at);
     CREATE INDEX IF NOT EXISTS idx_users_created ON _users(created_at);
     "#,
+    // 3: file lookups by owner (account deletion) and by age (prune, admin listing).
+    r#"
+    CREATE INDEX IF NOT EXISTS idx_files_user ON _files(user_id);
+    CREATE INDEX IF NOT EXISTS idx_files_created ON _files(created_at);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::row::{read_columns, record_json, to_json};
-use super::validate::{self, Mode, Validated, db_checks, in_field_order};
+use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
 use crate::collections::registry::{Collection, Registry};
 use crate::collections::schema::quote;
 use crate::db::{Committed, Database};
@@ -126,19 +126,21 @@ impl RecordStore {
     }
 
     /// Full validation for a create: checks without the database here, then — only if there
-    /// are failures to report — the database checks too, so `details` is complete.
+    /// are failures to report — the database checks too, so `details` is complete. `files`:
+    /// which stored files the writer may reference in `file` fields.
     pub async fn create(
         &self,
         c: Arc<Collection>,
         body: Map<String, Value>,
+        files: FileAccess,
     ) -> Result<Value, StoreError> {
         let v = validate::validate(&c.def, &body, Mode::Create);
         if !v.is_ok() {
-            return Err(self.complete_failure(c, v, None).await);
+            return Err(self.complete_failure(c, v, None, files).await);
         }
         self.db
             .write_single(move |conn| {
-                let errors = db_checks(conn, &c, &v.values, None)?;
+                let errors = db_checks(conn, &c, &v.values, None, &files)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -175,10 +177,11 @@ impl RecordStore {
         id: String,
         body: Map<String, Value>,
         required_owner: Option<String>,
+        files: FileAccess,
     ) -> Result<Value, StoreError> {
         let v = validate::validate(&c.def, &body, Mode::Update);
         if !v.is_ok() {
-            return Err(self.complete_failure(c, v, Some(id)).await);
+            return Err(self.complete_failure(c, v, Some(id), files).await);
         }
         self.db
             .write_single(move |conn| {
@@ -189,7 +192,7 @@ impl RecordStore {
                 if v.values.is_empty() {
                     return Ok(Committed::new(record_json(&c, &cols)));
                 }
-                let errors = db_checks(conn, &c, &v.values, Some(&id))?;
+                let errors = db_checks(conn, &c, &v.values, Some(&id), &files)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -263,11 +266,12 @@ impl RecordStore {
         c: Arc<Collection>,
         v: Validated,
         exclude: Option<String>,
+        files: FileAccess,
     ) -> StoreError {
         let Validated { values, mut errors } = v;
         let more = self
             .db
-            .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref())?))
+            .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref(), &files)?))
             .await;
         match more {
             Ok(more) => {

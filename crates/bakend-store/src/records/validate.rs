@@ -1,5 +1,5 @@
 //! Field validation (spec `rest-api.md` §6). Checks that need no database run here, on the
-//! request's thread; the database checks (`exists`, `unique`) run in [`db_checks`] inside the
+//! request's thread; the database checks (`exists`, `owner`, `unique`) run in [`db_checks`] inside the
 //! write's transaction, where no other write can race them.
 
 use rusqlite::types::Value as Sql;
@@ -149,13 +149,27 @@ fn check_field(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldError>> 
     }
 }
 
-/// The checks that need the database: a `file` value must name a stored file, a `unique` value
-/// must not be used by another record. `exclude_id` is the record being updated.
+/// Which files the writer of a record may put in its `file` fields. Referencing a file never
+/// changes the file's own access rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Any stored file (admins).
+    Any,
+    /// Only files uploaded by this user.
+    OwnedBy(String),
+    /// No stored file (anonymous writers own none).
+    NoneOwned,
+}
+
+/// The checks that need the database: a `file` value must name a stored file the writer may
+/// attach, a `unique` value must not be used by another record. `exclude_id` is the record
+/// being updated.
 pub fn db_checks(
     conn: &Connection,
     c: &Collection,
     values: &[(usize, Sql)],
     exclude_id: Option<&str>,
+    files: &FileAccess,
 ) -> rusqlite::Result<Vec<(usize, FieldError)>> {
     let mut errors = Vec::new();
     for (i, v) in values {
@@ -164,17 +178,33 @@ pub fn db_checks(
             && let Sql::Text(id) = v
             && !id.is_empty()
         {
-            let found = conn
-                .prepare_cached("SELECT 1 FROM _files WHERE id = ?1")?
-                .query_row([id], |_| Ok(()))
+            let owner: Option<String> = conn
+                .prepare_cached("SELECT user_id FROM _files WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
                 .optional()?;
-            if found.is_none() {
+            let Some(owner) = owner else {
                 errors.push((
                     *i,
                     err(
                         f,
                         "exists",
                         format!("Field \"{}\" references unknown file \"{id}\"", f.name),
+                    ),
+                ));
+                continue;
+            };
+            let allowed = match files {
+                FileAccess::Any => true,
+                FileAccess::OwnedBy(u) => *u == owner,
+                FileAccess::NoneOwned => false,
+            };
+            if !allowed {
+                errors.push((
+                    *i,
+                    err(
+                        f,
+                        "owner",
+                        format!("Field \"{}\" references a file you do not own", f.name),
                     ),
                 ));
                 continue;
