@@ -1,18 +1,12 @@
 //! `rest-login`: N clients sign the same account in back-to-back for D seconds. Each login
 //! verifies an argon2id hash, so this measures the password work the server can do.
 
-use std::time::Duration;
-
+use crate::RunArgs;
+use crate::http::{KeepAlive, RequestTemplate, Target};
+use crate::rest_create::closed_loop;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
-
-use crate::RunArgs;
-use crate::http::{KeepAlive, RequestTemplate, Target};
-use crate::rest_create::client;
-use crate::stats::Report;
 
 const SCENARIO: &str = "rest-login";
 
@@ -51,34 +45,5 @@ pub async fn run(args: &Args) -> Result<()> {
         );
     }
     let login = template("/api/auth/login")?;
-    let mut conns = Vec::with_capacity(run.clients as usize);
-    for i in 0..run.clients {
-        let mut c = KeepAlive::new(target.addr);
-        c.connect()
-            .await
-            .with_context(|| format!("opening connection {} of {}", i + 1, run.clients))?;
-        conns.push(c);
-    }
-    let warmup = Duration::from_secs(run.warmup);
-    let measured = Duration::from_secs(run.duration);
-    let warmup_end = Instant::now() + warmup;
-    let end = warmup_end + measured;
-    let mut tasks = JoinSet::new();
-    for conn in conns {
-        tasks.spawn(client(conn, login.clone(), StatusCode::OK, warmup_end, end));
-    }
-    let mut recorders = Vec::new();
-    let mut reconnects = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (rec, rc) = joined.context("a client task panicked")?;
-        recorders.push(rec);
-        reconnects += rc;
-    }
-    let report = Report::merge(SCENARIO, measured, warmup, recorders, reconnects);
-    if run.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
-    }
-    Ok(())
+    closed_loop(SCENARIO, run, &target, login, StatusCode::OK).await
 }

@@ -56,6 +56,18 @@ pub async fn run(args: &Args) -> Result<()> {
         authorization: None,
     };
 
+    closed_loop(SCENARIO, run, &target, template, StatusCode::CREATED).await
+}
+
+/// Runs `run.clients` keep-alive clients sending `template` back-to-back through warm-up and
+/// the measured window, then prints the report. Shared by the closed-loop HTTP scenarios.
+pub(crate) async fn closed_loop(
+    scenario: &'static str,
+    run: &RunArgs,
+    target: &Target,
+    template: RequestTemplate,
+    ok_status: StatusCode,
+) -> Result<()> {
     // Connect everyone before starting the clock, so connection setup is not measured even
     // with no warm-up, and so a server that refuses connections fails the run up front.
     let mut conns = Vec::with_capacity(run.clients as usize);
@@ -69,19 +81,12 @@ pub async fn run(args: &Args) -> Result<()> {
 
     let warmup = Duration::from_secs(run.warmup);
     let measured = Duration::from_secs(run.duration);
-    let start = Instant::now();
-    let warmup_end = start + warmup;
+    let warmup_end = Instant::now() + warmup;
     let end = warmup_end + measured;
 
     let mut tasks = JoinSet::new();
     for conn in conns {
-        tasks.spawn(client(
-            conn,
-            template.clone(),
-            StatusCode::CREATED,
-            warmup_end,
-            end,
-        ));
+        tasks.spawn(client(conn, template.clone(), ok_status, warmup_end, end));
     }
     let mut recorders = Vec::with_capacity(run.clients as usize);
     let mut reconnects = 0;
@@ -91,7 +96,7 @@ pub async fn run(args: &Args) -> Result<()> {
         reconnects += rc;
     }
 
-    let report = Report::merge(SCENARIO, measured, warmup, recorders, reconnects);
+    let report = Report::merge(scenario, measured, warmup, recorders, reconnects);
     if run.json {
         println!("{}", report.json());
     } else {
@@ -144,7 +149,7 @@ pub(crate) async fn check_gets(target: &Target, checks: &[(String, &str)]) -> Re
 /// One virtual client: sends requests back-to-back on its own connection until `end`.
 /// A request counts if it completes inside [warmup_end, end]; one still in flight at `end` is
 /// abandoned, which keeps the run strictly bounded even if the server stops answering.
-pub(crate) async fn client(
+async fn client(
     mut conn: KeepAlive,
     template: RequestTemplate,
     ok_status: StatusCode,
