@@ -145,20 +145,34 @@ fn assign_owner(
     }
 }
 
+/// Loads one record and applies the collection's rule for `op` to it: a missing record is 404
+/// before any permission check (spec order), then 401/403.
+async fn load_authorized(
+    state: &AppState,
+    ctx: &AuthContext,
+    name: &str,
+    id: &str,
+    op: Operation,
+) -> Result<(Arc<Collection>, Value), ApiError> {
+    let c = collection(state, name)?;
+    let record = state.records.get(c.clone(), id.to_string()).await?;
+    let p = &c.def.permissions;
+    let rule = match op {
+        Operation::Update => p.update,
+        Operation::Delete => p.delete,
+        _ => p.read,
+    };
+    require(decide(ctx, rule, op, owner_of(&record)))?;
+    Ok((c, record))
+}
+
 pub async fn get(
     state: &AppState,
     ctx: &AuthContext,
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let c = collection(state, name)?;
-    let record = state.records.get(c.clone(), id.to_string()).await?;
-    require(decide(
-        ctx,
-        c.def.permissions.read,
-        Operation::Read,
-        owner_of(&record),
-    ))?;
+    let (_, record) = load_authorized(state, ctx, name, id, Operation::Read).await?;
     Ok(json_response(StatusCode::OK, &record))
 }
 
@@ -170,19 +184,11 @@ pub async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let c = collection(state, name)?;
-    let existing = state.records.get(c.clone(), id.to_string()).await?;
-    let owner = owner_of(&existing).map(str::to_string);
-    require(decide(
-        ctx,
-        c.def.permissions.update,
-        Operation::Update,
-        owner.as_deref(),
-    ))?;
+    let (c, existing) = load_authorized(state, ctx, name, id, Operation::Update).await?;
     let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
     if c.owner_field.is_some() && !ctx.is_admin() {
         let wanted = body.get("user_id");
-        if wanted.is_some_and(|w| w.as_str() != owner.as_deref()) {
+        if wanted.is_some_and(|w| w.as_str() != owner_of(&existing)) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -190,7 +196,7 @@ pub async fn update(
             ));
         }
     }
-    let required_owner = required_owner(ctx, &c, c.def.permissions.update);
+    let required_owner = required_owner(ctx, c.def.permissions.update);
     let record = state
         .records
         .update(c, id.to_string(), body, required_owner, file_access(ctx))
@@ -204,15 +210,8 @@ pub async fn delete(
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let c = collection(state, name)?;
-    let existing = state.records.get(c.clone(), id.to_string()).await?;
-    require(decide(
-        ctx,
-        c.def.permissions.delete,
-        Operation::Delete,
-        owner_of(&existing),
-    ))?;
-    let required_owner = required_owner(ctx, &c, c.def.permissions.delete);
+    let (c, _) = load_authorized(state, ctx, name, id, Operation::Delete).await?;
+    let required_owner = required_owner(ctx, c.def.permissions.delete);
     state
         .records
         .delete(c, id.to_string(), required_owner)
@@ -230,7 +229,7 @@ fn file_access(ctx: &AuthContext) -> FileAccess {
 }
 
 /// Under `owner`, a non-admin's write must still find the record owned by them when it runs.
-fn required_owner(ctx: &AuthContext, _c: &Collection, rule: bakend_auth::Rule) -> Option<String> {
+fn required_owner(ctx: &AuthContext, rule: bakend_auth::Rule) -> Option<String> {
     match (rule, ctx.user()) {
         (bakend_auth::Rule::Owner, Some(u)) if !ctx.is_admin() => Some(u.id.clone()),
         _ => None,
