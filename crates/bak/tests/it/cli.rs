@@ -100,3 +100,26 @@ async fn json_log_format_prints_one_object_per_line() {
     }
     assert!(err.contains("\"message\":\"Shutting down\""));
 }
+
+#[tokio::test]
+async fn a_taken_port_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    first.wait_ready().await;
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(bak_bin())
+        .args(["start", "--port", &first.port.to_string()])
+        .current_dir(other.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Failed to start server. Is port {} in use?",
+            first.port
+        )),
+        "{err}"
+    );
+}
