@@ -10,7 +10,7 @@ scenario=$1
 shift
 port=${PORT:-18090}
 
-cargo build --release -q -p bak -p bakend-bench
+[[ -n "${BAK_BIN:-}" ]] || cargo build --release -q -p bak -p bakend-bench
 dir=$(mktemp -d /tmp/bakend-rt.XXXXXX)
 trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
 mkdir -p "$dir/collections"
@@ -22,13 +22,13 @@ cat > "$dir/collections/bench_owned.json" <<'JSON'
  "permissions":{"create":"authenticated","read":"owner","update":"owner","delete":"owner"}}
 JSON
 echo '{"auth":{"rateLimit":{"attempts":0}},"realtime":{"queueCapacity":4096}}' > "$dir/bakend.json"
-(cd "$dir" && exec taskset -c 0 "$OLDPWD/target/release/bak" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
+(cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
-pid=$(pgrep -f "bak start --port $port" | head -1)
+pid=$server  # the subshell execs taskset, which execs bak
 extra=()
 [[ $scenario == idle ]] && extra=(--server-pid "$pid")
 taskset -c 1 target/release/bakend-bench "$scenario" --url "http://127.0.0.1:$port" "${extra[@]}" "$@"

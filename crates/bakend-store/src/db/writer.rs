@@ -203,15 +203,18 @@ fn run_writer(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
+    let mut last_batch = 0;
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
             Some(Msg::Stop) | None => break,
         }
-        // Gather what is queued. Yielding once when the queue looks empty lets request threads
-        // that share this core hand over the writes they are parsing, so one commit (one
-        // fsync) serves more of them; when nothing else is runnable the yield returns at once.
-        let mut yielded = false;
+        // Gather what is queued. Under load, yielding once when the queue looks empty lets
+        // request threads that share this core hand over the writes they are parsing, so one
+        // commit (one fsync) serves more of them. When writes arrive one at a time there is
+        // nothing to wait for, and a yield would only let other work (a big realtime fan-out)
+        // delay this commit, so the writer yields only after a batch of several writes.
+        let mut yielded = last_batch < 2;
         while batch.len() < MAX_BATCH && !stopping {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
@@ -223,6 +226,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        last_batch = batch.len();
         run_batch(&mut conn, &mut batch, bus.as_ref(), stats);
     }
     rx.close();
