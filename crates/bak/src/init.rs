@@ -33,11 +33,7 @@ pub fn run(name: Option<&str>) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "bakend-app".into()),
     };
-    let secret = format!(
-        "{}{}",
-        bakend_core::ids::new_id(""),
-        bakend_core::ids::new_id("")
-    );
+    let secret = bakend_core::ids::random_secret();
     let config = serde_json::json!({
         "port": 8080,
         "database": "./bakend.db",

@@ -20,6 +20,13 @@ pub fn new_time_ordered_id(prefix: &str) -> String {
     with_prefix(prefix, uuid::Uuid::now_v7())
 }
 
+/// A random secret of 64 hex characters (256 bits), for generated signing keys.
+pub fn random_secret() -> String {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    format!("{}{}", a.simple(), b.simple())
+}
+
 fn with_prefix(prefix: &str, id: uuid::Uuid) -> String {
     let mut out = String::with_capacity(prefix.len() + 36);
     out.push_str(prefix);

@@ -285,7 +285,7 @@ async fn resolve_secret(config: &Config, db: &Database) -> Result<Arc<str>, Stor
             if let Some(s) = meta_get(conn, "generated_jwt_secret")? {
                 return Ok(Committed::new(s));
             }
-            let s = format!("{}{}", uuid_hex(), uuid_hex());
+            let s = bakend_core::ids::random_secret();
             meta_set(conn, "generated_jwt_secret", &s)?;
             Ok(Committed::new(s))
         })
@@ -294,8 +294,4 @@ async fn resolve_secret(config: &Config, db: &Database) -> Result<Arc<str>, Stor
         "No auth.jwtSecret is configured: using a generated development secret stored in the database. Set auth.jwtSecret in bakend.json (or BAKEND_AUTH_JWT_SECRET) before production use"
     );
     Ok(Arc::from(secret))
-}
-
-fn uuid_hex() -> String {
-    bakend_core::ids::new_id("").replace('-', "")
 }
