@@ -54,6 +54,18 @@ pub enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// Inspect user functions (functions/**/*.ts).
+    Functions {
+        #[command(subcommand)]
+        command: FunctionsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FunctionsCommand {
+    /// Print every registered trigger (collection, type, event type, project-relative file)
+    /// without starting the server.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +151,9 @@ pub fn run() -> ExitCode {
                     print_events,
                 },
         }) => crate::storage::prune(&cli, grace, *dry_run, *print_events),
+        Some(Command::Functions {
+            command: FunctionsCommand::List,
+        }) => crate::functions::list(&cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod functions;
 mod init;
 mod start;
 mod storage;

@@ -10,6 +10,7 @@ use bakend_auth::AuthService;
 use bakend_auth::Rule;
 use bakend_core::config::Config;
 use bakend_events::{EventBus, LocalBus};
+use bakend_functions::{FunctionsConfig, FunctionsHost};
 use bakend_realtime::{Hub, ReadRules};
 use bakend_storage::{FileService, LocalBlobStore};
 use bakend_store::collections::sync;
@@ -36,6 +37,9 @@ pub enum StartError {
     Bind(u16),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A function file failed to compile or load (fatal at start, per the spec).
+    #[error("{0}")]
+    Functions(String),
 }
 
 impl From<StoreError> for StartError {
@@ -55,6 +59,7 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
+    functions: Option<FunctionsHost>,
 }
 
 impl Server {
@@ -77,6 +82,10 @@ impl Server {
             tracing::error!("HTTP server task failed: {e}");
         }
         self.purge.abort();
+        if let Some(mut functions) = self.functions.take() {
+            // Joins the JS worker threads; never on the async executor.
+            let _ = tokio::task::spawn_blocking(move || functions.shutdown()).await;
+        }
         let db = self.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         let stats = self.db.writer_stats();
@@ -182,10 +191,30 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     }
     let purge = tokio::spawn(purge_sessions(auth.clone()));
 
+    // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
+    let functions = {
+        let dir = config.project_dir.clone();
+        let fbus = bus.clone();
+        tokio::task::spawn_blocking(move || {
+            FunctionsHost::start(&dir, fbus, FunctionsConfig::default())
+        })
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+    };
+    let functions = match functions {
+        Ok(f) => f,
+        Err(e) => {
+            purge.abort();
+            close(&db).await;
+            return Err(StartError::Functions(e.to_string()));
+        }
+    };
+
     let listener = match bind(config.port).await {
         Ok(l) => l,
         Err(_) => {
             purge.abort();
+            let _ = tokio::task::spawn_blocking(move || drop(functions)).await;
             close(&db).await;
             return Err(StartError::Bind(config.port));
         }
@@ -231,6 +260,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         purge,
         stop: Some(stop_tx),
         task,
+        functions: Some(functions),
     })
 }
 

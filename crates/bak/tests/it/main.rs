@@ -8,6 +8,7 @@ mod config_errors;
 mod durability;
 mod events;
 mod fields;
+mod functions;
 mod harness;
 mod permissions;
 mod realtime;
