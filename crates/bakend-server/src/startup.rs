@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::state::AppState;
+use crate::state::{AppState, FunctionsView};
 use crate::{cors, error, routes};
 
 /// The secret upstream shipped as a default; using it is worth a warning.
@@ -221,6 +221,10 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     };
     let addr = listener.local_addr()?;
 
+    let functions_view = FunctionsView {
+        triggers: Arc::new(functions.triggers().to_vec()),
+        stats: functions.stats(),
+    };
     let config = Arc::new(config);
     let state = AppState {
         config: config.clone(),
@@ -229,6 +233,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         auth,
         realtime,
         files: file_service,
+        functions: functions_view,
         jwt_secret,
     };
     let app = Router::new()

@@ -133,3 +133,54 @@ fn bak_functions_list_prints_triggers_without_a_server() {
         "No function triggers registered.\n"
     );
 }
+
+#[tokio::test]
+async fn admins_list_triggers_with_invocation_counts() {
+    let dir = project(&[
+        ("functions/posts/notify.ts", NOTIFY),
+        (
+            "functions/posts/helpers.ts",
+            "export const shout = (s: string): string => s.toUpperCase();",
+        ),
+    ]);
+    let env_dir = dir;
+    let mut s =
+        TestServer::start_in_with_env(env_dir, &[("BAKEND_ADMIN_EMAIL", "root@example.com")]).await;
+    let admin = s.register("root@example.com").await;
+    s.create("posts", json!({"title": "hello"})).await;
+    s.create("posts", json!({"title": "other"})).await;
+    let mut done = 0;
+    assert!(
+        eventually(|| {
+            done += s
+                .take_events()
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.event_type.as_str(),
+                        "function.completed" | "function.failed"
+                    )
+                })
+                .count();
+            done >= 2
+        })
+        .await
+    );
+    let r = s
+        .call(
+            reqwest::Method::GET,
+            "/api/admin/functions",
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({"items": [{"collection": "posts", "type": "create", "eventType": "posts.created",
+                          "filePath": "functions/posts/notify.ts", "invocations": 2, "failures": 1}]})
+    );
+    let anon = s.get("/api/admin/functions").await;
+    assert_eq!(anon.status, 401);
+    s.shutdown().await;
+}

@@ -57,6 +57,29 @@ pub async fn handle(
                 &json!({ "items": items, "total": total }),
             ))
         }
+        ["functions"] => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            let items: Vec<Value> = state
+                .functions
+                .triggers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let (invocations, failures) = state.functions.stats.trigger_counts(i);
+                    json!({
+                        "collection": t.collection,
+                        "type": t.trigger,
+                        "eventType": t.event_type,
+                        "filePath": t.file,
+                        "invocations": invocations,
+                        "failures": failures,
+                    })
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+        }
         ["realtime"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
