@@ -247,11 +247,19 @@ async fn recv_change(
     }
 }
 
-fn index_add(map: &mut HashMap<Box<str>, HashSet<u64>>, key: &str, id: u64) {
+type ChannelIndex = HashMap<Box<str>, HashSet<u64>>;
+
+/// Files connection `id` under `channel`: exact channels and `prefix.*` wildcards live in
+/// separate indexes.
+fn index_add(exact: &mut ChannelIndex, prefix: &mut ChannelIndex, channel: &str, id: u64) {
+    let (key, is_prefix) = index_key(channel);
+    let map = if is_prefix { prefix } else { exact };
     map.entry(Box::from(key)).or_default().insert(id);
 }
 
-fn index_remove(map: &mut HashMap<Box<str>, HashSet<u64>>, key: &str, id: u64) {
+fn index_remove(exact: &mut ChannelIndex, prefix: &mut ChannelIndex, channel: &str, id: u64) {
+    let (key, is_prefix) = index_key(channel);
+    let map = if is_prefix { prefix } else { exact };
     if let Some(set) = map.get_mut(key) {
         set.remove(&id);
         if set.is_empty() {
@@ -360,16 +368,7 @@ impl State {
                 return;
             }
             c.subs.push(Box::from(channel.as_str()));
-            let (key, is_prefix) = index_key(&channel);
-            index_add(
-                if is_prefix {
-                    &mut self.prefix
-                } else {
-                    &mut self.exact
-                },
-                key,
-                id,
-            );
+            index_add(&mut self.exact, &mut self.prefix, &channel, id);
             self.stats.subscriptions.fetch_add(1, Relaxed);
         }
         push(c, protocol::subscribed_frame(&channel), &self.stats);
@@ -381,16 +380,7 @@ impl State {
         };
         if let Some(pos) = c.subs.iter().position(|s| **s == *channel) {
             c.subs.swap_remove(pos);
-            let (key, is_prefix) = index_key(channel);
-            index_remove(
-                if is_prefix {
-                    &mut self.prefix
-                } else {
-                    &mut self.exact
-                },
-                key,
-                id,
-            );
+            index_remove(&mut self.exact, &mut self.prefix, channel, id);
             self.stats.subscriptions.fetch_sub(1, Relaxed);
         }
         push(c, protocol::unsubscribed_frame(channel), &self.stats);
@@ -402,16 +392,7 @@ impl State {
             return;
         };
         for s in &c.subs {
-            let (key, is_prefix) = index_key(s);
-            index_remove(
-                if is_prefix {
-                    &mut self.prefix
-                } else {
-                    &mut self.exact
-                },
-                key,
-                id,
-            );
+            index_remove(&mut self.exact, &mut self.prefix, s, id);
         }
         self.stats
             .subscriptions
