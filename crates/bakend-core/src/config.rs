@@ -104,6 +104,21 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// Limits of user functions (`functions` in bakend.json); `None` keeps the engine's default.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionsSettings {
+    /// JS worker threads (default `min(2, cores)`).
+    pub workers: Option<usize>,
+    /// Invocations that may wait for a worker before new ones are dropped (and reported).
+    pub queue_capacity: Option<usize>,
+    /// Time limit per invocation unless a file exports `timeout` (default 5 s).
+    pub timeout: Option<Duration>,
+    /// Heap limit per JS runtime in bytes (default 64 MiB).
+    pub memory_limit: Option<usize>,
+    /// Stack limit per JS runtime in bytes (default 512 KiB).
+    pub stack_size: Option<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Absolute path of the config file (it may not exist).
@@ -123,6 +138,10 @@ pub struct Config {
     pub dashboard_enabled: bool,
     pub api: ApiConfig,
     pub realtime: RealtimeConfig,
+    pub functions: FunctionsSettings,
+    /// Reload functions and jobs when their files change (`bak dev`, `bak start --watch`; not
+    /// a bakend.json key).
+    pub watch: bool,
     /// Things worth telling the operator that do not stop start-up (unknown keys).
     pub warnings: Vec<String>,
 }
@@ -155,6 +174,14 @@ const TOP_KEYS: &[&str] = &[
     "dashboard",
     "api",
     "realtime",
+    "functions",
+];
+const FUNCTIONS_KEYS: &[&str] = &[
+    "workers",
+    "queueCapacity",
+    "timeoutMs",
+    "memoryLimitMb",
+    "stackSizeKb",
 ];
 const REALTIME_KEYS: &[&str] = &[
     "maxSubscriptions",
@@ -264,6 +291,8 @@ impl Config {
                 max_per_page: DEFAULT_MAX_PER_PAGE,
             },
             realtime: RealtimeConfig::default(),
+            functions: FunctionsSettings::default(),
+            watch: false,
             warnings: Vec::new(),
         };
         let file = FileCtx { path: &shown };
@@ -357,6 +386,13 @@ impl Config {
                 .ok_or_else(|| f.invalid("realtime", "realtime must be an object"))?;
             f.warn_unknown(rt, REALTIME_KEYS, "realtime.", &mut self.warnings);
             self.apply_realtime(rt, f)?;
+        }
+        if let Some(v) = root.get("functions") {
+            let fns = v
+                .as_object()
+                .ok_or_else(|| f.invalid("functions", "functions must be an object"))?;
+            f.warn_unknown(fns, FUNCTIONS_KEYS, "functions.", &mut self.warnings);
+            self.apply_functions(fns, f)?;
         }
         if let Some(v) = root.get("api") {
             let api = v
@@ -462,6 +498,31 @@ impl Config {
         if let Some(n) = int("queueCapacity", 8, 1_000_000)? {
             r.queue_capacity = n as usize;
         }
+        Ok(())
+    }
+
+    fn apply_functions(&mut self, o: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
+        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
+            match o.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        f.invalid(
+                            &format!("functions.{key}"),
+                            format!("functions.{key} must be an integer between {lo} and {hi}"),
+                        )
+                    }),
+            }
+        };
+        let s = &mut self.functions;
+        s.workers = int("workers", 1, 64)?.map(|n| n as usize);
+        s.queue_capacity = int("queueCapacity", 1, 1_000_000)?.map(|n| n as usize);
+        s.timeout = int("timeoutMs", 1, 3_600_000)?.map(Duration::from_millis);
+        s.memory_limit = int("memoryLimitMb", 1, 16_384)?.map(|n| n as usize * 1024 * 1024);
+        s.stack_size = int("stackSizeKb", 64, 1_048_576)?.map(|n| n as usize * 1024);
         Ok(())
     }
 

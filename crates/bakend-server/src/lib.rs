@@ -10,6 +10,7 @@ mod response;
 mod routes;
 mod startup;
 mod state;
+mod user_code;
 
 pub use error::ApiError;
 pub use startup::{Server, StartError, start, start_with_bus};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
-use bakend_functions::{Stats as FunctionStats, TriggerInfo};
+use bakend_functions::FunctionsHost;
 use bakend_realtime::Hub;
 use bakend_storage::FileService;
 use bakend_store::RecordStore;
@@ -18,14 +18,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub realtime: Arc<Hub>,
     /// The loaded function triggers and their counters, for the admin API.
-    pub functions: FunctionsView,
+    pub functions: Arc<FunctionsHost>,
     pub files: Arc<FileService>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
-}
-
-#[derive(Clone)]
-pub struct FunctionsView {
-    pub triggers: Arc<Vec<TriggerInfo>>,
-    pub stats: Arc<FunctionStats>,
 }

@@ -6,7 +6,7 @@ mod accounts;
 mod admin;
 mod health;
 pub mod realtime;
-mod records;
+pub(crate) mod records;
 mod storage;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
