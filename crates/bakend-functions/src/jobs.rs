@@ -240,6 +240,7 @@ fn serve(
     queue: Arc<Mutex<Receiver<RunRequest>>>,
     ready: std::sync::mpsc::Sender<Result<Vec<JobModule>, FunctionsError>>,
 ) {
+    worker::lower_thread_priority();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

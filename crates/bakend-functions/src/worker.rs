@@ -353,6 +353,21 @@ pub(crate) fn emit(
     }
 }
 
+/// Lowers the calling thread's scheduling priority: user code competes for the CPU with the
+/// HTTP and realtime paths, and a busy-looping handler must not slow other clients' requests
+/// while it runs towards its time limit.
+pub(crate) fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread (Linux nice values are per thread); no memory
+    // is touched.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, JS_THREAD_NICE);
+    }
+}
+
+const JS_THREAD_NICE: i32 = 10;
+
 /// Body of one worker thread. Reports its load result on `ready`, then serves `queue` until it
 /// closes.
 pub(crate) fn run(
@@ -360,6 +375,7 @@ pub(crate) fn run(
     queue: Arc<Mutex<Receiver<Invocation>>>,
     ready: Sender<Result<Vec<TriggerInfo>, FunctionsError>>,
 ) {
+    lower_thread_priority();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

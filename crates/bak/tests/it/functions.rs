@@ -204,7 +204,7 @@ fn project_with_audit(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// event seen.
 async fn finished(s: &mut TestServer, n: usize) -> Vec<bakend_core::SharedEvent> {
     let mut seen = Vec::new();
-    let ok = eventually(|| {
+    let ok = eventually_within(Duration::from_secs(10), || {
         seen.extend(
             s.take_events()
                 .into_iter()
@@ -533,4 +533,54 @@ async fn hot_reload_swaps_functions_and_keeps_the_old_ones_on_a_broken_edit() {
     );
     bak.signal(libc::SIGTERM);
     bak.wait_exit().await;
+}
+
+/// Median of sequential GET latencies, in microseconds.
+async fn median_get_us(s: &TestServer, path: &str, n: usize) -> u128 {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        assert_eq!(s.get(path).await.status, 200);
+        v.push(t.elapsed().as_micros());
+    }
+    v.sort_unstable();
+    v[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_function_does_not_slow_rest_for_other_clients() {
+    let dir = project(&[(
+        "functions/spin.ts",
+        r#"import { onCreate } from "bakend/functions";
+           export const timeout = 3000;
+           onCreate("posts", ({ record }) => { if (record.title === "spin") { while (true) {} } });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    let rec = s.create("posts", json!({"title": "calm"})).await;
+    let path = format!("/api/posts/{}", rec["id"].as_str().unwrap());
+    median_get_us(&s, &path, 30).await;
+    let baseline = median_get_us(&s, &path, 100).await;
+    s.take_events();
+    s.create("posts", json!({"title": "spin"})).await;
+    let during = median_get_us(&s, &path, 100).await;
+    // The measurement ran while the handler was still spinning (its limit is 3 s).
+    let events = s.take_events();
+    assert!(
+        events.iter().any(|e| e.event_type == "function.started")
+            && !events.iter().any(|e| e.event_type == "function.failed"),
+        "the runaway was not running during the measurement: {events:#?}"
+    );
+    println!("REST GET median: {baseline} µs before, {during} µs while a function spins");
+    // 2× the baseline, with a 1 ms floor for timer noise on a loaded CI machine.
+    assert!(
+        during <= 2 * baseline + 1000,
+        "GET median {during} µs while a function spins, {baseline} µs before"
+    );
+    let failed = finished(&mut s, 1).await;
+    assert!(
+        failed.iter().any(|e| e.event_type == "function.failed"
+            && e.payload["error"] == "Function timed out after 3000 ms"),
+        "{failed:#?}"
+    );
+    s.shutdown().await;
 }
