@@ -2,6 +2,8 @@
 # Measures `rest-create` the way BENCHMARKS.md reports it: release build, server pinned to core 0,
 # load tool pinned to core 1, a fresh project in a temp dir, one run of D seconds per repetition.
 # Usage: scripts/bench-rest-create.sh [clients=32] [duration=10] [runs=3]
+# TRIGGER=noop|db adds a function on `bench.created` (a no-op, or one running a db query) to
+# measure REST throughput with an active trigger.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-32}
@@ -16,6 +18,21 @@ mkdir -p "$dir/collections"
 cat > "$dir/collections/bench.json" <<'JSON'
 {"name":"bench","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}]}
 JSON
+case "${TRIGGER:-}" in
+  noop) mkdir -p "$dir/functions"
+        echo 'import { onCreate } from "bakend/functions"; onCreate("bench", () => {});' > "$dir/functions/bench.ts" ;;
+  db)   mkdir -p "$dir/functions"
+        cat > "$dir/functions/bench.ts" <<'TS'
+import { onCreate } from "bakend/functions";
+onCreate("bench", ({ record, db }) => {
+  const row = db.query("SELECT title FROM bench WHERE id = ?").get(record.id);
+  if (!row) throw new Error("missing");
+});
+TS
+        ;;
+  "") ;;
+  *) echo "TRIGGER must be noop or db" >&2; exit 2 ;;
+esac
 (cd "$dir" && exec taskset -c 0 "$OLDPWD/target/release/bak" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do
@@ -29,3 +46,6 @@ for r in $(seq 1 "$runs"); do
 done
 kill -INT $server; wait $server || true
 echo "--- database after the runs: $(du -h "$dir/bakend.db" | cut -f1)"; grep "Database closed" "$dir/server.err" || true
+if [ -n "${TRIGGER:-}" ]; then
+  echo "--- function invocations dropped (queue full): $(grep -c "queue is full" "$dir/server.err" || true) log line(s)"
+fi
