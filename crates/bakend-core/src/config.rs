@@ -90,6 +90,14 @@ pub struct RealtimeConfig {
     /// Frames that may wait for one connection; a connection that falls this far behind is
     /// closed with 4008 `slow_consumer`.
     pub queue_capacity: usize,
+    /// Keep the event journal that lets clients resume (`since`) after a disconnect.
+    pub journal: bool,
+    /// Journal retention: the newest this many events…
+    pub journal_max_events: u64,
+    /// …and none older than this.
+    pub journal_max_age: Duration,
+    /// Most events one resume replays; a longer gap answers `recovered: false`.
+    pub max_replay_events: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -100,6 +108,10 @@ impl Default for RealtimeConfig {
             token_grace: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
             queue_capacity: 1024,
+            journal: true,
+            journal_max_events: 100_000,
+            journal_max_age: Duration::from_secs(24 * 3600),
+            max_replay_events: 20_000,
         }
     }
 }
@@ -189,6 +201,10 @@ const REALTIME_KEYS: &[&str] = &[
     "tokenGraceSeconds",
     "maxMessageBytes",
     "queueCapacity",
+    "journal",
+    "journalMaxEvents",
+    "journalMaxAgeHours",
+    "maxReplayEvents",
 ];
 const AUTH_KEYS: &[&str] = &[
     "jwtSecret",
@@ -497,6 +513,20 @@ impl Config {
         }
         if let Some(n) = int("queueCapacity", 8, 1_000_000)? {
             r.queue_capacity = n as usize;
+        }
+        if let Some(v) = rt.get("journal") {
+            r.journal = v.as_bool().ok_or_else(|| {
+                f.invalid("realtime.journal", "realtime.journal must be a boolean")
+            })?;
+        }
+        if let Some(n) = int("journalMaxEvents", 1, 1_000_000_000)? {
+            r.journal_max_events = n;
+        }
+        if let Some(n) = int("journalMaxAgeHours", 1, 24 * 366)? {
+            r.journal_max_age = Duration::from_secs(n * 3600);
+        }
+        if let Some(n) = int("maxReplayEvents", 1, 10_000_000)? {
+            r.max_replay_events = n as usize;
         }
         Ok(())
     }

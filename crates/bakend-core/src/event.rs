@@ -11,7 +11,7 @@ use crate::ids;
 use crate::time;
 
 /// Which subsystem produced an event (the envelope's `source`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventSource {
     Collections,
@@ -30,6 +30,11 @@ pub struct Event {
     pub timestamp: String,
     pub source: EventSource,
     pub payload: Value,
+    /// Position in the event journal (strictly increasing in commit order), set when the event
+    /// is journaled with the change that caused it. Events that are not journaled (function and
+    /// job lifecycle) have none, and the envelope then has no `seq` key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The user the event is about — the owner of a record (for a deletion, the owner it had
     /// before), the account of an auth event, the uploader of a file. Never serialized: it
     /// lets the realtime hub route owner-only events without reading the database.
@@ -72,6 +77,7 @@ impl Event {
             timestamp: time::now_iso(),
             source,
             payload,
+            seq: None,
             subject: None,
             actor: None,
             previous: None,
@@ -99,6 +105,40 @@ impl Event {
         self
     }
 
+    /// An event read back from the journal: its stored envelope (which becomes the cached
+    /// serialization, byte for byte) and the hidden owner it had when it was journaled.
+    pub fn from_journal(
+        envelope: &str,
+        subject: Option<String>,
+    ) -> Result<Event, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            id: String,
+            #[serde(rename = "type")]
+            event_type: String,
+            timestamp: String,
+            source: EventSource,
+            payload: Value,
+            seq: Option<u64>,
+        }
+        let s: Stored = serde_json::from_str(envelope)?;
+        let json = OnceLock::new();
+        let _ = json.set(Arc::from(envelope));
+        Ok(Event {
+            id: s.id,
+            event_type: s.event_type,
+            timestamp: s.timestamp,
+            source: s.source,
+            payload: s.payload,
+            seq: s.seq,
+            subject,
+            actor: None,
+            previous: None,
+            depth: 0,
+            json,
+        })
+    }
+
     /// The envelope as JSON text, computed on first use and then shared.
     pub fn envelope_json(&self) -> Arc<str> {
         self.json
@@ -119,6 +159,7 @@ impl Clone for Event {
             timestamp: self.timestamp.clone(),
             source: self.source,
             payload: self.payload.clone(),
+            seq: self.seq,
             subject: self.subject.clone(),
             actor: self.actor.clone(),
             previous: self.previous.clone(),

@@ -24,6 +24,17 @@ pub struct Identity {
     pub exp: Option<u64>,
     /// A token was given but none was valid: tell the client it is anonymous.
     pub token_rejected: bool,
+    /// `?since=<epoch>:<seq>`: every channel subscribed on this connection (the first time,
+    /// without its own `since`) resumes from there.
+    pub since: Option<protocol::Since>,
+    /// `?since=` was given but is not `<epoch>:<seq>`.
+    pub since_rejected: bool,
+}
+
+/// The connect-time `since` and the channels it has been applied to.
+struct ConnectResume {
+    since: protocol::Since,
+    done: Vec<String>,
 }
 
 pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
@@ -32,7 +43,18 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
     outbox.push(protocol::connected_frame(
         &ids::new_id(ids::CLIENT),
         identity.ctx.user(),
+        hub.epoch(),
     ));
+    if identity.since_rejected {
+        outbox.push(protocol::ProtocolError::InvalidSince.frame());
+    }
+    // Boxed: most connections never use it, and every byte here is paid per idle socket.
+    let mut resume = identity.since.map(|since| {
+        Box::new(ConnectResume {
+            since,
+            done: Vec::new(),
+        })
+    });
     if identity.token_rejected {
         outbox.push(protocol::error_frame(
             "invalid_token",
@@ -69,7 +91,7 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
                         None => {}
                         Some(incoming) => {
                             heard_from_peer = true;
-                            if !on_incoming(&hub, id, &outbox, &mut socket, incoming).await {
+                            if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
                                 break;
                             }
                         }
@@ -92,7 +114,7 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
             },
             incoming = socket.recv() => {
                 heard_from_peer = true;
-                if !on_incoming(&hub, id, &outbox, &mut socket, incoming).await {
+                if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
                     break;
                 }
             }
@@ -107,14 +129,15 @@ async fn on_incoming(
     id: u64,
     outbox: &Outbox,
     socket: &mut WebSocket,
+    resume: &mut Option<Box<ConnectResume>>,
     incoming: Option<Result<Message, axum::Error>>,
 ) -> bool {
     match incoming {
         // Boxed: handling a message (token checks included) is rare next to writing frames,
         // and keeping its state out of the connection future keeps idle sockets small.
-        Some(Ok(Message::Text(t))) => Box::pin(handle(hub, id, outbox, t.as_str())).await,
+        Some(Ok(Message::Text(t))) => Box::pin(handle(hub, id, outbox, resume, t.as_str())).await,
         Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-            Ok(t) => Box::pin(handle(hub, id, outbox, t)).await,
+            Ok(t) => Box::pin(handle(hub, id, outbox, resume, t)).await,
             Err(_) => {
                 outbox.push(protocol::ProtocolError::InvalidJson.frame());
             }
@@ -210,9 +233,25 @@ fn too_big(e: axum::Error) -> bool {
     )
 }
 
-async fn handle(hub: &Arc<Hub>, id: u64, outbox: &Outbox, text: &str) {
+async fn handle(
+    hub: &Arc<Hub>,
+    id: u64,
+    outbox: &Outbox,
+    resume: &mut Option<Box<ConnectResume>>,
+    text: &str,
+) {
     match protocol::parse(text) {
-        Ok(ClientMessage::Subscribe(channel)) => hub.send(Control::Subscribe { id, channel }).await,
+        Ok(ClientMessage::Subscribe { channel, since }) => {
+            let since = since.or_else(|| {
+                let r = resume.as_mut()?;
+                if r.done.contains(&channel) {
+                    return None;
+                }
+                r.done.push(channel.clone());
+                Some(r.since.clone())
+            });
+            hub.send(Control::Subscribe { id, channel, since }).await
+        }
         Ok(ClientMessage::Unsubscribe(channel)) => {
             hub.send(Control::Unsubscribe { id, channel }).await
         }

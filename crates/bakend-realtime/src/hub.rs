@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::outbox::{Outbox, Pushed};
 
 use crate::audience::{Delivery, ReadRules};
-use crate::protocol::{self, index_key, matches};
+use crate::journal::{JournalSource, Replayed};
+use crate::protocol::{self, Since, index_key, matches_event, record_channel};
 
 /// Close codes the hub uses (documented in docs/websocket-api.md).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -56,6 +57,14 @@ pub(crate) enum Control {
     Subscribe {
         id: u64,
         channel: String,
+        since: Option<Since>,
+    },
+    /// The journal's answer to a resume: replay it, then release the held live frames.
+    Replayed {
+        id: u64,
+        channel: String,
+        upto: u64,
+        result: Result<Option<Vec<Replayed>>, String>,
     },
     Unsubscribe {
         id: u64,
@@ -78,6 +87,7 @@ pub(crate) enum Control {
 
 pub struct Hub {
     control: mpsc::Sender<Control>,
+    epoch: Option<String>,
     pub(crate) stats: Arc<HubStats>,
     pub(crate) cfg: RealtimeConfig,
     pub(crate) auth: Arc<AuthService>,
@@ -94,6 +104,9 @@ struct Conn {
     exp: Option<u64>,
     grace_until: Option<Instant>,
     closing: bool,
+    /// While resumes are replaying, live frames wait here so they follow the replay.
+    held: Option<Vec<Utf8Bytes>>,
+    replays: u32,
 }
 
 impl Conn {
@@ -112,6 +125,12 @@ struct State {
     by_user: HashMap<String, HashSet<u64>>,
     admins: HashSet<u64>,
     seq: u64,
+    journal: Option<Arc<dyn JournalSource>>,
+    /// The last journal seq the hub has fanned out: a resume replays up to here and live
+    /// delivery continues after it.
+    journal_seq: u64,
+    /// For replay tasks to report back (weak: the hub must still stop when the `Hub` goes).
+    control: mpsc::WeakSender<Control>,
     last_heartbeat: Instant,
     last_events_in: u64,
     last_frames_out: u64,
@@ -124,9 +143,11 @@ impl Hub {
         auth: Arc<AuthService>,
         rules: Arc<dyn ReadRules>,
         cfg: RealtimeConfig,
+        journal: Option<Arc<dyn JournalSource>>,
     ) -> Arc<Hub> {
         let events = bus.subscribe("realtime", 65_536);
         let (control_tx, control_rx) = mpsc::channel(65_536);
+        let epoch = journal.as_ref().map(|j| j.epoch().to_string());
         let stats = Arc::new(HubStats::default());
         let state = State {
             cfg: cfg.clone(),
@@ -138,6 +159,9 @@ impl Hub {
             by_user: HashMap::new(),
             admins: HashSet::new(),
             seq: 0,
+            journal_seq: journal.as_ref().map(|j| j.last_seq()).unwrap_or(0),
+            journal,
+            control: control_tx.downgrade(),
             last_heartbeat: Instant::now(),
             last_events_in: 0,
             last_frames_out: 0,
@@ -145,11 +169,17 @@ impl Hub {
         tokio::spawn(run(state, events, control_rx, auth.subscribe_changes()));
         Arc::new(Hub {
             control: control_tx,
+            epoch,
             stats,
             cfg,
             auth,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The event journal's epoch, when the journal is on.
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -307,12 +337,25 @@ impl State {
                     exp,
                     grace_until: None,
                     closing: false,
+                    held: None,
+                    replays: 0,
                 };
                 self.conns.insert(id, conn);
                 self.index_identity(id);
                 self.stats.connections.fetch_add(1, Relaxed);
             }
-            Control::Subscribe { id, channel } => self.subscribe(id, channel),
+            Control::Subscribe { id, channel, since } => {
+                self.subscribe(id, &channel);
+                if let Some(since) = since {
+                    self.resume(id, channel, since);
+                }
+            }
+            Control::Replayed {
+                id,
+                channel,
+                upto,
+                result,
+            } => self.replayed(id, &channel, upto, result),
             Control::Unsubscribe { id, channel } => self.unsubscribe(id, &channel),
             Control::Identity { id, ctx, exp, ack } => {
                 self.unindex_identity(id);
@@ -352,7 +395,7 @@ impl State {
         self.admins.remove(&id);
     }
 
-    fn subscribe(&mut self, id: u64, channel: String) {
+    fn subscribe(&mut self, id: u64, channel: &str) {
         let max = self.cfg.max_subscriptions;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -367,11 +410,106 @@ impl State {
                 );
                 return;
             }
-            c.subs.push(Box::from(channel.as_str()));
-            index_add(&mut self.exact, &mut self.prefix, &channel, id);
+            c.subs.push(Box::from(channel));
+            index_add(&mut self.exact, &mut self.prefix, channel, id);
             self.stats.subscriptions.fetch_add(1, Relaxed);
         }
-        push(c, protocol::subscribed_frame(&channel), &self.stats);
+        push(c, protocol::subscribed_frame(channel), &self.stats);
+    }
+
+    /// Starts replaying what `channel` missed since `since`: live frames for the connection
+    /// are held from now on, the journal is read up to the last seq fanned out, and
+    /// [`State::replayed`] sends the replay, `resumed`, then the held frames.
+    fn resume(&mut self, id: u64, channel: String, since: Since) {
+        let upto = self.journal_seq;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.subs.iter().any(|s| **s == *channel) {
+            return; // refused (subscription limit): nothing to resume
+        }
+        let journal = match &self.journal {
+            Some(j) if j.epoch() == since.epoch && since.seq <= upto => j.clone(),
+            _ => {
+                push(
+                    c,
+                    protocol::resumed_frame(&channel, false, upto),
+                    &self.stats,
+                );
+                return;
+            }
+        };
+        let Some(control) = self.control.upgrade() else {
+            return;
+        };
+        c.replays += 1;
+        c.held.get_or_insert_with(Vec::new);
+        let wanted_channel = channel.clone();
+        let wanted: crate::journal::EventFilter = Box::new(move |t, record| {
+            let rc = record.and_then(|r| record_channel(t, r));
+            matches_event(&wanted_channel, t, rc.as_deref())
+        });
+        let read = journal.replay(since.seq, upto, self.cfg.max_replay_events, wanted);
+        tokio::spawn(async move {
+            let result = read.await;
+            let _ = control
+                .send(Control::Replayed {
+                    id,
+                    channel,
+                    upto,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn replayed(
+        &mut self,
+        id: u64,
+        channel: &str,
+        upto: u64,
+        result: Result<Option<Vec<Replayed>>, String>,
+    ) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let recovered = match result {
+            Ok(Some(entries)) => {
+                let mut frames = Vec::with_capacity(entries.len());
+                for r in entries {
+                    let Ok(e) = bakend_core::Event::from_journal(&r.envelope, r.subject) else {
+                        continue;
+                    };
+                    let d = Delivery::of(&e, self.rules.as_ref());
+                    if let Some(f) = d.frame_for(&c.ctx) {
+                        frames.push(f.clone());
+                    }
+                }
+                self.stats
+                    .frames_out
+                    .fetch_add(frames.len() as u64, Relaxed);
+                c.outbox.push_replay(frames);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!("Reading the event journal for a resume failed: {e}");
+                false
+            }
+        };
+        push(
+            c,
+            protocol::resumed_frame(channel, recovered, upto),
+            &self.stats,
+        );
+        c.replays = c.replays.saturating_sub(1);
+        if c.replays == 0
+            && let Some(held) = c.held.take()
+        {
+            for f in held {
+                push(c, f, &self.stats);
+            }
+        }
     }
 
     fn unsubscribe(&mut self, id: u64, channel: &str) {
@@ -403,12 +541,21 @@ impl State {
     fn fan_out(&mut self, e: &SharedEvent) {
         self.seq += 1;
         let seq = self.seq;
+        if let Some(js) = e.seq {
+            self.journal_seq = self.journal_seq.max(js);
+        }
         self.stats.events_in.fetch_add(1, Relaxed);
         if self.conns.is_empty() {
             return;
         }
         let d = Delivery::of(e, self.rules.as_ref());
         let t = e.event_type.as_str();
+        let per_record = (e.source == bakend_core::EventSource::Collections)
+            .then(|| e.payload.get("id").and_then(Value::as_str))
+            .flatten()
+            .and_then(|id| record_channel(t, id));
+        let rc = per_record.as_deref();
+        let hold_limit = self.cfg.queue_capacity.saturating_mul(4);
         let State {
             conns,
             exact,
@@ -423,12 +570,22 @@ impl State {
             if c.last_seq == seq || c.closing {
                 return;
             }
-            if check_subs && !c.subs.iter().any(|s| matches(s, t)) {
+            if check_subs && !c.subs.iter().any(|s| matches_event(s, t, rc)) {
                 return;
             }
             c.last_seq = seq;
             if let Some(frame) = d.frame_for(&c.ctx) {
-                push(c, frame.clone(), stats);
+                match c.held.as_mut() {
+                    Some(held) if held.len() >= hold_limit => {
+                        // Too far behind while resuming: like any slow consumer it is closed,
+                        // and resumes again from its last seq.
+                        c.closing = true;
+                        stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                        c.outbox.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
+                    }
+                    Some(held) => held.push(frame.clone()),
+                    None => push(c, frame.clone(), stats),
+                }
             }
         };
         if let Some(owner) = d.sole_owner() {
@@ -451,6 +608,21 @@ impl State {
         for (i, b) in t.bytes().enumerate() {
             if b == b'.'
                 && let Some(ids) = prefix.get(&t[..=i])
+            {
+                for &id in ids {
+                    deliver(id, false);
+                }
+            }
+        }
+        if let Some(rc) = rc {
+            // `posts.rec_1.updated` and `posts.rec_1.*`.
+            if let Some(ids) = exact.get(rc) {
+                for &id in ids {
+                    deliver(id, false);
+                }
+            }
+            if let Some((record_prefix, _)) = rc.rsplit_once('.')
+                && let Some(ids) = prefix.get(&rc[..=record_prefix.len()])
             {
                 for &id in ids {
                     deliver(id, false);

@@ -9,9 +9,11 @@
 pub mod audience;
 pub mod connection;
 pub mod hub;
+pub mod journal;
 pub mod outbox;
 pub mod protocol;
 
 pub use audience::ReadRules;
 pub use connection::{Identity, serve};
 pub use hub::{Hub, HubStats};
+pub use journal::{JournalSource, Replayed};

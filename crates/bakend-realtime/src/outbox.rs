@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
@@ -31,6 +31,9 @@ pub enum Next {
 pub struct Outbox {
     frames: Mutex<VecDeque<Utf8Bytes>>,
     capacity: usize,
+    /// The current limit: `capacity`, raised while a resume's replay is being written so that
+    /// live frames queued behind it do not count the replay against the client.
+    limit: AtomicUsize,
     /// 0 while open; the close code once closing.
     close_code: AtomicU32,
     close_reason: OnceLock<&'static str>,
@@ -43,6 +46,7 @@ impl Outbox {
         Outbox {
             frames: Mutex::new(VecDeque::new()),
             capacity,
+            limit: AtomicUsize::new(capacity),
             close_code: AtomicU32::new(0),
             close_reason: OnceLock::new(),
             heartbeat: AtomicBool::new(false),
@@ -62,7 +66,7 @@ impl Outbox {
             let Ok(mut q) = self.frames.lock() else {
                 return Pushed::Closing;
             };
-            if q.len() >= self.capacity {
+            if q.len() >= self.limit.load(Ordering::Relaxed) {
                 return Pushed::Full;
             }
             q.push_back(frame);
@@ -73,6 +77,27 @@ impl Outbox {
             self.waker.wake();
         }
         Pushed::Queued(depth)
+    }
+
+    /// Queues a resume's replayed frames regardless of the limit (the hub bounds a replay by
+    /// `realtime.maxReplayEvents`), and keeps `capacity` free behind them for live frames.
+    pub fn push_replay(&self, frames: Vec<Utf8Bytes>) {
+        if frames.is_empty() || self.closing().is_some() {
+            return;
+        }
+        let was_empty = {
+            let Ok(mut q) = self.frames.lock() else {
+                return;
+            };
+            let was_empty = q.is_empty();
+            q.extend(frames);
+            self.limit
+                .fetch_max(q.len() + self.capacity, Ordering::Relaxed);
+            was_empty
+        };
+        if was_empty {
+            self.waker.wake();
+        }
     }
 
     /// Asks the connection to close with `code`; the first request wins.
@@ -104,6 +129,9 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Utf8Bytes> {
         let mut q = self.frames.lock().ok()?;
         let f = q.pop_front();
+        if q.len() < self.capacity && self.limit.load(Ordering::Relaxed) != self.capacity {
+            self.limit.store(self.capacity, Ordering::Relaxed);
+        }
         if q.is_empty() {
             // Most connections are idle most of the time: hold no buffer while empty. (The
             // next frame allocates a small one again; that costs far less than the send.)

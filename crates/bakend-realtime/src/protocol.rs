@@ -7,9 +7,32 @@ use serde_json::{Value, json};
 
 pub const MAX_CHANNEL_LEN: usize = 200;
 
+/// Where a resuming client left off: the journal epoch it was reading and the last `seq` it
+/// received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Since {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+impl Since {
+    /// The connect-time form `?since=<epoch>:<seq>`.
+    pub fn parse_param(s: &str) -> Option<Since> {
+        let (epoch, seq) = s.rsplit_once(':')?;
+        (!epoch.is_empty()).then_some(())?;
+        Some(Since {
+            epoch: epoch.to_string(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    Subscribe(String),
+    Subscribe {
+        channel: String,
+        since: Option<Since>,
+    },
     Unsubscribe(String),
     Ping,
     /// Switch identity; `None` when the message had no string token.
@@ -21,6 +44,8 @@ pub enum ProtocolError {
     InvalidJson,
     InvalidAction,
     InvalidChannel,
+    /// `since` is present but not `{"epoch": string, "seq": non-negative integer}`.
+    InvalidSince,
 }
 
 impl ProtocolError {
@@ -31,6 +56,10 @@ impl ProtocolError {
             ProtocolError::InvalidChannel => {
                 error_frame("invalid_channel", "Channel name is invalid")
             }
+            ProtocolError::InvalidSince => error_frame(
+                "invalid_since",
+                "since must be {\"epoch\": string, \"seq\": non-negative integer}",
+            ),
         }
     }
 }
@@ -57,6 +86,18 @@ pub fn matches(sub: &str, event_type: &str) -> bool {
     }
 }
 
+/// The per-record channel of a collection event: `posts.created` about `rec_1` is
+/// `posts.rec_1.created`, which `posts.rec_1.created` and `posts.rec_1.*` subscribe to.
+pub fn record_channel(event_type: &str, record_id: &str) -> Option<String> {
+    let (collection, action) = event_type.rsplit_once('.')?;
+    Some(format!("{collection}.{record_id}.{action}"))
+}
+
+/// [`matches`] for an event, including its per-record channel when it has one.
+pub fn matches_event(sub: &str, event_type: &str, record_channel: Option<&str>) -> bool {
+    matches(sub, event_type) || record_channel.is_some_and(|r| matches(sub, r))
+}
+
 /// The index key of a subscription: `(key, is_prefix)`; `posts.*` is the prefix `posts.`.
 pub fn index_key(sub: &str) -> (&str, bool) {
     match sub.strip_suffix('*') {
@@ -73,8 +114,22 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         Some(Value::String(c)) if valid_channel(c) => Ok(c.clone()),
         _ => Err(ProtocolError::InvalidChannel),
     };
+    let since = || match msg.get("since") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => match (o.get("epoch"), o.get("seq").and_then(Value::as_u64)) {
+            (Some(Value::String(e)), Some(seq)) if !e.is_empty() => Ok(Some(Since {
+                epoch: e.clone(),
+                seq,
+            })),
+            _ => Err(ProtocolError::InvalidSince),
+        },
+        Some(_) => Err(ProtocolError::InvalidSince),
+    };
     match msg.get("action").and_then(Value::as_str) {
-        Some("subscribe") => Ok(ClientMessage::Subscribe(channel()?)),
+        Some("subscribe") => Ok(ClientMessage::Subscribe {
+            channel: channel()?,
+            since: since()?,
+        }),
         Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(channel()?)),
         Some("ping") => Ok(ClientMessage::Ping),
         Some("auth") => Ok(ClientMessage::Auth(
@@ -92,12 +147,23 @@ pub fn error_frame(code: &str, message: &str) -> Utf8Bytes {
     frame(json!({ "type": "error", "code": code, "message": message }))
 }
 
-pub fn connected_frame(client_id: &str, user: Option<&Caller>) -> Utf8Bytes {
-    frame(json!({ "type": "connected", "clientId": client_id, "user": user.map(safe_user) }))
+/// `epoch` (of the event journal, when it is on) is what a client passes back in `since`.
+pub fn connected_frame(client_id: &str, user: Option<&Caller>, epoch: Option<&str>) -> Utf8Bytes {
+    let mut v = json!({ "type": "connected", "clientId": client_id, "user": user.map(safe_user) });
+    if let Some(e) = epoch {
+        v["epoch"] = json!(e);
+    }
+    frame(v)
 }
 
 pub fn authenticated_frame(user: &Caller) -> Utf8Bytes {
     frame(json!({ "type": "authenticated", "user": safe_user(user) }))
+}
+
+pub fn resumed_frame(channel: &str, recovered: bool, last_seq: u64) -> Utf8Bytes {
+    frame(
+        json!({ "type": "resumed", "channel": channel, "recovered": recovered, "lastSeq": last_seq }),
+    )
 }
 
 pub fn subscribed_frame(channel: &str) -> Utf8Bytes {
@@ -166,6 +232,21 @@ mod tests {
         assert!(matches("posts.*.created", "posts.*.created"));
         assert_eq!(index_key("posts.*"), ("posts.", true));
         assert_eq!(index_key("posts.c*"), ("posts.c*", false));
+        let r = record_channel("posts.updated", "rec_1").unwrap();
+        assert_eq!(r, "posts.rec_1.updated");
+        assert!(matches_event("posts.rec_1.*", "posts.updated", Some(&r)));
+        assert!(matches_event(
+            "posts.rec_1.updated",
+            "posts.updated",
+            Some(&r)
+        ));
+        assert!(!matches_event("posts.rec_2.*", "posts.updated", Some(&r)));
+        assert!(!matches_event(
+            "posts.rec_1.deleted",
+            "posts.updated",
+            Some(&r)
+        ));
+        assert!(matches_event("posts.*", "posts.updated", Some(&r)));
     }
 
     #[test]
@@ -197,8 +278,36 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"action":"subscribe","channel":"a.*","x":1}"#),
-            Ok(ClientMessage::Subscribe("a.*".into()))
+            Ok(ClientMessage::Subscribe {
+                channel: "a.*".into(),
+                since: None
+            })
         );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channel":"a.*","since":{"epoch":"ep_1","seq":7}}"#),
+            Ok(ClientMessage::Subscribe {
+                channel: "a.*".into(),
+                since: Some(Since {
+                    epoch: "ep_1".into(),
+                    seq: 7
+                })
+            })
+        );
+        for bad in [
+            r#"{"action":"subscribe","channel":"a.*","since":5}"#,
+            r#"{"action":"subscribe","channel":"a.*","since":{"epoch":"e","seq":-1}}"#,
+            r#"{"action":"subscribe","channel":"a.*","since":{"seq":1}}"#,
+        ] {
+            assert_eq!(parse(bad), Err(ProtocolError::InvalidSince), "{bad}");
+        }
+        assert_eq!(
+            Since::parse_param("ep_x:12"),
+            Some(Since {
+                epoch: "ep_x".into(),
+                seq: 12
+            })
+        );
+        assert_eq!(Since::parse_param("12"), None);
         assert_eq!(parse(r#"{"action":"auth"}"#), Ok(ClientMessage::Auth(None)));
     }
 }

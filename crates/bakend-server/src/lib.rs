@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod cors;
 mod error;
+mod journal;
 mod response;
 mod routes;
 mod startup;

@@ -125,9 +125,11 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
 
     let location = config.database.clone();
     let open_bus = bus.clone();
-    let db = tokio::task::spawn_blocking(move || Database::open(&location, open_bus))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let journal_on = config.realtime.journal;
+    let db =
+        tokio::task::spawn_blocking(move || Database::open_with(&location, open_bus, journal_on))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
     let db = Arc::new(db);
 
     let storage_root = config.storage.clone();
@@ -187,16 +189,34 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             .map_err(|e| StartError::Io(std::io::Error::other(e)))?
     };
     let auth = Arc::new(auth);
+    let journal = db.journal().cloned().map(|info| {
+        Arc::new(crate::journal::StoreJournal {
+            db: db.clone(),
+            info,
+        }) as Arc<dyn bakend_realtime::JournalSource>
+    });
     let realtime = Hub::start(
         bus.as_ref(),
         auth.clone(),
         Arc::new(RegistryRules(registry.clone())),
         config.realtime.clone(),
+        journal,
     );
     if let Err(e) = auth.purge_expired_sessions().await {
         tracing::warn!("Deleting expired sessions failed: {e}");
     }
-    let purge = tokio::spawn(purge_sessions(auth.clone()));
+    let purge = {
+        let sessions = tokio::spawn(purge_sessions(auth.clone()));
+        let trim = tokio::spawn(crate::journal::trim_forever(
+            db.clone(),
+            config.realtime.clone(),
+        ));
+        tokio::spawn(async move {
+            // Aborting this task (at shutdown) drops both.
+            let _guard = (AbortOnDrop(sessions), AbortOnDrop(trim));
+            std::future::pending::<()>().await
+        })
+    };
 
     // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
     let records = RecordStore::new(db.clone(), registry);
@@ -308,6 +328,15 @@ fn functions_config(config: &Config) -> FunctionsConfig {
         memory_limit: s.memory_limit.unwrap_or(d.memory_limit),
         stack_size: s.stack_size.unwrap_or(d.stack_size),
         ..d
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -13,6 +13,7 @@ mod harness;
 mod permissions;
 mod realtime;
 mod rest;
+mod resume;
 mod storage;
 mod storm;
 mod ws;

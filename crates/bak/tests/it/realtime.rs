@@ -180,7 +180,14 @@ async fn wildcards_match_prefixes_and_each_event_arrives_once() {
     assert!(e["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(e["timestamp"].as_str().unwrap().len(), 24);
     let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["id", "type", "timestamp", "source", "payload"]);
+    assert_eq!(
+        keys,
+        ["id", "type", "timestamp", "source", "payload", "seq"]
+    );
+    assert!(
+        e["seq"].as_u64().is_some_and(|n| n > 0),
+        "journaled events carry seq"
+    );
     ws.silent(SHORT).await; // not a second time for the second subscription
 
     let id = rec["id"].as_str().unwrap();

@@ -34,7 +34,11 @@ pub async fn endpoint(
     let Ok(ws) = ws else {
         return text(StatusCode::BAD_REQUEST, "WebSocket upgrade failed");
     };
-    let identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
+    let mut identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
+    if let Some(raw) = query.get("since") {
+        identity.since = bakend_realtime::protocol::Since::parse_param(raw);
+        identity.since_rejected = identity.since.is_none();
+    }
     let cfg = &state.config.realtime;
     let hub = state.realtime.clone();
     ws.read_buffer_size(128)
@@ -57,6 +61,8 @@ async fn identify(state: &AppState, headers: &HeaderMap, query_token: Option<&st
                     ctx: AuthContext::User(caller),
                     exp: Some(exp),
                     token_rejected: false,
+                    since: None,
+                    since_rejected: false,
                 };
             }
             TokenCheck::Expired | TokenCheck::Invalid => rejected = true,
@@ -66,5 +72,7 @@ async fn identify(state: &AppState, headers: &HeaderMap, query_token: Option<&st
         ctx: AuthContext::Anonymous,
         exp: None,
         token_rejected: rejected,
+        since: None,
+        since_rejected: false,
     }
 }

@@ -59,6 +59,20 @@ const STEPS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS idx_files_user ON _files(user_id);
     CREATE INDEX IF NOT EXISTS idx_files_created ON _files(created_at);
     "#,
+    // 4: the event journal (resumable realtime): every journaled event with its commit-order
+    // sequence number, the owner it was about (for permission checks at replay), and the
+    // record id of collection events (per-record channels).
+    r#"
+    CREATE TABLE IF NOT EXISTS _events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        subject TEXT,
+        record TEXT,
+        envelope TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS idx_events_created ON _events(created_ms);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

@@ -2,6 +2,7 @@
 
 mod checkpointer;
 mod connection;
+pub mod journal;
 pub mod migrations;
 mod writer;
 
@@ -23,6 +24,8 @@ const READERS: u32 = 4;
 /// The database: one writer thread, a pool of readers.
 pub struct Database {
     writer: Writer,
+    /// `None` when the event journal is off.
+    journal: Option<journal::JournalInfo>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     readers: r2d2::Pool<connection::ReadManager>,
@@ -40,11 +43,21 @@ impl Drop for TempDirGuard {
 }
 
 impl Database {
-    /// Opens (creating if needed) the database and brings the system schema up to date.
-    /// Blocking: call it before the async runtime serves requests, or on a blocking thread.
+    /// Opens (creating if needed) the database and brings the system schema up to date, with
+    /// the event journal on. Blocking: call it before the async runtime serves requests, or on
+    /// a blocking thread.
     pub fn open(
         location: &DatabaseLocation,
         bus: Arc<dyn EventBus>,
+    ) -> Result<Database, StoreError> {
+        Self::open_with(location, bus, true)
+    }
+
+    /// [`Database::open`] with the event journal on or off.
+    pub fn open_with(
+        location: &DatabaseLocation,
+        bus: Arc<dyn EventBus>,
+        journal: bool,
     ) -> Result<Database, StoreError> {
         let (path, temp) = match location {
             DatabaseLocation::File(p) => (p.clone(), None),
@@ -61,6 +74,11 @@ impl Database {
         }
         let mut conn = connection::open(&path)?;
         migrations::migrate(&mut conn)?;
+        let journal_info = if journal {
+            Some(journal::open(&conn)?)
+        } else {
+            None
+        };
         // Checkpoints happen on their own thread (see `checkpointer`); the writer keeps a
         // larger page cache because it touches the hot end of every index on every commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -71,10 +89,11 @@ impl Database {
             .max_size(READERS)
             .min_idle(Some(1))
             .build(connection::ReadManager { path: path.clone() })?;
-        let (writer, handle) = Writer::spawn(conn, bus)?;
+        let (writer, handle) = Writer::spawn(conn, bus, journal)?;
         tracing::debug!("Database initialized at {}", path.display());
         Ok(Database {
             writer,
+            journal: journal_info,
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             readers,
@@ -89,6 +108,33 @@ impl Database {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal's epoch and the last seq at open; `None` when the journal is off.
+    pub fn journal(&self) -> Option<&journal::JournalInfo> {
+        self.journal.as_ref()
+    }
+
+    /// Journaled events after `after` up to `upto` that `wanted(type, record)` accepts (see
+    /// [`journal::read_range`]).
+    pub async fn read_journal(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        wanted: journal::EventFilter,
+    ) -> Result<Option<Vec<journal::JournalEntry>>, StoreError> {
+        self.read(move |conn| journal::read_range(conn, after, upto, limit, &*wanted))
+            .await
+    }
+
+    /// One trimming step (see [`journal::trim_chunk`]), through the writer so it never contends
+    /// with it for the write lock.
+    pub async fn trim_journal(&self, max_events: u64, max_age_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            journal::trim_chunk(conn, max_events, max_age_ms, 10_000).map(Committed::new)
+        })
+        .await
     }
 
     /// Runs `f` on a read connection on a blocking thread.

@@ -144,13 +144,14 @@ impl Writer {
     pub fn spawn(
         conn: Connection,
         bus: Arc<dyn EventBus>,
+        journal: bool,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("bakend-sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, bus, &thread_stats))?;
+            .spawn(move || run_writer(conn, rx, bus, journal, &thread_stats))?;
         Ok((Writer { tx, stats }, handle))
     }
 
@@ -199,6 +200,7 @@ fn run_writer(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Msg>,
     bus: Arc<dyn EventBus>,
+    journal: bool,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -227,7 +229,7 @@ fn run_writer(
             }
         }
         last_batch = batch.len();
-        run_batch(&mut conn, &mut batch, bus.as_ref(), stats);
+        run_batch(&mut conn, &mut batch, bus.as_ref(), journal, stats);
     }
     rx.close();
     if let Err((_, e)) = conn.close() {
@@ -239,6 +241,7 @@ fn run_batch(
     conn: &mut Connection,
     batch: &mut Vec<Box<dyn Job>>,
     bus: &dyn EventBus,
+    journal: bool,
     stats: &WriterStats,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -249,15 +252,45 @@ fn run_batch(
         }
         return;
     }
+    // Read under the write lock, so another process's writes (a CLI command) are accounted for.
+    let mut next_seq = if journal {
+        match super::journal::last_seq(conn) {
+            Ok(n) => Some(n + 1),
+            Err(e) => {
+                let msg = format!("reading the event journal failed: {e}");
+                let _ = conn.execute_batch("ROLLBACK");
+                for job in batch.drain(..) {
+                    job.finish(Err(msg.clone()));
+                }
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let mut journal_error = None;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        let outcome = match job.isolation() {
+        let mut outcome = match job.isolation() {
             Isolation::Savepoint => run_in_savepoint(conn, job.as_mut()),
             Isolation::SingleStatement => job.run(conn),
         };
+        // Each event is journaled in the transaction of the change that caused it: no change
+        // commits without its events, and no event is journaled for a rolled-back change.
+        if let (Some(seq), Some((events, _))) = (next_seq.as_mut(), outcome.as_mut()) {
+            for e in events.iter_mut() {
+                if let Err(err) = super::journal::append(conn, e, *seq) {
+                    journal_error.get_or_insert_with(|| err.to_string());
+                }
+                *seq += 1;
+            }
+        }
         outcomes.push(outcome);
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let commit = match journal_error {
+        Some(e) => Err(format!("writing the event journal failed: {e}")),
+        None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+    };
     if commit.is_ok() {
         let ok = outcomes.iter().filter(|o| o.is_some()).count() as u64;
         stats.commits.fetch_add(1, Relaxed);

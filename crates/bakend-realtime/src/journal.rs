@@ -1,0 +1,27 @@
+//! Where resumes read missed events from: the event journal the store keeps (the hub knows only
+//! this interface).
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// One journaled event as stored: its envelope (with `seq`) and the owner it was about.
+#[derive(Clone, Debug)]
+pub struct Replayed {
+    pub subject: Option<String>,
+    pub envelope: String,
+}
+
+/// `Ok(None)`: the range cannot be replayed (trimmed, or more than the limit).
+pub type ReplayFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<Replayed>>, String>> + Send>>;
+
+/// Accepts `(event type, record id)` of the events a subscription wants.
+pub type EventFilter = Box<dyn Fn(&str, Option<&str>) -> bool + Send>;
+
+pub trait JournalSource: Send + Sync + 'static {
+    /// The epoch clients must quote in `since`.
+    fn epoch(&self) -> &str;
+    /// The last seq journaled before the hub started.
+    fn last_seq(&self) -> u64;
+    /// Events with `after < seq <= upto` that `wanted` accepts, oldest first, at most `limit`.
+    fn replay(&self, after: u64, upto: u64, limit: usize, wanted: EventFilter) -> ReplayFuture;
+}
