@@ -54,11 +54,32 @@ pub enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// Keep collections/*.json and the database's collections in step.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Inspect user functions (functions/**/*.ts).
     Functions {
         #[command(subcommand)]
         command: FunctionsCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Show, field by field, how collections/*.json differ from the database, and which
+    /// records would block `apply`. Exits 1 when they differ. Safe while the server runs.
+    Status,
+    /// Bring the database in line with collections/*.json in one transaction, rebuilding
+    /// tables where needed and keeping every row. Refuses while a server runs.
+    Apply {
+        /// Also make changes that lose or invalidate existing data (listed by `status`).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Write every collection in the database to collections/<name>.json (stable key order).
+    Export,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +175,15 @@ pub fn run() -> ExitCode {
         Some(Command::Functions {
             command: FunctionsCommand::List,
         }) => crate::functions::list(&cli),
+        Some(Command::Migrate { command }) => match command {
+            MigrateCommand::Status => match crate::migrate::status(&cli) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            },
+            MigrateCommand::Apply { force } => crate::migrate::apply(&cli, *force),
+            MigrateCommand::Export => crate::migrate::export(&cli),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 mod checkpointer;
 mod connection;
+mod lock;
 pub mod migrations;
 mod writer;
 
@@ -12,6 +13,7 @@ use bakend_core::config::DatabaseLocation;
 use bakend_events::EventBus;
 use rusqlite::Connection;
 
+pub use lock::DbLock;
 pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;
