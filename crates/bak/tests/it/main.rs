@@ -1,6 +1,7 @@
 //! Integration tests: a real server (in-process on an ephemeral port, or the `bak` binary) with
 //! a real SQLite file in a temporary directory, spoken to over real HTTP.
 
+mod admin_collections;
 mod auth;
 mod browser;
 mod cli;

@@ -1,11 +1,11 @@
 //! `/api/admin/<resource>[/<id>[/<sub>]]` (spec `admin-api.md`). Access is checked before the
-//! resource is resolved. Users are served here; the other resources arrive with the operations
-//! work.
+//! resource is resolved.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bakend_auth::{AuthContext, Role, safe_user};
+use bakend_store::collections::{files, manage};
 use serde_json::{Value, json};
 
 use crate::body::json_object;
@@ -33,6 +33,69 @@ pub async fn handle(
         _ => {}
     }
     match rest {
+        ["collections"] => match *method {
+            Method::GET => {
+                let items: Vec<Value> = state
+                    .records
+                    .registry()
+                    .all()
+                    .iter()
+                    .map(|c| c.meta_json())
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+            }
+            Method::POST => {
+                let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
+                let db = state.records.database();
+                let c = manage::create(db, state.records.registry(), Value::Object(body)).await?;
+                tracing::info!("Collection created: {}", c.name());
+                write_back(state, c.name(), Some(c.raw.clone())).await;
+                Ok(json_response(StatusCode::CREATED, &c.meta_json()))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        // A further segment is ignored, as in v1.
+        ["collections", name] | ["collections", name, _] => match *method {
+            Method::GET => {
+                let c = state.records.collection(name)?;
+                Ok(json_response(StatusCode::OK, &c.meta_json()))
+            }
+            Method::PUT => {
+                let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
+                let force = query_flag(query, "force");
+                let db = state.records.database();
+                let out = manage::update(
+                    db,
+                    state.records.registry(),
+                    name,
+                    Value::Object(body),
+                    force,
+                )
+                .await?;
+                let c = out.collection;
+                tracing::info!(
+                    "Collection updated: {} ({})",
+                    c.name(),
+                    if out.changes.is_empty() {
+                        "no change".to_string()
+                    } else {
+                        out.changes.join(", ")
+                    }
+                );
+                for b in &out.forced {
+                    tracing::warn!("Collection {}: forced: {b}", c.name());
+                }
+                write_back(state, c.name(), Some(c.raw.clone())).await;
+                Ok(json_response(StatusCode::OK, &c.meta_json()))
+            }
+            Method::DELETE => {
+                manage::delete(state.records.database(), state.records.registry(), name).await?;
+                tracing::info!("Collection deleted: {name}");
+                write_back(state, name, None).await;
+                Ok(no_content())
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        },
         ["users"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
@@ -113,6 +176,36 @@ pub async fn handle(
         },
         _ => Err(ApiError::not_found("Not found")),
     }
+}
+
+/// Keeps `collections/*.json` in step with a change made through the API, so the next start
+/// does not refuse: the definition is written to the file that defines the collection (or a
+/// new `<name>.json`); a deleted collection's file is removed. The database change already
+/// stands, so a failure here is logged, not returned.
+async fn write_back(state: &AppState, name: &str, raw: Option<Value>) {
+    let dir = state.config.project_dir.join("collections");
+    let name = name.to_string();
+    let done = tokio::task::spawn_blocking(move || match raw {
+        Some(raw) => files::write_definition(&dir, &name, &raw).map(Some),
+        None => files::remove_definition(&dir, &name),
+    })
+    .await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(
+            "Could not update the definition file in collections/: {e}; run `bak migrate export` before the next start"
+        ),
+        Err(e) => tracing::error!("Definition file task failed: {e}"),
+    }
+}
+
+/// `?name=true` / `?name=1` / `?name` (present with no value).
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    pairs
+        .iter()
+        .any(|(k, v)| k == name && matches!(v.as_str(), "" | "true" | "1"))
 }
 
 /// JavaScript `parseInt` on the leading digits (with an optional sign), as v1 clients expect.

@@ -572,11 +572,14 @@ fn file_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
         .is_some())
 }
 
-/// Runs every row of the old table through the mapping; with `sink`, inserts the new rows.
+/// Runs every row of the old table through the mapping; with `sink`, inserts the new rows
+/// until a problem makes the migration certain to be refused (then only scans on, to report
+/// every blocking row).
 fn run_rows(
     conn: &Connection,
     mapper: &mut Mapper<'_>,
     mut sink: Option<&mut Statement<'_>>,
+    force: bool,
 ) -> Result<(), StoreError> {
     let width = mapper.old.fields.len() + 3;
     let mut stmt = conn.prepare(&mapper.select_sql())?;
@@ -586,6 +589,14 @@ fn run_rows(
             .map(|i| r.get(i))
             .collect::<rusqlite::Result<_>>()?;
         let new_row = mapper.map(conn, &old_row)?;
+        if mapper
+            .problems
+            .0
+            .iter()
+            .any(|b| !force || b.force.is_none())
+        {
+            sink = None;
+        }
         if let Some(insert) = sink.as_deref_mut() {
             insert.execute(rusqlite::params_from_iter(new_row.iter()))?;
         }
@@ -604,7 +615,7 @@ pub fn scan(
         return Ok(Vec::new());
     }
     let mut mapper = Mapper::new(old, new, plan);
-    run_rows(conn, &mut mapper, None)?;
+    run_rows(conn, &mut mapper, None, false)?;
     Ok(mapper.problems.0)
 }
 
@@ -650,7 +661,7 @@ pub fn execute(
             marks.join(", ")
         ))?;
         let mut mapper = Mapper::new(old, new, plan);
-        run_rows(conn, &mut mapper, Some(&mut insert))?;
+        run_rows(conn, &mut mapper, Some(&mut insert), force)?;
         drop(insert);
         let problems = mapper.problems.0;
         decide(&new.name, problems.clone(), force)?;
@@ -853,6 +864,25 @@ mod tests {
         assert_eq!(blockers[0].count, 1);
         execute(&conn, &old, &new, &p, true).unwrap();
         assert_eq!(column(&conn, "p", "b"), [Sql::Integer(1), Sql::Integer(2)]);
+    }
+
+    #[test]
+    fn a_required_field_that_does_not_convert_is_refused_even_with_force() {
+        let old = def(
+            json!({"name": "p", "fields": [{"name": "a", "type": "string", "required": true}]}),
+        );
+        let new = def(
+            json!({"name": "p", "fields": [{"name": "a", "type": "integer", "required": true}]}),
+        );
+        let p = plan(&old, &new);
+        let conn = db(&old, &[json!({"a": "x"}), json!({"a": "2"})]);
+        for force in [false, true] {
+            conn.execute("SAVEPOINT t", []).unwrap();
+            let err = execute(&conn, &old, &new, &p, force).unwrap_err();
+            assert!(matches!(err, StoreError::Blocked(_)), "{err}");
+            conn.execute("ROLLBACK TO t", []).unwrap();
+            conn.execute("RELEASE t", []).unwrap();
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod definition;
 pub mod files;
+pub mod manage;
 pub mod migrate;
 pub mod registry;
 pub mod schema;
