@@ -1,6 +1,7 @@
 //! `bak`: the command line (spec `cli-and-config.md` §1–2).
 
 mod admin;
+mod backup;
 mod cli;
 mod functions;
 mod init;

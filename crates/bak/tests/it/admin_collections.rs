@@ -137,7 +137,9 @@ async fn create_read_update_delete_with_spec_errors() {
     assert_eq!(meta["definition"], tags, "stored as submitted");
     assert!(meta["createdAt"].as_str().unwrap().ends_with('Z'));
     // Usable at once, with the default applied on create.
-    let rec = s.create("tags", json!({"label": "a", "note": "rec_x"})).await;
+    let rec = s
+        .create("tags", json!({"label": "a", "note": "rec_x"}))
+        .await;
     assert_eq!(rec["weight"], 1);
 
     let list = s

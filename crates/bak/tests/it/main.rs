@@ -3,6 +3,7 @@
 
 mod admin_collections;
 mod auth;
+mod backup;
 mod browser;
 mod cli;
 mod config_errors;

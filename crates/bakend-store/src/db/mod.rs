@@ -4,6 +4,7 @@ mod checkpointer;
 mod connection;
 mod lock;
 pub mod migrations;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
