@@ -444,3 +444,106 @@ async fn realtime_subscribers_get_the_system_events() {
     );
     assert_eq!(events[0]["source"], "collections");
 }
+
+/// `GET /api/admin/logs` reads the running binary's log ring (in-process servers install no
+/// log sink), so this test runs `bak start`.
+#[tokio::test]
+async fn logs_endpoint_filters_and_limits() {
+    use crate::harness::{BakProcess, bak_bin};
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bakend.json"), r#"{"logLevel": "DEBUG"}"#).unwrap();
+    let mut admin = std::process::Command::new(bak_bin())
+        .args(["admin", "create", ADMIN, "--password-stdin"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"password123\n")
+        .unwrap();
+    assert!(admin.wait().unwrap().success());
+    let mut server = BakProcess::spawn(d, &[]);
+    server.wait_ready().await;
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let login: Value = http
+        .post(format!("{url}/api/auth/login"))
+        .json(&json!({"email": ADMIN, "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let get = |path: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let r = http.get(path).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let r = http
+        .post(format!("{url}/api/admin/collections"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "logged", "fields": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let (status, all) = get(format!("{url}/api/admin/logs")).await;
+    assert_eq!(status, 200);
+    let items = all["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|e| e["level"] == "INFO" && e["message"] == "Collection created: logged"),
+        "{all}"
+    );
+    assert!(
+        items.iter().any(|e| e["level"] == "DEBUG"),
+        "DEBUG entries at logLevel DEBUG"
+    );
+    assert!(items[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+    let (_, info) = get(format!("{url}/api/admin/logs?level=INFO")).await;
+    assert!(
+        info["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["level"] != "DEBUG")
+    );
+    let (_, last) = get(format!("{url}/api/admin/logs?limit=2")).await;
+    let last = last["items"].as_array().unwrap();
+    assert_eq!(last.len(), 2);
+    let (_, all_now) = get(format!("{url}/api/admin/logs?limit=500")).await;
+    let all_now = all_now["items"].as_array().unwrap();
+    assert_eq!(
+        last[1]["message"],
+        all_now[all_now.len() - 1]["message"],
+        "the newest entries, oldest first"
+    );
+    let (status, e) = get(format!("{url}/api/admin/logs?level=warn")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        e["error"]["message"],
+        "level must be one of: DEBUG, INFO, WARN, ERROR"
+    );
+    let (status, _) = get(format!("{url}/api/admin/logs/x")).await;
+    assert_eq!(status, 405);
+    let anon = http
+        .get(format!("{url}/api/admin/logs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+}

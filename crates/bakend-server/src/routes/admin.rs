@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bakend_auth::{AuthContext, Role, safe_user};
+use bakend_core::config::LogLevel;
 use bakend_store::collections::{files, manage};
 use serde_json::{Value, json};
 
@@ -143,6 +144,22 @@ pub async fn handle(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "items": items })))
         }
+        ["logs"] => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            let (limit, min_level) = log_query(query)?;
+            let entries = bakend_core::logging::recent();
+            let items: Vec<&bakend_core::logging::LogEntry> = entries
+                .iter()
+                .filter(|e| LogLevel::parse(e.level).is_some_and(|l| l >= min_level))
+                .collect();
+            let skip = items.len().saturating_sub(limit);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "items": &items[skip..] }),
+            ))
+        }
         ["realtime"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
@@ -174,6 +191,8 @@ pub async fn handle(
             }
             _ => Err(ApiError::method_not_allowed()),
         },
+        // These are bare lists: any id is a method the resource does not have (v1).
+        ["logs" | "storage" | "functions", ..] => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("Not found")),
     }
 }
@@ -197,6 +216,26 @@ async fn write_back(state: &AppState, name: &str, raw: Option<Value>) {
         ),
         Err(e) => tracing::error!("Definition file task failed: {e}"),
     }
+}
+
+/// `limit`: missing, NaN or 0 → 100, clamped to 1..=500 (the last `limit` entries); `level`:
+/// exactly `DEBUG`, `INFO`, `WARN` or `ERROR` (entries at or above it); present but anything
+/// else, including empty, is an error.
+fn log_query(query: Option<&str>) -> Result<(usize, LogLevel), ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let limit = match get("limit").and_then(parse_int) {
+        None | Some(0) => 100,
+        Some(n) => n.clamp(1, 500) as usize,
+    };
+    let level = match get("level") {
+        None => LogLevel::Debug,
+        Some(l) => LogLevel::parse(l).ok_or_else(|| {
+            ApiError::bad_request("level must be one of: DEBUG, INFO, WARN, ERROR")
+        })?,
+    };
+    Ok((limit, level))
 }
 
 /// `?name=true` / `?name=1` / `?name` (present with no value).
@@ -242,6 +281,20 @@ fn paging(query: Option<&str>) -> (u32, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_query_follows_v1() {
+        assert_eq!(log_query(None).unwrap(), (100, LogLevel::Debug));
+        assert_eq!(log_query(Some("limit=0")).unwrap().0, 100);
+        assert_eq!(
+            log_query(Some("limit=9999&level=WARN")).unwrap(),
+            (500, LogLevel::Warn)
+        );
+        assert_eq!(log_query(Some("limit=-4")).unwrap().0, 1);
+        for bad in ["level=", "level=warn", "level=TRACE"] {
+            assert!(log_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn paging_follows_v1() {
