@@ -54,11 +54,58 @@ pub enum Command {
         #[command(subcommand)]
         command: StorageCommand,
     },
+    /// Keep collections/*.json and the database's collections in step.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+    /// Back up the database and storage folder into one .tar.gz, or restore one.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Inspect user functions (functions/**/*.ts).
     Functions {
         #[command(subcommand)]
         command: FunctionsCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Write a consistent snapshot of the database (safe while the server runs) and the
+    /// storage folder, with a manifest of counts and SHA-256 checksums, to one .tar.gz.
+    Create {
+        /// Archive to write (relative to the project folder); default
+        /// bakend-backup-<time>.tar.gz in the project folder.
+        #[arg(long, short = 'o', value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Check a backup (manifest, checksums, integrity) and put it in place of the database
+    /// and storage folder. Refuses while a server runs.
+    Restore {
+        /// The archive (relative to the project folder).
+        archive: PathBuf,
+        /// Overwrite an existing database and storage folder.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Show, field by field, how collections/*.json differ from the database, and which
+    /// records would block `apply`. Exits 1 when they differ. Safe while the server runs.
+    Status,
+    /// Bring the database in line with collections/*.json in one transaction, rebuilding
+    /// tables where needed and keeping every row. Refuses while a server runs.
+    Apply {
+        /// Also make changes that lose or invalidate existing data (listed by `status`).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Write every collection in the database to collections/<name>.json (stable key order).
+    Export,
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +202,21 @@ pub fn run() -> ExitCode {
         Some(Command::Functions {
             command: FunctionsCommand::List,
         }) => crate::functions::list(&cli),
+        Some(Command::Backup { command }) => match command {
+            BackupCommand::Create { output } => crate::backup::create(&cli, output.as_deref()),
+            BackupCommand::Restore { archive, force } => {
+                crate::backup::restore(&cli, archive, *force)
+            }
+        },
+        Some(Command::Migrate { command }) => match command {
+            MigrateCommand::Status => match crate::migrate::status(&cli) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            },
+            MigrateCommand::Apply { force } => crate::migrate::apply(&cli, *force),
+            MigrateCommand::Export => crate::migrate::export(&cli),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,7 +49,7 @@ pub fn run(name: Option<&str>) -> anyhow::Result<()> {
     write(&dir.join("bakend.json"), &config_text)?;
     write(
         &dir.join(".gitignore"),
-        "bakend.db\nbakend.db-wal\nbakend.db-shm\nstorage/\n.bakend-cache/\n.DS_Store\n",
+        "bakend.db\nbakend.db-wal\nbakend.db-shm\nbakend.db.lock\nbakend-backup-*.tar.gz\nstorage/\n.bakend-cache/\n.DS_Store\n",
     )?;
     write(
         &dir.join("README.md"),

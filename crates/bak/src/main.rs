@@ -1,9 +1,11 @@
 //! `bak`: the command line (spec `cli-and-config.md` §1–2).
 
 mod admin;
+mod backup;
 mod cli;
 mod functions;
 mod init;
+mod migrate;
 mod start;
 mod storage;
 

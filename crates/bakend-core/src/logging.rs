@@ -197,8 +197,19 @@ pub fn install(level: LogLevel, format: LogFormat, file: Option<PathBuf>) -> Arc
         ring: ring.clone(),
     };
     let subscriber = tracing_subscriber::registry().with(layer);
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    if tracing::subscriber::set_global_default(subscriber).is_ok() {
+        let _ = INSTALLED.set(ring.clone());
+    }
     ring
+}
+
+/// The ring of the installed sink, for `GET /api/admin/logs`.
+static INSTALLED: std::sync::OnceLock<Arc<LogRing>> = std::sync::OnceLock::new();
+
+/// Recent entries of the installed sink, oldest first (empty when none is installed, as in
+/// tests that run servers in-process).
+pub fn recent() -> Vec<LogEntry> {
+    INSTALLED.get().map(|r| r.snapshot()).unwrap_or_default()
 }
 
 #[cfg(test)]

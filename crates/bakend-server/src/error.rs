@@ -96,6 +96,22 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Forbidden => ApiError::forbidden(),
             StoreError::BadRequest(m) | StoreError::Definition(m) => ApiError::bad_request(m),
+            StoreError::Blocked(b) => {
+                let message = b.to_string();
+                let details = b
+                    .blockers
+                    .into_iter()
+                    .map(|x| FieldError {
+                        field: x.field.clone(),
+                        rule: x.rule,
+                        message: x.to_string(),
+                    })
+                    .collect();
+                ApiError {
+                    details: Some(details),
+                    ..ApiError::bad_request(message)
+                }
+            }
             StoreError::WriterStopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

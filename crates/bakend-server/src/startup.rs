@@ -15,6 +15,7 @@ use bakend_functions::{FunctionsConfig, FunctionsHost};
 use bakend_realtime::{Hub, ReadRules};
 use bakend_storage::{FileService, LocalBlobStore};
 use bakend_store::collections::sync;
+use bakend_store::db::DbLock;
 use bakend_store::db::migrations::{meta_get, meta_set};
 use bakend_store::{Committed, Database, RecordStore, Registry, StoreError};
 use tokio::net::TcpListener;
@@ -38,6 +39,10 @@ pub enum StartError {
     Bind(u16),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "Another Bakend server (or a bak migrate/restore command) is using the database {0}. Stop it first."
+    )]
+    Locked(String),
     /// A function file failed to compile or load (fatal at start, per the spec).
     #[error("{0}")]
     Functions(String),
@@ -62,6 +67,8 @@ pub struct Server {
     purge: JoinHandle<()>,
     functions: Option<Arc<FunctionsHost>>,
     watchers: Vec<DirWatcher>,
+    /// Released (by dropping) only after the database is closed.
+    _lock: Option<DbLock>,
 }
 
 impl Server {
@@ -123,6 +130,14 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         sync::check_relations_among(&files)?;
     }
 
+    // One server per database; `bak migrate apply` and `bak backup restore` take the same lock.
+    let lock = match &config.database {
+        bakend_core::config::DatabaseLocation::File(p) => Some(
+            DbLock::try_acquire(p)?.ok_or_else(|| StartError::Locked(p.display().to_string()))?,
+        ),
+        bakend_core::config::DatabaseLocation::Memory => None,
+    };
+
     let location = config.database.clone();
     let open_bus = bus.clone();
     let journal_on = config.realtime.journal;
@@ -163,11 +178,12 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     for name in &report.created {
         tracing::info!("Collection created: {name}");
     }
-    for (name, file, changes) in &report.updated {
+    for u in &report.updated {
         tracing::info!(
-            "Collection updated: {name} (from {}: {})",
-            file.display(),
-            changes.join(", ")
+            "Collection updated: {} (from {}: {})",
+            u.name,
+            u.file.display(),
+            u.changes.join(", ")
         );
     }
 
@@ -314,6 +330,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         task,
         functions: Some(functions),
         watchers,
+        _lock: lock,
     })
 }
 

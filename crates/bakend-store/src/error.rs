@@ -27,6 +27,12 @@ pub enum StoreError {
     /// A collection definition that is not valid; the message joins every problem with "; ".
     #[error("{0}")]
     Definition(String),
+    /// A schema change that existing rows do not allow (without `--force`, or at all).
+    #[error("{0}")]
+    Blocked(crate::collections::migrate::Blocked),
+    /// The database is in use by another process that must be stopped first.
+    #[error("{0}")]
+    Locked(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database pool error: {0}")]

@@ -1,7 +1,9 @@
 //! Integration tests: a real server (in-process on an ephemeral port, or the `bak` binary) with
 //! a real SQLite file in a temporary directory, spoken to over real HTTP.
 
+mod admin_collections;
 mod auth;
+mod backup;
 mod browser;
 mod cli;
 mod config_errors;
@@ -10,6 +12,7 @@ mod events;
 mod fields;
 mod functions;
 mod harness;
+mod migrate;
 mod permissions;
 mod realtime;
 mod rest;

@@ -1,11 +1,12 @@
 //! `/api/admin/<resource>[/<id>[/<sub>]]` (spec `admin-api.md`). Access is checked before the
-//! resource is resolved. Users are served here; the other resources arrive with the operations
-//! work.
+//! resource is resolved.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use bakend_auth::{AuthContext, Role, safe_user};
+use bakend_core::config::LogLevel;
+use bakend_store::collections::{files, manage};
 use serde_json::{Value, json};
 
 use crate::body::json_object;
@@ -33,6 +34,69 @@ pub async fn handle(
         _ => {}
     }
     match rest {
+        ["collections"] => match *method {
+            Method::GET => {
+                let items: Vec<Value> = state
+                    .records
+                    .registry()
+                    .all()
+                    .iter()
+                    .map(|c| c.meta_json())
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+            }
+            Method::POST => {
+                let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
+                let db = state.records.database();
+                let c = manage::create(db, state.records.registry(), Value::Object(body)).await?;
+                tracing::info!("Collection created: {}", c.name());
+                write_back(state, c.name(), Some(c.raw.clone())).await;
+                Ok(json_response(StatusCode::CREATED, &c.meta_json()))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        // A further segment is ignored, as in v1.
+        ["collections", name] | ["collections", name, _] => match *method {
+            Method::GET => {
+                let c = state.records.collection(name)?;
+                Ok(json_response(StatusCode::OK, &c.meta_json()))
+            }
+            Method::PUT => {
+                let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
+                let force = query_flag(query, "force");
+                let db = state.records.database();
+                let out = manage::update(
+                    db,
+                    state.records.registry(),
+                    name,
+                    Value::Object(body),
+                    force,
+                )
+                .await?;
+                let c = out.collection;
+                tracing::info!(
+                    "Collection updated: {} ({})",
+                    c.name(),
+                    if out.changes.is_empty() {
+                        "no change".to_string()
+                    } else {
+                        out.changes.join(", ")
+                    }
+                );
+                for b in &out.forced {
+                    tracing::warn!("Collection {}: forced: {b}", c.name());
+                }
+                write_back(state, c.name(), Some(c.raw.clone())).await;
+                Ok(json_response(StatusCode::OK, &c.meta_json()))
+            }
+            Method::DELETE => {
+                manage::delete(state.records.database(), state.records.registry(), name).await?;
+                tracing::info!("Collection deleted: {name}");
+                write_back(state, name, None).await;
+                Ok(no_content())
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        },
         ["users"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
@@ -81,6 +145,22 @@ pub async fn handle(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "items": items })))
         }
+        ["logs"] => {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed());
+            }
+            let (limit, min_level) = log_query(query)?;
+            let entries = bakend_core::logging::recent();
+            let items: Vec<&bakend_core::logging::LogEntry> = entries
+                .iter()
+                .filter(|e| LogLevel::parse(e.level).is_some_and(|l| l >= min_level))
+                .collect();
+            let skip = items.len().saturating_sub(limit);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "items": &items[skip..] }),
+            ))
+        }
         ["realtime"] => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
@@ -112,8 +192,60 @@ pub async fn handle(
             }
             _ => Err(ApiError::method_not_allowed()),
         },
+        // These are bare lists: any id is a method the resource does not have (v1).
+        ["logs" | "storage" | "functions", ..] => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("Not found")),
     }
+}
+
+/// Keeps `collections/*.json` in step with a change made through the API, so the next start
+/// does not refuse: the definition is written to the file that defines the collection (or a
+/// new `<name>.json`); a deleted collection's file is removed. The database change already
+/// stands, so a failure here is logged, not returned.
+async fn write_back(state: &AppState, name: &str, raw: Option<Value>) {
+    let dir = state.config.project_dir.join("collections");
+    let name = name.to_string();
+    let done = tokio::task::spawn_blocking(move || match raw {
+        Some(raw) => files::write_definition(&dir, &name, &raw).map(Some),
+        None => files::remove_definition(&dir, &name),
+    })
+    .await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(
+            "Could not update the definition file in collections/: {e}; run `bak migrate export` before the next start"
+        ),
+        Err(e) => tracing::error!("Definition file task failed: {e}"),
+    }
+}
+
+/// `limit`: missing, NaN or 0 → 100, clamped to 1..=500 (the last `limit` entries); `level`:
+/// exactly `DEBUG`, `INFO`, `WARN` or `ERROR` (entries at or above it); present but anything
+/// else, including empty, is an error.
+fn log_query(query: Option<&str>) -> Result<(usize, LogLevel), ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let limit = match get("limit").and_then(parse_int) {
+        None | Some(0) => 100,
+        Some(n) => n.clamp(1, 500) as usize,
+    };
+    let level = match get("level") {
+        None => LogLevel::Debug,
+        Some(l) => LogLevel::parse(l).ok_or_else(|| {
+            ApiError::bad_request("level must be one of: DEBUG, INFO, WARN, ERROR")
+        })?,
+    };
+    Ok((limit, level))
+}
+
+/// `?name=true` / `?name=1` / `?name` (present with no value).
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    pairs
+        .iter()
+        .any(|(k, v)| k == name && matches!(v.as_str(), "" | "true" | "1"))
 }
 
 /// JavaScript `parseInt` on the leading digits (with an optional sign), as v1 clients expect.
@@ -150,6 +282,20 @@ fn paging(query: Option<&str>) -> (u32, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_query_follows_v1() {
+        assert_eq!(log_query(None).unwrap(), (100, LogLevel::Debug));
+        assert_eq!(log_query(Some("limit=0")).unwrap().0, 100);
+        assert_eq!(
+            log_query(Some("limit=9999&level=WARN")).unwrap(),
+            (500, LogLevel::Warn)
+        );
+        assert_eq!(log_query(Some("limit=-4")).unwrap().0, 1);
+        for bad in ["level=", "level=warn", "level=TRACE"] {
+            assert!(log_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn paging_follows_v1() {

@@ -84,6 +84,13 @@ pub struct FieldDef {
     pub regex: Option<Regex>,
     /// Target of a relation field.
     pub collection: Option<String>,
+    /// `"default"`: the value a record gets when it is created without this field, and the value
+    /// existing records get when a migration adds the field or makes it required.
+    pub default: Option<Value>,
+    /// `"renamedFrom"`: the field's previous name. A migration renames the column (keeping the
+    /// data) when the stored definition still has a field of that name. An instruction, not a
+    /// property: it does not take part in equality.
+    pub renamed_from: Option<String>,
 }
 
 /// Two field definitions are the same when every option means the same thing; how the JSON
@@ -98,6 +105,7 @@ impl PartialEq for FieldDef {
             && self.max == o.max
             && self.regex.as_ref().map(Regex::as_str) == o.regex.as_ref().map(Regex::as_str)
             && self.collection == o.collection
+            && self.default == o.default
     }
 }
 
@@ -159,6 +167,8 @@ const FIELD_KEYS: &[&str] = &[
     "max",
     "regex",
     "collection",
+    "default",
+    "renamedFrom",
 ];
 const PERMISSION_KEYS: &[&str] = &["create", "read", "update", "delete"];
 /// Names a field may not take: the system columns and their JSON spellings.
@@ -215,6 +225,7 @@ pub fn parse(raw: &Value) -> Result<Parsed, Vec<String>> {
                     }
                 }
             }
+            check_renames(&fields, &mut errors);
         }
         _ => errors.push("Collection fields must be an array".into()),
     }
@@ -336,7 +347,21 @@ fn parse_field(
         (_, None) => None,
     };
 
-    (errors.len() == before).then(|| FieldDef {
+    let renamed_from = match obj.get("renamedFrom") {
+        None => None,
+        Some(Value::String(old)) if is_identifier(old) && old != name => Some(old.clone()),
+        Some(_) => {
+            errors.push(format!(
+                "Field \"{name}\" option \"renamedFrom\" must be the field's previous name"
+            ));
+            None
+        }
+    };
+
+    if errors.len() != before {
+        return None;
+    }
+    let mut field = FieldDef {
         name: name.to_string(),
         kind,
         required,
@@ -345,7 +370,48 @@ fn parse_field(
         max,
         regex,
         collection,
-    })
+        default: None,
+        renamed_from,
+    };
+    match obj.get("default") {
+        None => {}
+        Some(Value::Null) => {
+            errors.push(format!("Field \"{name}\" has an invalid default: null"));
+            return None;
+        }
+        Some(v) => match crate::records::validate::check_value(&field, Some(v)) {
+            Ok(_) => field.default = Some(v.clone()),
+            Err(errs) => {
+                let why: Vec<String> = errs.into_iter().map(|e| e.message).collect();
+                errors.push(format!(
+                    "Field \"{name}\" has an invalid default: {}",
+                    why.join(", ")
+                ));
+                return None;
+            }
+        },
+    }
+    Some(field)
+}
+
+/// A field may be renamed from a name no other field of the definition has, and two fields
+/// cannot both claim the same previous name.
+fn check_renames(fields: &[FieldDef], errors: &mut Vec<String>) {
+    for (i, f) in fields.iter().enumerate() {
+        let Some(old) = &f.renamed_from else { continue };
+        if fields.iter().any(|o| &o.name == old) {
+            errors.push(format!(
+                "Field \"{}\" is renamed from \"{old}\", but a field \"{old}\" is also defined",
+                f.name
+            ));
+        }
+        if fields[..i]
+            .iter()
+            .any(|o| o.renamed_from.as_ref() == Some(old))
+        {
+            errors.push(format!("More than one field is renamed from \"{old}\""));
+        }
+    }
 }
 
 fn parse_permissions(

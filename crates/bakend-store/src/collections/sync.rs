@@ -3,7 +3,8 @@
 //!
 //! Everything is checked before anything is written: a bad file stops start-up with a message
 //! naming the file and the problem, and leaves the database exactly as it was. What passes is
-//! applied in one transaction.
+//! applied in one transaction. The same code serves `bak migrate status` and `apply`, with the
+//! one planner in `migrate.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::definition::{self, Parsed};
+use super::migrate::{self, Blocker};
 use super::registry::{Collection, Registry};
 use super::schema;
 use crate::db::{Committed, Database};
@@ -77,7 +79,8 @@ pub fn check_relations_among(files: &[FileDefinition]) -> Result<(), StoreError>
     Ok(())
 }
 
-fn load_all(conn: &Connection) -> Result<Vec<Collection>, StoreError> {
+/// Every collection stored in the database, sorted by name.
+pub fn load_all(conn: &Connection) -> Result<Vec<Collection>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT name, definition, created_at, updated_at FROM _collections ORDER BY name",
     )?;
@@ -133,18 +136,150 @@ pub fn create_in(conn: &Connection, parsed: &Parsed) -> Result<Collection, Store
     ))
 }
 
-/// What start-up did, for the log.
+/// One collection brought up to date from its file.
+#[derive(Debug)]
+pub struct Updated {
+    pub name: String,
+    pub file: PathBuf,
+    pub changes: Vec<String>,
+    /// Problems `--force` pushed through (`bak migrate apply --force` only).
+    pub forced: Vec<Blocker>,
+}
+
+/// What a sync did, for the log or the command line.
 #[derive(Debug, Default)]
 pub struct SyncReport {
     pub created: Vec<String>,
-    /// `(collection, file, changes)`
-    pub updated: Vec<(String, PathBuf, Vec<String>)>,
+    pub updated: Vec<Updated>,
     pub recreated_tables: Vec<String>,
 }
 
-/// Loads the registry from the database, re-creates missing tables, and applies the file
-/// definitions: new collections are created, safe changes applied, anything else refused with
-/// a message naming the file, the difference and the way out. All or nothing.
+/// Who is syncing: the server at start-up applies only what needs no table rebuild and no
+/// decision; `bak migrate apply` applies everything the rows allow (with `force`, also what
+/// loses or invalidates data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Startup,
+    Apply { force: bool },
+}
+
+/// The outcome of [`sync_in`], before its commit.
+pub struct Synced {
+    pub report: SyncReport,
+    pub events: Vec<Event>,
+    /// Every collection as it is after the sync.
+    pub collections: Vec<Collection>,
+}
+
+fn collection_event(kind: &str, name: &str) -> Event {
+    Event::new(
+        format!("system.collection.{kind}"),
+        EventSource::Collections,
+        serde_json::json!({ "name": name }),
+    )
+}
+
+/// Re-creates missing tables and applies the file definitions inside the caller's transaction:
+/// new collections are created, changed ones migrated (see [`Mode`]). All or nothing: the
+/// first refusal returns an error and the caller's rollback undoes the rest.
+pub fn sync_in(
+    conn: &Connection,
+    files: &[FileDefinition],
+    mode: Mode,
+) -> Result<Synced, StoreError> {
+    let existing = load_all(conn)?;
+    let by_name: HashMap<String, &Collection> =
+        existing.iter().map(|c| (c.def.name.clone(), c)).collect();
+    let mut report = SyncReport::default();
+    let mut events = Vec::new();
+
+    for c in &existing {
+        if !table_exists(conn, &c.def.name)? {
+            for stmt in schema::create_sql(&c.def) {
+                conn.execute(&stmt, [])?;
+            }
+            report.recreated_tables.push(c.def.name.clone());
+        }
+    }
+
+    let file_names: Vec<&str> = files.iter().map(|f| f.parsed.def.name.as_str()).collect();
+    let mut next: HashMap<String, Collection> = HashMap::new();
+    for f in files {
+        let shown = f.path.display();
+        definition::check_relations(&f.parsed.def, &|n| {
+            by_name.contains_key(n) || file_names.contains(&n)
+        })
+        .map_err(|errs| StoreError::Definition(format!("{shown}: {}", errs.join("; "))))?;
+        let name = &f.parsed.def.name;
+        match by_name.get(name) {
+            None => {
+                let c = create_in(conn, &f.parsed)?;
+                events.push(collection_event("created", name));
+                report.created.push(name.clone());
+                next.insert(name.clone(), c);
+            }
+            Some(old) if old.def == f.parsed.def => {}
+            Some(old) => {
+                let plan = migrate::plan(&old.def, &f.parsed.def);
+                let force = match mode {
+                    Mode::Startup if !plan.is_automatic() => {
+                        return Err(StoreError::Definition(format!(
+                            "{shown}: collection \"{name}\" differs from the database in a way that is not applied at start-up: it {}. Review it with `bak migrate status` and apply it with `bak migrate apply` (or restore the file).",
+                            plan.changes.join("; it ")
+                        )));
+                    }
+                    Mode::Startup => false,
+                    Mode::Apply { force } => force,
+                };
+                let forced = match migrate::execute(conn, &old.def, &f.parsed.def, &plan, force) {
+                    Ok(forced) => forced,
+                    Err(StoreError::Blocked(b)) if mode == Mode::Startup => {
+                        return Err(StoreError::Definition(format!(
+                            "{shown}: {b}. Fix the records or the file; `bak migrate status` shows the details."
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let now = time::now_iso();
+                conn.execute(
+                    "UPDATE _collections SET definition = ?1, updated_at = ?2 WHERE name = ?3",
+                    (f.parsed.raw.to_string(), &now, name),
+                )?;
+                events.push(collection_event("updated", name));
+                report.updated.push(Updated {
+                    name: name.clone(),
+                    file: f.path.clone(),
+                    changes: plan.changes,
+                    forced,
+                });
+                next.insert(
+                    name.clone(),
+                    Collection::new(
+                        f.parsed.def.clone(),
+                        f.parsed.raw.clone(),
+                        old.created_at.clone(),
+                        now,
+                    ),
+                );
+            }
+        }
+    }
+    let mut collections: Vec<Collection> = Vec::new();
+    for c in existing {
+        if !next.contains_key(&c.def.name) {
+            collections.push(c);
+        }
+    }
+    collections.extend(next.into_values());
+    Ok(Synced {
+        report,
+        events,
+        collections,
+    })
+}
+
+/// Start-up: loads the registry from the database, re-creates missing tables, and applies the
+/// file definitions ([`Mode::Startup`]). All or nothing.
 pub async fn apply(
     db: &Database,
     registry: &Arc<Registry>,
@@ -152,85 +287,79 @@ pub async fn apply(
 ) -> Result<SyncReport, StoreError> {
     let registry = registry.clone();
     db.write(move |conn| {
-        let existing = load_all(conn)?;
-        let by_name: HashMap<String, &Collection> =
-            existing.iter().map(|c| (c.def.name.clone(), c)).collect();
-        let mut report = SyncReport::default();
-        let mut events = Vec::new();
-
-        for c in &existing {
-            if !table_exists(conn, &c.def.name)? {
-                for stmt in schema::create_sql(&c.def) {
-                    conn.execute(&stmt, [])?;
-                }
-                report.recreated_tables.push(c.def.name.clone());
-            }
-        }
-
-        let file_names: Vec<&str> = files.iter().map(|f| f.parsed.def.name.as_str()).collect();
-        let mut next: HashMap<String, Collection> = HashMap::new();
-        for f in &files {
-            let shown = f.path.display();
-            definition::check_relations(&f.parsed.def, &|n| {
-                by_name.contains_key(n) || file_names.contains(&n)
-            })
-            .map_err(|errs| StoreError::Definition(format!("{shown}: {}", errs.join("; "))))?;
-            let name = &f.parsed.def.name;
-            match by_name.get(name) {
-                None => {
-                    let c = create_in(conn, &f.parsed)?;
-                    events.push(Event::new(
-                        "system.collection.created",
-                        EventSource::Collections,
-                        serde_json::json!({ "name": name }),
-                    ));
-                    report.created.push(name.clone());
-                    next.insert(name.clone(), c);
-                }
-                Some(old) if old.def == f.parsed.def => {}
-                Some(old) => {
-                    let plan = schema::plan(&old.def, &f.parsed.def);
-                    if !plan.refused.is_empty() {
-                        return Err(StoreError::Definition(format!(
-                            "{shown}: collection \"{name}\" differs from the database in a way that cannot be applied automatically: it {}. Restore the file, or migrate explicitly with `bak migrate apply`.",
-                            plan.refused.join("; it ")
-                        )));
-                    }
-                    for stmt in &plan.ddl {
-                        conn.execute(stmt, [])?;
-                    }
-                    let now = time::now_iso();
-                    conn.execute(
-                        "UPDATE _collections SET definition = ?1, updated_at = ?2 WHERE name = ?3",
-                        (f.parsed.raw.to_string(), &now, name),
-                    )?;
-                    events.push(Event::new(
-                        "system.collection.updated",
-                        EventSource::Collections,
-                        serde_json::json!({ "name": name }),
-                    ));
-                    report.updated.push((name.clone(), f.path.clone(), plan.changes));
-                    next.insert(
-                        name.clone(),
-                        Collection::new(f.parsed.def.clone(), f.parsed.raw.clone(), old.created_at.clone(), now),
-                    );
-                }
-            }
-        }
-        let mut all: Vec<Arc<Collection>> = Vec::new();
-        for c in existing {
-            if !next.contains_key(&c.def.name) {
-                all.push(Arc::new(c));
-            }
-        }
-        all.extend(next.into_values().map(Arc::new));
-        let mut committed = Committed::new(report).then(move || {
+        let synced = sync_in(conn, &files, Mode::Startup)?;
+        let all: Vec<Arc<Collection>> = synced.collections.into_iter().map(Arc::new).collect();
+        let mut committed = Committed::new(synced.report).then(move || {
             for c in all {
                 registry.put(c);
             }
         });
-        committed.events = events;
+        committed.events = synced.events;
         Ok(committed)
     })
     .await
+}
+
+/// How a collection in the files compares with the database.
+#[derive(Debug)]
+pub enum Status {
+    /// Same definition (semantically: key order and spelled-out defaults do not count).
+    Synced,
+    /// Differs; `blockers` are the rows that stop `bak migrate apply` (or need `--force`).
+    Drift {
+        plan: Box<migrate::Plan>,
+        blockers: Vec<Blocker>,
+    },
+    /// Only in a file: `apply` creates it.
+    FileOnly,
+    /// Only in the database: `export` writes its file; `apply` leaves it alone.
+    DbOnly,
+}
+
+#[derive(Debug)]
+pub struct StatusEntry {
+    pub name: String,
+    pub file: Option<PathBuf>,
+    pub status: Status,
+}
+
+/// Compares every collection in files and database, sorted by name. Read-only.
+pub fn status(conn: &Connection, files: &[FileDefinition]) -> Result<Vec<StatusEntry>, StoreError> {
+    let existing = load_all(conn)?;
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.parsed.def.name.clone();
+        let status = match existing.iter().find(|c| c.def.name == name) {
+            None => Status::FileOnly,
+            Some(old) if old.def == f.parsed.def => Status::Synced,
+            Some(old) => {
+                let plan = migrate::plan(&old.def, &f.parsed.def);
+                let blockers = if table_exists(conn, &name)? {
+                    migrate::scan(conn, &old.def, &f.parsed.def, &plan)?
+                } else {
+                    Vec::new()
+                };
+                Status::Drift {
+                    plan: Box::new(plan),
+                    blockers,
+                }
+            }
+        };
+        out.push(StatusEntry {
+            name,
+            file: Some(f.path.clone()),
+            status,
+        });
+    }
+    for c in existing {
+        if !files.iter().any(|f| f.parsed.def.name == c.def.name) {
+            out.push(StatusEntry {
+                name: c.def.name.clone(),
+                file: None,
+                status: Status::DbOnly,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }

@@ -3,7 +3,9 @@
 mod checkpointer;
 mod connection;
 pub mod journal;
+mod lock;
 pub mod migrations;
+pub mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use bakend_events::EventBus;
 use rusqlite::Connection;
 
 pub use connection::open as open_connection;
+pub use lock::DbLock;
 pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;

@@ -39,7 +39,12 @@ pub fn validate(def: &CollectionDef, body: &Map<String, Value>, mode: Mode) -> V
         if mode == Mode::Update && v.is_none() {
             continue;
         }
-        match check_field(f, v) {
+        // An absent field takes its default on create (an explicit null stays null).
+        let v = match (mode, v) {
+            (Mode::Create, None) => f.default.as_ref(),
+            _ => v,
+        };
+        match check_value(f, v) {
             Ok(sql) => out.values.push((i, sql)),
             Err(errs) => out.errors.extend(errs.into_iter().map(|e| (i, e))),
         }
@@ -55,7 +60,9 @@ fn err(f: &FieldDef, rule: &'static str, message: String) -> FieldError {
     }
 }
 
-fn check_field(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldError>> {
+/// Checks one value (absent = `None`) against a field's type and rules, and gives the value to
+/// store. Also used for definition defaults and for converting existing rows in a migration.
+pub fn check_value(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldError>> {
     let name = &f.name;
     let missing = matches!(v, None | Some(Value::Null)) || v.and_then(Value::as_str) == Some("");
     if f.required && missing {

@@ -1,0 +1,434 @@
+//! `bak backup create [--output PATH]` and `bak backup restore ARCHIVE [--force]`.
+//!
+//! A backup is one `.tar.gz`: the database as of one commit (`VACUUM INTO`, safe while the
+//! server runs and writes), the storage folder, and `manifest.json` (last member) with the
+//! Bakend and schema versions, the time the backup began, counts, and the size and SHA-256 of
+//! every other member. Restore refuses while a server runs (the database lock), extracts into a
+//! temporary folder beside the database, checks the manifest, every checksum and SQLite's
+//! integrity check, and only then swaps the database (after removing the old one's `-wal` and
+//! `-shm`) and the storage folder into place by renaming.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use bakend_core::config::{Config, DatabaseLocation};
+use bakend_store::db::DbLock;
+use bakend_store::db::snapshot;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::cli::Cli;
+
+const MANIFEST: &str = "manifest.json";
+const FORMAT: &str = "bakend-backup";
+const FORMAT_VERSION: u64 = 1;
+/// Inside the storage folder: uploads in progress, never part of a backup.
+const STORAGE_TMP: &str = "tmp";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Passes bytes through while hashing and counting them.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut r = Hashing {
+        inner: File::open(path)?,
+        hash: Sha256::new(),
+        size: 0,
+    };
+    io::copy(&mut r, &mut io::sink())?;
+    Ok((hex(&r.hash.finalize()), r.size))
+}
+
+fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
+    match &config.database {
+        DatabaseLocation::File(p) => Ok(p.clone()),
+        DatabaseLocation::Memory => bail!("Database file not found: :memory:"),
+    }
+}
+
+/// A folder removed when dropped (the staging and extraction folders).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let path = parent.join(format!("{prefix}{ms}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("Cannot create {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every regular file under `root` (relative paths, sorted), skipping `root/tmp`.
+fn storage_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let entries = match std::fs::read_dir(root.join(&rel)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = rel.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if path != Path::new(STORAGE_TMP) {
+                    stack.push(path);
+                }
+            } else if kind.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn archive_name(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    source: &Path,
+) -> io::Result<(String, u64)> {
+    let file = File::open(source)?;
+    let size = file.metadata()?.len();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    let mut r = Hashing {
+        inner: file.take(size),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    tar.append_data(&mut header, name, &mut r)?;
+    if r.size != size {
+        return Err(io::Error::other(format!(
+            "{name} changed size while it was read"
+        )));
+    }
+    Ok((hex(&r.hash.finalize()), size))
+}
+
+pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok())?;
+    let db_path = database_path(&config)?;
+    if !db_path.exists() {
+        bail!("Database file not found: {}", db_path.display());
+    }
+    let started = bakend_core::time::now_iso();
+    let project = &config.project_dir;
+    let output = match output {
+        Some(p) => project.join(p),
+        None => project.join(format!(
+            "bakend-backup-{}.tar.gz",
+            started.replace([':', '.'], "-")
+        )),
+    };
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("Cannot create {}", parent.display()))?;
+    }
+    let staging = TempDir::create(project, ".bakend-backup-")?;
+    let db_name = db_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bakend.db".into());
+
+    // The database first: every record committed before this point is in the snapshot.
+    let snap = staging.0.join(&db_name);
+    snapshot::snapshot(&db_path, &snap).context("Database snapshot failed")?;
+    let counts = snapshot::counts(&snap)?;
+
+    let partial = output.with_extension("partial");
+    let file =
+        File::create(&partial).with_context(|| format!("Cannot create {}", partial.display()))?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::default(),
+    ));
+    let (db_sha, db_size) = append(&mut tar, &db_name, &snap)?;
+
+    // Then the storage folder. Blobs are written before their row commits, so every file row
+    // in the snapshot has its blob, unless it was deleted since: that is reported.
+    let mut stored = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    for rel in storage_files(&config.storage)? {
+        let name = format!("storage/{}", archive_name(&rel));
+        match append(&mut tar, &name, &config.storage.join(&rel)) {
+            Ok((sha, size)) => stored.push(json!({"path": name, "size": size, "sha256": sha})),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                warnings.push(format!("{name} was deleted while the backup ran"));
+            }
+            Err(e) => return Err(e).with_context(|| format!("Cannot read {name}")),
+        }
+    }
+    for id in &counts.file_ids {
+        let name = format!("storage/files/{id}");
+        if !stored.iter().any(|s| s["path"] == name.as_str()) {
+            warnings.push(format!(
+                "file {id} has no stored content (deleted during the backup?)"
+            ));
+        }
+    }
+
+    let manifest = json!({
+        "format": FORMAT,
+        "formatVersion": FORMAT_VERSION,
+        "bakendVersion": bakend_core::VERSION,
+        "schemaVersion": counts.schema_version,
+        "createdAt": started,
+        "database": {"path": db_name, "size": db_size, "sha256": db_sha},
+        "counts": {
+            "collections": counts.collections,
+            "records": counts.records,
+            "users": counts.users,
+            "files": counts.files,
+        },
+        "storage": stored,
+        "warnings": warnings,
+    });
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, MANIFEST, text.as_slice())?;
+    let file = tar.into_inner()?.finish()?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &output)
+        .with_context(|| format!("Cannot write {}", output.display()))?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    println!("Backup created: {}", output.display());
+    Ok(())
+}
+
+/// Extracts regular files and folders only, each strictly inside `dest`.
+fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
+    let file = File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in tar.entries().context("Not a .tar.gz archive")? {
+        let mut entry = entry.context("The archive is damaged")?;
+        let path = entry.path()?.into_owned();
+        let safe = path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !safe {
+            bail!("The archive holds an unsafe path: {}", path.display());
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Directory => {}
+            other => bail!(
+                "The archive holds an unexpected entry ({other:?}): {}",
+                path.display()
+            ),
+        }
+        if !entry.unpack_in(dest).context("The archive is damaged")? {
+            bail!("The archive holds an unsafe path: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Checks the extracted backup against its manifest. Returns the database's file name.
+fn verify(dir: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read(dir.join(MANIFEST))
+        .map_err(|_| anyhow!("The archive has no {MANIFEST}: it is not a Bakend backup"))?;
+    let m: Value = serde_json::from_slice(&text).context("The backup manifest is not JSON")?;
+    if m["format"] != FORMAT || m["formatVersion"].as_u64() != Some(FORMAT_VERSION) {
+        bail!("The archive is not a Bakend backup of a known format");
+    }
+    let check = |name: &str, sha: &Value, size: &Value| -> anyhow::Result<()> {
+        let (got_sha, got_size) =
+            sha256_file(&dir.join(name)).map_err(|_| anyhow!("The backup is missing {name}"))?;
+        if Some(got_sha.as_str()) != sha.as_str() || Some(got_size) != size.as_u64() {
+            bail!("Checksum mismatch for {name}: the backup is damaged");
+        }
+        Ok(())
+    };
+    let db = &m["database"];
+    let db_name = db["path"]
+        .as_str()
+        .filter(|n| !n.is_empty() && !n.contains('/') && *n != MANIFEST)
+        .ok_or_else(|| anyhow!("The backup manifest names no database"))?
+        .to_string();
+    check(&db_name, &db["sha256"], &db["size"])?;
+    let listed = m["storage"].as_array().cloned().unwrap_or_default();
+    let mut names = Vec::new();
+    for s in &listed {
+        let name = s["path"]
+            .as_str()
+            .filter(|p| p.starts_with("storage/"))
+            .ok_or_else(|| anyhow!("The backup manifest lists a bad storage path"))?;
+        check(name, &s["sha256"], &s["size"])?;
+        names.push(name.to_string());
+    }
+    for rel in storage_files(&dir.join("storage"))? {
+        let name = format!("storage/{}", archive_name(&rel));
+        if !names.contains(&name) {
+            bail!("The backup holds {name}, which its manifest does not list");
+        }
+    }
+    snapshot::integrity_check(&dir.join(&db_name))
+        .map_err(|e| anyhow!("The backed-up database is damaged: {e}"))?;
+    new_journal_epoch(&dir.join(&db_name))?;
+    Ok(db_name)
+}
+
+/// A restored database continues an older history than the one realtime clients may have
+/// followed: dropping the journal epoch makes the next start begin a new one, so clients
+/// resuming with sequence numbers from after the backup are told to refetch.
+fn new_journal_epoch(db: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(db)?;
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_bakend_meta'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_meta {
+        conn.execute(
+            "DELETE FROM _bakend_meta WHERE key = ?1",
+            [bakend_store::db::journal::EPOCH_KEY],
+        )?;
+    }
+    Ok(())
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Renames, or copies then removes when `from` and `to` are on different file systems.
+fn move_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    copy_dir(from, to)?;
+    std::fs::remove_dir_all(from)?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn non_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).is_ok_and(|mut e| e.next().is_some())
+}
+
+pub fn restore(cli: &Cli, archive: &Path, force: bool) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok())?;
+    let db_path = database_path(&config)?;
+    let archive = config.project_dir.join(archive);
+    if !archive.is_file() {
+        bail!("Backup archive not found: {}", archive.display());
+    }
+    // Held until the end: no server may start on a half-restored project.
+    let _lock = DbLock::acquire_or(&db_path, "Cannot restore while the database is in use")?;
+    if !force && (db_path.exists() || non_empty_dir(&config.storage)) {
+        bail!("Target database or storage already exists. Re-run with --force to overwrite.");
+    }
+
+    let db_dir = db_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| config.project_dir.clone());
+    std::fs::create_dir_all(&db_dir)?;
+    let work = TempDir::create(&db_dir, ".bakend-restore-")?;
+    extract(&archive, &work.0)?;
+    let db_name = verify(&work.0)?;
+    let new_db = work.0.join(&db_name);
+    File::open(&new_db)?.sync_all()?;
+
+    // Storage first, then the database; each is a rename.
+    let new_storage = work.0.join("storage");
+    if !new_storage.exists() {
+        std::fs::create_dir_all(&new_storage)?;
+    }
+    if let Some(parent) = config.storage.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let old_storage = sidecar(&config.storage, ".replaced");
+    let _ = std::fs::remove_dir_all(&old_storage);
+    if config.storage.exists() {
+        std::fs::rename(&config.storage, &old_storage).with_context(|| {
+            format!(
+                "Cannot move the old storage folder {}",
+                config.storage.display()
+            )
+        })?;
+    }
+    move_dir(&new_storage, &config.storage)?;
+    let _ = std::fs::remove_dir_all(&old_storage);
+
+    // An old WAL next to the new database would be replayed into it: fold it into the old
+    // database (harmless if that fails, it is being replaced), then remove it.
+    if db_path.exists() {
+        let _ = snapshot::checkpoint(&db_path);
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        match std::fs::remove_file(sidecar(&db_path, suffix)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("Cannot remove the old database's {suffix}")),
+        }
+    }
+    std::fs::rename(&new_db, &db_path)
+        .with_context(|| format!("Cannot move the database into {}", db_path.display()))?;
+    if let Ok(dir) = File::open(&db_dir) {
+        let _ = dir.sync_all();
+    }
+    println!("Backup restored.");
+    Ok(())
+}

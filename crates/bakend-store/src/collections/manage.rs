@@ -1,0 +1,171 @@
+//! Creating, changing and deleting collections at runtime (the admin API), with the same
+//! validation and planner as start-up and `bak migrate`. Each operation is one write: checked
+//! against the database inside the transaction, applied or refused as a whole, and followed by
+//! its `system.collection.*` event and the registry update after the commit.
+
+use std::sync::Arc;
+
+use bakend_core::{Event, EventSource, time};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::definition::{self, Parsed};
+use super::migrate;
+use super::registry::{Collection, Registry};
+use super::sync::{create_in, load_all};
+use crate::db::{Committed, Database};
+use crate::error::StoreError;
+
+fn event(kind: &str, name: &str) -> Event {
+    Event::new(
+        format!("system.collection.{kind}"),
+        EventSource::Collections,
+        serde_json::json!({ "name": name }),
+    )
+}
+
+/// Parses a request body as a definition: the shape first (spec wording), then every rule.
+fn parse_body(raw: &Value) -> Result<Parsed, StoreError> {
+    let shaped = raw.get("name").is_some_and(Value::is_string)
+        && raw.get("fields").is_some_and(Value::is_array);
+    if !shaped {
+        return Err(StoreError::Definition(
+            "Request body must include name and fields".into(),
+        ));
+    }
+    let parsed = definition::parse(raw).map_err(|e| StoreError::Definition(e.join("; ")))?;
+    for w in &parsed.warnings {
+        tracing::warn!("Collection \"{}\": {w}", parsed.def.name);
+    }
+    Ok(parsed)
+}
+
+fn check_relations(conn: &Connection, parsed: &Parsed) -> Result<(), StoreError> {
+    let names: Vec<String> = load_all(conn)?.into_iter().map(|c| c.def.name).collect();
+    definition::check_relations(&parsed.def, &|n| {
+        n == parsed.def.name || names.iter().any(|x| x == n)
+    })
+    .map_err(|e| StoreError::Definition(e.join("; ")))
+}
+
+fn stored(conn: &Connection, name: &str) -> Result<Option<Collection>, StoreError> {
+    Ok(load_all(conn)?.into_iter().find(|c| c.def.name == name))
+}
+
+/// `POST /api/admin/collections`.
+pub async fn create(
+    db: &Database,
+    registry: &Arc<Registry>,
+    raw: Value,
+) -> Result<Arc<Collection>, StoreError> {
+    let parsed = parse_body(&raw)?;
+    let registry = registry.clone();
+    db.write(move |conn| {
+        let name = parsed.def.name.clone();
+        let exists: Option<i64> = conn
+            .query_row("SELECT 1 FROM _collections WHERE name = ?1", [&name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(StoreError::Definition(format!(
+                "Collection \"{name}\" already exists"
+            )));
+        }
+        check_relations(conn, &parsed)?;
+        let c = Arc::new(create_in(conn, &parsed)?);
+        let put = c.clone();
+        Ok(Committed::new(c)
+            .then(move || registry.put(put))
+            .event(event("created", &name)))
+    })
+    .await
+}
+
+/// What an update did.
+pub struct UpdateOutcome {
+    pub collection: Arc<Collection>,
+    pub changes: Vec<String>,
+    /// Problems `force` pushed through.
+    pub forced: Vec<migrate::Blocker>,
+}
+
+/// `PUT /api/admin/collections/:name`. Emits `system.collection.updated` even when nothing
+/// changed (as v1).
+pub async fn update(
+    db: &Database,
+    registry: &Arc<Registry>,
+    name: &str,
+    raw: Value,
+    force: bool,
+) -> Result<UpdateOutcome, StoreError> {
+    let parsed = parse_body(&raw)?;
+    if parsed.def.name != name {
+        return Err(StoreError::Definition(
+            "Collection name cannot be changed".into(),
+        ));
+    }
+    let registry = registry.clone();
+    let name = name.to_string();
+    db.write(move |conn| {
+        let old =
+            stored(conn, &name)?.ok_or_else(|| StoreError::CollectionNotFound(name.clone()))?;
+        check_relations(conn, &parsed)?;
+        let plan = migrate::plan(&old.def, &parsed.def);
+        let forced = migrate::execute(conn, &old.def, &parsed.def, &plan, force)?;
+        let now = time::now_iso();
+        conn.execute(
+            "UPDATE _collections SET definition = ?1, updated_at = ?2 WHERE name = ?3",
+            (parsed.raw.to_string(), &now, &name),
+        )?;
+        let c = Arc::new(Collection::new(parsed.def, parsed.raw, old.created_at, now));
+        let put = c.clone();
+        Ok(Committed::new(UpdateOutcome {
+            collection: c,
+            changes: plan.changes,
+            forced,
+        })
+        .then(move || registry.put(put))
+        .event(event("updated", &name)))
+    })
+    .await
+}
+
+/// `DELETE /api/admin/collections/:name`: refused while relation fields point at it.
+pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Result<(), StoreError> {
+    let registry = registry.clone();
+    let name = name.to_string();
+    db.write(move |conn| {
+        let all = load_all(conn)?;
+        if !all.iter().any(|c| c.def.name == name) {
+            return Err(StoreError::CollectionNotFound(name));
+        }
+        let dependents: Vec<&str> = all
+            .iter()
+            .filter(|c| {
+                c.def.name != name
+                    && c.def
+                        .fields
+                        .iter()
+                        .any(|f| f.collection.as_deref() == Some(name.as_str()))
+            })
+            .map(|c| c.def.name.as_str())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(StoreError::Definition(format!(
+                "Cannot delete collection \"{name}\": referenced by relation fields in {}",
+                dependents.join(", ")
+            )));
+        }
+        conn.execute(
+            &format!("DROP TABLE IF EXISTS {}", super::schema::quote(&name)),
+            [],
+        )?;
+        conn.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
+        let gone = name.clone();
+        Ok(Committed::new(())
+            .then(move || registry.remove(&gone))
+            .event(event("deleted", &name)))
+    })
+    .await
+}
