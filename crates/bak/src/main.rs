@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod functions;
 mod init;
+mod jobs;
 mod start;
 mod storage;
 

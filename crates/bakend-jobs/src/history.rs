@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bakend_core::Event;
 use bakend_store::{Committed, Database, StoreError};
 use rusqlite::{Connection, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,
@@ -59,7 +59,7 @@ impl Trigger {
 
 /// One run (the admin API's JobRun). `startedAt` is the start of attempt 1; `durationMs`
 /// includes retry waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobRun {
     pub run_id: String,
@@ -167,6 +167,18 @@ impl History {
                 Ok(Committed::new(n))
             })
             .await
+    }
+
+    /// At server start: closes the runs a previous server left `running` (it crashed or was
+    /// killed mid-run).
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        let n = self.interrupt(None, INTERRUPTED).await?;
+        if n > 0 {
+            tracing::warn!(
+                "{n} job run(s) of a previous server were still marked running; recorded as failed"
+            );
+        }
+        Ok(())
     }
 
     /// The job's newest `limit` runs, oldest first. Runs on the reader pool.

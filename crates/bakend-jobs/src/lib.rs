@@ -15,6 +15,7 @@ mod error;
 pub mod history;
 pub mod local_access;
 mod run;
+pub mod scripts;
 pub mod timetable;
 
 use std::collections::HashMap;
@@ -202,8 +203,8 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Closes history rows that a previous process left `running` (it stopped or crashed
-    /// mid-run), then starts the scheduler. Call inside a tokio runtime.
+    /// Starts the scheduler. Call inside a tokio runtime. (The server first closes the history
+    /// rows a previous run of it left `running`: [`History::recover`].)
     pub async fn start(
         defs: Vec<JobDef>,
         engine: Arc<dyn JobEngine>,
@@ -223,12 +224,6 @@ impl Jobs {
         clock: Arc<dyn Clock>,
     ) -> Result<Jobs, JobsError> {
         let history = History::new(db, config.history_limit);
-        let stale = history.interrupt(None, history::INTERRUPTED).await?;
-        if stale > 0 {
-            tracing::warn!(
-                "{stale} job run(s) of a previous server were still marked running; recorded as failed"
-            );
-        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let defs: Vec<Arc<JobDef>> = defs.into_iter().map(Arc::new).collect();
         let shared = Arc::new(Shared {

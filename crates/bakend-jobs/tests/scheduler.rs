@@ -379,6 +379,7 @@ async fn a_run_left_running_by_a_crash_is_closed_at_start() {
     };
     let ev = bakend_core::Event::new("job.started", bakend_core::EventSource::Jobs, json!({}));
     history.started(&run, ev).await.unwrap();
+    history.recover().await.unwrap();
     let jobs = start(&fx, vec![], RustEngine::new(|_| ok()), config()).await;
     let runs = jobs.runs("x").await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);

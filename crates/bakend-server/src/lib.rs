@@ -9,6 +9,7 @@ mod error;
 mod response;
 mod routes;
 mod startup;
+mod startup_jobs;
 mod state;
 
 pub use error::ApiError;

@@ -21,8 +21,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::state::{AppState, FunctionsView};
-use crate::{cors, error, routes};
+use crate::state::{AppState, FunctionsView, JobsView};
+use crate::{cors, error, routes, startup_jobs};
 
 /// The secret upstream shipped as a default; using it is worth a warning.
 const UPSTREAM_DEFAULT_SECRET: &str = "dev-only-change-me";
@@ -40,6 +40,9 @@ pub enum StartError {
     /// A function file failed to compile or load (fatal at start, per the spec).
     #[error("{0}")]
     Functions(String),
+    /// A job file failed to load or validate (fatal at start).
+    #[error("{0}")]
+    Jobs(String),
 }
 
 impl From<StoreError> for StartError {
@@ -74,6 +77,9 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, then flushes and closes the database.
     pub async fn shutdown(mut self) {
         tracing::info!("Shutting down");
+        // --- jobs: timers stop, running jobs get a bounded grace (the database is still open).
+        startup_jobs::stop(&self.state.jobs.jobs, self.state.jobs.local.as_ref()).await;
+        // --- end jobs
         self.state.realtime.shutdown().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -210,16 +216,32 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         }
     };
 
+    // --- jobs (bakend-jobs): loaded and scheduled after functions; stopped in `shutdown`.
+    let jobs = match startup_jobs::start(&config, bus.clone(), db.clone()).await {
+        Ok(j) => j,
+        Err(e) => {
+            purge.abort();
+            let _ = tokio::task::spawn_blocking(move || drop(functions)).await;
+            close(&db).await;
+            return Err(e);
+        }
+    };
+    // --- end jobs
+
     let listener = match bind(config.port).await {
         Ok(l) => l,
         Err(_) => {
             purge.abort();
+            jobs.shutdown().await;
             let _ = tokio::task::spawn_blocking(move || drop(functions)).await;
             close(&db).await;
             return Err(StartError::Bind(config.port));
         }
     };
     let addr = listener.local_addr()?;
+    // --- jobs: the token `bak jobs run` uses to reach this server.
+    let local_access = startup_jobs::local_access(&config.project_dir, addr.port()).await;
+    // --- end jobs
 
     let functions_view = FunctionsView {
         triggers: Arc::new(functions.triggers().to_vec()),
@@ -234,6 +256,10 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         realtime,
         files: file_service,
         functions: functions_view,
+        jobs: JobsView {
+            jobs,
+            local: local_access,
+        },
         jwt_secret,
     };
     let app = Router::new()

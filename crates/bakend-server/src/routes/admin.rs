@@ -21,17 +21,11 @@ pub async fn handle(
     query: Option<&str>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    match crate::auth::resolve(state, headers).await {
-        AuthContext::Anonymous => return Err(ApiError::unauthorized()),
-        ctx if !ctx.is_admin() => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Admin access required",
-            ));
-        }
-        _ => {}
+    // Jobs check access themselves: running one also accepts the local token.
+    if let ["jobs", sub @ ..] = rest {
+        return super::jobs::handle(state, sub, method, headers).await;
     }
+    require_admin(state, headers).await?;
     match rest {
         ["users"] => {
             if method != Method::GET {
@@ -112,6 +106,19 @@ pub async fn handle(
             _ => Err(ApiError::method_not_allowed()),
         },
         _ => Err(ApiError::not_found("Not found")),
+    }
+}
+
+/// 401 without a valid token, 403 for a non-admin.
+pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match crate::auth::resolve(state, headers).await {
+        AuthContext::Anonymous => Err(ApiError::unauthorized()),
+        ctx if !ctx.is_admin() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Admin access required",
+        )),
+        _ => Ok(()),
     }
 }
 
