@@ -156,7 +156,8 @@ pub fn run() -> ExitCode {
             Ok(())
         }
         Some(Command::Init { name }) => crate::init::run(name.as_deref()),
-        Some(Command::Start(args)) | Some(Command::Dev(args)) => crate::start::run(&cli, args),
+        Some(Command::Start(args)) => crate::start::run(&cli, args, args.watch),
+        Some(Command::Dev(args)) => crate::start::run(&cli, args, true),
         Some(Command::Admin {
             command:
                 AdminCommand::Create {

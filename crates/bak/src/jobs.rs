@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bakend_core::config::Config;
 use bakend_events::LocalBus;
+use bakend_functions::{FunctionsConfig, HostServices};
 use bakend_jobs::local_access::{self, LocalAccessInfo};
-use bakend_jobs::{History, JobRun, Jobs, JobsConfig, RunStatus};
+use bakend_jobs::{History, JobRun, JobsConfig, RunStatus};
 use bakend_store::Database;
 
 use crate::cli::Cli;
@@ -33,7 +34,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn list(cli: &Cli) -> anyhow::Result<()> {
     let (config, jobs_config) = load_config(cli)?;
-    let (defs, engine) = bakend_jobs::scripts::load(&config.project_dir, &jobs_config.defaults)?;
+    // Loading runs the modules' top level only; no context services are needed.
+    let (defs, engine) = bakend_jobs::scripts::load(
+        &config.project_dir,
+        HostServices::default(),
+        FunctionsConfig {
+            workers: 1,
+            ..FunctionsConfig::default()
+        },
+        &jobs_config.defaults,
+    )?;
     engine.shutdown();
     if defs.is_empty() {
         println!("No jobs registered.");
@@ -116,23 +126,25 @@ pub fn run(cli: &Cli, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the jobs and runs one in this process (no server is running).
-fn run_here(config: &Config, jobs_config: JobsConfig, name: &str) -> anyhow::Result<JobRun> {
-    let (defs, engine) = bakend_jobs::scripts::load(&config.project_dir, &jobs_config.defaults)?;
-    if !defs.iter().any(|d| d.name == name) {
-        engine.shutdown();
-        bail!("Job \"{name}\" does not exist");
-    }
-    let bus = LocalBus::new();
-    let db = Arc::new(Database::open(&config.database, bus.clone())?);
-    let result = runtime()?.block_on(async {
-        let jobs = Jobs::start(defs, engine, bus, db.clone(), jobs_config).await?;
-        let run = jobs.run_now(name).await;
-        jobs.shutdown().await;
-        run
-    });
-    db.close();
-    Ok(result?)
+/// Runs the job in this process (no server is running): the server is started in-process on
+/// an ephemeral port with its scheduler off, so the job gets the same context (`db`, `storage`,
+/// `records`), events and history as in a real server, and no other job fires meanwhile.
+fn run_here(config: &Config, _jobs_config: JobsConfig, name: &str) -> anyhow::Result<JobRun> {
+    let mut config = config.clone();
+    config.port = 0;
+    config.watch = false;
+    config.jobs.schedule = false;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("Cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = bakend_server::start(config).await?;
+        let run = server.state().jobs.jobs.run_now(name).await;
+        server.shutdown().await;
+        Ok(run?)
+    })
 }
 
 /// Asks the running server to run the job. `Ok(None)`: no server answers on the recorded port

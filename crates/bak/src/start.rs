@@ -7,8 +7,9 @@ use bakend_core::logging::{self, LogFormat};
 
 use crate::cli::{Cli, LogFormatArg, StartArgs};
 
-pub fn run(cli: &Cli, args: &StartArgs) -> anyhow::Result<()> {
+pub fn run(cli: &Cli, args: &StartArgs, watch: bool) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok())?;
+    config.watch = watch;
     if let Some(p) = &args.port {
         config.port = parse_port(p).ok_or_else(|| {
             anyhow!("Invalid --port: {p} (must be a whole number between 1 and 65535)")

@@ -98,4 +98,15 @@ impl AuthContext {
     pub fn is_admin(&self) -> bool {
         self.user().is_some_and(|u| u.role == Role::Admin)
     }
+
+    /// The origin stamped on events of writes this caller makes directly.
+    pub fn origin(&self) -> crate::Origin {
+        crate::Origin {
+            actor: match self {
+                AuthContext::Anonymous => None,
+                AuthContext::User(c) => Some(c.clone()),
+            },
+            depth: 0,
+        }
+    }
 }

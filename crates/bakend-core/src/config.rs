@@ -115,6 +115,9 @@ pub struct JobsConfig {
     pub timeout: Duration,
     /// How long shutdown waits for running jobs.
     pub shutdown_grace: Duration,
+    /// Whether jobs run on their schedules. Off only for the in-process server of
+    /// `bak jobs run` (not a bakend.json key).
+    pub schedule: bool,
 }
 
 impl Default for JobsConfig {
@@ -124,6 +127,7 @@ impl Default for JobsConfig {
             history_limit: 100,
             timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            schedule: true,
         }
     }
 }
@@ -134,6 +138,21 @@ const JOBS_KEYS: &[&str] = &[
     "timeoutSeconds",
     "shutdownGraceSeconds",
 ];
+
+/// Limits of user functions (`functions` in bakend.json); `None` keeps the engine's default.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionsSettings {
+    /// JS worker threads (default `min(2, cores)`).
+    pub workers: Option<usize>,
+    /// Invocations that may wait for a worker before new ones are dropped (and reported).
+    pub queue_capacity: Option<usize>,
+    /// Time limit per invocation unless a file exports `timeout` (default 5 s).
+    pub timeout: Option<Duration>,
+    /// Heap limit per JS runtime in bytes (default 64 MiB).
+    pub memory_limit: Option<usize>,
+    /// Stack limit per JS runtime in bytes (default 512 KiB).
+    pub stack_size: Option<usize>,
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -155,6 +174,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub realtime: RealtimeConfig,
     pub jobs: JobsConfig,
+    pub functions: FunctionsSettings,
+    /// Reload functions and jobs when their files change (`bak dev`, `bak start --watch`; not
+    /// a bakend.json key).
+    pub watch: bool,
     /// Things worth telling the operator that do not stop start-up (unknown keys).
     pub warnings: Vec<String>,
 }
@@ -188,6 +211,14 @@ const TOP_KEYS: &[&str] = &[
     "api",
     "realtime",
     "jobs",
+    "functions",
+];
+const FUNCTIONS_KEYS: &[&str] = &[
+    "workers",
+    "queueCapacity",
+    "timeoutMs",
+    "memoryLimitMb",
+    "stackSizeKb",
 ];
 const REALTIME_KEYS: &[&str] = &[
     "maxSubscriptions",
@@ -298,6 +329,8 @@ impl Config {
             },
             realtime: RealtimeConfig::default(),
             jobs: JobsConfig::default(),
+            functions: FunctionsSettings::default(),
+            watch: false,
             warnings: Vec::new(),
         };
         let file = FileCtx { path: &shown };
@@ -394,6 +427,13 @@ impl Config {
         }
         if let Some(v) = root.get("jobs") {
             self.apply_jobs(v, f)?;
+        }
+        if let Some(v) = root.get("functions") {
+            let fns = v
+                .as_object()
+                .ok_or_else(|| f.invalid("functions", "functions must be an object"))?;
+            f.warn_unknown(fns, FUNCTIONS_KEYS, "functions.", &mut self.warnings);
+            self.apply_functions(fns, f)?;
         }
         if let Some(v) = root.get("api") {
             let api = v
@@ -543,6 +583,31 @@ impl Config {
         if let Some(n) = int("shutdownGraceSeconds", 0, 3600)? {
             self.jobs.shutdown_grace = Duration::from_secs(n);
         }
+        Ok(())
+    }
+
+    fn apply_functions(&mut self, o: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
+        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
+            match o.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        f.invalid(
+                            &format!("functions.{key}"),
+                            format!("functions.{key} must be an integer between {lo} and {hi}"),
+                        )
+                    }),
+            }
+        };
+        let s = &mut self.functions;
+        s.workers = int("workers", 1, 64)?.map(|n| n as usize);
+        s.queue_capacity = int("queueCapacity", 1, 1_000_000)?.map(|n| n as usize);
+        s.timeout = int("timeoutMs", 1, 3_600_000)?.map(Duration::from_millis);
+        s.memory_limit = int("memoryLimitMb", 1, 16_384)?.map(|n| n as usize * 1024 * 1024);
+        s.stack_size = int("stackSizeKb", 64, 1_048_576)?.map(|n| n as usize * 1024);
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::access::Caller;
 use crate::ids;
 use crate::time;
 
@@ -34,9 +35,30 @@ pub struct Event {
     /// lets the realtime hub route owner-only events without reading the database.
     #[serde(skip)]
     pub subject: Option<String>,
+    /// The signed-in user whose request caused the event, if any. Never serialized: user
+    /// functions see it as `ctx.auth.user`.
+    #[serde(skip)]
+    pub actor: Option<Arc<Caller>>,
+    /// The record as it was before an update or delete. Never serialized (the wire payload of a
+    /// deletion stays `{id}`): user functions see it as `ctx.previous`.
+    #[serde(skip)]
+    pub previous: Option<Value>,
+    /// How many user-function writes led to this event (0 for a client's request). Lets the
+    /// functions host stop a trigger that keeps re-triggering itself.
+    #[serde(skip)]
+    pub depth: u8,
     /// The envelope serialized once, shared by every consumer that needs the bytes.
     #[serde(skip)]
     json: OnceLock<Arc<str>>,
+}
+
+/// Who or what started a write, carried into the events it emits.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The signed-in user making the request (`None` for anonymous requests and the system).
+    pub actor: Option<Arc<Caller>>,
+    /// See [`Event::depth`].
+    pub depth: u8,
 }
 
 /// Events are immutable once emitted and shared between consumers without copying.
@@ -51,8 +73,24 @@ impl Event {
             source,
             payload,
             subject: None,
+            actor: None,
+            previous: None,
+            depth: 0,
             json: OnceLock::new(),
         }
+    }
+
+    /// Sets who caused the event and how deep in a chain of function writes it is.
+    pub fn caused_by(mut self, origin: &Origin) -> Self {
+        self.actor = origin.actor.clone();
+        self.depth = origin.depth;
+        self
+    }
+
+    /// Sets [`Event::previous`].
+    pub fn with_previous(mut self, previous: Value) -> Self {
+        self.previous = Some(previous);
+        self
     }
 
     /// Sets [`Event::subject`].
@@ -82,6 +120,9 @@ impl Clone for Event {
             source: self.source,
             payload: self.payload.clone(),
             subject: self.subject.clone(),
+            actor: self.actor.clone(),
+            previous: self.previous.clone(),
+            depth: self.depth,
             json: OnceLock::new(),
         }
     }

@@ -7,7 +7,7 @@ pub mod ids;
 pub mod logging;
 pub mod time;
 
-pub use event::{Event, EventSource, SharedEvent};
+pub use event::{Event, EventSource, Origin, SharedEvent};
 
 /// Full semantic version reported by `bak version`, `/health` and the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,12 +15,17 @@ pub struct FunctionFile {
 /// Every regular `.ts` file below `<project_dir>/functions`, sorted by relative path. A missing
 /// folder means no functions. Entries named `.bakend-cache` are skipped at any depth.
 pub fn discover(project_dir: &Path) -> Result<Vec<FunctionFile>, FunctionsError> {
-    let root = project_dir.join("functions");
+    discover_in(project_dir, "functions")
+}
+
+/// Like [`discover`] for another top-level folder of the project (`jobs`).
+pub fn discover_in(project_dir: &Path, folder: &str) -> Result<Vec<FunctionFile>, FunctionsError> {
+    let root = project_dir.join(folder);
     let mut out = Vec::new();
     if !root.is_dir() {
         return Ok(out);
     }
-    walk(&root, "functions", &mut out)?;
+    walk(&root, folder, &mut out)?;
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
 }

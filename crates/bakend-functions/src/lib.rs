@@ -11,11 +11,16 @@
 //! Events whose source is `functions` never trigger handlers (no feedback loops through
 //! `on("function.*")`).
 
+mod budget;
+mod context;
 mod discovery;
 mod error;
-mod host;
+mod jobs;
 mod loader;
+pub mod services;
+pub mod sourcemap;
 pub mod transpile;
+pub mod watch;
 mod worker;
 
 use std::collections::HashMap;
@@ -29,10 +34,17 @@ use std::time::Duration;
 use bakend_core::{EventSource, SharedEvent};
 use bakend_events::EventBus;
 
-pub use discovery::{FunctionFile, discover};
+pub use discovery::{FunctionFile, discover, discover_in};
 pub use error::FunctionsError;
+pub use jobs::{JobModule, JobScripts};
+pub use services::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
 
+use sourcemap::SourceMaps;
 use worker::{Invocation, Shared};
+
+/// Events caused by this many chained function writes (a trigger whose `ctx.records` write
+/// triggers itself again, …) no longer run triggers: the chain is reported and stopped.
+pub const MAX_TRIGGER_DEPTH: u8 = 8;
 
 /// Tunables of the functions host.
 #[derive(Clone, Debug)]
@@ -113,6 +125,9 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Runtimes rebuilt after hitting a limit.
     pub recycled: AtomicU64,
+    /// Reloads that replaced the triggers, and reloads refused because of an error.
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
     per_trigger: Mutex<HashMap<usize, (u64, u64)>>,
 }
 
@@ -132,7 +147,14 @@ impl Stats {
         }
     }
 
-    /// (invocations, failures) of the trigger at `index` in [`FunctionsHost::triggers`].
+    fn reset_triggers(&self) {
+        if let Ok(mut m) = self.per_trigger.lock() {
+            m.clear();
+        }
+    }
+
+    /// (invocations, failures) of the trigger at `index` in [`FunctionsHost::triggers`] since
+    /// the triggers were last (re)loaded.
     pub fn trigger_counts(&self, index: usize) -> (u64, u64) {
         self.per_trigger
             .lock()
@@ -142,33 +164,56 @@ impl Stats {
     }
 }
 
-/// Reads and transpiles every discovered file. Compile errors name the file and line.
-fn compile_all(
-    project_dir: &Path,
-) -> Result<(Vec<String>, HashMap<String, String>), FunctionsError> {
-    let files = discover(project_dir)?;
-    let mut modules = HashMap::new();
-    let mut rels = Vec::new();
+/// The transpiled modules of one folder.
+pub(crate) struct Compiled {
+    pub files: Vec<String>,
+    pub modules: HashMap<String, String>,
+    pub maps: SourceMaps,
+}
+
+/// Reads and transpiles every `.ts` file of `folder`. Compile errors name the file and line.
+pub(crate) fn compile_all(project_dir: &Path, folder: &str) -> Result<Compiled, FunctionsError> {
+    let files = discover_in(project_dir, folder)?;
+    let mut out = Compiled {
+        files: Vec::new(),
+        modules: HashMap::new(),
+        maps: SourceMaps::default(),
+    };
     for f in files {
         let src = std::fs::read_to_string(&f.path).map_err(|source| FunctionsError::Io {
             path: f.path.clone(),
             source,
         })?;
-        let js = transpile::transpile(&f.rel, &src)?;
-        modules.insert(f.rel.clone(), js);
-        rels.push(f.rel);
+        let (js, map) = transpile::transpile_with_map(&f.rel, &src)?;
+        out.modules.insert(f.rel.clone(), js);
+        out.maps.0.insert(f.rel.clone(), map);
+        out.files.push(f.rel);
     }
-    Ok((rels, modules))
+    Ok(out)
+}
+
+/// One loaded set of function files: its triggers and the workers serving them.
+struct Generation {
+    triggers: Arc<Vec<TriggerInfo>>,
+    queue: SyncSender<Invocation>,
+}
+
+struct Running {
+    generation: Option<Arc<Generation>>,
+    workers: Vec<JoinHandle<()>>,
+    dispatcher: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 /// The running functions subsystem.
 pub struct FunctionsHost {
     project_dir: PathBuf,
-    triggers: Arc<Vec<TriggerInfo>>,
+    config: FunctionsConfig,
+    services: HostServices,
+    bus: Arc<dyn EventBus>,
     stats: Arc<Stats>,
-    queue: Option<SyncSender<Invocation>>,
-    workers: Vec<JoinHandle<()>>,
-    dispatcher: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    /// Read by the dispatcher for every event; replaced by a reload.
+    current: Arc<Mutex<Option<Arc<Generation>>>>,
+    running: Mutex<Running>,
 }
 
 impl FunctionsHost {
@@ -179,90 +224,180 @@ impl FunctionsHost {
         project_dir: &Path,
         bus: Arc<dyn EventBus>,
         config: FunctionsConfig,
+        services: HostServices,
     ) -> Result<FunctionsHost, FunctionsError> {
-        let (files, modules) = compile_all(project_dir)?;
-        let stats = Arc::new(Stats::default());
-        let mut host = FunctionsHost {
+        let host = FunctionsHost {
             project_dir: project_dir.to_path_buf(),
-            triggers: Arc::new(Vec::new()),
-            stats: stats.clone(),
-            queue: None,
-            workers: Vec::new(),
-            dispatcher: None,
+            config,
+            services,
+            bus,
+            stats: Arc::new(Stats::default()),
+            current: Arc::new(Mutex::new(None)),
+            running: Mutex::new(Running {
+                generation: None,
+                workers: Vec::new(),
+                dispatcher: None,
+            }),
         };
-        if files.is_empty() {
-            tracing::debug!(
-                "No function triggers found in {}",
-                project_dir.join("functions").display()
+        let compiled = compile_all(project_dir, "functions")?;
+        host.install(compiled)?;
+        let n = host.triggers().len();
+        if n == 0 {
+            tracing::debug!("No function triggers found in {}", host.dir().display());
+        } else {
+            tracing::info!(
+                "Functions: {n} trigger(s) loaded from {}",
+                host.dir().display()
             );
-            return Ok(host);
+        }
+        Ok(host)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.project_dir.join("functions")
+    }
+
+    /// Recompiles and reloads every function file (hot reload). On any error the previous
+    /// triggers stay active and the error — naming the file and line — is logged and returned.
+    pub fn reload(&self) -> Result<usize, FunctionsError> {
+        tracing::debug!("Reloading functions from {}", self.dir().display());
+        let res = compile_all(&self.project_dir, "functions").and_then(|c| self.install(c));
+        match &res {
+            Ok(()) => {
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let n = self.triggers().len();
+                tracing::info!(
+                    "Functions: {n} trigger(s) loaded from {}",
+                    self.dir().display()
+                );
+                Ok(n)
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("Function reload failed (previous triggers stay active): {e}");
+                Err(FunctionsError::Runtime(e.to_string()))
+            }
+        }
+    }
+
+    /// Starts workers for `compiled`, waits until each has loaded every module, then makes them
+    /// the current generation; the previous generation's workers finish what they had queued.
+    fn install(&self, compiled: Compiled) -> Result<(), FunctionsError> {
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| FunctionsError::Runtime("functions host poisoned".into()))?;
+        if compiled.files.is_empty() {
+            self.replace(&mut running, None, Vec::new());
+            return Ok(());
         }
         let shared = Arc::new(Shared {
-            files,
-            modules: Arc::new(modules),
-            config: config.clone(),
-            bus: Some(bus.clone()),
-            stats: stats.clone(),
+            root: "functions/",
+            files: compiled.files,
+            modules: Arc::new(compiled.modules),
+            maps: Arc::new(compiled.maps),
+            services: self.services.clone(),
+            config: self.config.clone(),
+            bus: Some(self.bus.clone()),
+            stats: self.stats.clone(),
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Invocation>(config.queue_capacity.max(1));
+        let capacity = self.config.queue_capacity.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Invocation>(capacity);
         let rx = Arc::new(Mutex::new(rx));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        host.queue = Some(tx);
-        for i in 0..config.workers.max(1) {
+        let mut workers = Vec::new();
+        for i in 0..self.config.workers.max(1) {
             let (shared, rx, ready) = (shared.clone(), rx.clone(), ready_tx.clone());
-            let handle = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("bakend-js-{i}"))
-                .spawn(move || worker::run(shared, rx, ready))
-                .map_err(|e| FunctionsError::Runtime(e.to_string()))?;
-            host.workers.push(handle);
+                .spawn(move || worker::run(shared, rx, ready));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    drop(tx);
+                    join_all(workers);
+                    return Err(FunctionsError::Runtime(e.to_string()));
+                }
+            }
         }
         drop(ready_tx);
         let mut triggers = None;
-        for _ in 0..host.workers.len() {
+        let mut failure = None;
+        for _ in 0..workers.len() {
             match ready_rx.recv() {
                 Ok(Ok(t)) => {
                     triggers.get_or_insert(t);
                 }
                 Ok(Err(e)) => {
-                    host.shutdown();
-                    return Err(e);
+                    failure.get_or_insert(e);
                 }
                 Err(_) => {
-                    host.shutdown();
-                    return Err(FunctionsError::Runtime("a functions worker died".into()));
+                    failure
+                        .get_or_insert(FunctionsError::Runtime("a functions worker died".into()));
                 }
             }
         }
-        host.triggers = Arc::new(triggers.unwrap_or_default());
-        tracing::info!(
-            "Functions: {} trigger(s) loaded from {}",
-            host.triggers.len(),
-            project_dir.join("functions").display()
-        );
-        if !host.triggers.is_empty() {
-            let stream = bus.subscribe("functions", config.bus_capacity);
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-            let (triggers, queue, bus2) = (host.triggers.clone(), host.queue.clone(), bus.clone());
-            let stats2 = stats.clone();
-            let handle = std::thread::Builder::new()
-                .name("bakend-functions-dispatch".into())
-                .spawn(move || dispatch_loop(stream, stop_rx, triggers, queue, bus2, stats2))
-                .map_err(|e| FunctionsError::Runtime(e.to_string()))?;
-            host.dispatcher = Some((stop_tx, handle));
+        if let Some(e) = failure {
+            drop(tx);
+            join_all(workers);
+            return Err(e);
         }
-        Ok(host)
+        let generation = Arc::new(Generation {
+            triggers: Arc::new(triggers.unwrap_or_default()),
+            queue: tx,
+        });
+        self.replace(&mut running, Some(generation), workers);
+        Ok(())
+    }
+
+    fn replace(
+        &self,
+        running: &mut Running,
+        generation: Option<Arc<Generation>>,
+        workers: Vec<JoinHandle<()>>,
+    ) {
+        let has_triggers = generation.as_ref().is_some_and(|g| !g.triggers.is_empty());
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = generation.clone();
+        }
+        self.stats.reset_triggers();
+        running.generation = generation;
+        let old = std::mem::replace(&mut running.workers, workers);
+        if !old.is_empty() {
+            // The old queue closes once the dispatcher drops its last handle on it; its workers
+            // then finish what was queued and exit.
+            let _ = std::thread::Builder::new()
+                .name("bakend-js-reaper".into())
+                .spawn(move || join_all(old));
+        }
+        if has_triggers && running.dispatcher.is_none() {
+            let stream = self.bus.subscribe("functions", self.config.bus_capacity);
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            let (current, bus, stats) =
+                (self.current.clone(), self.bus.clone(), self.stats.clone());
+            match std::thread::Builder::new()
+                .name("bakend-functions-dispatch".into())
+                .spawn(move || dispatch_loop(stream, stop_rx, current, bus, stats))
+            {
+                Ok(handle) => running.dispatcher = Some((stop_tx, handle)),
+                Err(e) => tracing::error!("Could not start the functions dispatcher: {e}"),
+            }
+        }
     }
 
     /// Loads the project's functions in a throwaway runtime and returns the triggers, without
     /// starting workers or touching a bus (`bak functions list`).
     pub fn list(project_dir: &Path) -> Result<Vec<TriggerInfo>, FunctionsError> {
-        let (files, modules) = compile_all(project_dir)?;
-        if files.is_empty() {
+        let compiled = compile_all(project_dir, "functions")?;
+        if compiled.files.is_empty() {
             return Ok(Vec::new());
         }
         let shared = Shared {
-            files,
-            modules: Arc::new(modules),
+            root: "functions/",
+            files: compiled.files,
+            modules: Arc::new(compiled.modules),
+            maps: Arc::new(compiled.maps),
+            services: HostServices::default(),
             config: FunctionsConfig::default(),
             bus: None,
             stats: Arc::new(Stats::default()),
@@ -280,9 +415,13 @@ impl FunctionsHost {
         })
     }
 
-    /// Registered triggers in discovery order.
-    pub fn triggers(&self) -> &[TriggerInfo] {
-        &self.triggers
+    /// Registered triggers in discovery order (of the current generation).
+    pub fn triggers(&self) -> Arc<Vec<TriggerInfo>> {
+        self.current
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|g| g.triggers.clone()))
+            .unwrap_or_default()
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -294,15 +433,25 @@ impl FunctionsHost {
     }
 
     /// Stops consuming events, lets queued invocations finish, and joins every thread.
-    pub fn shutdown(&mut self) {
-        if let Some((stop, handle)) = self.dispatcher.take() {
+    pub fn shutdown(&self) {
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        if let Some((stop, handle)) = running.dispatcher.take() {
             let _ = stop.send(());
             let _ = handle.join();
         }
-        self.queue = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = None;
         }
+        running.generation = None;
+        join_all(std::mem::take(&mut running.workers));
+    }
+}
+
+fn join_all(workers: Vec<JoinHandle<()>>) {
+    for w in workers {
+        let _ = w.join();
     }
 }
 
@@ -315,12 +464,10 @@ impl Drop for FunctionsHost {
 fn dispatch_loop(
     mut stream: bakend_events::EventStream,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    triggers: Arc<Vec<TriggerInfo>>,
-    queue: Option<SyncSender<Invocation>>,
+    current: Arc<Mutex<Option<Arc<Generation>>>>,
     bus: Arc<dyn EventBus>,
     stats: Arc<Stats>,
 ) {
-    let Some(queue) = queue else { return };
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
     };
@@ -330,9 +477,27 @@ fn dispatch_loop(
                 _ = &mut stop => return,
                 ev = stream.recv() => match ev { Some(ev) => ev, None => return },
             };
-            dispatch(&event, &triggers, &queue, &*bus, &stats);
+            let generation = current.lock().ok().and_then(|g| g.clone());
+            if let Some(g) = generation {
+                dispatch(&event, &g.triggers, &g.queue, &*bus, &stats);
+            }
         }
     });
+}
+
+fn refuse(bus: &dyn EventBus, info: &TriggerInfo, event: &SharedEvent, error: &str) {
+    bus.emit(bakend_core::Event::new(
+        "function.failed",
+        EventSource::Functions,
+        serde_json::json!({
+            "collection": info.collection,
+            "trigger": info.trigger,
+            "eventType": event.event_type,
+            "filePath": info.file,
+            "eventId": event.id,
+            "error": error,
+        }),
+    ));
 }
 
 fn dispatch(
@@ -347,6 +512,23 @@ fn dispatch(
     }
     for (index, info) in triggers.iter().enumerate() {
         if !info.matches(&event.event_type) {
+            continue;
+        }
+        if event.depth >= MAX_TRIGGER_DEPTH {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                function = %info.file,
+                "Not running {} for {}: it was caused by a chain of {} function writes (a trigger re-triggering itself?)",
+                info.file,
+                event.event_type,
+                event.depth
+            );
+            refuse(
+                bus,
+                info,
+                event,
+                "Trigger chain too deep: the event was caused by too many chained function writes",
+            );
             continue;
         }
         let job = Invocation {
@@ -366,19 +548,12 @@ fn dispatch(
                         info.file
                     );
                 }
-                let error = "Function invocation queue is full; invocation dropped";
-                bus.emit(bakend_core::Event::new(
-                    "function.failed",
-                    EventSource::Functions,
-                    serde_json::json!({
-                        "collection": info.collection,
-                        "trigger": info.trigger,
-                        "eventType": event.event_type,
-                        "filePath": info.file,
-                        "eventId": event.id,
-                        "error": error,
-                    }),
-                ));
+                refuse(
+                    bus,
+                    info,
+                    event,
+                    "Function invocation queue is full; invocation dropped",
+                );
             }
             Err(TrySendError::Disconnected(_)) => return,
         }

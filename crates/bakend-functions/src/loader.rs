@@ -75,8 +75,10 @@ impl ModuleDef for FunctionsModule {
 /// Transpiled project modules by project-relative path.
 pub type ModuleCache = Arc<HashMap<String, String>>;
 
-/// Resolves specifiers against the importing module, confined to `functions/`.
+/// Resolves specifiers against the importing module, confined to `root` (`functions/` or
+/// `jobs/`).
 pub struct ProjectResolver {
+    pub root: &'static str,
     pub modules: ModuleCache,
 }
 
@@ -102,11 +104,11 @@ impl Resolver for ProjectResolver {
         };
         let not_found = || Error::new_resolving_message(base, name, "module not found");
         let path = resolved.ok_or_else(not_found)?;
-        if !path.starts_with("functions/") {
+        if !path.starts_with(self.root) {
             return Err(Error::new_resolving_message(
                 base,
                 name,
-                "imports must stay inside the functions/ folder",
+                format!("imports must stay inside the {} folder", self.root),
             ));
         }
         for candidate in [

@@ -1,16 +1,22 @@
 //! TypeScript → JavaScript with oxc: types are stripped, ES module syntax is kept.
 
 use oxc_allocator::Allocator;
-use oxc_codegen::Codegen;
+use oxc_codegen::{Codegen, CodegenOptions};
 use oxc_parser::Parser;
 use oxc_semantic::SemanticBuilder;
 use oxc_span::SourceType;
 use oxc_transformer::{TransformOptions, Transformer};
 
 use crate::FunctionsError;
+use crate::sourcemap::LineMap;
 
 /// Transpiles one module. `file` is the project-relative path used in error messages.
 pub fn transpile(file: &str, source: &str) -> Result<String, FunctionsError> {
+    transpile_with_map(file, source).map(|(code, _)| code)
+}
+
+/// Like [`transpile`], also returning the map from generated to source positions.
+pub fn transpile_with_map(file: &str, source: &str) -> Result<(String, LineMap), FunctionsError> {
     let alloc = Allocator::default();
     let source_type = SourceType::ts().with_module(true);
     let parsed = Parser::new(&alloc, source, source_type).parse();
@@ -34,12 +40,36 @@ pub fn transpile(file: &str, source: &str) -> Result<String, FunctionsError> {
         let offset = d.labels.first().map(|l| l.offset() as usize).unwrap_or(0);
         return Err(compile_error(file, source, offset, d.message.to_string()));
     }
-    Ok(Codegen::new().build(&program).code)
+    let out = Codegen::new()
+        .with_options(CodegenOptions {
+            source_map_path: Some(std::path::PathBuf::from(file)),
+            ..CodegenOptions::default()
+        })
+        .build(&program);
+    let map = out
+        .map
+        .map(|m| {
+            LineMap::from_tokens(
+                m.get_tokens()
+                    .map(|t| {
+                        (
+                            t.get_dst_line(),
+                            t.get_dst_col(),
+                            t.get_src_line(),
+                            t.get_src_col(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    Ok((out.code, map))
 }
 
 fn compile_error(file: &str, source: &str, offset: usize, message: String) -> FunctionsError {
     let (line, column) = line_col(source, offset);
     FunctionsError::Compile {
+        kind: "function",
         file: file.to_string(),
         line,
         column,

@@ -3,10 +3,10 @@
 //! to that invocation. A runtime that hit a budget is dropped and rebuilt from the cached JS.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bakend_core::{Event, EventSource, SharedEvent};
 use bakend_events::EventBus;
@@ -16,7 +16,11 @@ use rquickjs::{
 };
 use serde_json::{Map, Value as Json};
 
+use crate::budget::Budget;
+use crate::context::Api;
 use crate::loader::{LOADING_GLOBAL, ModuleCache, ProjectLoader, ProjectResolver, REGISTRY_GLOBAL};
+use crate::services::HostServices;
+use crate::sourcemap::SourceMaps;
 use crate::{FunctionsConfig, FunctionsError, Stats, TriggerInfo};
 
 /// One handler call waiting for a worker.
@@ -27,8 +31,12 @@ pub(crate) struct Invocation {
 
 /// What every worker needs, shared.
 pub(crate) struct Shared {
+    /// `functions/` or `jobs/`: imports may not leave it.
+    pub root: &'static str,
     pub files: Vec<String>,
     pub modules: ModuleCache,
+    pub maps: Arc<SourceMaps>,
+    pub services: HostServices,
     pub config: FunctionsConfig,
     pub bus: Option<Arc<dyn EventBus>>,
     pub stats: Arc<Stats>,
@@ -36,51 +44,28 @@ pub(crate) struct Shared {
 
 pub(crate) struct Js {
     // Field order matters: the context must drop before its runtime.
-    ctx: AsyncContext,
+    pub ctx: AsyncContext,
     _rt: AsyncRuntime,
-    deadline: Arc<AtomicU64>,
-    interrupted: Arc<AtomicBool>,
-    epoch: Instant,
+    pub budget: Budget,
+    pub api: Api,
 }
 
-impl Js {
-    fn arm(&self, budget: Duration) {
-        let at = self.epoch.elapsed() + budget;
-        self.interrupted.store(false, Ordering::SeqCst);
-        self.deadline
-            .store((at.as_millis() as u64).max(1), Ordering::SeqCst);
-    }
-
-    fn disarm(&self) {
-        self.deadline.store(0, Ordering::SeqCst);
-    }
-}
-
-/// Builds a runtime and loads every file in discovery order; returns the registered triggers.
-pub(crate) async fn build(shared: &Shared) -> Result<(Js, Vec<TriggerInfo>), FunctionsError> {
+/// A fresh QuickJS runtime with the limits, the module loader and the host services installed;
+/// no user module loaded yet.
+pub(crate) async fn runtime(shared: &Shared) -> Result<Js, FunctionsError> {
     let rt_err = |e: rquickjs::Error| FunctionsError::Runtime(e.to_string());
     let rt = AsyncRuntime::new().map_err(rt_err)?;
     rt.set_memory_limit(shared.config.memory_limit).await;
     rt.set_max_stack_size(shared.config.stack_size).await;
-    let deadline = Arc::new(AtomicU64::new(0));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let epoch = Instant::now();
+    let budget = Budget::new();
     {
-        let deadline = deadline.clone();
-        let interrupted = interrupted.clone();
-        rt.set_interrupt_handler(Some(Box::new(move || {
-            let d = deadline.load(Ordering::Relaxed);
-            if d != 0 && epoch.elapsed().as_millis() as u64 >= d {
-                interrupted.store(true, Ordering::Relaxed);
-                true
-            } else {
-                false
-            }
-        })))
-        .await;
+        let budget = budget.clone();
+        rt.set_interrupt_handler(Some(Box::new(move || budget.expired())))
+            .await;
     }
     rt.set_loader(
         ProjectResolver {
+            root: shared.root,
             modules: shared.modules.clone(),
         },
         ProjectLoader {
@@ -89,40 +74,62 @@ pub(crate) async fn build(shared: &Shared) -> Result<(Js, Vec<TriggerInfo>), Fun
     )
     .await;
     let ctx = AsyncContext::full(&rt).await.map_err(rt_err)?;
-    let js = Js {
+    let api = Api::new(&shared.services, &budget);
+    ctx.with(|ctx| api.install(&ctx)).await.map_err(rt_err)?;
+    Ok(Js {
         ctx,
         _rt: rt,
-        deadline,
-        interrupted,
-        epoch,
-    };
+        budget,
+        api,
+    })
+}
 
-    // Top-level code gets the default budget too, so a looping module cannot hang startup.
-    js.arm(shared.config.default_timeout);
-    let files = shared.files.clone();
-    let default_timeout = shared.config.default_timeout;
-    let load = tokio::time::timeout(
+/// Runs module loading (top-level code) under the default time budget, so a looping module
+/// cannot hang start-up.
+pub(crate) async fn load_with_budget<T, F>(
+    js: &Js,
+    shared: &Shared,
+    load: F,
+) -> Result<T, FunctionsError>
+where
+    F: for<'js> AsyncFnOnce(Ctx<'js>) -> Result<T, FunctionsError> + Send,
+    T: Send + 'static,
+{
+    js.budget.arm(shared.config.default_timeout);
+    let res = tokio::time::timeout(
         shared.config.default_timeout + Duration::from_millis(50),
-        js.ctx
-            .async_with(async move |ctx| load_all(&ctx, &files, default_timeout).await),
+        js.ctx.async_with(load),
     )
     .await;
-    js.disarm();
-    let triggers = match load {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(FunctionsError::Load {
-                file: "functions/".into(),
-                message: "loading the function modules timed out".into(),
-            });
-        }
-    };
+    js.budget.disarm();
+    match res {
+        Ok(r) => r,
+        Err(_) => Err(FunctionsError::Load {
+            kind: "function",
+            file: shared.root.into(),
+            message: "loading the modules timed out".into(),
+        }),
+    }
+}
+
+/// Builds a runtime and loads every function file in discovery order; returns the registered
+/// triggers.
+pub(crate) async fn build(shared: &Shared) -> Result<(Js, Vec<TriggerInfo>), FunctionsError> {
+    let js = runtime(shared).await?;
+    let files = shared.files.clone();
+    let maps = shared.maps.clone();
+    let default_timeout = shared.config.default_timeout;
+    let triggers = load_with_budget(&js, shared, async move |ctx| {
+        load_all(&ctx, &files, &maps, default_timeout).await
+    })
+    .await?;
     Ok((js, triggers))
 }
 
 async fn load_all(
     ctx: &Ctx<'_>,
     files: &[String],
+    maps: &SourceMaps,
     default_timeout: Duration,
 ) -> Result<Vec<TriggerInfo>, FunctionsError> {
     let globals = ctx.globals();
@@ -141,8 +148,11 @@ async fn load_all(
             .set(LOADING_GLOBAL, rquickjs::Undefined)
             .map_err(rt_err)?;
         let ns = res.map_err(|e| FunctionsError::Load {
+            kind: "function",
             file: rel.clone(),
-            message: describe(ctx, e).unwrap_or_else(|| "module threw".into()),
+            message: describe(ctx, e, maps)
+                .with_location()
+                .unwrap_or_else(|| "module threw".into()),
         })?;
         let t: Value = ns.get("timeout").map_err(rt_err)?;
         if let Some(ms) = t.as_number().filter(|ms| ms.is_finite() && *ms > 0.0) {
@@ -167,17 +177,54 @@ async fn load_all(
     Ok(triggers)
 }
 
-/// The message of a thrown value (`Error.message`, or `String(value)`); `None` when falsy.
-pub(crate) fn describe<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>) -> Option<String> {
+/// What user code threw.
+#[derive(Default)]
+pub(crate) struct Thrown {
+    /// `Error.message`, or `String(value)`; `None` for a falsy value.
+    pub message: Option<String>,
+    /// The JS stack with every frame mapped back to the user's `.ts` line and column.
+    pub stack: Option<String>,
+    /// QuickJS throws `null` when it cannot even allocate the error object.
+    pub out_of_memory: bool,
+}
+
+impl Thrown {
+    /// The message with the innermost user frame, for load errors printed at start-up.
+    pub fn with_location(&self) -> Option<String> {
+        let frame = self
+            .stack
+            .as_deref()
+            .and_then(|s| s.lines().map(str::trim).find(|l| l.starts_with("at ")));
+        match (&self.message, frame) {
+            (Some(m), Some(f)) => Some(format!("{m} ({f})")),
+            (m, _) => m.clone(),
+        }
+    }
+}
+
+pub(crate) fn describe<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>, maps: &SourceMaps) -> Thrown {
     match err {
-        CaughtError::Error(rquickjs::Error::Allocation) => Some("out of memory".into()),
-        CaughtError::Error(e) => Some(e.to_string()),
+        CaughtError::Error(rquickjs::Error::Allocation) => Thrown {
+            message: Some("out of memory".into()),
+            stack: None,
+            out_of_memory: true,
+        },
+        CaughtError::Error(e) => {
+            let message = e.to_string();
+            Thrown {
+                out_of_memory: message.contains("out of memory"),
+                message: Some(message),
+                stack: None,
+            }
+        }
         CaughtError::Exception(ex) => {
             let msg = ex.message().unwrap_or_default();
-            if let Some(stack) = ex.stack() {
-                tracing::debug!("JS stack: {stack}");
+            let message = if msg.is_empty() { "Error".into() } else { msg };
+            Thrown {
+                out_of_memory: message.contains("out of memory"),
+                message: Some(message),
+                stack: ex.stack().map(|s| maps.map_stack(&s)),
             }
-            Some(if msg.is_empty() { "Error".into() } else { msg })
         }
         CaughtError::Value(v) => {
             let falsy = v.is_null()
@@ -186,33 +233,78 @@ pub(crate) fn describe<'js>(ctx: &Ctx<'js>, err: CaughtError<'js>) -> Option<Str
                 || v.as_number() == Some(0.0)
                 || v.as_string()
                     .is_some_and(|s| s.to_string().is_ok_and(|s| s.is_empty()));
-            if falsy {
-                None
-            } else {
-                Coerced::<String>::from_js(ctx, v).ok().map(|c| c.0)
+            Thrown {
+                out_of_memory: v.is_null(),
+                message: if falsy {
+                    None
+                } else {
+                    Coerced::<String>::from_js(ctx, v).ok().map(|c| c.0)
+                },
+                stack: None,
             }
         }
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Completed,
     Failed {
         error: Option<String>,
+        stack: Option<String>,
         recycle: bool,
     },
 }
 
-async fn invoke(js: &Js, index: usize, info: &TriggerInfo, event: &SharedEvent) -> Outcome {
-    js.arm(info.timeout);
+/// Runs `call` under `timeout` and classifies the result; shared by triggers and jobs. `call`
+/// returns what the user code threw, if anything.
+pub(crate) async fn run_budgeted<F>(js: &Js, timeout: Duration, file: &str, call: F) -> Outcome
+where
+    F: for<'js> AsyncFnOnce(Ctx<'js>) -> Result<(), Thrown> + Send,
+{
+    js.budget.arm(timeout);
+    let res = tokio::time::timeout(timeout, js.ctx.async_with(call)).await;
+    js.budget.disarm();
+    js.api.finish(file);
+    let limit_msg = || format!("Function timed out after {} ms", timeout.as_millis());
+    match res {
+        Ok(Ok(())) => Outcome::Completed,
+        Ok(Err(_)) if js.budget.was_interrupted() => Outcome::Failed {
+            error: Some(limit_msg()),
+            stack: None,
+            recycle: true,
+        },
+        // `throw null` is indistinguishable from an OOM that could not allocate its error;
+        // recycle either way (cheap) but only report text that was thrown.
+        Ok(Err(t)) => Outcome::Failed {
+            recycle: t.out_of_memory,
+            error: t.message,
+            stack: t.stack,
+        },
+        Err(_) => Outcome::Failed {
+            error: Some(limit_msg()),
+            stack: None,
+            recycle: true,
+        },
+    }
+}
+
+async fn invoke(
+    js: &Js,
+    shared: &Shared,
+    index: usize,
+    info: &TriggerInfo,
+    event: &SharedEvent,
+) -> Outcome {
+    js.api.begin(event.depth);
     let ev = event.clone();
     let file = info.file.clone();
-    let run = js.ctx.async_with(async move |ctx| {
+    let maps = shared.maps.clone();
+    run_budgeted(js, info.timeout, &info.file, async move |ctx| {
         let res = async {
             let reg: Array = ctx.globals().get(REGISTRY_GLOBAL)?;
             let entry: Object = reg.get(index)?;
             let f: Function = entry.get("fn")?;
-            let arg = crate::host::context_object(&ctx, &ev, &file)?;
+            let arg = crate::context::trigger_context(&ctx, &ev, &file)?;
             let ret: Value = f.call((arg,))?;
             if let Some(p) = ret.as_promise() {
                 p.clone().into_future::<Value>().await?;
@@ -221,49 +313,9 @@ async fn invoke(js: &Js, index: usize, info: &TriggerInfo, event: &SharedEvent) 
         }
         .await
         .catch(&ctx);
-        match res {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // QuickJS throws `null` when it cannot even allocate the error object.
-                let oom = matches!(&e, CaughtError::Value(v) if v.is_null())
-                    || matches!(&e, CaughtError::Error(rquickjs::Error::Allocation));
-                let msg = describe(&ctx, e);
-                let oom = oom || msg.as_deref().is_some_and(|m| m.contains("out of memory"));
-                Err((msg, oom))
-            }
-        }
-    });
-    let res = tokio::time::timeout(info.timeout, run).await;
-    js.disarm();
-    let interrupted = js.interrupted.load(Ordering::SeqCst);
-    let limit_msg = || format!("Function timed out after {} ms", info.timeout.as_millis());
-    match res {
-        Ok(Ok(())) => Outcome::Completed,
-        Ok(Err((msg, oom))) => {
-            if interrupted {
-                Outcome::Failed {
-                    error: Some(limit_msg()),
-                    recycle: true,
-                }
-            } else if oom {
-                // `throw null` is indistinguishable from an OOM that could not allocate its
-                // error; recycle either way (cheap) but only report text that was thrown.
-                Outcome::Failed {
-                    error: msg,
-                    recycle: true,
-                }
-            } else {
-                Outcome::Failed {
-                    error: msg,
-                    recycle: false,
-                }
-            }
-        }
-        Err(_) => Outcome::Failed {
-            error: Some(limit_msg()),
-            recycle: true,
-        },
-    }
+        res.map_err(|e| describe(&ctx, e, &maps))
+    })
+    .await
 }
 
 fn lifecycle_payload(info: &TriggerInfo, event: &Event, error: Option<&str>) -> Json {
@@ -301,6 +353,21 @@ pub(crate) fn emit(
     }
 }
 
+/// Lowers the calling thread's scheduling priority: user code competes for the CPU with the
+/// HTTP and realtime paths, and a busy-looping handler must not slow other clients' requests
+/// while it runs towards its time limit.
+pub(crate) fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread (Linux nice values are per thread); no memory
+    // is touched.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, JS_THREAD_NICE);
+    }
+}
+
+const JS_THREAD_NICE: i32 = 10;
+
 /// Body of one worker thread. Reports its load result on `ready`, then serves `queue` until it
 /// closes.
 pub(crate) fn run(
@@ -308,6 +375,7 @@ pub(crate) fn run(
     queue: Arc<Mutex<Receiver<Invocation>>>,
     ready: Sender<Result<Vec<TriggerInfo>, FunctionsError>>,
 ) {
+    lower_thread_priority();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -337,19 +405,24 @@ pub(crate) fn run(
             continue;
         };
         emit(&shared, "function.started", info, &job.event, None);
-        match rt.block_on(invoke(&js, job.trigger, info, &job.event)) {
+        match rt.block_on(invoke(&js, &shared, job.trigger, info, &job.event)) {
             Outcome::Completed => {
                 shared.stats.record(job.trigger, true);
                 emit(&shared, "function.completed", info, &job.event, None);
             }
-            Outcome::Failed { error, recycle } => {
+            Outcome::Failed {
+                error,
+                stack,
+                recycle,
+            } => {
                 shared.stats.record(job.trigger, false);
                 tracing::error!(
                     function = %info.file,
-                    "Function failed ({}, {}): {}",
+                    "Function failed ({}, {}): {}{}",
                     info.file,
                     job.event.event_type,
-                    error.as_deref().unwrap_or("")
+                    error.as_deref().unwrap_or(""),
+                    stack.map(|s| format!("\n{s}")).unwrap_or_default()
                 );
                 emit(
                     &shared,

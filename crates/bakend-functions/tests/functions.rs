@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bakend_core::{Event, EventSource, SharedEvent};
 use bakend_events::{EventBus, EventStream, LocalBus};
-use bakend_functions::{FunctionsConfig, FunctionsError, FunctionsHost};
+use bakend_functions::{FunctionsConfig, FunctionsError, FunctionsHost, HostServices};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -37,7 +37,8 @@ fn start(files: &[(&str, &str)], cfg: FunctionsConfig) -> Harness {
     let dir = project(files);
     let bus = LocalBus::new();
     let events = bus.subscribe("test", 10_000);
-    let host = FunctionsHost::start(dir.path(), bus.clone(), cfg).expect("host starts");
+    let host = FunctionsHost::start(dir.path(), bus.clone(), cfg, HostServices::default())
+        .expect("host starts");
     Harness {
         _dir: dir,
         bus,
@@ -244,11 +245,16 @@ fn imports_outside_functions_or_missing_are_load_errors() {
         (r#"import "./nope";"#, "not found"),
     ] {
         let dir = project(&[("functions/a.ts", src), ("secret.ts", "export {}")]);
-        let err = FunctionsHost::start(dir.path(), LocalBus::new(), config())
-            .err()
-            .expect("load must fail");
+        let err = FunctionsHost::start(
+            dir.path(),
+            LocalBus::new(),
+            config(),
+            HostServices::default(),
+        )
+        .err()
+        .expect("load must fail");
         match err {
-            FunctionsError::Load { file, message } => {
+            FunctionsError::Load { file, message, .. } => {
                 assert_eq!(file, "functions/a.ts");
                 assert!(message.contains(needle), "{message}");
             }
@@ -260,9 +266,14 @@ fn imports_outside_functions_or_missing_are_load_errors() {
 #[test]
 fn compile_errors_name_file_and_line() {
     let dir = project(&[("functions/bad.ts", "const a = 1;\n\nconst b: number = ;\n")]);
-    let err = FunctionsHost::start(dir.path(), LocalBus::new(), config())
-        .err()
-        .expect("compile must fail");
+    let err = FunctionsHost::start(
+        dir.path(),
+        LocalBus::new(),
+        config(),
+        HostServices::default(),
+    )
+    .err()
+    .expect("compile must fail");
     let text = err.to_string();
     assert!(text.contains("functions/bad.ts:3:"), "{text}");
     assert!(matches!(err, FunctionsError::Compile { line: 3, .. }));
@@ -271,7 +282,13 @@ fn compile_errors_name_file_and_line() {
 #[test]
 fn missing_functions_folder_is_fine() {
     let dir = tempfile::tempdir().unwrap();
-    let host = FunctionsHost::start(dir.path(), LocalBus::new(), config()).unwrap();
+    let host = FunctionsHost::start(
+        dir.path(),
+        LocalBus::new(),
+        config(),
+        HostServices::default(),
+    )
+    .unwrap();
     assert!(host.triggers().is_empty());
     assert!(FunctionsHost::list(dir.path()).unwrap().is_empty());
 }

@@ -8,6 +8,9 @@ pub enum JobsError {
     /// kept) on hot reload. `file` is project-relative (`jobs/cleanup.ts`).
     #[error("Failed to load job {file}: {message}")]
     Load { file: String, message: String },
+    /// The JavaScript engine could not compile or load a job file (the message names it).
+    #[error("{0}")]
+    Engine(String),
     #[error("Job \"{0}\" does not exist")]
     NotFound(String),
     #[error("Job \"{0}\" is already running")]

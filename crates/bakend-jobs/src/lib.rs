@@ -45,6 +45,8 @@ pub struct JobsConfig {
     pub history_limit: u32,
     /// How long shutdown waits for running jobs before abandoning them.
     pub shutdown_grace: Duration,
+    /// Run jobs on their schedules (off: only manual runs).
+    pub schedule: bool,
 }
 
 impl Default for JobsConfig {
@@ -53,6 +55,7 @@ impl Default for JobsConfig {
             defaults: JobDefaults::default(),
             history_limit: 100,
             shutdown_grace: Duration::from_secs(10),
+            schedule: true,
         }
     }
 }
@@ -70,6 +73,7 @@ impl JobsConfig {
             },
             history_limit: c.history_limit,
             shutdown_grace: c.shutdown_grace,
+            schedule: c.schedule,
         })
     }
 }
@@ -241,11 +245,13 @@ impl Jobs {
             stats: Stats::default(),
             stopping: stop_tx,
         });
-        let task = tokio::spawn(schedule_loop(shared.clone(), stop_rx));
+        let task = config
+            .schedule
+            .then(|| tokio::spawn(schedule_loop(shared.clone(), stop_rx)));
         Ok(Jobs {
             shared,
             config,
-            task: Mutex::new(Some(task)),
+            task: Mutex::new(task),
         })
     }
 
@@ -324,6 +330,7 @@ impl Jobs {
             let _ = task.await;
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        let mut abandoned = false;
         loop {
             let idle = self.shared.idle.notified();
             let left: Vec<String> = self
@@ -350,12 +357,21 @@ impl Jobs {
                 {
                     tracing::error!("Recording interrupted job runs failed: {e}");
                 }
+                abandoned = true;
                 break;
             }
         }
         let engine = self.shared.engine.read().map(|e| e.clone());
         if let Ok(engine) = engine {
-            let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+            if abandoned {
+                // Joining would wait for the abandoned runs' own time limits: let a detached
+                // thread do it while the process goes on shutting down.
+                let _ = std::thread::Builder::new()
+                    .name("bakend-jobs-stop".into())
+                    .spawn(move || engine.shutdown());
+            } else {
+                let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+            }
         }
     }
 }

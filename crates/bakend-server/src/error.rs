@@ -189,3 +189,16 @@ pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     )
     .into_response()
 }
+
+/// Service errors seen by user functions (`ctx.records`, `ctx.storage`) carry the same status,
+/// code, message and details as the REST response would.
+impl From<ApiError> for bakend_functions::ServiceError {
+    fn from(e: ApiError) -> Self {
+        bakend_functions::ServiceError {
+            status: e.status.as_u16(),
+            code: e.code.to_string(),
+            message: e.message,
+            details: e.details.map(|d| Box::new(json!(d))),
+        }
+    }
+}

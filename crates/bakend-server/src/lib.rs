@@ -11,6 +11,7 @@ mod routes;
 mod startup;
 mod startup_jobs;
 mod state;
+mod user_code;
 
 pub use error::ApiError;
 pub use startup::{Server, StartError, start, start_with_bus};

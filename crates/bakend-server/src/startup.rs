@@ -10,6 +10,7 @@ use bakend_auth::AuthService;
 use bakend_auth::Rule;
 use bakend_core::config::Config;
 use bakend_events::{EventBus, LocalBus};
+use bakend_functions::watch::DirWatcher;
 use bakend_functions::{FunctionsConfig, FunctionsHost};
 use bakend_realtime::{Hub, ReadRules};
 use bakend_storage::{FileService, LocalBlobStore};
@@ -21,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::state::{AppState, FunctionsView, JobsView};
+use crate::state::{AppState, JobsView};
 use crate::{cors, error, routes, startup_jobs};
 
 /// The secret upstream shipped as a default; using it is worth a warning.
@@ -62,7 +63,8 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     purge: JoinHandle<()>,
-    functions: Option<FunctionsHost>,
+    functions: Option<Arc<FunctionsHost>>,
+    watchers: Vec<DirWatcher>,
 }
 
 impl Server {
@@ -88,9 +90,14 @@ impl Server {
             tracing::error!("HTTP server task failed: {e}");
         }
         self.purge.abort();
-        if let Some(mut functions) = self.functions.take() {
-            // Joins the JS worker threads; never on the async executor.
-            let _ = tokio::task::spawn_blocking(move || functions.shutdown()).await;
+        let watchers = std::mem::take(&mut self.watchers);
+        if let Some(functions) = self.functions.take() {
+            // Joins the watcher and JS worker threads; never on the async executor.
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(watchers);
+                functions.shutdown();
+            })
+            .await;
         }
         let db = self.db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
@@ -198,30 +205,56 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     let purge = tokio::spawn(purge_sessions(auth.clone()));
 
     // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
+    let records = RecordStore::new(db.clone(), registry);
+    let services = crate::user_code::host_services(
+        records.clone(),
+        file_service.clone(),
+        config.api.default_per_page,
+        config.api.max_per_page,
+    );
+    let job_services = (services.clone(), functions_config(&config)); // jobs: same services
     let functions = {
         let dir = config.project_dir.clone();
         let fbus = bus.clone();
-        tokio::task::spawn_blocking(move || {
-            FunctionsHost::start(&dir, fbus, FunctionsConfig::default())
-        })
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+        let fconfig = functions_config(&config);
+        tokio::task::spawn_blocking(move || FunctionsHost::start(&dir, fbus, fconfig, services))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
     };
     let functions = match functions {
-        Ok(f) => f,
+        Ok(f) => Arc::new(f),
         Err(e) => {
             purge.abort();
             close(&db).await;
             return Err(StartError::Functions(e.to_string()));
         }
     };
+    let mut watchers = Vec::new();
+    if config.watch {
+        let host = functions.clone();
+        let dir = config.project_dir.join("functions");
+        match DirWatcher::start(&dir, move || {
+            let _ = host.reload();
+        }) {
+            Ok(w) => {
+                tracing::info!("Watching {} for changes", dir.display());
+                watchers.push(w);
+            }
+            Err(e) => tracing::error!("Cannot watch {}: {e}", dir.display()),
+        }
+    }
 
     // --- jobs (bakend-jobs): loaded and scheduled after functions; stopped in `shutdown`.
-    let jobs = match startup_jobs::start(&config, bus.clone(), db.clone()).await {
+    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services).await;
+    let jobs = match jobs {
         Ok(j) => j,
         Err(e) => {
             purge.abort();
-            let _ = tokio::task::spawn_blocking(move || drop(functions)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(watchers);
+                functions.shutdown();
+            })
+            .await;
             close(&db).await;
             return Err(e);
         }
@@ -233,7 +266,11 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         Err(_) => {
             purge.abort();
             jobs.shutdown().await;
-            let _ = tokio::task::spawn_blocking(move || drop(functions)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(watchers);
+                functions.shutdown();
+            })
+            .await;
             close(&db).await;
             return Err(StartError::Bind(config.port));
         }
@@ -243,23 +280,19 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     let local_access = startup_jobs::local_access(&config.project_dir, addr.port()).await;
     // --- end jobs
 
-    let functions_view = FunctionsView {
-        triggers: Arc::new(functions.triggers().to_vec()),
-        stats: functions.stats(),
-    };
     let config = Arc::new(config);
     let state = AppState {
         config: config.clone(),
         bus,
-        records: RecordStore::new(db.clone(), registry),
+        records,
         auth,
         realtime,
         files: file_service,
-        functions: functions_view,
         jobs: JobsView {
             jobs,
             local: local_access,
         },
+        functions: functions.clone(),
         jwt_secret,
     };
     let app = Router::new()
@@ -292,7 +325,22 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         stop: Some(stop_tx),
         task,
         functions: Some(functions),
+        watchers,
     })
+}
+
+/// The engine's defaults with the `functions` section of bakend.json applied.
+fn functions_config(config: &Config) -> FunctionsConfig {
+    let s = &config.functions;
+    let d = FunctionsConfig::default();
+    FunctionsConfig {
+        workers: s.workers.unwrap_or(d.workers),
+        queue_capacity: s.queue_capacity.unwrap_or(d.queue_capacity),
+        default_timeout: s.timeout.unwrap_or(d.default_timeout),
+        memory_limit: s.memory_limit.unwrap_or(d.memory_limit),
+        stack_size: s.stack_size.unwrap_or(d.stack_size),
+        ..d
+    }
 }
 
 /// Read rules for the realtime hub, straight from the live collection registry.

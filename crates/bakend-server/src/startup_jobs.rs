@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bakend_core::config::Config;
 use bakend_events::EventBus;
+use bakend_functions::{FunctionsConfig, HostServices};
 use bakend_jobs::local_access::LocalAccess;
 use bakend_jobs::{Jobs, JobsConfig};
 use bakend_store::Database;
@@ -18,15 +19,18 @@ pub async fn start(
     config: &Config,
     bus: Arc<dyn EventBus>,
     db: Arc<Database>,
+    (services, engine_config): (HostServices, FunctionsConfig),
 ) -> Result<Arc<Jobs>, StartError> {
     let jobs_config =
         JobsConfig::from_config(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
     let dir = config.project_dir.clone();
     let defaults = jobs_config.defaults.clone();
-    let loaded = tokio::task::spawn_blocking(move || bakend_jobs::scripts::load(&dir, &defaults))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))?
-        .map_err(|e| StartError::Jobs(e.to_string()))?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        bakend_jobs::scripts::load(&dir, services, engine_config, &defaults)
+    })
+    .await
+    .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+    .map_err(|e| StartError::Jobs(e.to_string()))?;
     let (defs, engine) = loaded;
     let count = defs.len();
     bakend_jobs::History::new(db.clone(), jobs_config.history_limit)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
-use bakend_functions::{Stats as FunctionStats, TriggerInfo};
+use bakend_functions::FunctionsHost;
 use bakend_jobs::Jobs;
 use bakend_jobs::local_access::LocalAccess;
 use bakend_realtime::Hub;
@@ -20,7 +20,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub realtime: Arc<Hub>,
     /// The loaded function triggers and their counters, for the admin API.
-    pub functions: FunctionsView,
+    pub functions: Arc<FunctionsHost>,
     pub files: Arc<FileService>,
     pub jobs: JobsView,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
@@ -32,10 +32,4 @@ pub struct AppState {
 pub struct JobsView {
     pub jobs: Arc<Jobs>,
     pub local: Option<Arc<LocalAccess>>,
-}
-
-#[derive(Clone)]
-pub struct FunctionsView {
-    pub triggers: Arc<Vec<TriggerInfo>>,
-    pub stats: Arc<FunctionStats>,
 }

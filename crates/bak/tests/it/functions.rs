@@ -1,9 +1,11 @@
 //! User TypeScript functions run by the real server (issue 6): triggers fire off the HTTP path
 //! and report through `function.*` events.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::harness::{TestServer, eventually, write_collections};
+use crate::harness::{TestServer, eventually, eventually_within, write_collections};
 
 const NOTIFY: &str = r#"
 import { onCreate } from "bakend/functions";
@@ -182,5 +184,403 @@ async fn admins_list_triggers_with_invocation_counts() {
     );
     let anon = s.get("/api/admin/functions").await;
     assert_eq!(anon.status, 401);
+    s.shutdown().await;
+}
+
+/// posts (title) and audit (note, postId), both public.
+fn project_with_audit(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = project(files);
+    write_collections(
+        dir.path(),
+        &[json!({"name": "audit", "fields": [
+            {"name": "note", "type": "string"},
+            {"name": "post_id", "type": "string"}
+        ]})],
+    );
+    dir
+}
+
+/// Waits for `n` finished (`completed`/`failed`) function events and returns every function
+/// event seen.
+async fn finished(s: &mut TestServer, n: usize) -> Vec<bakend_core::SharedEvent> {
+    let mut seen = Vec::new();
+    let ok = eventually_within(Duration::from_secs(10), || {
+        seen.extend(
+            s.take_events()
+                .into_iter()
+                .filter(|e| e.event_type.starts_with("function.")),
+        );
+        seen.iter()
+            .filter(|e| e.event_type != "function.started")
+            .count()
+            >= n
+    })
+    .await;
+    assert!(ok, "expected {n} finished invocations, saw {seen:#?}");
+    seen
+}
+
+#[tokio::test]
+async fn ctx_records_writes_are_seen_live_and_auth_user_is_the_acting_user() {
+    let dir = project_with_audit(&[(
+        "functions/posts/audit.ts",
+        r#"import { onCreate } from "bakend/functions";
+           interface Ctx { record: { id: string; title: string }; auth: { user: { email: string } | null }; records: any }
+           onCreate("posts", async ({ record, auth, records }: Ctx) => {
+             const who = auth.user ? auth.user.email : "anonymous";
+             const a = await records.create("audit", { note: `${record.title} by ${who}`, post_id: record.id });
+             const back = await records.get("audit", a.id);
+             if (back.note !== a.note) throw new Error("get did not return the created record");
+             const page = await records.list("audit", { perPage: 1, sort: "-createdAt" });
+             if (page.items.length !== 1 || page.perPage !== 1) throw new Error("list options ignored");
+           });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    let (mut ws, _) = crate::ws::Ws::connect(&s.ws_url()).await;
+    ws.subscribe("audit.created").await;
+    let user = s.register("writer@example.com").await;
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            "/api/posts",
+            Some(&user.token),
+            Some(&json!({"title": "hello"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let post = r.json();
+    let frame = ws.next().await;
+    assert_eq!(frame["type"], "event", "{frame}");
+    assert_eq!(frame["event"]["type"], "audit.created");
+    assert_eq!(
+        frame["event"]["payload"]["note"],
+        "hello by writer@example.com"
+    );
+    assert_eq!(frame["event"]["payload"]["post_id"], post["id"]);
+    // An anonymous request has no acting user.
+    s.create("posts", json!({"title": "anon"})).await;
+    let frame = ws.next().await;
+    assert_eq!(frame["event"]["payload"]["note"], "anon by anonymous");
+    let seen = finished(&mut s, 2).await;
+    assert!(
+        seen.iter().all(|e| e.event_type != "function.failed"),
+        "{seen:#?}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn previous_holds_the_record_before_update_and_delete_and_db_reads_it() {
+    let dir = project_with_audit(&[(
+        "functions/posts/history.ts",
+        r#"import { onUpdate, onDelete } from "bakend/functions";
+           onUpdate("posts", async ({ record, previous, db }) => {
+             db.exec("CREATE TABLE IF NOT EXISTS seen (kind TEXT, before TEXT, after TEXT)");
+             db.query("INSERT INTO seen (kind, before, after) VALUES (?, ?, ?)").run("update", previous.title, record.title);
+           });
+           onDelete("posts", async ({ record, previous, db }) => {
+             db.run("INSERT INTO seen (kind, before, after) VALUES ($k, $b, $a)", { $k: "delete", $b: previous.title, $a: record.id });
+             const row = db.query("SELECT count(*) AS n FROM posts WHERE id = ?").get(record.id);
+             if (row.n !== 0) throw new Error("the deleted record is still there");
+           });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    let rec = s.create("posts", json!({"title": "first"})).await;
+    let id = rec["id"].as_str().unwrap();
+    let r = s
+        .put(&format!("/api/posts/{id}"), &json!({"title": "second"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    finished(&mut s, 1).await;
+    assert_eq!(s.delete(&format!("/api/posts/{id}")).await.status, 204);
+    let seen = finished(&mut s, 1).await;
+    assert!(
+        seen.iter().all(|e| e.event_type != "function.failed"),
+        "{seen:#?}"
+    );
+    let conn = rusqlite::Connection::open(s.dir.path().join("bakend.db")).unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT kind, before, after FROM seen ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("update".into(), "first".into(), "second".into()),
+            ("delete".into(), "second".into(), id.to_string()),
+        ]
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn ctx_storage_gets_and_deletes_files() {
+    let dir = project(&[(
+        "functions/files.ts",
+        r#"import { on } from "bakend/functions";
+           on("storage.uploaded", async ({ event, storage }) => {
+             const meta = await storage.get(event.payload.id);
+             if (!meta || meta.filename !== "note.txt") throw new Error(`bad metadata ${JSON.stringify(meta)}`);
+             if ((await storage.get("file_missing")) !== null) throw new Error("unknown file should be null");
+             if (!(await storage.delete(meta.id))) throw new Error("delete said false");
+             if (await storage.delete(meta.id)) throw new Error("second delete said true");
+           });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    let user = s.register("files@example.com").await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"hello".to_vec())
+            .file_name("note.txt")
+            .mime_str("text/plain")
+            .unwrap(),
+    );
+    let r = s
+        .http
+        .post(format!("{}/api/storage/upload", s.url))
+        .bearer_auth(&user.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let file: serde_json::Value = r.json().await.unwrap();
+    let seen = finished(&mut s, 1).await;
+    assert!(
+        seen.iter().any(|e| e.event_type == "function.completed"),
+        "{seen:#?}"
+    );
+    let id = file["id"].as_str().unwrap();
+    let r = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/storage/{id}"),
+            Some(&user.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "the function deleted the file: {}", r.text);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trigger_that_keeps_retriggering_itself_is_stopped() {
+    let dir = project(&[(
+        "functions/loop.ts",
+        r#"import { onCreate } from "bakend/functions";
+           onCreate("posts", async ({ records }) => { await records.create("posts", { title: "again" }); });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    s.create("posts", json!({"title": "start"})).await;
+    let mut failed = None;
+    assert!(
+        eventually(|| {
+            failed = s
+                .take_events()
+                .into_iter()
+                .find(|e| e.event_type == "function.failed")
+                .or(failed.take());
+            failed.is_some()
+        })
+        .await
+    );
+    let failed = failed.unwrap();
+    assert!(
+        failed.payload["error"]
+            .as_str()
+            .unwrap()
+            .contains("Trigger chain too deep"),
+        "{failed:?}"
+    );
+    let list = s.get("/api/posts").await.json();
+    // The client's post and one per allowed level of function writes.
+    assert_eq!(
+        list["totalItems"],
+        1 + u64::from(bakend_functions::MAX_TRIGGER_DEPTH)
+    );
+    s.shutdown().await;
+}
+
+async fn post_title(http: &reqwest::Client, url: &str, title: &str) {
+    let r = http
+        .post(format!("{url}/api/posts"))
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+/// The notes of the audit records, oldest first.
+async fn audit_notes(http: &reqwest::Client, url: &str) -> Vec<String> {
+    let v: serde_json::Value = http
+        .get(format!("{url}/api/audit?sort=createdAt&perPage=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["note"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn runtime_errors_are_logged_with_the_typescript_line() {
+    let dir = project(&[(
+        "functions/posts/fail.ts",
+        "import { onCreate } from \"bakend/functions\";\n\
+         type Post = { title: string };\n\
+         interface Unused { a: number }\n\
+         \n\
+         onCreate(\"posts\", ({ record }: { record: Post }) => {\n\
+         \x20 const t: string = record.title;\n\
+         \x20 throw new Error(`bad ${t}`);\n\
+         });\n",
+    )]);
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    bak.wait_ready().await;
+    let http = reqwest::Client::new();
+    post_title(&http, &bak.url(), "x").await;
+    let mut stderr = String::new();
+    let found = eventually_within(Duration::from_secs(20), || {
+        stderr = bak.stderr();
+        stderr.contains("bad x")
+    })
+    .await;
+    assert!(found, "{stderr}");
+    // Line 7 of the .ts file (the transpiled JS has no types, so its lines differ).
+    assert!(stderr.contains("functions/posts/fail.ts:7:"), "{stderr}");
+    bak.signal(libc::SIGTERM);
+    bak.wait_exit().await;
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_functions_and_keeps_the_old_ones_on_a_broken_edit() {
+    let version = |v: &str| {
+        format!(
+            "import {{ onCreate }} from \"bakend/functions\";\n\
+             onCreate(\"posts\", async ({{ record, records }}) => {{\n\
+             \x20 await records.create(\"audit\", {{ note: `{v} ${{record.title}}` }});\n\
+             }});\n"
+        )
+    };
+    let dir = project_with_audit(&[("functions/posts/a.ts", &version("v1"))]);
+    let file = dir.path().join("functions/posts/a.ts");
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &["--watch"]);
+    bak.wait_ready().await;
+    let (http, url) = (reqwest::Client::new(), bak.url());
+
+    // Polls: posts `title` until the newest audit note is `want`.
+    async fn until_note(http: &reqwest::Client, url: &str, title: &str, want: &str) -> bool {
+        for _ in 0..100 {
+            post_title(http, url, title).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if audit_notes(http, url).await.last().map(String::as_str) == Some(want) {
+                return true;
+            }
+        }
+        false
+    }
+    assert!(
+        until_note(&http, &url, "a", "v1 a").await,
+        "{}",
+        bak.stderr()
+    );
+
+    std::fs::write(&file, version("v2")).unwrap();
+    assert!(
+        until_note(&http, &url, "b", "v2 b").await,
+        "{}",
+        bak.stderr()
+    );
+
+    // A syntax error on line 3: logged with the file and line, v2 keeps running.
+    std::fs::write(
+        &file,
+        "import { onCreate } from \"bakend/functions\";\n\n const x = ;\n",
+    )
+    .unwrap();
+    let mut stderr = String::new();
+    assert!(
+        eventually_within(Duration::from_secs(20), || {
+            stderr = bak.stderr();
+            stderr.contains("Function reload failed")
+        })
+        .await,
+        "{stderr}"
+    );
+    assert!(stderr.contains("functions/posts/a.ts:3:"), "{stderr}");
+    post_title(&http, &url, "c").await;
+    assert!(
+        until_note(&http, &url, "c", "v2 c").await,
+        "{}",
+        bak.stderr()
+    );
+
+    std::fs::write(&file, version("v3")).unwrap();
+    assert!(
+        until_note(&http, &url, "d", "v3 d").await,
+        "{}",
+        bak.stderr()
+    );
+    bak.signal(libc::SIGTERM);
+    bak.wait_exit().await;
+}
+
+/// Median of sequential GET latencies, in microseconds.
+async fn median_get_us(s: &TestServer, path: &str, n: usize) -> u128 {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        assert_eq!(s.get(path).await.status, 200);
+        v.push(t.elapsed().as_micros());
+    }
+    v.sort_unstable();
+    v[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_function_does_not_slow_rest_for_other_clients() {
+    let dir = project(&[(
+        "functions/spin.ts",
+        r#"import { onCreate } from "bakend/functions";
+           export const timeout = 3000;
+           onCreate("posts", ({ record }) => { if (record.title === "spin") { while (true) {} } });"#,
+    )]);
+    let mut s = TestServer::start_in(dir).await;
+    let rec = s.create("posts", json!({"title": "calm"})).await;
+    let path = format!("/api/posts/{}", rec["id"].as_str().unwrap());
+    median_get_us(&s, &path, 30).await;
+    let baseline = median_get_us(&s, &path, 100).await;
+    s.take_events();
+    s.create("posts", json!({"title": "spin"})).await;
+    let during = median_get_us(&s, &path, 100).await;
+    // The measurement ran while the handler was still spinning (its limit is 3 s).
+    let events = s.take_events();
+    assert!(
+        events.iter().any(|e| e.event_type == "function.started")
+            && !events.iter().any(|e| e.event_type == "function.failed"),
+        "the runaway was not running during the measurement: {events:#?}"
+    );
+    println!("REST GET median: {baseline} µs before, {during} µs while a function spins");
+    // 2× the baseline, with a 1 ms floor for timer noise on a loaded CI machine.
+    assert!(
+        during <= 2 * baseline + 1000,
+        "GET median {during} µs while a function spins, {baseline} µs before"
+    );
+    let failed = finished(&mut s, 1).await;
+    assert!(
+        failed.iter().any(|e| e.event_type == "function.failed"
+            && e.payload["error"] == "Function timed out after 3000 ms"),
+        "{failed:#?}"
+    );
     s.shutdown().await;
 }

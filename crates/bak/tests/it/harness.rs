@@ -251,14 +251,20 @@ impl Resp {
 }
 
 /// Polls `f` until it returns true or the deadline passes.
-pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
+pub async fn eventually(f: impl FnMut() -> bool) -> bool {
+    eventually_within(Duration::from_secs(2), f).await
+}
+
+/// Polls `f` every 10 ms until it holds or `limit` passes.
+pub async fn eventually_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
         if f() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    false
+    f()
 }
 
 pub fn bak_bin() -> &'static str {

@@ -55,13 +55,14 @@ pub async fn handle(
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
+            let stats = state.functions.stats();
             let items: Vec<Value> = state
                 .functions
-                .triggers
+                .triggers()
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let (invocations, failures) = state.functions.stats.trigger_counts(i);
+                    let (invocations, failures) = stats.trigger_counts(i);
                     json!({
                         "collection": t.collection,
                         "type": t.trigger,

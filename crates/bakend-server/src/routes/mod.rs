@@ -7,7 +7,7 @@ mod admin;
 mod health;
 mod jobs;
 pub mod realtime;
-mod records;
+pub(crate) mod records;
 mod storage;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

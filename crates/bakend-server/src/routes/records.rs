@@ -83,19 +83,23 @@ fn parse_list_query(state: &AppState, query: Option<&str>) -> Result<ListQuery, 
                     })?;
                 q.per_page = n.min(api.max_per_page);
             }
-            "sort" => {
-                for key in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let (name, desc) = match key.strip_prefix('-') {
-                        Some(rest) => (rest, true),
-                        None => (key.strip_prefix('+').unwrap_or(key), false),
-                    };
-                    q.sort.push((name.to_string(), desc));
-                }
-            }
+            "sort" => q.sort.extend(parse_sort(&v)),
             _ => {}
         }
     }
     Ok(q)
+}
+
+/// `-createdAt,title`: comma-separated keys, `-` for descending, optional `+`.
+pub(crate) fn parse_sort(v: &str) -> Vec<(String, bool)> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|key| match key.strip_prefix('-') {
+            Some(rest) => (rest.to_string(), true),
+            None => (key.strip_prefix('+').unwrap_or(key).to_string(), false),
+        })
+        .collect()
 }
 
 pub async fn create(
@@ -114,7 +118,11 @@ pub async fn create(
     ))?;
     let mut body = json_object(headers, body, state.config.api.max_body_bytes).await?;
     assign_owner(&c, ctx, &decision, &mut body);
-    let record = state.records.create(c, body, file_access(ctx)).await?;
+    let record = state
+        .records
+        .with_origin(ctx.origin())
+        .create(c, body, file_access(ctx))
+        .await?;
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
@@ -199,6 +207,7 @@ pub async fn update(
     let required_owner = required_owner(ctx, c.def.permissions.update);
     let record = state
         .records
+        .with_origin(ctx.origin())
         .update(c, id.to_string(), body, required_owner, file_access(ctx))
         .await?;
     Ok(json_response(StatusCode::OK, &record))
@@ -214,6 +223,7 @@ pub async fn delete(
     let required_owner = required_owner(ctx, c.def.permissions.delete);
     state
         .records
+        .with_origin(ctx.origin())
         .delete(c, id.to_string(), required_owner)
         .await?;
     Ok(no_content())

@@ -12,6 +12,7 @@ use bakend_core::config::DatabaseLocation;
 use bakend_events::EventBus;
 use rusqlite::Connection;
 
+pub use connection::open as open_connection;
 pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;

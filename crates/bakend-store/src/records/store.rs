@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bakend_core::{Event, EventSource, ids, time};
+use bakend_core::{Event, EventSource, Origin, ids, time};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
@@ -43,6 +43,8 @@ pub struct Page {
 pub struct RecordStore {
     db: Arc<Database>,
     registry: Arc<Registry>,
+    /// Stamped on the events of this handle's writes.
+    origin: Origin,
 }
 
 /// The `user_id` of a record as JSON, if it has one.
@@ -52,7 +54,21 @@ pub fn owner_of(record: &Value) -> Option<&str> {
 
 impl RecordStore {
     pub fn new(db: Arc<Database>, registry: Arc<Registry>) -> Self {
-        RecordStore { db, registry }
+        RecordStore {
+            db,
+            registry,
+            origin: Origin::default(),
+        }
+    }
+
+    /// A handle whose writes' events carry `origin` (who asked, and how deep in a chain of
+    /// function writes). Cheap: two `Arc`s and the origin are cloned.
+    pub fn with_origin(&self, origin: Origin) -> RecordStore {
+        RecordStore {
+            db: self.db.clone(),
+            registry: self.registry.clone(),
+            origin,
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -138,6 +154,7 @@ impl RecordStore {
         if !v.is_ok() {
             return Err(self.complete_failure(c, v, None, files).await);
         }
+        let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
                 let errors = db_checks(conn, &c, &v.values, None, &files)?;
@@ -163,7 +180,8 @@ impl RecordStore {
                     EventSource::Collections,
                     record.clone(),
                 )
-                .about(owner_of(&record).map(str::to_string));
+                .about(owner_of(&record).map(str::to_string))
+                .caused_by(&origin);
                 Ok(Committed::new(record).event(event))
             })
             .await
@@ -183,6 +201,7 @@ impl RecordStore {
         if !v.is_ok() {
             return Err(self.complete_failure(c, v, Some(id), files).await);
         }
+        let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
                 let Some(mut cols) = fetch(conn, &c, &id)? else {
@@ -196,6 +215,7 @@ impl RecordStore {
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
+                let previous = record_json(&c, &cols);
                 let now = time::now_iso();
                 let mut sets = vec!["\"updated_at\" = ?1".to_string()];
                 let mut params = vec![Sql::Text(now.clone())];
@@ -227,7 +247,9 @@ impl RecordStore {
                     EventSource::Collections,
                     record.clone(),
                 )
-                .about(owner_of(&record).map(str::to_string));
+                .about(owner_of(&record).map(str::to_string))
+                .caused_by(&origin)
+                .with_previous(previous);
                 Ok(Committed::new(record).event(event))
             })
             .await
@@ -239,6 +261,7 @@ impl RecordStore {
         id: String,
         required_owner: Option<String>,
     ) -> Result<(), StoreError> {
+        let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
                 let Some(cols) = fetch(conn, &c, &id)? else {
@@ -253,7 +276,9 @@ impl RecordStore {
                     EventSource::Collections,
                     serde_json::json!({ "id": id }),
                 )
-                .about(owner);
+                .about(owner)
+                .caused_by(&origin)
+                .with_previous(record_json(&c, &cols));
                 Ok(Committed::new(()).event(event))
             })
             .await

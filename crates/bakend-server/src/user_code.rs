@@ -1,0 +1,171 @@
+//! The services user functions and jobs may call (`ctx.db`, `ctx.storage`, `ctx.records`),
+//! implemented over the record store and the file service. User code acts as an admin: full
+//! validation and events, no permission rules, no automatic owner.
+
+use std::sync::Arc;
+
+use bakend_core::Origin;
+use bakend_functions::services::BoxFuture;
+use bakend_functions::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
+use bakend_storage::FileService;
+use bakend_store::{FileAccess, ListQuery, RecordStore, StoreError};
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+use crate::routes::records::parse_sort;
+
+fn service_error(e: impl Into<ApiError>) -> ServiceError {
+    ServiceError::from(e.into())
+}
+
+pub fn host_services(
+    records: RecordStore,
+    files: Arc<FileService>,
+    default_per_page: u32,
+    max_per_page: u32,
+) -> HostServices {
+    let path = records.database().path().to_path_buf();
+    let open_path = path.clone();
+    HostServices {
+        database: Some(Arc::new(move || {
+            bakend_store::db::open_connection(&open_path)
+        })),
+        database_path: Some(path),
+        storage: Some(Arc::new(Storage(files))),
+        records: Some(Arc::new(Records {
+            store: records,
+            default_per_page,
+            max_per_page,
+        })),
+        runtime: tokio::runtime::Handle::try_current().ok(),
+    }
+}
+
+struct Storage(Arc<FileService>);
+
+impl StorageApi for Storage {
+    fn get(&self, id: String) -> BoxFuture<Result<Option<Value>, ServiceError>> {
+        let files = self.0.clone();
+        Box::pin(async move {
+            let meta = files.get(&id).await.map_err(service_error)?;
+            Ok(meta.map(|m| m.to_json()))
+        })
+    }
+
+    fn delete(&self, id: String) -> BoxFuture<Result<bool, ServiceError>> {
+        let files = self.0.clone();
+        Box::pin(async move {
+            let deleted = files.delete(&id, None).await.map_err(service_error)?;
+            Ok(deleted.is_some())
+        })
+    }
+}
+
+struct Records {
+    store: RecordStore,
+    default_per_page: u32,
+    max_per_page: u32,
+}
+
+impl Records {
+    /// Writes by user code have no acting user; `depth` counts the chain of function writes.
+    fn writer(&self, depth: u8) -> RecordStore {
+        self.store.with_origin(Origin { actor: None, depth })
+    }
+}
+
+impl RecordsApi for Records {
+    fn create(
+        &self,
+        collection: String,
+        data: Map<String, Value>,
+        depth: u8,
+    ) -> BoxFuture<Result<Value, ServiceError>> {
+        let store = self.writer(depth);
+        Box::pin(async move {
+            let c = store.collection(&collection).map_err(service_error)?;
+            store
+                .create(c, data, FileAccess::Any)
+                .await
+                .map_err(service_error)
+        })
+    }
+
+    fn update(
+        &self,
+        collection: String,
+        id: String,
+        data: Map<String, Value>,
+        depth: u8,
+    ) -> BoxFuture<Result<Value, ServiceError>> {
+        let store = self.writer(depth);
+        Box::pin(async move {
+            let c = store.collection(&collection).map_err(service_error)?;
+            store
+                .update(c, id, data, None, FileAccess::Any)
+                .await
+                .map_err(service_error)
+        })
+    }
+
+    fn delete(
+        &self,
+        collection: String,
+        id: String,
+        depth: u8,
+    ) -> BoxFuture<Result<bool, ServiceError>> {
+        let store = self.writer(depth);
+        Box::pin(async move {
+            let c = store.collection(&collection).map_err(service_error)?;
+            match store.delete(c, id, None).await {
+                Ok(()) => Ok(true),
+                Err(StoreError::RecordNotFound(_)) => Ok(false),
+                Err(e) => Err(service_error(e)),
+            }
+        })
+    }
+
+    fn get(
+        &self,
+        collection: String,
+        id: String,
+    ) -> BoxFuture<Result<Option<Value>, ServiceError>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let c = store.collection(&collection).map_err(service_error)?;
+            match store.get(c, id).await {
+                Ok(v) => Ok(Some(v)),
+                Err(StoreError::RecordNotFound(_)) => Ok(None),
+                Err(e) => Err(service_error(e)),
+            }
+        })
+    }
+
+    fn list(
+        &self,
+        collection: String,
+        options: ListOptions,
+    ) -> BoxFuture<Result<Value, ServiceError>> {
+        let store = self.store.clone();
+        let q = ListQuery {
+            page: options.page.unwrap_or(1).max(1),
+            per_page: options
+                .per_page
+                .unwrap_or(self.default_per_page)
+                .clamp(1, self.max_per_page),
+            sort: options.sort.as_deref().map(parse_sort).unwrap_or_default(),
+            owned_by: None,
+        };
+        Box::pin(async move {
+            let c = store.collection(&collection).map_err(service_error)?;
+            let page = store.list(c, q).await.map_err(service_error)?;
+            Ok(json!({
+                "items": page.items,
+                "page": page.page,
+                "perPage": page.per_page,
+                "totalItems": page.total_items,
+                "totalPages": page.total_pages,
+            }))
+        })
+    }
+}
