@@ -10,6 +10,7 @@ mod events;
 mod fields;
 mod functions;
 mod harness;
+mod jobs;
 mod permissions;
 mod realtime;
 mod rest;
