@@ -245,7 +245,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     }
 
     // --- jobs (bakend-jobs): loaded and scheduled after functions; stopped in `shutdown`.
-    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services).await;
+    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await;
     let jobs = match jobs {
         Ok(j) => j,
         Err(e) => {
@@ -259,6 +259,9 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             return Err(e);
         }
     };
+    if config.watch {
+        watchers.extend(startup_jobs::watch(&config, jobs.clone(), job_services));
+    }
     // --- end jobs
 
     let listener = match bind(config.port).await {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bakend_core::config::Config;
 use bakend_events::EventBus;
+use bakend_functions::watch::DirWatcher;
 use bakend_functions::{FunctionsConfig, HostServices};
 use bakend_jobs::local_access::LocalAccess;
 use bakend_jobs::{Jobs, JobsConfig};
@@ -47,6 +48,44 @@ pub async fn start(
         tracing::info!("Jobs: {count} job(s) loaded from {}", dir.display());
     }
     Ok(Arc::new(jobs))
+}
+
+/// `bak dev` / `--watch`: reloads the jobs when a file below `jobs/` changes. A reload that fails
+/// (syntax error, bad schedule, …) is logged and the previous jobs stay scheduled.
+pub fn watch(
+    config: &Config,
+    jobs: Arc<Jobs>,
+    (services, engine_config): (HostServices, FunctionsConfig),
+) -> Option<DirWatcher> {
+    let dir = config.project_dir.clone();
+    let jobs_dir = dir.join("jobs");
+    let reload = move || {
+        tracing::debug!("Reloading jobs from {}", jobs_dir.display());
+        let defaults = jobs.config().defaults.clone();
+        match bakend_jobs::scripts::load(&dir, services.clone(), engine_config.clone(), &defaults) {
+            Ok((defs, engine)) => {
+                let n = defs.len();
+                let old = jobs.replace(defs, engine);
+                // The old runtimes finish the runs they have; joining them may take that long.
+                let _ = std::thread::Builder::new()
+                    .name("bakend-jobs-retire".into())
+                    .spawn(move || old.shutdown());
+                tracing::info!("Jobs: {n} job(s) loaded from {}", jobs_dir.display());
+            }
+            Err(e) => tracing::error!("Job reload failed (previous jobs stay scheduled): {e}"),
+        }
+    };
+    let dir = config.project_dir.join("jobs");
+    match DirWatcher::start(&dir, reload) {
+        Ok(w) => {
+            tracing::info!("Watching {} for changes", dir.display());
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!("Cannot watch {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// Writes the local access file; without it `bak jobs run` runs jobs in its own process.

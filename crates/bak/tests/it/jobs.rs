@@ -408,3 +408,61 @@ async fn history_is_visible_from_another_process_while_running_and_after_a_resta
     p.signal(libc::SIGTERM);
     assert!(p.wait_exit().await.success());
 }
+
+#[tokio::test]
+async fn watch_reloads_jobs_and_a_broken_edit_keeps_the_previous_version() {
+    let dir = project(&[(
+        "jobs/a.ts",
+        r#"export const schedule = "@yearly"; export default async () => {};"#,
+    )]);
+    let mut p = BakProcess::spawn(dir.path(), &["--watch"]);
+    p.wait_ready().await;
+    let names = |out: String| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect()
+    };
+    // A broken edit: reported, and `a` stays scheduled (it can still be run in the server).
+    std::fs::write(
+        dir.path().join("jobs/a.ts"),
+        r#"export const schedule = "0 99 * * *"; export default async () => {};"#,
+    )
+    .unwrap();
+    assert!(
+        eventually_within(Duration::from_secs(5), || p
+            .stderr()
+            .contains("Job reload failed"))
+        .await,
+        "{}",
+        p.stderr()
+    );
+    assert!(p.stderr().contains("hour field \"99\""), "{}", p.stderr());
+    let o = bak(dir.path(), &["jobs", "run", "a"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Ran in the running server"));
+    // A good edit adds a job.
+    std::fs::write(
+        dir.path().join("jobs/a.ts"),
+        r#"export const schedule = "@daily"; export default async () => {};"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jobs/b.ts"),
+        r#"export const schedule = "@hourly"; export default async () => {};"#,
+    )
+    .unwrap();
+    assert!(
+        eventually_within(Duration::from_secs(5), || p
+            .stderr()
+            .contains("Jobs: 2 job(s) loaded"))
+        .await,
+        "{}",
+        p.stderr()
+    );
+    let o = bak(dir.path(), &["jobs", "run", "b"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Ran in the running server"));
+    assert_eq!(names(text(&bak(dir.path(), &["jobs", "list"]))), ["a", "b"]);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit().await.success());
+}
