@@ -69,6 +69,27 @@ pub enum Command {
         #[command(subcommand)]
         command: FunctionsCommand,
     },
+    /// Cron jobs (jobs/**/*.ts): list them, show their run history, run one now.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Load and validate the jobs; print name, schedule, file and next run of each.
+    List,
+    /// Print the run history of a job, oldest first (works while the server runs).
+    Runs {
+        /// Job name: the path below jobs/ without .ts (e.g. cleanup, reports/daily).
+        name: String,
+    },
+    /// Run a job now, through the running server if there is one, and print the outcome.
+    Run {
+        /// Job name: the path below jobs/ without .ts.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,6 +237,11 @@ pub fn run() -> ExitCode {
             },
             MigrateCommand::Apply { force } => crate::migrate::apply(&cli, *force),
             MigrateCommand::Export => crate::migrate::export(&cli),
+        },
+        Some(Command::Jobs { command }) => match command {
+            JobsCommand::List => crate::jobs::list(&cli),
+            JobsCommand::Runs { name } => crate::jobs::runs(&cli, name),
+            JobsCommand::Run { name } => crate::jobs::run(&cli, name),
         },
     };
     match result {

@@ -5,6 +5,7 @@ mod backup;
 mod cli;
 mod functions;
 mod init;
+mod jobs;
 mod migrate;
 mod start;
 mod storage;

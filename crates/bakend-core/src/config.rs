@@ -116,6 +116,41 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// The `jobs` section (cron-scheduled TypeScript, docs/jobs.md).
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// IANA time zone that schedules are read in (`UTC`, `Europe/Berlin`).
+    pub timezone: String,
+    /// Runs kept per job in the history.
+    pub history_limit: u32,
+    /// Per-attempt time limit unless a job exports `timeout`.
+    pub timeout: Duration,
+    /// How long shutdown waits for running jobs.
+    pub shutdown_grace: Duration,
+    /// Whether jobs run on their schedules. Off only for the in-process server of
+    /// `bak jobs run` (not a bakend.json key).
+    pub schedule: bool,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            timezone: "UTC".to_string(),
+            history_limit: 100,
+            timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+            schedule: true,
+        }
+    }
+}
+
+const JOBS_KEYS: &[&str] = &[
+    "timezone",
+    "historyLimit",
+    "timeoutSeconds",
+    "shutdownGraceSeconds",
+];
+
 /// Limits of user functions (`functions` in bakend.json); `None` keeps the engine's default.
 #[derive(Clone, Debug, Default)]
 pub struct FunctionsSettings {
@@ -150,6 +185,7 @@ pub struct Config {
     pub dashboard_enabled: bool,
     pub api: ApiConfig,
     pub realtime: RealtimeConfig,
+    pub jobs: JobsConfig,
     pub functions: FunctionsSettings,
     /// Reload functions and jobs when their files change (`bak dev`, `bak start --watch`; not
     /// a bakend.json key).
@@ -186,6 +222,7 @@ const TOP_KEYS: &[&str] = &[
     "dashboard",
     "api",
     "realtime",
+    "jobs",
     "functions",
 ];
 const FUNCTIONS_KEYS: &[&str] = &[
@@ -307,6 +344,7 @@ impl Config {
                 max_per_page: DEFAULT_MAX_PER_PAGE,
             },
             realtime: RealtimeConfig::default(),
+            jobs: JobsConfig::default(),
             functions: FunctionsSettings::default(),
             watch: false,
             warnings: Vec::new(),
@@ -402,6 +440,9 @@ impl Config {
                 .ok_or_else(|| f.invalid("realtime", "realtime must be an object"))?;
             f.warn_unknown(rt, REALTIME_KEYS, "realtime.", &mut self.warnings);
             self.apply_realtime(rt, f)?;
+        }
+        if let Some(v) = root.get("jobs") {
+            self.apply_jobs(v, f)?;
         }
         if let Some(v) = root.get("functions") {
             let fns = v
@@ -527,6 +568,50 @@ impl Config {
         }
         if let Some(n) = int("maxReplayEvents", 1, 10_000_000)? {
             r.max_replay_events = n as usize;
+        }
+        Ok(())
+    }
+
+    fn apply_jobs(&mut self, v: &Value, f: &FileCtx) -> Result<(), ConfigError> {
+        let jobs = v
+            .as_object()
+            .ok_or_else(|| f.invalid("jobs", "jobs must be an object"))?;
+        f.warn_unknown(jobs, JOBS_KEYS, "jobs.", &mut self.warnings);
+        if let Some(v) = jobs.get("timezone") {
+            let tz = v
+                .as_str()
+                .filter(|s| s.parse::<chrono_tz::Tz>().is_ok())
+                .ok_or_else(|| {
+                    f.invalid(
+                        "jobs.timezone",
+                        format!("jobs.timezone must be an IANA time zone name like \"UTC\" or \"Europe/Berlin\", got {v}"),
+                    )
+                })?;
+            self.jobs.timezone = tz.to_string();
+        }
+        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
+            match jobs.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        f.invalid(
+                            &format!("jobs.{key}"),
+                            format!("jobs.{key} must be an integer between {lo} and {hi}"),
+                        )
+                    }),
+            }
+        };
+        if let Some(n) = int("historyLimit", 1, 100_000)? {
+            self.jobs.history_limit = n as u32;
+        }
+        if let Some(n) = int("timeoutSeconds", 1, 86_400)? {
+            self.jobs.timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = int("shutdownGraceSeconds", 0, 3600)? {
+            self.jobs.shutdown_grace = Duration::from_secs(n);
         }
         Ok(())
     }
@@ -863,6 +948,37 @@ mod tests {
                 .log_level,
             LogLevel::Warn
         );
+    }
+
+    #[test]
+    fn jobs_section() {
+        let cfg = load("{}", &[]).unwrap();
+        assert_eq!(cfg.jobs.timezone, "UTC");
+        assert_eq!(cfg.jobs.history_limit, 100);
+        let cfg = load(
+            r#"{"jobs": {"timezone": "Europe/Berlin", "historyLimit": 5, "timeoutSeconds": 60, "shutdownGraceSeconds": 0}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.jobs.timezone, "Europe/Berlin");
+        assert_eq!(cfg.jobs.history_limit, 5);
+        assert_eq!(cfg.jobs.timeout, Duration::from_secs(60));
+        assert_eq!(cfg.jobs.shutdown_grace, Duration::ZERO);
+        for (json, key) in [
+            (r#"{"jobs": 1}"#, "jobs"),
+            (r#"{"jobs": {"timezone": "Mars/Base"}}"#, "jobs.timezone"),
+            (r#"{"jobs": {"timezone": 1}}"#, "jobs.timezone"),
+            (r#"{"jobs": {"historyLimit": 0}}"#, "jobs.historyLimit"),
+            (
+                r#"{"jobs": {"timeoutSeconds": "5"}}"#,
+                "jobs.timeoutSeconds",
+            ),
+        ] {
+            let text = load(json, &[]).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+        }
+        let cfg = load(r#"{"jobs": {"tz": "UTC"}}"#, &[]).unwrap();
+        assert!(cfg.warnings[0].contains("\"jobs.tz\""));
     }
 
     #[test]

@@ -160,6 +160,22 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<bakend_jobs::JobsError> for ApiError {
+    fn from(e: bakend_jobs::JobsError) -> Self {
+        use bakend_jobs::JobsError;
+        let msg = e.to_string();
+        match e {
+            JobsError::NotFound(_) => ApiError::not_found(msg),
+            JobsError::AlreadyRunning(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            JobsError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+            JobsError::Store(s) => s.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });

@@ -10,6 +10,7 @@ mod journal;
 mod response;
 mod routes;
 mod startup;
+mod startup_jobs;
 mod state;
 mod user_code;
 

@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::state::AppState;
-use crate::{cors, error, routes};
+use crate::state::{AppState, JobsView};
+use crate::{cors, error, routes, startup_jobs};
 
 /// The secret upstream shipped as a default; using it is worth a warning.
 const UPSTREAM_DEFAULT_SECRET: &str = "dev-only-change-me";
@@ -46,6 +46,9 @@ pub enum StartError {
     /// A function file failed to compile or load (fatal at start, per the spec).
     #[error("{0}")]
     Functions(String),
+    /// A job file failed to load or validate (fatal at start).
+    #[error("{0}")]
+    Jobs(String),
 }
 
 impl From<StoreError> for StartError {
@@ -83,6 +86,9 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, then flushes and closes the database.
     pub async fn shutdown(mut self) {
         tracing::info!("Shutting down");
+        // --- jobs: timers stop, running jobs get a bounded grace (the database is still open).
+        startup_jobs::stop(&self.state.jobs.jobs, self.state.jobs.local.as_ref()).await;
+        // --- end jobs
         self.state.realtime.shutdown().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -242,6 +248,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         config.api.default_per_page,
         config.api.max_per_page,
     );
+    let job_services = (services.clone(), functions_config(&config)); // jobs: same services
     let functions = {
         let dir = config.project_dir.clone();
         let fbus = bus.clone();
@@ -273,10 +280,31 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         }
     }
 
+    // --- jobs (bakend-jobs): loaded and scheduled after functions; stopped in `shutdown`.
+    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await;
+    let jobs = match jobs {
+        Ok(j) => j,
+        Err(e) => {
+            purge.abort();
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(watchers);
+                functions.shutdown();
+            })
+            .await;
+            close(&db).await;
+            return Err(e);
+        }
+    };
+    if config.watch {
+        watchers.extend(startup_jobs::watch(&config, jobs.clone(), job_services));
+    }
+    // --- end jobs
+
     let listener = match bind(config.port).await {
         Ok(l) => l,
         Err(_) => {
             purge.abort();
+            jobs.shutdown().await;
             let _ = tokio::task::spawn_blocking(move || {
                 drop(watchers);
                 functions.shutdown();
@@ -287,6 +315,9 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         }
     };
     let addr = listener.local_addr()?;
+    // --- jobs: the token `bak jobs run` uses to reach this server.
+    let local_access = startup_jobs::local_access(&config.project_dir, addr.port()).await;
+    // --- end jobs
 
     let config = Arc::new(config);
     let state = AppState {
@@ -296,6 +327,10 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         auth,
         realtime,
         files: file_service,
+        jobs: JobsView {
+            jobs,
+            local: local_access,
+        },
         functions: functions.clone(),
         jwt_secret,
     };

@@ -6,6 +6,8 @@ use bakend_auth::AuthService;
 use bakend_core::config::Config;
 use bakend_events::EventBus;
 use bakend_functions::FunctionsHost;
+use bakend_jobs::Jobs;
+use bakend_jobs::local_access::LocalAccess;
 use bakend_realtime::Hub;
 use bakend_storage::FileService;
 use bakend_store::RecordStore;
@@ -20,6 +22,14 @@ pub struct AppState {
     /// The loaded function triggers and their counters, for the admin API.
     pub functions: Arc<FunctionsHost>,
     pub files: Arc<FileService>,
+    pub jobs: JobsView,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
+}
+
+/// The scheduler, and the token that lets `bak jobs run` on this machine run a job.
+#[derive(Clone)]
+pub struct JobsView {
+    pub jobs: Arc<Jobs>,
+    pub local: Option<Arc<LocalAccess>>,
 }

@@ -12,6 +12,7 @@ mod events;
 mod fields;
 mod functions;
 mod harness;
+mod jobs;
 mod migrate;
 mod permissions;
 mod realtime;

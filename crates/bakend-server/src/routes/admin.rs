@@ -22,17 +22,11 @@ pub async fn handle(
     query: Option<&str>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    match crate::auth::resolve(state, headers).await {
-        AuthContext::Anonymous => return Err(ApiError::unauthorized()),
-        ctx if !ctx.is_admin() => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Admin access required",
-            ));
-        }
-        _ => {}
+    // Jobs check access themselves: running one also accepts the local token.
+    if let ["jobs", sub @ ..] = rest {
+        return super::jobs::handle(state, sub, method, headers).await;
     }
+    require_admin(state, headers).await?;
     match rest {
         ["collections"] => match *method {
             Method::GET => {
@@ -246,6 +240,19 @@ fn query_flag(query: Option<&str>, name: &str) -> bool {
     pairs
         .iter()
         .any(|(k, v)| k == name && matches!(v.as_str(), "" | "true" | "1"))
+}
+
+/// 401 without a valid token, 403 for a non-admin.
+pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match crate::auth::resolve(state, headers).await {
+        AuthContext::Anonymous => Err(ApiError::unauthorized()),
+        ctx if !ctx.is_admin() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Admin access required",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// JavaScript `parseInt` on the leading digits (with an optional sign), as v1 clients expect.

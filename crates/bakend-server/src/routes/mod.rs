@@ -5,6 +5,7 @@
 mod accounts;
 mod admin;
 mod health;
+mod jobs;
 pub mod realtime;
 pub(crate) mod records;
 mod storage;

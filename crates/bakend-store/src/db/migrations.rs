@@ -59,7 +59,24 @@ const STEPS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS idx_files_user ON _files(user_id);
     CREATE INDEX IF NOT EXISTS idx_files_created ON _files(created_at);
     "#,
-    // 4: the event journal (resumable realtime): every journaled event with its commit-order
+    // 4: job run history (bakend-jobs): one row per run, written when it starts (`running`)
+    // and updated when it ends; capped per job by the jobs subsystem.
+    r#"
+    CREATE TABLE IF NOT EXISTS _job_runs (
+        run_id TEXT PRIMARY KEY NOT NULL,
+        job TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running','completed','failed')),
+        attempt INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        duration_ms INTEGER,
+        error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS idx_job_runs_job ON _job_runs(job, started_at);
+    CREATE INDEX IF NOT EXISTS idx_job_runs_running ON _job_runs(status) WHERE status = 'running';
+    "#,
+    // 5: the event journal (resumable realtime): every journaled event with its commit-order
     // sequence number, the owner it was about (for permission checks at replay), and the
     // record id of collection events (per-record channels).
     r#"

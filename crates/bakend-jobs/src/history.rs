@@ -1,0 +1,235 @@
+//! Run history in `_job_runs` (system schema step 4): a row is written when a run starts
+//! (`running`) and completed when it ends, so another process (`bak jobs runs`) sees runs in
+//! progress and every finished run survives restarts. Each job keeps its newest `limit` rows.
+//!
+//! Writes go through the store's writer thread; the event that reports the change rides on
+//! the same write, so it is emitted only after the row is durable.
+
+use std::sync::Arc;
+
+use bakend_core::Event;
+use bakend_store::{Committed, Database, StoreError};
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> RunStatus {
+        match s {
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A due tick of the schedule.
+    Schedule,
+    /// `POST /api/admin/jobs/:name/run` or `bak jobs run`.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// One run (the admin API's JobRun). `startedAt` is the start of attempt 1; `durationMs`
+/// includes retry waits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRun {
+    pub run_id: String,
+    pub job: String,
+    pub status: RunStatus,
+    pub attempt: u32,
+    pub trigger: String,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The message stored for runs that a stop of the server cut short.
+pub const INTERRUPTED: &str = "Interrupted: the server stopped during the run";
+
+#[derive(Clone)]
+pub struct History {
+    db: Arc<Database>,
+    limit: u32,
+}
+
+impl History {
+    pub fn new(db: Arc<Database>, limit: u32) -> History {
+        History {
+            db,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Records a run that just started, drops the job's rows beyond the limit, and emits
+    /// `event` after the commit.
+    pub async fn started(&self, run: &JobRun, event: Event) -> Result<(), StoreError> {
+        let (run, limit) = (run.clone(), self.limit);
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO _job_runs(run_id, job, status, attempt, trigger, started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        run.run_id,
+                        run.job,
+                        run.status.as_str(),
+                        run.attempt,
+                        run.trigger,
+                        run.started_at
+                    ],
+                )?;
+                cap(conn, &run.job, limit)?;
+                Ok(Committed::new(()).event(event))
+            })
+            .await
+    }
+
+    /// Records the end of a run and emits `event` after the commit. A row already closed
+    /// (marked interrupted at shutdown) is left alone.
+    pub async fn finished(&self, run: &JobRun, event: Event) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.db
+            .write_single(move |conn| {
+                conn.execute(
+                    "UPDATE _job_runs SET status = ?2, attempt = ?3, ended_at = ?4,
+                            duration_ms = ?5, error = ?6
+                     WHERE run_id = ?1 AND status = 'running'",
+                    params![
+                        run.run_id,
+                        run.status.as_str(),
+                        run.attempt,
+                        run.ended_at,
+                        run.duration_ms.map(|d| d as i64),
+                        run.error
+                    ],
+                )?;
+                Ok(Committed::new(()).event(event))
+            })
+            .await
+    }
+
+    /// Closes rows still `running` as failed with `error` (the runs a crash or a stop cut
+    /// short). `only` limits it to these run ids. Returns how many rows changed.
+    pub async fn interrupt(
+        &self,
+        only: Option<Vec<String>>,
+        error: &str,
+    ) -> Result<usize, StoreError> {
+        let error = error.to_string();
+        let now = bakend_core::time::now_iso();
+        self.db
+            .write(move |conn| {
+                let mut n = 0;
+                let sql = "UPDATE _job_runs SET status = 'failed', ended_at = ?1, error = ?2
+                           WHERE status = 'running'";
+                match only {
+                    None => n += conn.execute(sql, params![now, error])?,
+                    Some(ids) => {
+                        let mut stmt = conn.prepare(&format!("{sql} AND run_id = ?3"))?;
+                        for id in ids {
+                            n += stmt.execute(params![now, error, id])?;
+                        }
+                    }
+                }
+                Ok(Committed::new(n))
+            })
+            .await
+    }
+
+    /// At server start: closes the runs a previous server left `running` (it crashed or was
+    /// killed mid-run).
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        let n = self.interrupt(None, INTERRUPTED).await?;
+        if n > 0 {
+            tracing::warn!(
+                "{n} job run(s) of a previous server were still marked running; recorded as failed"
+            );
+        }
+        Ok(())
+    }
+
+    /// The job's newest `limit` runs, oldest first. Runs on the reader pool.
+    pub async fn list(&self, job: &str) -> Result<Vec<JobRun>, StoreError> {
+        let (job, limit) = (job.to_string(), self.limit);
+        self.db.read(move |conn| list(conn, &job, limit)).await
+    }
+
+    /// Whether any run of `job` was ever recorded (a job whose file is gone keeps its
+    /// history).
+    pub async fn has_runs(&self, job: &str) -> Result<bool, StoreError> {
+        let job = job.to_string();
+        self.db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM _job_runs WHERE job = ?1 LIMIT 1")?
+                    .exists([job])?)
+            })
+            .await
+    }
+}
+
+fn cap(conn: &Connection, job: &str, limit: u32) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM _job_runs WHERE job = ?1 AND rowid NOT IN (
+             SELECT rowid FROM _job_runs WHERE job = ?1
+             ORDER BY started_at DESC, rowid DESC LIMIT ?2)",
+        params![job, limit],
+    )?;
+    Ok(())
+}
+
+fn list(conn: &Connection, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id, job, status, attempt, trigger, started_at, ended_at, duration_ms, error
+         FROM (SELECT rowid AS r, * FROM _job_runs WHERE job = ?1
+               ORDER BY started_at DESC, rowid DESC LIMIT ?2)
+         ORDER BY started_at ASC, r ASC",
+    )?;
+    let rows = stmt.query_map(params![job, limit], |r| {
+        Ok(JobRun {
+            run_id: r.get(0)?,
+            job: r.get(1)?,
+            status: RunStatus::parse(&r.get::<_, String>(2)?),
+            attempt: r.get(3)?,
+            trigger: r.get(4)?,
+            started_at: r.get(5)?,
+            ended_at: r.get(6)?,
+            duration_ms: r.get::<_, Option<i64>>(7)?.map(|d| d.max(0) as u64),
+            error: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,411 @@
+//! Cron-scheduled jobs (spec `functions-and-jobs.md` §4, issue 7).
+//!
+//! `jobs/**/*.ts` files are loaded by the JavaScript engine (`bakend-functions`), which reports
+//! each file's exports; [`definition`] turns them into [`JobDef`]s (load errors name the file and,
+//! for the schedule, the cron field). [`Jobs`] runs the scheduler task: each job fires once per
+//! due tick ([`timetable`]), never concurrently with itself (a tick that finds it running is
+//! skipped and logged), with retries, `job.*` events and a run history persisted in SQLite
+//! ([`history`]). Shutdown stops the timers and waits, bounded, for running jobs.
+
+pub mod cron;
+pub mod definition;
+pub mod discovery;
+pub mod engine;
+mod error;
+pub mod history;
+pub mod local_access;
+mod run;
+pub mod scripts;
+pub mod timetable;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bakend_events::EventBus;
+use bakend_store::Database;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use definition::{JobDef, JobDefaults, JobSource, validate_all};
+pub use engine::{JobEngine, RunFuture};
+pub use error::JobsError;
+pub use history::{History, JobRun, RunStatus, Trigger};
+
+use run::Runner;
+use timetable::Timetable;
+
+/// Tunables of the jobs subsystem (from the `jobs` section of `bakend.json`).
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    pub defaults: JobDefaults,
+    /// Runs kept per job in the history.
+    pub history_limit: u32,
+    /// How long shutdown waits for running jobs before abandoning them.
+    pub shutdown_grace: Duration,
+    /// Run jobs on their schedules (off: only manual runs).
+    pub schedule: bool,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            defaults: JobDefaults::default(),
+            history_limit: 100,
+            shutdown_grace: Duration::from_secs(10),
+            schedule: true,
+        }
+    }
+}
+
+impl JobsConfig {
+    /// From the server configuration.
+    pub fn from_config(c: &bakend_core::config::JobsConfig) -> Result<JobsConfig, JobsError> {
+        let tz =
+            cron::parse_tz(&c.timezone).ok_or_else(|| JobsError::TimeZone(c.timezone.clone()))?;
+        Ok(JobsConfig {
+            defaults: JobDefaults {
+                tz,
+                timeout: c.timeout,
+                ..JobDefaults::default()
+            },
+            history_limit: c.history_limit,
+            shutdown_grace: c.shutdown_grace,
+            schedule: c.schedule,
+        })
+    }
+}
+
+/// The wall clock; a trait so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// One job as listed by the admin API and `bak jobs list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobInfo {
+    pub name: String,
+    pub file: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub running: bool,
+}
+
+/// Counters, readable while the scheduler runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub started: AtomicU64,
+    /// Ticks that found their job still running.
+    pub skipped: AtomicU64,
+}
+
+struct Shared {
+    defs: RwLock<Arc<Vec<Arc<JobDef>>>>,
+    engine: RwLock<Arc<dyn JobEngine>>,
+    runner: Runner,
+    /// Job name → run id of its run in progress.
+    running: Mutex<HashMap<String, String>>,
+    idle: Notify,
+    reload: Notify,
+    clock: Arc<dyn Clock>,
+    stats: Stats,
+    stopping: watch::Sender<bool>,
+}
+
+/// Marks a job as running; dropping it (when the run task ends, however it ends) clears it.
+struct RunGuard {
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.running.lock() {
+            r.remove(&self.name);
+            if r.is_empty() {
+                self.shared.idle.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Arc<Vec<Arc<JobDef>>> {
+        self.defs.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<JobDef>> {
+        self.current().iter().find(|d| d.name == name).cloned()
+    }
+
+    fn is_running(&self, name: &str) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    /// Claims `name` for a new run, or `None` if it is already running.
+    fn begin(self: &Arc<Self>, name: &str, run_id: &str) -> Option<RunGuard> {
+        let mut r = self.running.lock().ok()?;
+        if r.contains_key(name) {
+            return None;
+        }
+        r.insert(name.to_string(), run_id.to_string());
+        Some(RunGuard {
+            shared: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Starts a run in its own task; the receiver gets the finished entry.
+    fn spawn_run(
+        self: &Arc<Self>,
+        def: Arc<JobDef>,
+        trigger: Trigger,
+    ) -> Result<oneshot::Receiver<JobRun>, JobsError> {
+        if *self.stopping.borrow() {
+            return Err(JobsError::ShuttingDown);
+        }
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let guard = self
+            .begin(&def.name, &run_id)
+            .ok_or_else(|| JobsError::AlreadyRunning(def.name.clone()))?;
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let engine = self
+            .engine
+            .read()
+            .map(|e| e.clone())
+            .map_err(|_| JobsError::ShuttingDown)?;
+        let runner = self.runner.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let run = runner.execute(def, engine, trigger, run_id).await;
+            drop(guard);
+            let _ = tx.send(run);
+        });
+        Ok(rx)
+    }
+}
+
+/// The running jobs subsystem.
+pub struct Jobs {
+    shared: Arc<Shared>,
+    config: JobsConfig,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Jobs {
+    /// Starts the scheduler. Call inside a tokio runtime. (The server first closes the history
+    /// rows a previous run of it left `running`: [`History::recover`].)
+    pub async fn start(
+        defs: Vec<JobDef>,
+        engine: Arc<dyn JobEngine>,
+        bus: Arc<dyn EventBus>,
+        db: Arc<Database>,
+        config: JobsConfig,
+    ) -> Result<Jobs, JobsError> {
+        Self::start_with_clock(defs, engine, bus, db, config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        defs: Vec<JobDef>,
+        engine: Arc<dyn JobEngine>,
+        bus: Arc<dyn EventBus>,
+        db: Arc<Database>,
+        config: JobsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Jobs, JobsError> {
+        let history = History::new(db, config.history_limit);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let defs: Vec<Arc<JobDef>> = defs.into_iter().map(Arc::new).collect();
+        let shared = Arc::new(Shared {
+            defs: RwLock::new(Arc::new(defs)),
+            engine: RwLock::new(engine),
+            runner: Runner {
+                bus,
+                history,
+                stop: stop_rx.clone(),
+            },
+            running: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+            reload: Notify::new(),
+            clock,
+            stats: Stats::default(),
+            stopping: stop_tx,
+        });
+        let task = config
+            .schedule
+            .then(|| tokio::spawn(schedule_loop(shared.clone(), stop_rx)));
+        Ok(Jobs {
+            shared,
+            config,
+            task: Mutex::new(task),
+        })
+    }
+
+    /// The loaded jobs in file order, with their next run.
+    pub fn list(&self) -> Vec<JobInfo> {
+        let now = self.shared.clock.now();
+        self.shared
+            .current()
+            .iter()
+            .map(|d| JobInfo {
+                name: d.name.clone(),
+                file: d.file.clone(),
+                schedule: d.schedule.expr().to_string(),
+                timezone: d.schedule.tz().to_string(),
+                next_run: d.schedule.next_after(now),
+                running: self.shared.is_running(&d.name),
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn config(&self) -> &JobsConfig {
+        &self.config
+    }
+
+    pub fn history(&self) -> &History {
+        &self.shared.runner.history
+    }
+
+    /// The newest runs of `name`, oldest first. A job no longer loaded still shows its
+    /// history; a name never seen is `NotFound`.
+    pub async fn runs(&self, name: &str) -> Result<Vec<JobRun>, JobsError> {
+        let history = &self.shared.runner.history;
+        if self.shared.find(name).is_none() && !history.has_runs(name).await? {
+            return Err(JobsError::NotFound(name.to_string()));
+        }
+        Ok(history.list(name).await?)
+    }
+
+    /// Runs `name` now (with its retries) and returns the finished run. A job that is
+    /// already running is refused, never run twice at once.
+    pub async fn run_now(&self, name: &str) -> Result<JobRun, JobsError> {
+        let def = self
+            .shared
+            .find(name)
+            .ok_or_else(|| JobsError::NotFound(name.to_string()))?;
+        let rx = self.shared.spawn_run(def, Trigger::Manual)?;
+        rx.await.map_err(|_| JobsError::ShuttingDown)
+    }
+
+    /// Replaces the scheduled set (hot reload). Runs in progress finish on the engine they
+    /// started on; a job keeps refusing to overlap with itself across the swap. Returns the
+    /// previous engine so the caller can shut it down.
+    pub fn replace(&self, defs: Vec<JobDef>, engine: Arc<dyn JobEngine>) -> Arc<dyn JobEngine> {
+        let defs: Vec<Arc<JobDef>> = defs.into_iter().map(Arc::new).collect();
+        if let Ok(mut d) = self.shared.defs.write() {
+            *d = Arc::new(defs);
+        }
+        let old = match self.shared.engine.write() {
+            Ok(mut e) => std::mem::replace(&mut *e, engine),
+            Err(_) => engine,
+        };
+        self.shared.reload.notify_one();
+        old
+    }
+
+    /// Stops the timers, waits up to the shutdown grace for running jobs, records the ones
+    /// still running as interrupted, and shuts the engine down.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.stopping.send(true);
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        let mut abandoned = false;
+        loop {
+            let idle = self.shared.idle.notified();
+            let left: Vec<String> = self
+                .shared
+                .running
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            if left.is_empty() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(
+                    "{} job run(s) still running after {} s; abandoned",
+                    left.len(),
+                    self.config.shutdown_grace.as_secs()
+                );
+                if let Err(e) = self
+                    .shared
+                    .runner
+                    .history
+                    .interrupt(Some(left), history::INTERRUPTED)
+                    .await
+                {
+                    tracing::error!("Recording interrupted job runs failed: {e}");
+                }
+                abandoned = true;
+                break;
+            }
+        }
+        let engine = self.shared.engine.read().map(|e| e.clone());
+        if let Ok(engine) = engine {
+            if abandoned {
+                // Joining would wait for the abandoned runs' own time limits: let a detached
+                // thread do it while the process goes on shutting down.
+                let _ = std::thread::Builder::new()
+                    .name("bakend-jobs-stop".into())
+                    .spawn(move || engine.shutdown());
+            } else {
+                let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+            }
+        }
+    }
+}
+
+/// The longest sleep between looks at the clock: a wall clock that jumps is noticed within it.
+const SAFETY_TICK: Duration = Duration::from_secs(1);
+
+async fn schedule_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut table = Timetable::new(&shared.current(), shared.clock.now());
+    loop {
+        let now = shared.clock.now();
+        for def in table.due(now) {
+            match shared.spawn_run(def.clone(), Trigger::Schedule) {
+                Ok(_) => {}
+                Err(JobsError::AlreadyRunning(_)) => {
+                    shared.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "Job {} is still running; skipped its run due at {}",
+                        def.name,
+                        bakend_core::time::to_iso(now)
+                    );
+                }
+                Err(_) => return,
+            }
+        }
+        let wait = table.wait(now).unwrap_or(SAFETY_TICK).min(SAFETY_TICK);
+        // Timers may wake a hair early; never spin on a zero wait.
+        let wait = wait.max(Duration::from_millis(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.reload.notified() => {
+                table = Timetable::new(&shared.current(), shared.clock.now());
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
