@@ -72,6 +72,22 @@ fn redact(e: &Event) -> Option<Value> {
     }
 }
 
+/// Whether `ctx` may read `record` of `collection` now (a per-record `snapshot`): the same
+/// decision as for the collection's events.
+pub fn can_read_record(
+    rules: &dyn ReadRules,
+    collection: &str,
+    record: &Value,
+    ctx: &AuthContext,
+) -> bool {
+    let owner = record.get("user_id").and_then(Value::as_str);
+    match rules.read_rule(collection) {
+        None => false,
+        Some((Rule::Owner, false)) => ctx.is_admin(),
+        Some((rule, _)) => decide(ctx, rule, Operation::Read, owner) == Decision::Allow,
+    }
+}
+
 impl Delivery {
     pub fn of(e: &Event, rules: &dyn ReadRules) -> Delivery {
         let full = event_frame(&e.envelope_json());

@@ -241,7 +241,11 @@ async fn handle(
     text: &str,
 ) {
     match protocol::parse(text) {
-        Ok(ClientMessage::Subscribe { channel, since }) => {
+        Ok(ClientMessage::Subscribe {
+            channel,
+            since,
+            snapshot,
+        }) => {
             let since = since.or_else(|| {
                 let r = resume.as_mut()?;
                 if r.done.contains(&channel) {
@@ -250,7 +254,13 @@ async fn handle(
                 r.done.push(channel.clone());
                 Some(r.since.clone())
             });
-            hub.send(Control::Subscribe { id, channel, since }).await
+            hub.send(Control::Subscribe {
+                id,
+                channel,
+                since,
+                snapshot,
+            })
+            .await
         }
         Ok(ClientMessage::Unsubscribe(channel)) => {
             hub.send(Control::Unsubscribe { id, channel }).await

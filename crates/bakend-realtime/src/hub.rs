@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::outbox::{Outbox, Pushed};
 
 use crate::audience::{Delivery, ReadRules};
-use crate::journal::{JournalSource, Replayed};
+use crate::journal::{JournalSource, Replayed, SnapshotSource};
 use crate::protocol::{self, Since, index_key, matches_event, record_channel};
 
 /// Close codes the hub uses (documented in docs/websocket-api.md).
@@ -58,6 +58,14 @@ pub(crate) enum Control {
         id: u64,
         channel: String,
         since: Option<Since>,
+        snapshot: bool,
+    },
+    /// A per-record snapshot was read: send it, then release the held live frames.
+    Snapshot {
+        id: u64,
+        channel: String,
+        collection: String,
+        result: Result<(Option<Value>, u64), String>,
     },
     /// The journal's answer to a resume: replay it, then release the held live frames.
     Replayed {
@@ -83,6 +91,13 @@ pub(crate) enum Control {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+}
+
+/// Where the hub reads what is not on the bus: the journal (resumes) and records (snapshots).
+#[derive(Default)]
+pub struct HubSources {
+    pub journal: Option<Arc<dyn JournalSource>>,
+    pub snapshots: Option<Arc<dyn SnapshotSource>>,
 }
 
 pub struct Hub {
@@ -126,6 +141,7 @@ struct State {
     admins: HashSet<u64>,
     seq: u64,
     journal: Option<Arc<dyn JournalSource>>,
+    snapshots: Option<Arc<dyn SnapshotSource>>,
     /// The last journal seq the hub has fanned out: a resume replays up to here and live
     /// delivery continues after it.
     journal_seq: u64,
@@ -143,8 +159,9 @@ impl Hub {
         auth: Arc<AuthService>,
         rules: Arc<dyn ReadRules>,
         cfg: RealtimeConfig,
-        journal: Option<Arc<dyn JournalSource>>,
+        sources: HubSources,
     ) -> Arc<Hub> {
+        let HubSources { journal, snapshots } = sources;
         let events = bus.subscribe("realtime", 65_536);
         let (control_tx, control_rx) = mpsc::channel(65_536);
         let epoch = journal.as_ref().map(|j| j.epoch().to_string());
@@ -161,6 +178,7 @@ impl Hub {
             seq: 0,
             journal_seq: journal.as_ref().map(|j| j.last_seq()).unwrap_or(0),
             journal,
+            snapshots,
             control: control_tx.downgrade(),
             last_heartbeat: Instant::now(),
             last_events_in: 0,
@@ -320,6 +338,18 @@ fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
     }
 }
 
+/// One replay or snapshot finished; after the last one, the held live frames follow.
+fn release_held(c: &mut Conn, stats: &HubStats) {
+    c.replays = c.replays.saturating_sub(1);
+    if c.replays == 0
+        && let Some(held) = c.held.take()
+    {
+        for f in held {
+            push(c, f, stats);
+        }
+    }
+}
+
 impl State {
     fn apply(&mut self, c: Control) {
         match c {
@@ -344,12 +374,25 @@ impl State {
                 self.index_identity(id);
                 self.stats.connections.fetch_add(1, Relaxed);
             }
-            Control::Subscribe { id, channel, since } => {
+            Control::Subscribe {
+                id,
+                channel,
+                since,
+                snapshot,
+            } => {
                 self.subscribe(id, &channel);
                 if let Some(since) = since {
                     self.resume(id, channel, since);
+                } else if snapshot {
+                    self.snapshot(id, channel);
                 }
             }
+            Control::Snapshot {
+                id,
+                channel,
+                collection,
+                result,
+            } => self.snapshotted(id, &channel, &collection, result),
             Control::Replayed {
                 id,
                 channel,
@@ -461,6 +504,77 @@ impl State {
                 })
                 .await;
         });
+    }
+
+    /// Reads the record of a per-record channel; live frames are held until the snapshot is
+    /// sent, so it always comes first. It carries the journal position it reflects: events
+    /// with `seq` at or below it are already in it.
+    fn snapshot(&mut self, id: u64, channel: String) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.subs.iter().any(|s| **s == *channel) {
+            return;
+        }
+        let (Some((collection, record_id)), Some(source), Some(control)) = (
+            protocol::parse_record_channel(&channel),
+            self.snapshots.clone(),
+            self.control.upgrade(),
+        ) else {
+            push(
+                c,
+                protocol::error_frame(
+                    "invalid_snapshot",
+                    "snapshot is only available on per-record channels (collection.recordId.*)",
+                ),
+                &self.stats,
+            );
+            return;
+        };
+        let (collection, read) = (
+            collection.to_string(),
+            source.snapshot(collection, record_id),
+        );
+        c.replays += 1;
+        c.held.get_or_insert_with(Vec::new);
+        tokio::spawn(async move {
+            let result = read.await;
+            let _ = control
+                .send(Control::Snapshot {
+                    id,
+                    channel,
+                    collection,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn snapshotted(
+        &mut self,
+        id: u64,
+        channel: &str,
+        collection: &str,
+        result: Result<(Option<Value>, u64), String>,
+    ) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let frame = match result {
+            Ok((record, seq)) => {
+                let visible = record.filter(|r| {
+                    crate::audience::can_read_record(self.rules.as_ref(), collection, r, &c.ctx)
+                });
+                let seq = self.journal.as_ref().map(|_| seq);
+                protocol::snapshot_frame(channel, collection, visible.as_ref(), seq)
+            }
+            Err(e) => {
+                tracing::error!("Reading a record for a realtime snapshot failed: {e}");
+                protocol::error_frame("snapshot_failed", "The record could not be read")
+            }
+        };
+        push(c, frame, &self.stats);
+        release_held(c, &self.stats);
     }
 
     fn replayed(

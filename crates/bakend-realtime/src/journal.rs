@@ -25,3 +25,12 @@ pub trait JournalSource: Send + Sync + 'static {
     /// Events with `after < seq <= upto` that `wanted` accepts, oldest first, at most `limit`.
     fn replay(&self, after: u64, upto: u64, limit: usize, wanted: EventFilter) -> ReplayFuture;
 }
+
+/// `Ok((record, seq))`: the record (if it exists) as of journal position `seq`.
+pub type SnapshotFuture =
+    Pin<Box<dyn Future<Output = Result<(Option<serde_json::Value>, u64), String>> + Send>>;
+
+/// Reads one record for a per-record `snapshot`, consistent with a journal position.
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn snapshot(&self, collection: &str, id: &str) -> SnapshotFuture;
+}

@@ -15,5 +15,5 @@ pub mod protocol;
 
 pub use audience::ReadRules;
 pub use connection::{Identity, serve};
-pub use hub::{Hub, HubStats};
-pub use journal::{JournalSource, Replayed};
+pub use hub::{Hub, HubSources, HubStats};
+pub use journal::{JournalSource, Replayed, SnapshotSource};

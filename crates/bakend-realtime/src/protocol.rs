@@ -32,6 +32,8 @@ pub enum ClientMessage {
     Subscribe {
         channel: String,
         since: Option<Since>,
+        /// Send the record's current state first (per-record channels only).
+        snapshot: bool,
     },
     Unsubscribe(String),
     Ping,
@@ -93,6 +95,28 @@ pub fn record_channel(event_type: &str, record_id: &str) -> Option<String> {
     Some(format!("{collection}.{record_id}.{action}"))
 }
 
+/// `posts.rec_1.*` / `posts.rec_1.updated` → `("posts", "rec_1")`.
+pub fn parse_record_channel(channel: &str) -> Option<(&str, &str)> {
+    let mut parts = channel.split('.');
+    let (collection, id, _action) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none() && id != "*").then_some((collection, id))
+}
+
+/// `{"type":"snapshot","channel","collection","record","seq"}`: the record as of journal
+/// position `seq` (`null` when it does not exist or the connection may not read it).
+pub fn snapshot_frame(
+    channel: &str,
+    collection: &str,
+    record: Option<&Value>,
+    seq: Option<u64>,
+) -> Utf8Bytes {
+    let mut v = json!({ "type": "snapshot", "channel": channel, "collection": collection, "record": record });
+    if let Some(s) = seq {
+        v["seq"] = json!(s);
+    }
+    frame(v)
+}
+
 /// [`matches`] for an event, including its per-record channel when it has one.
 pub fn matches_event(sub: &str, event_type: &str, record_channel: Option<&str>) -> bool {
     matches(sub, event_type) || record_channel.is_some_and(|r| matches(sub, r))
@@ -129,6 +153,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         Some("subscribe") => Ok(ClientMessage::Subscribe {
             channel: channel()?,
             since: since()?,
+            snapshot: msg.get("snapshot") == Some(&Value::Bool(true)),
         }),
         Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(channel()?)),
         Some("ping") => Ok(ClientMessage::Ping),
@@ -280,7 +305,8 @@ mod tests {
             parse(r#"{"action":"subscribe","channel":"a.*","x":1}"#),
             Ok(ClientMessage::Subscribe {
                 channel: "a.*".into(),
-                since: None
+                since: None,
+                snapshot: false
             })
         );
         assert_eq!(
@@ -290,7 +316,8 @@ mod tests {
                 since: Some(Since {
                     epoch: "ep_1".into(),
                     seq: 7
-                })
+                }),
+                snapshot: false
             })
         );
         for bad in [

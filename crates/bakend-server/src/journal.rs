@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bakend_core::config::RealtimeConfig;
-use bakend_realtime::journal::{EventFilter, ReplayFuture};
-use bakend_realtime::{JournalSource, Replayed};
-use bakend_store::Database;
+use bakend_realtime::journal::{EventFilter, ReplayFuture, SnapshotFuture};
+use bakend_realtime::{JournalSource, Replayed, SnapshotSource};
 use bakend_store::db::journal::JournalInfo;
+use bakend_store::{Database, RecordStore, StoreError};
 
 pub struct StoreJournal {
     pub db: Arc<Database>,
@@ -38,6 +38,28 @@ impl JournalSource for StoreJournal {
                     })
                     .collect()
             }))
+        })
+    }
+}
+
+/// Records for per-record `snapshot`s.
+pub struct RecordSnapshots(pub RecordStore);
+
+impl SnapshotSource for RecordSnapshots {
+    fn snapshot(&self, collection: &str, id: &str) -> SnapshotFuture {
+        let store = self.0.clone();
+        let (collection, id) = (collection.to_string(), id.to_string());
+        Box::pin(async move {
+            let c = match store.collection(&collection) {
+                Ok(c) => c,
+                // Not a collection: nothing to show (the channel is simply quiet).
+                Err(StoreError::CollectionNotFound(_)) => return Ok((None, 0)),
+                Err(e) => return Err(e.to_string()),
+            };
+            store
+                .get_at_journal_seq(c, id)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -217,12 +217,19 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             info,
         }) as Arc<dyn bakend_realtime::JournalSource>
     });
+    let snapshots = Arc::new(crate::journal::RecordSnapshots(RecordStore::new(
+        db.clone(),
+        registry.clone(),
+    ))) as Arc<dyn bakend_realtime::SnapshotSource>;
     let realtime = Hub::start(
         bus.as_ref(),
         auth.clone(),
         Arc::new(RegistryRules(registry.clone())),
         config.realtime.clone(),
-        journal,
+        bakend_realtime::HubSources {
+            journal,
+            snapshots: Some(snapshots),
+        },
     );
     if let Err(e) = auth.purge_expired_sessions().await {
         tracing::warn!("Deleting expired sessions failed: {e}");

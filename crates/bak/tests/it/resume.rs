@@ -420,3 +420,60 @@ async fn per_record_channels_follow_one_record_and_its_owner() {
     s.create("posts", json!({"title": "three"})).await;
     other.silent(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_per_record_snapshot_comes_first_and_respects_the_read_rule() {
+    let s = TestServer::start(&posts()).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let post = s.create("posts", json!({"title": "v1"})).await;
+    let id = post["id"].as_str().unwrap();
+    let channel = format!("posts.{id}.*");
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "subscribe", "channel": channel, "snapshot": true}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let snap = ws.next().await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert_eq!(snap["channel"], channel.as_str());
+    assert_eq!(snap["collection"], "posts");
+    assert_eq!(snap["record"], post);
+    let at = snap["seq"].as_u64().unwrap();
+    s.put(&format!("/api/posts/{id}"), &json!({"title": "v2"}))
+        .await;
+    let e = ws.next().await;
+    assert_eq!(e["event"]["payload"]["title"], "v2");
+    assert!(e["event"]["seq"].as_u64().unwrap() > at);
+
+    // Owner-only: bob gets a null record for alice's note, alice gets it.
+    let note = s
+        .call(
+            reqwest::Method::POST,
+            "/api/notes",
+            Some(&alice.token),
+            Some(&json!({"title": "mine"})),
+        )
+        .await
+        .json();
+    let ch = format!("notes.{}.*", note["id"].as_str().unwrap());
+    for (who, visible) in [(&bob, false), (&alice, true)] {
+        let (mut w, _) = Ws::connect(&format!("{}?token={}", s.ws_url(), who.token)).await;
+        w.send(json!({"action": "subscribe", "channel": ch, "snapshot": true}))
+            .await;
+        w.next().await;
+        let snap = w.next().await;
+        assert_eq!(snap["type"], "snapshot");
+        assert_eq!(!snap["record"].is_null(), visible, "{snap}");
+    }
+    // A missing record: null. Not a per-record channel: an error frame, the socket stays.
+    ws.send(json!({"action": "subscribe", "channel": "posts.rec_nope.*", "snapshot": true}))
+        .await;
+    ws.next().await;
+    assert!(ws.next().await["record"].is_null());
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "snapshot": true}))
+        .await;
+    ws.next().await;
+    assert_eq!(ws.next().await["code"], "invalid_snapshot");
+    ws.send(json!({"action": "ping"})).await;
+    assert_eq!(ws.next().await["type"], "pong");
+}

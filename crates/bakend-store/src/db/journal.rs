@@ -23,7 +23,7 @@ pub struct JournalInfo {
 }
 
 /// The highest seq ever assigned (it survives trimming: AUTOINCREMENT keeps it).
-pub(crate) fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(conn
         .query_row(
             "SELECT seq FROM sqlite_sequence WHERE name = '_events'",

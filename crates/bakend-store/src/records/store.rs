@@ -141,6 +141,27 @@ impl RecordStore {
             .await
     }
 
+    /// The record (or `None`) together with the last journal seq, read in one transaction: the
+    /// record reflects exactly the events up to that seq (a realtime `snapshot`).
+    pub async fn get_at_journal_seq(
+        &self,
+        c: Arc<Collection>,
+        id: String,
+    ) -> Result<(Option<Value>, u64), StoreError> {
+        self.db
+            .read(move |conn| {
+                conn.execute_batch("BEGIN")?;
+                let read = (|| {
+                    let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
+                    let seq = crate::db::journal::last_seq(conn)?;
+                    Ok::<_, StoreError>((record, seq))
+                })();
+                let _ = conn.execute_batch("COMMIT");
+                read
+            })
+            .await
+    }
+
     /// Full validation for a create: checks without the database here, then — only if there
     /// are failures to report — the database checks too, so `details` is complete. `files`:
     /// which stored files the writer may reference in `file` fields.
