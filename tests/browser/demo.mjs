@@ -101,7 +101,7 @@ async function main() {
   page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
 
   step = "open client.html";
-  const url = `${pathToFileURL(resolve(htmlPath)).href}?server=${encodeURIComponent(server)}`;
+  const url = `${pathToFileURL(resolve(htmlPath)).href}?server=${encodeURIComponent(server)}&dropMs=4000`;
   await page.goto(url);
   const field = await page.inputValue("#server");
   if (field !== server) throw new Error(`?server= not applied: field is "${field}"`);
@@ -118,6 +118,34 @@ async function main() {
   await page.fill("#post-title", title);
   await page.click("#create-post");
   await waitForLog(`posts.created: ${title}`, "posts.created event shown in the page");
+
+  // A simulated network drop: posts written while the page is offline arrive after it
+  // reconnects, followed by the summary "missed 3 events, recovered".
+  step = "simulate a network drop";
+  await page.click("#drop");
+  await page.waitForFunction(() => document.getElementById("status").dataset.state === "closed");
+  const missed = [];
+  for (let i = 0; i < 3; i++) {
+    const t = `While offline ${i} ${Date.now()}`;
+    const r = await fetch(`${server}/api/posts`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ title: t }),
+    });
+    if (r.status !== 201) throw new Error(`creating a post while offline: HTTP ${r.status}`);
+    missed.push(t);
+  }
+  console.log("ok: 3 posts created while the page was offline");
+  await waitForLog("posts.*: missed 3 events, recovered", "resumed after the drop with the 3 missed events");
+  for (const t of missed) await waitForLog(`posts.created: ${t}`, `missed post shown: ${t}`);
+  const text = await logText();
+  // The replayed events come first, then the `resumed` summary.
+  if (text.indexOf(missed[2]) > text.indexOf("missed 3 events")) {
+    throw new Error("the resume summary came before the replayed posts");
+  }
+  for (const t of missed) {
+    if (text.split(t).length !== 2) throw new Error(`post "${t}" shown ${text.split(t).length - 1} times`);
+  }
 
   // The protected collection refuses anonymous writes.
   step = "create a note anonymously";
