@@ -477,3 +477,103 @@ async fn a_per_record_snapshot_comes_first_and_respects_the_read_rule() {
     ws.send(json!({"action": "ping"})).await;
     assert_eq!(ws.next().await["type"], "pong");
 }
+
+fn bak_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::harness::bak_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+async fn post(http: &reqwest::Client, url: &str, title: &str) -> Value {
+    let r = http
+        .post(format!("{url}/api/posts"))
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+fn ws_url(url: &str) -> String {
+    format!("{}/api/realtime", url.replacen("http://", "ws://", 1))
+}
+
+#[tokio::test]
+async fn resume_across_a_crash_and_not_across_a_restore_from_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::write_collections(dir.path(), &posts());
+    std::fs::write(dir.path().join("bakend.json"), "{}").unwrap();
+    let http = reqwest::Client::new();
+
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    bak.wait_ready().await;
+    let (mut ws, connected) = Ws::connect(&ws_url(&bak.url())).await;
+    let epoch = connected["epoch"].as_str().unwrap().to_string();
+    ws.subscribe("posts.*").await;
+    post(&http, &bak.url(), "seen").await;
+    let since = ws.next().await["event"]["seq"].as_u64().unwrap();
+    let out = bak_cli(dir.path(), &["backup", "create", "--output", "b.tar.gz"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut missed = Vec::new();
+    for i in 0..20 {
+        missed.push(post(&http, &bak.url(), &format!("m{i}")).await["id"].clone());
+    }
+    // SIGKILL: no graceful shutdown, the socket just dies.
+    bak.signal(libc::SIGKILL);
+    bak.wait_exit().await;
+    drop(ws);
+
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    bak.wait_ready().await;
+    let (mut ws, connected) =
+        Ws::connect(&format!("{}?since={epoch}:{since}", ws_url(&bak.url()))).await;
+    assert_eq!(
+        connected["epoch"],
+        epoch.as_str(),
+        "a crash keeps the epoch"
+    );
+    ws.subscribe("posts.*").await;
+    let barrier = post(&http, &bak.url(), "barrier").await;
+    let frames = frames_until(&mut ws, barrier["id"].as_str().unwrap()).await;
+    check_resumed(&frames, "posts.*", since);
+    let ids: Vec<Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "event")
+        .map(|f| f["event"]["payload"]["id"].clone())
+        .collect();
+    assert_eq!(ids, missed, "every event committed before the crash, once");
+    bak.signal(libc::SIGTERM);
+    bak.wait_exit().await;
+
+    // Restoring the backup rewinds history: positions from after it cannot be resumed.
+    let out = bak_cli(dir.path(), &["backup", "restore", "b.tar.gz", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    bak.wait_ready().await;
+    let (mut ws, connected) = Ws::connect(&ws_url(&bak.url())).await;
+    assert_ne!(
+        connected["epoch"],
+        epoch.as_str(),
+        "a restore starts a new epoch"
+    );
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": since}}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let resumed = ws.next().await;
+    assert_eq!(resumed["type"], "resumed");
+    assert_eq!(resumed["recovered"], false);
+    bak.signal(libc::SIGTERM);
+    bak.wait_exit().await;
+}
