@@ -21,7 +21,10 @@ cat > "$dir/collections/bench_owned.json" <<'JSON'
 {"name":"bench_owned","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"},{"name":"user_id","type":"string"}],
  "permissions":{"create":"authenticated","read":"owner","update":"owner","delete":"owner"}}
 JSON
-echo '{"auth":{"rateLimit":{"attempts":0}},"realtime":{"queueCapacity":4096}}' > "$dir/bakend.json"
+# JOURNAL=off measures without the event journal (no resume), for comparison.
+journal=true; [[ "${JOURNAL:-on}" == off ]] && journal=false
+max_events=${JOURNAL_MAX_EVENTS:-100000}
+echo '{"auth":{"rateLimit":{"attempts":0}},"realtime":{"queueCapacity":4096,"journal":'"$journal"',"journalMaxEvents":'"$max_events"',"maxReplayEvents":1000000}}' > "$dir/bakend.json"
 (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do

@@ -2,6 +2,7 @@
 # Measures `rest-create` the way BENCHMARKS.md reports it: release build, server pinned to core 0,
 # load tool pinned to core 1, a fresh project in a temp dir, one run of D seconds per repetition.
 # Usage: scripts/bench-rest-create.sh [clients=32] [duration=10] [runs=3]
+# JOURNAL=off runs without the event journal (no realtime resume), for comparison.
 # TRIGGER=noop|db adds a function on `bench.created` (a no-op, or one running a db query) to
 # measure REST throughput with an active trigger.
 set -euo pipefail
@@ -18,6 +19,7 @@ mkdir -p "$dir/collections"
 cat > "$dir/collections/bench.json" <<'JSON'
 {"name":"bench","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}]}
 JSON
+if [ "${JOURNAL:-on}" = off ]; then echo '{"realtime":{"journal":false}}' > "$dir/bakend.json"; fi
 case "${TRIGGER:-}" in
   noop) mkdir -p "$dir/functions"
         echo 'import { onCreate } from "bakend/functions"; onCreate("bench", () => {});' > "$dir/functions/bench.ts" ;;

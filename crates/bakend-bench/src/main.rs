@@ -11,6 +11,7 @@ mod idle;
 mod login;
 mod owner_fanout;
 mod publish;
+mod replay;
 mod rest_create;
 mod rt_stats;
 mod stats;
@@ -50,6 +51,8 @@ enum Command {
     OwnerFanout(owner_fanout::Args),
     /// `fanout` while extra connections keep subscribing and unsubscribing.
     Churn(churn::Args),
+    /// A client away while records are written resumes with `since`; reports replay speed.
+    Replay(replay::Args),
 }
 
 impl Command {
@@ -61,6 +64,7 @@ impl Command {
             Command::Idle(a) => a.rt.threads,
             Command::OwnerFanout(a) => a.rt.threads,
             Command::Churn(a) => a.fanout.rt.threads,
+            Command::Replay(a) => a.rt.threads,
         }
     }
 }
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
             Command::Idle(args) => idle::run(args).await,
             Command::OwnerFanout(args) => owner_fanout::run(args).await,
             Command::Churn(args) => churn::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     // Connection tasks of requests cut off at the deadline may still be waiting on the

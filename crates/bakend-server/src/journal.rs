@@ -65,6 +65,8 @@ impl SnapshotSource for RecordSnapshots {
 }
 
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// Between chunks, so that a long trim interleaves with the writes it competes with.
+const CHUNK_PAUSE: Duration = Duration::from_millis(5);
 
 /// Keeps the journal within its retention, a chunk at a time so no single write is long.
 pub async fn trim_forever(db: Arc<Database>, cfg: RealtimeConfig) {
@@ -83,6 +85,7 @@ pub async fn trim_forever(db: Arc<Database>, cfg: RealtimeConfig) {
                     break;
                 }
             }
+            tokio::time::sleep(CHUNK_PAUSE).await;
         }
     }
 }

@@ -22,17 +22,18 @@ pub struct JournalInfo {
     pub last_seq: u64,
 }
 
-/// The highest seq ever assigned (it survives trimming: AUTOINCREMENT keeps it).
+/// The highest seq ever assigned: the newest row, or — when trimming emptied the table — how
+/// far the trimmer went (both are single b-tree lookups).
 pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = '_events'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?
-        .unwrap_or(0)
-        .max(0) as u64)
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT max(seq) FROM _events")?
+        .query_row([], |r| r.get(0))?;
+    let trimmed: Option<String> = conn
+        .prepare_cached("SELECT value FROM _bakend_meta WHERE key = ?1")?
+        .query_row([TRIMMED_KEY], |r| r.get(0))
+        .optional()?;
+    let trimmed = trimmed.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((newest.unwrap_or(0).max(0) as u64).max(trimmed))
 }
 
 fn oldest_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
@@ -54,7 +55,8 @@ pub(crate) fn open(conn: &Connection) -> Result<JournalInfo, StoreError> {
     let last = last_seq(conn)?;
     let trimmed = trimmed_through(conn)?;
     // Everything after `trimmed` should still be there: the oldest row is `trimmed + 1`, or
-    // the table is empty because nothing after `trimmed` was ever written.
+    // the table is empty because nothing after `trimmed` was ever written. (Rows deleted from
+    // the new end cannot be told from rows never written; the epoch also changes on restore.)
     let continuous = match oldest_seq(conn)? {
         Some(oldest) => oldest <= trimmed + 1,
         None => last <= trimmed,
@@ -159,7 +161,8 @@ pub fn read_range(
 }
 
 /// Deletes the oldest rows beyond `max_events` or older than `max_age_ms`, at most `chunk` at
-/// a time, recording how far it trimmed. Returns the rows deleted.
+/// a time, recording how far it trimmed. Returns the rows deleted. The age is checked on the
+/// oldest `chunk` rows in seq order (journaled times only grow), so no index is needed.
 pub(crate) fn trim_chunk(
     conn: &Connection,
     max_events: u64,
@@ -173,11 +176,10 @@ pub(crate) fn trim_chunk(
     let by_count = last.saturating_sub(max_events);
     let cutoff = chrono_ms() - max_age_ms;
     let by_age: u64 = conn
-        .query_row(
-            "SELECT max(seq) FROM _events WHERE created_ms < ?1",
-            [cutoff],
-            |r| r.get::<_, Option<i64>>(0),
+        .prepare_cached(
+            "SELECT max(seq) FROM (SELECT seq, created_ms FROM _events ORDER BY seq LIMIT ?1) WHERE created_ms < ?2",
         )?
+        .query_row(params![chunk as i64, cutoff], |r| r.get::<_, Option<i64>>(0))?
         .map(|n| n.max(0) as u64)
         .unwrap_or(0);
     let target = by_count.max(by_age).min(oldest.saturating_sub(1) + chunk);

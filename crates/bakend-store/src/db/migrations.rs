@@ -80,15 +80,16 @@ const STEPS: &[&str] = &[
     // sequence number, the owner it was about (for permission checks at replay), and the
     // record id of collection events (per-record channels).
     r#"
+    -- No AUTOINCREMENT and no secondary index: every commit appends here, so each extra
+    -- b-tree touched per event costs throughput. The writer assigns seq itself.
     CREATE TABLE IF NOT EXISTS _events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,
         type TEXT NOT NULL,
         subject TEXT,
         record TEXT,
         envelope TEXT NOT NULL,
         created_ms INTEGER NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS idx_events_created ON _events(created_ms);
     "#,
 ];
 

@@ -23,6 +23,8 @@ use crate::error::StoreError;
 use writer::Writer;
 
 const READERS: u32 = 4;
+/// Journal rows deleted per trimming write: small enough that the writer is never held long.
+const TRIM_CHUNK: u64 = 2_000;
 
 /// The database: one writer thread, a pool of readers.
 pub struct Database {
@@ -135,7 +137,7 @@ impl Database {
     /// with it for the write lock.
     pub async fn trim_journal(&self, max_events: u64, max_age_ms: i64) -> Result<u64, StoreError> {
         self.write(move |conn| {
-            journal::trim_chunk(conn, max_events, max_age_ms, 10_000).map(Committed::new)
+            journal::trim_chunk(conn, max_events, max_age_ms, TRIM_CHUNK).map(Committed::new)
         })
         .await
     }
