@@ -62,7 +62,9 @@ pub async fn run(args: &Args) -> Result<()> {
     let since = loop {
         let f = next_data(&mut ws).await?;
         if is_event(&f) {
-            break parse(&f)?["event"]["seq"].as_u64().context("event without seq")?;
+            break parse(&f)?["event"]["seq"]
+                .as_u64()
+                .context("event without seq")?;
         }
     };
     drop(ws);
@@ -95,7 +97,8 @@ pub async fn run(args: &Args) -> Result<()> {
 
     // The resume.
     let mut ws = endpoint.connect(1, None).await?;
-    let msg = json!({"action": "subscribe", "channel": channel, "since": {"epoch": epoch, "seq": since}});
+    let msg =
+        json!({"action": "subscribe", "channel": channel, "since": {"epoch": epoch, "seq": since}});
     let t0 = Instant::now();
     ws.send(Message::text(msg.to_string())).await?;
     let mut replayed = 0u64;
@@ -109,7 +112,10 @@ pub async fn run(args: &Args) -> Result<()> {
     };
     let secs = t0.elapsed().as_secs_f64();
     println!("scenario     replay");
-    println!("written      {} events in {write_secs:.2} s while the client was away", args.events);
+    println!(
+        "written      {} events in {write_secs:.2} s while the client was away",
+        args.events
+    );
     println!(
         "resumed      recovered {} (lastSeq {})",
         resumed["recovered"], resumed["lastSeq"]

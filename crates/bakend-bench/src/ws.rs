@@ -88,12 +88,18 @@ impl Endpoint {
     /// Opens connection number `index` (which picks its source address) and waits for the
     /// server's `connected` frame, so a returned socket is known to speak the protocol.
     pub async fn connect(&self, index: usize, token: Option<&str>) -> Result<Ws> {
-        self.connect_with_hello(index, token).await.map(|(ws, _)| ws)
+        self.connect_with_hello(index, token)
+            .await
+            .map(|(ws, _)| ws)
     }
 
     /// [`Endpoint::connect`], also returning the `connected` frame (it carries the journal
     /// epoch).
-    pub async fn connect_with_hello(&self, index: usize, token: Option<&str>) -> Result<(Ws, Bytes)> {
+    pub async fn connect_with_hello(
+        &self,
+        index: usize,
+        token: Option<&str>,
+    ) -> Result<(Ws, Bytes)> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connect_inner(index, token))
             .await
             .with_context(|| format!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))?

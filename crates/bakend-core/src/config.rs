@@ -98,6 +98,8 @@ pub struct RealtimeConfig {
     pub journal_max_age: Duration,
     /// Most events one resume replays; a longer gap answers `recovered: false`.
     pub max_replay_events: usize,
+    /// Events per journal segment (the unit trimming drops), fixed when a journal is created.
+    pub journal_segment_events: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -112,6 +114,7 @@ impl Default for RealtimeConfig {
             journal_max_events: 100_000,
             journal_max_age: Duration::from_secs(24 * 3600),
             max_replay_events: 20_000,
+            journal_segment_events: 8192,
         }
     }
 }
@@ -242,6 +245,7 @@ const REALTIME_KEYS: &[&str] = &[
     "journalMaxEvents",
     "journalMaxAgeHours",
     "maxReplayEvents",
+    "journalSegmentEvents",
 ];
 const AUTH_KEYS: &[&str] = &[
     "jwtSecret",
@@ -568,6 +572,9 @@ impl Config {
         }
         if let Some(n) = int("maxReplayEvents", 1, 10_000_000)? {
             r.max_replay_events = n as usize;
+        }
+        if let Some(n) = int("journalSegmentEvents", 16, 1_000_000)? {
+            r.journal_segment_events = n;
         }
         Ok(())
     }

@@ -146,11 +146,13 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
 
     let location = config.database.clone();
     let open_bus = bus.clone();
-    let journal_on = config.realtime.journal;
-    let db =
-        tokio::task::spawn_blocking(move || Database::open_with(&location, open_bus, journal_on))
-            .await
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    let journal = config
+        .realtime
+        .journal
+        .then_some(config.realtime.journal_segment_events);
+    let db = tokio::task::spawn_blocking(move || Database::open_with(&location, open_bus, journal))
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
     let db = Arc::new(db);
 
     let storage_root = config.storage.clone();

@@ -230,7 +230,7 @@ async fn replay_applies_the_read_rule_to_each_event_as_it_was() {
 async fn resume_survives_a_restart_and_refuses_unknown_epochs_and_trimmed_ranges() {
     let s = TestServer::start_with_config(
         &posts(),
-        r#"{"auth": {"rateLimit": {"attempts": 0}}, "realtime": {"journalMaxEvents": 50}}"#,
+        r#"{"auth": {"rateLimit": {"attempts": 0}}, "realtime": {"journalMaxEvents": 50, "journalSegmentEvents": 16}}"#,
     )
     .await;
     let (mut ws, epoch) = connect_epoch(&s).await;
@@ -271,18 +271,40 @@ async fn resume_survives_a_restart_and_refuses_unknown_epochs_and_trimmed_ranges
     let live = s.create("posts", json!({"title": "live"})).await;
     assert_eq!(ws.next().await["event"]["payload"]["id"], live["id"]);
 
-    // Past retention (50 events): not recoverable once the trimmer has run.
+    // Past retention (50 events, in segments of 16): not recoverable once the trimmer has run,
+    // which drops whole segments and keeps at least the newest 50 events.
     for i in 0..120 {
         s.create("posts", json!({"title": format!("t{i}")})).await;
     }
     let conn = rusqlite::Connection::open(s.dir.path().join("bakend.db")).unwrap();
-    let trimmed = eventually_within(Duration::from_secs(10), || {
-        conn.query_row("SELECT count(*) FROM _events", [], |r| r.get::<_, i64>(0))
+    let journaled = || -> i64 {
+        let tables: Vec<String> = conn
+            .prepare(r"SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\_events\_%' ESCAPE '\'")
             .unwrap()
-            <= 50
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        tables
+            .iter()
+            .map(|t| {
+                conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap()
+            })
+            .sum()
+    };
+    let trimmed = eventually_within(Duration::from_secs(10), || {
+        let n = journaled();
+        (50..50 + 16).contains(&n)
     })
     .await;
-    assert!(trimmed, "the journal was not trimmed to its retention");
+    assert!(
+        trimmed,
+        "the journal was not trimmed to its retention: {}",
+        journaled()
+    );
     let (mut ws, _) = Ws::connect(&s.ws_url()).await;
     ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": since}}))
         .await;

@@ -1,8 +1,13 @@
-//! The event journal: every event a write emits is appended to `_events` inside the write's own
+//! The event journal: every event a write emits is appended inside the write's own
 //! transaction, numbered in commit order, so a realtime client that reconnects can be sent
 //! exactly what it missed. The `epoch` names one continuous history; it changes when that
 //! history is broken (rows removed by anything but the trimmer, a restore from backup), telling
 //! clients that sequence numbers from before cannot be resumed.
+//!
+//! The journal is split into segment tables of `S` consecutive seqs (`_events_<n>` holds
+//! `n * S ..= n * S + S - 1`), so retention drops whole tables instead of deleting row by row —
+//! trimming then costs almost nothing next to the appends, even when it has to keep pace with
+//! the API at full speed. `S` is fixed when the journal is created (meta `journal_segment`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -14,6 +19,13 @@ use crate::error::StoreError;
 pub const EPOCH_KEY: &str = "journal_epoch";
 /// Every seq up to this one was removed by the trimmer (0: nothing trimmed yet).
 pub const TRIMMED_KEY: &str = "journal_trimmed_through";
+/// The last seq assigned (updated once per committed batch).
+pub const LAST_KEY: &str = "journal_last_seq";
+/// Seqs per segment table, fixed per database when its journal starts.
+pub const SEGMENT_KEY: &str = "journal_segment";
+/// The default segment size.
+pub const DEFAULT_SEGMENT: u64 = 8192;
+const PREFIX: &str = "_events_";
 
 /// The journal as found at open.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,41 +34,67 @@ pub struct JournalInfo {
     pub last_seq: u64,
 }
 
-/// The highest seq ever assigned: the newest row, or — when trimming emptied the table — how
-/// far the trimmer went (both are single b-tree lookups).
-pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    let newest: Option<i64> = conn
-        .prepare_cached("SELECT max(seq) FROM _events")?
-        .query_row([], |r| r.get(0))?;
-    let trimmed: Option<String> = conn
+fn table(segment: u64) -> String {
+    format!("{PREFIX}{segment}")
+}
+
+fn meta_u64(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    let v: Option<String> = conn
         .prepare_cached("SELECT value FROM _bakend_meta WHERE key = ?1")?
-        .query_row([TRIMMED_KEY], |r| r.get(0))
+        .query_row([key], |r| r.get(0))
         .optional()?;
-    let trimmed = trimmed.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok((newest.unwrap_or(0).max(0) as u64).max(trimmed))
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn segment_size(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(match meta_u64(conn, SEGMENT_KEY)? {
+        0 => DEFAULT_SEGMENT,
+        n => n,
+    })
+}
+
+/// The highest seq ever assigned.
+pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(meta_u64(conn, LAST_KEY)?.max(meta_u64(conn, TRIMMED_KEY)?))
+}
+
+/// The existing segments, oldest first.
+fn segments(conn: &Connection) -> rusqlite::Result<Vec<u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_events\\_%' ESCAPE '\\'",
+    )?;
+    let mut out: Vec<u64> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .filter_map(|n| n.ok()?.strip_prefix(PREFIX)?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    Ok(out)
 }
 
 fn oldest_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    conn.query_row("SELECT min(seq) FROM _events", [], |r| {
-        r.get::<_, Option<i64>>(0)
-    })
-    .map(|v| v.map(|n| n.max(0) as u64))
-}
-
-fn trimmed_through(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(meta_get(conn, TRIMMED_KEY)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    for s in segments(conn)? {
+        let min: Option<i64> =
+            conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), [], |r| {
+                r.get(0)
+            })?;
+        if let Some(m) = min {
+            return Ok(Some(m.max(0) as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// Makes sure the journal has an epoch, starting a new one if rows went missing behind the
-/// trimmer's back. Runs at open, before the writer starts.
-pub(crate) fn open(conn: &Connection) -> Result<JournalInfo, StoreError> {
+/// trimmer's back, and fixes the segment size of a new journal. Runs at open, before the
+/// writer starts.
+pub(crate) fn open(conn: &Connection, segment: u64) -> Result<JournalInfo, StoreError> {
+    if meta_u64(conn, SEGMENT_KEY)? == 0 {
+        meta_set(conn, SEGMENT_KEY, &segment.max(1).to_string())?;
+    }
     let last = last_seq(conn)?;
-    let trimmed = trimmed_through(conn)?;
+    let trimmed = meta_u64(conn, TRIMMED_KEY)?;
     // Everything after `trimmed` should still be there: the oldest row is `trimmed + 1`, or
-    // the table is empty because nothing after `trimmed` was ever written. (Rows deleted from
-    // the new end cannot be told from rows never written; the epoch also changes on restore.)
+    // nothing after `trimmed` was ever written. (The epoch also changes on restore.)
     let continuous = match oldest_seq(conn)? {
         Some(oldest) => oldest <= trimmed + 1,
         None => last <= trimmed,
@@ -84,29 +122,83 @@ pub(crate) fn open(conn: &Connection) -> Result<JournalInfo, StoreError> {
     })
 }
 
-/// Numbers `event` with `seq` and appends it (inside the caller's transaction).
-pub(crate) fn append(conn: &Connection, event: &mut Event, seq: u64) -> rusqlite::Result<()> {
-    event.seq = Some(seq);
-    let record = if event.source == bakend_core::EventSource::Collections {
-        event.payload.get("id").and_then(|v| v.as_str())
-    } else {
-        None
-    };
-    conn.prepare_cached(
-        "INSERT INTO _events (seq, type, subject, record, envelope, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        seq as i64,
-        event.event_type,
-        event.subject,
-        record,
-        &*event.envelope_json(),
-        chrono_ms(),
-    ])?;
-    Ok(())
+/// Appends events inside the writer's transaction, numbering them from `next`; returns the
+/// next free seq. One per batch: the segment tables they need are created and the last seq is
+/// recorded.
+pub(crate) struct Appender {
+    next: u64,
+    size: u64,
+    segment: Option<u64>,
 }
 
-fn chrono_ms() -> i64 {
+impl Appender {
+    /// Reads the position under the write lock, so another process's writes (a CLI command)
+    /// are accounted for.
+    pub fn start(conn: &Connection) -> rusqlite::Result<Appender> {
+        Ok(Appender {
+            next: last_seq(conn)? + 1,
+            size: segment_size(conn)?,
+            segment: None,
+        })
+    }
+
+    pub fn append(&mut self, conn: &Connection, event: &mut Event) -> rusqlite::Result<()> {
+        let seq = self.next;
+        let segment = seq / self.size;
+        if self.segment != Some(segment) {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    seq INTEGER PRIMARY KEY,
+                    type TEXT NOT NULL,
+                    subject TEXT,
+                    record TEXT,
+                    envelope TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL
+                )",
+                table(segment)
+            ))?;
+            self.segment = Some(segment);
+        }
+        event.seq = Some(seq);
+        let record = if event.source == bakend_core::EventSource::Collections {
+            event.payload.get("id").and_then(|v| v.as_str())
+        } else {
+            None
+        };
+        conn.prepare_cached(&format!(
+            "INSERT INTO {} (seq, type, subject, record, envelope, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            table(segment)
+        ))?
+        .execute(params![
+            seq as i64,
+            event.event_type,
+            event.subject,
+            record,
+            &*event.envelope_json(),
+            now_ms(),
+        ])?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Records the last seq assigned (when this batch assigned any).
+    pub fn finish(&self, conn: &Connection, first: u64) -> rusqlite::Result<()> {
+        if self.next > first {
+            conn.prepare_cached(
+                "INSERT INTO _bakend_meta(key, value, created_at) VALUES (?1, ?2, '')
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![LAST_KEY, (self.next - 1).to_string()])?;
+        }
+        Ok(())
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+}
+
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -134,59 +226,82 @@ pub fn read_range(
     limit: usize,
     wanted: &dyn Fn(&str, Option<&str>) -> bool,
 ) -> Result<Option<Vec<JournalEntry>>, StoreError> {
-    if after < trimmed_through(conn)? {
+    if after < meta_u64(conn, TRIMMED_KEY)? {
         return Ok(None);
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, type, record, subject, envelope FROM _events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-    )?;
-    let mut rows = stmt.query(params![after as i64, upto as i64])?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let t: String = row.get(1)?;
-        let record: Option<String> = row.get(2)?;
-        if !wanted(&t, record.as_deref()) {
-            continue;
+    let size = segment_size(conn)?;
+    let (first, last) = ((after + 1) / size, upto / size);
+    for segment in segments(conn)?
+        .into_iter()
+        .filter(|s| (first..=last).contains(s))
+    {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, type, record, subject, envelope FROM {} WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            table(segment)
+        ))?;
+        let mut rows = stmt.query(params![after as i64, upto as i64])?;
+        while let Some(row) = rows.next()? {
+            let t: String = row.get(1)?;
+            let record: Option<String> = row.get(2)?;
+            if !wanted(&t, record.as_deref()) {
+                continue;
+            }
+            if out.len() >= limit {
+                return Ok(None);
+            }
+            out.push(JournalEntry {
+                seq: row.get::<_, i64>(0)? as u64,
+                subject: row.get(3)?,
+                envelope: row.get(4)?,
+            });
         }
-        if out.len() >= limit {
-            return Ok(None);
-        }
-        out.push(JournalEntry {
-            seq: row.get::<_, i64>(0)? as u64,
-            subject: row.get(3)?,
-            envelope: row.get(4)?,
-        });
     }
     Ok(Some(out))
 }
 
-/// Deletes the oldest rows beyond `max_events` or older than `max_age_ms`, at most `chunk` at
-/// a time, recording how far it trimmed. Returns the rows deleted. The age is checked on the
-/// oldest `chunk` rows in seq order (journaled times only grow), so no index is needed.
-pub(crate) fn trim_chunk(
+/// Drops the oldest segment if every event in it is beyond retention: more than `max_events`
+/// behind the newest, or older than `max_age_ms` (its newest row is checked). Returns the
+/// events dropped (0 when nothing is due).
+pub(crate) fn trim_segment(
     conn: &Connection,
     max_events: u64,
     max_age_ms: i64,
-    chunk: u64,
 ) -> Result<u64, StoreError> {
     let last = last_seq(conn)?;
-    let Some(oldest) = oldest_seq(conn)? else {
+    let Some(&oldest) = segments(conn)?.first() else {
         return Ok(0);
     };
-    let by_count = last.saturating_sub(max_events);
-    let cutoff = chrono_ms() - max_age_ms;
-    let by_age: u64 = conn
-        .prepare_cached(
-            "SELECT max(seq) FROM (SELECT seq, created_ms FROM _events ORDER BY seq LIMIT ?1) WHERE created_ms < ?2",
-        )?
-        .query_row(params![chunk as i64, cutoff], |r| r.get::<_, Option<i64>>(0))?
-        .map(|n| n.max(0) as u64)
-        .unwrap_or(0);
-    let target = by_count.max(by_age).min(oldest.saturating_sub(1) + chunk);
-    if target < oldest {
+    let size = segment_size(conn)?;
+    let segment_end = oldest * size + size - 1;
+    if segment_end >= last {
+        return Ok(0); // the segment still being written
+    }
+    let by_count = segment_end + max_events <= last;
+    let newest_ms: Option<i64> = conn
+        .query_row(
+            &format!(
+                "SELECT created_ms FROM {} ORDER BY seq DESC LIMIT 1",
+                table(oldest)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let by_age = newest_ms.is_none_or(|ms| ms < now_ms() - max_age_ms);
+    if !(by_count || by_age) {
         return Ok(0);
     }
-    let n = conn.execute("DELETE FROM _events WHERE seq <= ?1", [target as i64])?;
-    meta_set(conn, TRIMMED_KEY, &target.to_string())?;
-    Ok(n as u64)
+    let n: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", table(oldest)),
+        [],
+        |r| r.get(0),
+    )?;
+    conn.execute_batch(&format!("DROP TABLE {}", table(oldest)))?;
+    meta_set(
+        conn,
+        TRIMMED_KEY,
+        &segment_end.max(meta_u64(conn, TRIMMED_KEY)?).to_string(),
+    )?;
+    Ok(n.max(1) as u64)
 }

@@ -76,21 +76,6 @@ const STEPS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS idx_job_runs_job ON _job_runs(job, started_at);
     CREATE INDEX IF NOT EXISTS idx_job_runs_running ON _job_runs(status) WHERE status = 'running';
     "#,
-    // 5: the event journal (resumable realtime): every journaled event with its commit-order
-    // sequence number, the owner it was about (for permission checks at replay), and the
-    // record id of collection events (per-record channels).
-    r#"
-    -- No AUTOINCREMENT and no secondary index: every commit appends here, so each extra
-    -- b-tree touched per event costs throughput. The writer assigns seq itself.
-    CREATE TABLE IF NOT EXISTS _events (
-        seq INTEGER PRIMARY KEY,
-        type TEXT NOT NULL,
-        subject TEXT,
-        record TEXT,
-        envelope TEXT NOT NULL,
-        created_ms INTEGER NOT NULL
-    );
-    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

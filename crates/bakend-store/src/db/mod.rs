@@ -23,8 +23,6 @@ use crate::error::StoreError;
 use writer::Writer;
 
 const READERS: u32 = 4;
-/// Journal rows deleted per trimming write: small enough that the writer is never held long.
-const TRIM_CHUNK: u64 = 2_000;
 
 /// The database: one writer thread, a pool of readers.
 pub struct Database {
@@ -55,15 +53,17 @@ impl Database {
         location: &DatabaseLocation,
         bus: Arc<dyn EventBus>,
     ) -> Result<Database, StoreError> {
-        Self::open_with(location, bus, true)
+        Self::open_with(location, bus, Some(journal::DEFAULT_SEGMENT))
     }
 
-    /// [`Database::open`] with the event journal on or off.
+    /// [`Database::open`] with the event journal off (`None`) or on; the segment size applies
+    /// when the journal is created (an existing journal keeps its own).
     pub fn open_with(
         location: &DatabaseLocation,
         bus: Arc<dyn EventBus>,
-        journal: bool,
+        journal_segment: Option<u64>,
     ) -> Result<Database, StoreError> {
+        let journal = journal_segment.is_some();
         let (path, temp) = match location {
             DatabaseLocation::File(p) => (p.clone(), None),
             // Readers and the writer must see the same database, which a true in-memory SQLite
@@ -79,10 +79,9 @@ impl Database {
         }
         let mut conn = connection::open(&path)?;
         migrations::migrate(&mut conn)?;
-        let journal_info = if journal {
-            Some(journal::open(&conn)?)
-        } else {
-            None
+        let journal_info = match journal_segment {
+            Some(segment) => Some(journal::open(&conn, segment)?),
+            None => None,
         };
         // Checkpoints happen on their own thread (see `checkpointer`); the writer keeps a
         // larger page cache because it touches the hot end of every index on every commit.
@@ -133,11 +132,11 @@ impl Database {
             .await
     }
 
-    /// One trimming step (see [`journal::trim_chunk`]), through the writer so it never contends
-    /// with it for the write lock.
+    /// One trimming step (see [`journal::trim_segment`]), through the writer so it never
+    /// contends with it for the write lock.
     pub async fn trim_journal(&self, max_events: u64, max_age_ms: i64) -> Result<u64, StoreError> {
         self.write(move |conn| {
-            journal::trim_chunk(conn, max_events, max_age_ms, TRIM_CHUNK).map(Committed::new)
+            journal::trim_segment(conn, max_events, max_age_ms).map(Committed::new)
         })
         .await
     }

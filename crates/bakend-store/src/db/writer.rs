@@ -253,9 +253,9 @@ fn run_batch(
         return;
     }
     // Read under the write lock, so another process's writes (a CLI command) are accounted for.
-    let mut next_seq = if journal {
-        match super::journal::last_seq(conn) {
-            Ok(n) => Some(n + 1),
+    let mut appender = if journal {
+        match super::journal::Appender::start(conn) {
+            Ok(a) => Some(a),
             Err(e) => {
                 let msg = format!("reading the event journal failed: {e}");
                 let _ = conn.execute_batch("ROLLBACK");
@@ -268,6 +268,7 @@ fn run_batch(
     } else {
         None
     };
+    let first_seq = appender.as_ref().map(|a| a.next());
     let mut journal_error = None;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
@@ -277,15 +278,19 @@ fn run_batch(
         };
         // Each event is journaled in the transaction of the change that caused it: no change
         // commits without its events, and no event is journaled for a rolled-back change.
-        if let (Some(seq), Some((events, _))) = (next_seq.as_mut(), outcome.as_mut()) {
+        if let (Some(a), Some((events, _))) = (appender.as_mut(), outcome.as_mut()) {
             for e in events.iter_mut() {
-                if let Err(err) = super::journal::append(conn, e, *seq) {
+                if let Err(err) = a.append(conn, e) {
                     journal_error.get_or_insert_with(|| err.to_string());
                 }
-                *seq += 1;
             }
         }
         outcomes.push(outcome);
+    }
+    if let (Some(a), Some(first)) = (appender.as_ref(), first_seq)
+        && let Err(err) = a.finish(conn, first)
+    {
+        journal_error.get_or_insert_with(|| err.to_string());
     }
     let commit = match journal_error {
         Some(e) => Err(format!("writing the event journal failed: {e}")),
