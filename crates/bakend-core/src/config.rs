@@ -169,6 +169,25 @@ pub struct FunctionsSettings {
     pub stack_size: Option<usize>,
 }
 
+/// `GET /metrics` (docs/metrics.md): off unless enabled; when on, an admin's access token or
+/// this scrape token is required.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// A static bearer token for Prometheus, so scraping needs no user account.
+    pub token: Option<String>,
+}
+
+const METRICS_KEYS: &[&str] = &["enabled", "token"];
+
+/// A scrape token travels in an `Authorization` header: visible ASCII, no spaces, and long
+/// enough not to be guessed.
+fn valid_metrics_token(s: &str) -> bool {
+    (16..=512).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+const METRICS_TOKEN_RULE: &str = "must be 16 to 512 visible ASCII characters without spaces";
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Absolute path of the config file (it may not exist).
@@ -190,6 +209,7 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub jobs: JobsConfig,
     pub functions: FunctionsSettings,
+    pub metrics: MetricsConfig,
     /// Reload functions and jobs when their files change (`bak dev`, `bak start --watch`; not
     /// a bakend.json key).
     pub watch: bool,
@@ -227,6 +247,7 @@ const TOP_KEYS: &[&str] = &[
     "realtime",
     "jobs",
     "functions",
+    "metrics",
 ];
 const FUNCTIONS_KEYS: &[&str] = &[
     "workers",
@@ -350,6 +371,7 @@ impl Config {
             realtime: RealtimeConfig::default(),
             jobs: JobsConfig::default(),
             functions: FunctionsSettings::default(),
+            metrics: MetricsConfig::default(),
             watch: false,
             warnings: Vec::new(),
         };
@@ -454,6 +476,9 @@ impl Config {
                 .ok_or_else(|| f.invalid("functions", "functions must be an object"))?;
             f.warn_unknown(fns, FUNCTIONS_KEYS, "functions.", &mut self.warnings);
             self.apply_functions(fns, f)?;
+        }
+        if let Some(v) = root.get("metrics") {
+            self.apply_metrics(v, f)?;
         }
         if let Some(v) = root.get("api") {
             let api = v
@@ -648,6 +673,34 @@ impl Config {
         Ok(())
     }
 
+    fn apply_metrics(&mut self, v: &Value, f: &FileCtx) -> Result<(), ConfigError> {
+        let m = v
+            .as_object()
+            .ok_or_else(|| f.invalid("metrics", "metrics must be an object"))?;
+        f.warn_unknown(m, METRICS_KEYS, "metrics.", &mut self.warnings);
+        if let Some(v) = m.get("enabled") {
+            self.metrics.enabled = v
+                .as_bool()
+                .ok_or_else(|| f.invalid("metrics.enabled", "metrics.enabled must be a boolean"))?;
+        }
+        match m.get("token") {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let t = v
+                    .as_str()
+                    .filter(|t| valid_metrics_token(t))
+                    .ok_or_else(|| {
+                        f.invalid(
+                            "metrics.token",
+                            format!("metrics.token {METRICS_TOKEN_RULE} (or null)"),
+                        )
+                    })?;
+                self.metrics.token = Some(t.to_string());
+            }
+        }
+        Ok(())
+    }
+
     fn apply_api(&mut self, api: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
         if let Some(v) = api.get("corsOrigins") {
             let list = v.as_array().and_then(|items| {
@@ -751,6 +804,24 @@ impl Config {
         if let Some(v) = env("BAKEND_ADMIN_EMAIL") {
             let v = v.trim().to_lowercase();
             self.auth.admin_email = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = env("BAKEND_METRICS_ENABLED") {
+            self.metrics.enabled = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(env_err(
+                        "BAKEND_METRICS_ENABLED",
+                        "must be 'true' or 'false'".into(),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = env("BAKEND_METRICS_TOKEN") {
+            if !valid_metrics_token(&v) {
+                return Err(env_err("BAKEND_METRICS_TOKEN", METRICS_TOKEN_RULE.into()));
+            }
+            self.metrics.token = Some(v);
         }
         if let Some(v) = env("BAKEND_DASHBOARD_ENABLED") {
             self.dashboard_enabled = match v.as_str() {
@@ -986,6 +1057,53 @@ mod tests {
         }
         let cfg = load(r#"{"jobs": {"tz": "UTC"}}"#, &[]).unwrap();
         assert!(cfg.warnings[0].contains("\"jobs.tz\""));
+    }
+
+    #[test]
+    fn metrics_section() {
+        let cfg = load("{}", &[]).unwrap();
+        assert!(!cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.token, None);
+        let token = "scrape-0123456789abcdef";
+        let cfg = load(
+            &format!(r#"{{"metrics": {{"enabled": true, "token": "{token}"}}}}"#),
+            &[],
+        )
+        .unwrap();
+        assert!(cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.token.as_deref(), Some(token));
+        let cfg = load(r#"{"metrics": {"enabled": true, "token": null}}"#, &[]).unwrap();
+        assert_eq!(cfg.metrics.token, None);
+        let cfg = load(
+            "{}",
+            &[
+                ("BAKEND_METRICS_ENABLED", "true"),
+                ("BAKEND_METRICS_TOKEN", token),
+            ],
+        )
+        .unwrap();
+        assert!(cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.token.as_deref(), Some(token));
+        for (json, key) in [
+            (r#"{"metrics": true}"#, "metrics"),
+            (r#"{"metrics": {"enabled": "yes"}}"#, "metrics.enabled"),
+            (r#"{"metrics": {"token": "short"}}"#, "metrics.token"),
+            (
+                r#"{"metrics": {"token": 1234567890123456789}}"#,
+                "metrics.token",
+            ),
+            (
+                r#"{"metrics": {"token": "has a space in it, too long"}}"#,
+                "metrics.token",
+            ),
+        ] {
+            let text = load(json, &[]).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+        }
+        assert!(load("{}", &[("BAKEND_METRICS_ENABLED", "1")]).is_err());
+        assert!(load("{}", &[("BAKEND_METRICS_TOKEN", "short")]).is_err());
+        let cfg = load(r#"{"metrics": {"path": "/m"}}"#, &[]).unwrap();
+        assert!(cfg.warnings[0].contains("\"metrics.path\""));
     }
 
     #[test]

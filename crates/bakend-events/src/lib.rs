@@ -19,6 +19,17 @@ pub struct ConsumerStats {
     pub dropped: AtomicU64,
 }
 
+/// A snapshot of one consumer, for metrics: its queue and its counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Events waiting in the consumer's queue.
+    pub depth: usize,
+    pub capacity: usize,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
 /// What a consumer reads events from, in emission order.
 pub struct EventStream {
     rx: mpsc::Receiver<SharedEvent>,
@@ -54,6 +65,12 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Events emitted since start.
     fn emitted(&self) -> u64;
+
+    /// The live consumers in registration order (a scrape reads this; cheap, no event is
+    /// touched). A bus that cannot tell reports none.
+    fn consumers(&self) -> Vec<ConsumerInfo> {
+        Vec::new()
+    }
 }
 
 struct Consumer {
@@ -127,6 +144,27 @@ impl EventBus for LocalBus {
     fn emitted(&self) -> u64 {
         self.emitted.load(Ordering::Relaxed)
     }
+
+    fn consumers(&self) -> Vec<ConsumerInfo> {
+        let Ok(consumers) = self.consumers.read() else {
+            return Vec::new();
+        };
+        consumers
+            .iter()
+            .filter(|c| !c.tx.is_closed())
+            .map(|c| {
+                // The sender's free permits: what is not free is queued (or being sent).
+                let capacity = c.tx.max_capacity();
+                ConsumerInfo {
+                    name: c.name.clone(),
+                    depth: capacity - c.tx.capacity(),
+                    capacity,
+                    delivered: c.stats.delivered.load(Ordering::Relaxed),
+                    dropped: c.stats.dropped.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +205,31 @@ mod tests {
         assert_eq!(slow.stats().dropped.load(Ordering::Relaxed), 4);
         assert_eq!(slow.stats().delivered.load(Ordering::Relaxed), 1);
         assert_eq!(std::iter::from_fn(|| fast.try_recv()).count(), 5);
+    }
+
+    #[test]
+    fn consumers_report_queue_depth_and_counters() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe("a", 4);
+        let gone = bus.subscribe("gone", 4);
+        drop(gone);
+        for _ in 0..6 {
+            bus.emit(ev("x.created"));
+        }
+        let info = |bus: &LocalBus| bus.consumers();
+        assert_eq!(
+            info(&bus),
+            [ConsumerInfo {
+                name: "a".into(),
+                depth: 4,
+                capacity: 4,
+                delivered: 4,
+                dropped: 2,
+            }]
+        );
+        a.try_recv();
+        a.try_recv();
+        assert_eq!(info(&bus)[0].depth, 2);
     }
 
     #[test]

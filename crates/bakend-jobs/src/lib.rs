@@ -108,6 +108,9 @@ pub struct Stats {
     pub started: AtomicU64,
     /// Ticks that found their job still running.
     pub skipped: AtomicU64,
+    /// Runs that ended, by outcome (a run counts once, however many attempts it took).
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 struct Shared {
@@ -192,6 +195,11 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let run = runner.execute(def, engine, trigger, run_id).await;
+            let outcome = match run.status {
+                RunStatus::Completed => &guard.shared.stats.completed,
+                _ => &guard.shared.stats.failed,
+            };
+            outcome.fetch_add(1, Ordering::Relaxed);
             drop(guard);
             let _ = tx.send(run);
         });

@@ -229,6 +229,11 @@ async fn retry_then_success_emits_started_then_completed_attempt_2() {
     assert_eq!(p["runId"], run.run_id.as_str());
     let runs = jobs.runs("flaky").await.unwrap();
     assert_eq!(runs, vec![run]);
+    // One run, counted once by its outcome however many attempts it took.
+    let stats = jobs.stats();
+    let counts =
+        [&stats.started, &stats.completed, &stats.failed].map(|c| c.load(Ordering::Relaxed));
+    assert_eq!(counts, [1, 1, 0]);
     jobs.shutdown().await;
 }
 
@@ -275,6 +280,10 @@ async fn final_failure_after_the_configured_attempts() {
     );
     assert_eq!(events[1].payload["error"], "boom 4");
     assert_eq!(events[1].payload["attempt"], 4);
+    let stats = jobs.stats();
+    let counts =
+        [&stats.started, &stats.completed, &stats.failed].map(|c| c.load(Ordering::Relaxed));
+    assert_eq!(counts, [1, 0, 1]);
     jobs.shutdown().await;
 }
 

@@ -7,6 +7,7 @@ mod body;
 mod cors;
 mod error;
 mod journal;
+mod metrics;
 mod response;
 mod routes;
 mod startup;

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::metrics::{self, HttpMetrics};
 use crate::state::{AppState, JobsView};
 use crate::{cors, error, routes, startup_jobs};
 
@@ -341,6 +342,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             local: local_access,
         },
         functions: functions.clone(),
+        http_metrics: HttpMetrics::new(),
         jwt_secret,
     };
     let app = Router::new()
@@ -349,6 +351,16 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         .with_state(state.clone())
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(cors::layer(&config.api.cors_origins));
+    // Outermost, so CORS preflights and caught panics are counted too; absent when metrics
+    // are off, so they cost nothing then.
+    let app = if config.metrics.enabled {
+        app.layer(axum::middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            metrics::track,
+        ))
+    } else {
+        app
+    };
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

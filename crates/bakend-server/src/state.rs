@@ -12,6 +12,8 @@ use bakend_realtime::Hub;
 use bakend_storage::FileService;
 use bakend_store::RecordStore;
 
+use crate::metrics::HttpMetrics;
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -23,6 +25,8 @@ pub struct AppState {
     pub functions: Arc<FunctionsHost>,
     pub files: Arc<FileService>,
     pub jobs: JobsView,
+    /// Request counters for `GET /metrics` (recorded only while metrics are enabled).
+    pub http_metrics: Arc<HttpMetrics>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
 }

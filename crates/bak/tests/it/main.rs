@@ -13,6 +13,7 @@ mod fields;
 mod functions;
 mod harness;
 mod jobs;
+mod metrics;
 mod migrate;
 mod permissions;
 mod realtime;

@@ -6,6 +6,7 @@ mod accounts;
 mod admin;
 mod health;
 mod jobs;
+mod metrics;
 pub mod realtime;
 pub(crate) mod records;
 mod storage;
@@ -22,7 +23,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Route prefixes owned by Bakend itself, never by a collection.
-const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin", "realtime"];
+pub(crate) const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin", "realtime"];
 
 fn peer(req_ext: &axum::http::Extensions) -> IpAddr {
     req_ext
@@ -36,6 +37,11 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
     let path = parts.uri.path();
     if path == "/" || path == "/health" {
         return health::health(&parts.method);
+    }
+    if path == "/metrics" && state.config.metrics.enabled {
+        return metrics::handle(&state, &parts.method, &parts.headers)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
     }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!("{} {}", parts.method, path);
