@@ -118,3 +118,49 @@ async fn realtime_demo_page_in_headless_chromium() {
     assert!(size > 1000, "screenshot is only {size} bytes");
     println!("screenshot: {} ({size} bytes)", screenshot.display());
 }
+
+/// The reference resuming client in Node (the same module the page uses).
+#[tokio::test]
+async fn reference_resume_client_in_node() {
+    let root = repo_root();
+    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(node, Ok(s) if s.success()) {
+        assert!(
+            !required,
+            "node required (BAKEND_REQUIRE_BROWSER=1) but not found"
+        );
+        eprintln!("node not found: resume client test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("realtime-demo");
+    copy_project(&root.join("examples/realtime-demo"), &project);
+    let mut bak = BakProcess::spawn(&project, &[]);
+    bak.wait_ready().await;
+    let child = tokio::process::Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(root.join("tests/browser/resume-node.mjs"))
+        .arg(bak.url())
+        .arg(root.join("examples/realtime-demo/resume.js"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn node");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("resume-node.mjs did not finish")
+        .expect("wait for node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

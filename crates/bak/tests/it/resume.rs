@@ -525,7 +525,7 @@ fn ws_url(url: &str) -> String {
 }
 
 #[tokio::test]
-async fn resume_across_a_crash_and_not_across_a_restore_from_backup() {
+async fn resume_across_sigkill_and_sigterm_but_not_across_a_restore_from_backup() {
     let dir = tempfile::tempdir().unwrap();
     crate::harness::write_collections(dir.path(), &posts());
     std::fs::write(dir.path().join("bakend.json"), "{}").unwrap();
@@ -572,6 +572,33 @@ async fn resume_across_a_crash_and_not_across_a_restore_from_backup() {
         .map(|f| f["event"]["payload"]["id"].clone())
         .collect();
     assert_eq!(ids, missed, "every event committed before the crash, once");
+    // The barrier's event is the next journaled one.
+    let since2 = seqs(&frames).last().unwrap() + 1;
+    drop(ws);
+    let mut missed2 = Vec::new();
+    for i in 0..5 {
+        missed2.push(post(&http, &bak.url(), &format!("t{i}")).await["id"].clone());
+    }
+    // SIGTERM: a graceful restart.
+    bak.signal(libc::SIGTERM);
+    assert!(bak.wait_exit().await.success());
+    let mut bak = crate::harness::BakProcess::spawn(dir.path(), &[]);
+    bak.wait_ready().await;
+    let (mut ws, _) = Ws::connect(&ws_url(&bak.url())).await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": since2}}))
+        .await;
+    let barrier = post(&http, &bak.url(), "barrier2").await;
+    let frames = frames_until(&mut ws, barrier["id"].as_str().unwrap()).await;
+    check_resumed(&frames[1..], "posts.*", since2);
+    let ids: Vec<Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "event")
+        .map(|f| f["event"]["payload"]["id"].clone())
+        .collect();
+    assert_eq!(
+        ids, missed2,
+        "every event committed before the graceful stop, once"
+    );
     bak.signal(libc::SIGTERM);
     bak.wait_exit().await;
 
