@@ -553,21 +553,7 @@ impl Config {
     }
 
     fn apply_realtime(&mut self, rt: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
-        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
-            match rt.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (lo..=hi).contains(n))
-                    .map(Some)
-                    .ok_or_else(|| {
-                        f.invalid(
-                            &format!("realtime.{key}"),
-                            format!("realtime.{key} must be an integer between {lo} and {hi}"),
-                        )
-                    }),
-            }
-        };
+        let int = |key: &str, lo: u64, hi: u64| f.int_in(rt, "realtime", key, lo, hi);
         let r = &mut self.realtime;
         if let Some(n) = int("maxSubscriptions", 1, 10_000)? {
             r.max_subscriptions = n as usize;
@@ -621,21 +607,7 @@ impl Config {
                 })?;
             self.jobs.timezone = tz.to_string();
         }
-        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
-            match jobs.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (lo..=hi).contains(n))
-                    .map(Some)
-                    .ok_or_else(|| {
-                        f.invalid(
-                            &format!("jobs.{key}"),
-                            format!("jobs.{key} must be an integer between {lo} and {hi}"),
-                        )
-                    }),
-            }
-        };
+        let int = |key: &str, lo: u64, hi: u64| f.int_in(jobs, "jobs", key, lo, hi);
         if let Some(n) = int("historyLimit", 1, 100_000)? {
             self.jobs.history_limit = n as u32;
         }
@@ -649,21 +621,7 @@ impl Config {
     }
 
     fn apply_functions(&mut self, o: &Map<String, Value>, f: &FileCtx) -> Result<(), ConfigError> {
-        let int = |key: &str, lo: u64, hi: u64| -> Result<Option<u64>, ConfigError> {
-            match o.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (lo..=hi).contains(n))
-                    .map(Some)
-                    .ok_or_else(|| {
-                        f.invalid(
-                            &format!("functions.{key}"),
-                            format!("functions.{key} must be an integer between {lo} and {hi}"),
-                        )
-                    }),
-            }
-        };
+        let int = |key: &str, lo: u64, hi: u64| f.int_in(o, "functions", key, lo, hi);
         let s = &mut self.functions;
         s.workers = int("workers", 1, 64)?.map(|n| n as usize);
         s.queue_capacity = int("queueCapacity", 1, 1_000_000)?.map(|n| n as usize);
@@ -864,6 +822,30 @@ struct FileCtx<'a> {
 }
 
 impl FileCtx<'_> {
+    /// `section.key` as an integer in `lo..=hi`, if present.
+    fn int_in(
+        &self,
+        obj: &Map<String, Value>,
+        section: &str,
+        key: &str,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (lo..=hi).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(
+                        &format!("{section}.{key}"),
+                        format!("{section}.{key} must be an integer between {lo} and {hi}"),
+                    )
+                }),
+        }
+    }
+
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_string(),

@@ -24,42 +24,21 @@ pub fn job_name(file: &str) -> Option<&str> {
 }
 
 /// Every regular `.ts` file (not `.d.ts`) below `<project_dir>/jobs`, sorted by path. Entries
-/// named `.bakend-cache` are skipped at any depth; a missing folder means no jobs.
+/// named `.bakend-cache` are skipped at any depth; a missing folder means no jobs. (The same
+/// walk the engine loads the files with.)
 pub fn discover(project_dir: &Path) -> Result<Vec<JobFile>, JobsError> {
-    let root = project_dir.join("jobs");
-    let mut out = Vec::new();
-    if root.is_dir() {
-        walk(&root, "jobs", &mut out)?;
-    }
-    out.sort_by(|a, b| a.file.cmp(&b.file));
-    Ok(out)
-}
-
-fn walk(dir: &Path, rel: &str, out: &mut Vec<JobFile>) -> Result<(), JobsError> {
-    let io = |source| JobsError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".bakend-cache" {
-            continue;
-        }
-        let ty = entry.file_type().map_err(io)?;
-        let child = format!("{rel}/{name}");
-        if ty.is_dir() {
-            walk(&entry.path(), &child, out)?;
-        } else if ty.is_file() && name.ends_with(".ts") && !name.ends_with(".d.ts") {
-            let job = job_name(&child).unwrap_or_default().to_string();
-            out.push(JobFile {
-                name: job,
-                file: child,
-                path: entry.path(),
-            });
-        }
-    }
-    Ok(())
+    let files = bakend_functions::discover_in(project_dir, "jobs").map_err(|e| match e {
+        bakend_functions::FunctionsError::Io { path, source } => JobsError::Io { path, source },
+        other => JobsError::Engine(other.to_string()),
+    })?;
+    Ok(files
+        .into_iter()
+        .map(|f| JobFile {
+            name: job_name(&f.rel).unwrap_or_default().to_string(),
+            file: f.rel,
+            path: f.path,
+        })
+        .collect())
 }
 
 #[cfg(test)]
