@@ -286,12 +286,18 @@ pub struct BakProcess {
     pub port: u16,
     pub dir: PathBuf,
     run: u32,
+    args: Vec<String>,
 }
 
 static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl BakProcess {
     pub fn spawn(dir: &Path, extra_args: &[&str]) -> BakProcess {
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::spawn_args(dir, args)
+    }
+
+    fn spawn_args(dir: &Path, args: Vec<String>) -> BakProcess {
         let port = free_port();
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = std::fs::File::create(dir.join(format!("stdout-{run}.log"))).unwrap();
@@ -300,7 +306,7 @@ impl BakProcess {
             .arg("start")
             .arg("--port")
             .arg(port.to_string())
-            .args(extra_args)
+            .args(&args)
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(out)
@@ -312,6 +318,7 @@ impl BakProcess {
             port,
             dir: dir.to_path_buf(),
             run,
+            args,
         }
     }
 
@@ -330,21 +337,32 @@ impl BakProcess {
     }
 
     /// Waits until `/health` answers; panics with the server's stderr if it exits or takes
-    /// longer than 20 s.
+    /// longer than 20 s. The port was free when chosen, but another test may take it before
+    /// `bak` binds it: then `bak` is started again on another port.
     pub async fn wait_ready(&mut self) {
         let http = reqwest::Client::new();
-        for _ in 0..400 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bak exited with {status}: {}", self.stderr());
+        let mut attempts = 0;
+        'start: loop {
+            for _ in 0..400 {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    if self.stderr().contains("Is port") && attempts < 5 {
+                        attempts += 1;
+                        *self = Self::spawn_args(&self.dir.clone(), self.args.clone());
+                        continue 'start;
+                    }
+                    panic!("bak exited with {status}: {}", self.stderr());
+                }
+                if let Ok(r) = http.get(format!("{}/health", self.url())).send().await
+                    && r.status() == 200
+                    // The answer came from our process, not from a server that took the port.
+                    && self.stdout().contains("Listening on")
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if let Ok(r) = http.get(format!("{}/health", self.url())).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("bak did not become ready: {}", self.stderr());
         }
-        panic!("bak did not become ready: {}", self.stderr());
     }
 
     /// Waits for the process to exit by itself (bounded).
