@@ -87,12 +87,17 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
                             break;
                         }
                     }
-                    match socket.recv().now_or_never() {
-                        None => {}
-                        Some(incoming) => {
-                            heard_from_peer = true;
-                            if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
-                                break;
+                    // While frames keep coming the biased select would never reach the read
+                    // side: give it a turn here. With the queue drained the select polls it
+                    // anyway, so the common single-frame wake-up skips this.
+                    if outbox.has_frames() {
+                        match socket.recv().now_or_never() {
+                            None => {}
+                            Some(incoming) => {
+                                heard_from_peer = true;
+                                if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
+                                    break;
+                                }
                             }
                         }
                     }

@@ -140,18 +140,32 @@ impl Outbox {
         f
     }
 
+    /// Whether frames are queued.
+    pub fn has_frames(&self) -> bool {
+        self.frames.lock().is_ok_and(|q| !q.is_empty())
+    }
+
+    fn ready(&self) -> Option<Next> {
+        if let Some((code, reason)) = self.closing() {
+            return Some(Next::Close(code, reason));
+        }
+        if self.take_heartbeat() {
+            return Some(Next::Heartbeat);
+        }
+        self.try_pop().map(Next::Frame)
+    }
+
     /// The next frame, or the request to close (which wins over queued frames).
     pub async fn next(&self) -> Next {
         poll_fn(|cx| {
+            // Woken for a frame, the task finds it without registering its waker again; only
+            // an empty queue registers, then looks once more so a push in between is not lost.
+            if let Some(n) = self.ready() {
+                return Poll::Ready(n);
+            }
             self.waker.register(cx.waker());
-            if let Some((code, reason)) = self.closing() {
-                return Poll::Ready(Next::Close(code, reason));
-            }
-            if self.take_heartbeat() {
-                return Poll::Ready(Next::Heartbeat);
-            }
-            match self.try_pop() {
-                Some(f) => Poll::Ready(Next::Frame(f)),
+            match self.ready() {
+                Some(n) => Poll::Ready(n),
                 None => Poll::Pending,
             }
         })

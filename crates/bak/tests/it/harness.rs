@@ -272,12 +272,24 @@ pub fn bak_bin() -> &'static str {
 }
 
 /// A free TCP port on loopback (bound and released; a race with another process is unlikely).
+/// A port for a `bak` child process to listen on. Chosen below the kernel's ephemeral range
+/// (32768–60999 here): a port the kernel handed out for `:0` could be given again, as the local
+/// port of some test's outgoing connection, before `bak` binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 1_000) * 10;
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (base + n % 12_000) as u16;
+        // As `bak` binds: dual-stack `::`, else `0.0.0.0`.
+        let free = std::net::TcpListener::bind(("::", port))
+            .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
+            .is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// `bak start` as a child process in `dir`, with stdout and stderr captured to files there.
