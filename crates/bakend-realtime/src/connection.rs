@@ -26,14 +26,14 @@ pub struct Identity {
     pub token_rejected: bool,
     /// `?since=<epoch>:<seq>`: every channel subscribed on this connection (the first time,
     /// without its own `since`) resumes from there.
-    pub since: Option<protocol::Since>,
+    pub since: Option<Box<protocol::Since>>,
     /// `?since=` was given but is not `<epoch>:<seq>`.
     pub since_rejected: bool,
 }
 
 /// The connect-time `since` and the channels it has been applied to.
 struct ConnectResume {
-    since: protocol::Since,
+    since: Box<protocol::Since>,
     done: Vec<String>,
 }
 
@@ -251,7 +251,7 @@ async fn handle(
             since,
             snapshot,
         }) => {
-            let since = since.or_else(|| {
+            let since = since.map(Box::new).or_else(|| {
                 let r = resume.as_mut()?;
                 if r.done.contains(&channel) {
                     return None;

@@ -47,6 +47,20 @@ pub struct HubStats {
     pub queue_high_water: AtomicU64,
 }
 
+pub(crate) struct SnapshotRead {
+    id: u64,
+    channel: String,
+    collection: String,
+    result: Result<(Option<Value>, u64), String>,
+}
+
+pub(crate) struct ReplayRead {
+    id: u64,
+    channel: String,
+    upto: u64,
+    result: Result<Option<Vec<Replayed>>, String>,
+}
+
 pub(crate) enum Control {
     Register {
         id: u64,
@@ -57,23 +71,15 @@ pub(crate) enum Control {
     Subscribe {
         id: u64,
         channel: String,
-        since: Option<Since>,
+        since: Option<Box<Since>>,
         snapshot: bool,
     },
-    /// A per-record snapshot was read: send it, then release the held live frames.
-    Snapshot {
-        id: u64,
-        channel: String,
-        collection: String,
-        result: Result<(Option<Value>, u64), String>,
-    },
+    /// A per-record snapshot was read: send it, then release the held live frames. (Boxed,
+    /// like `Replayed`: rare, and the size of every queued control message is its largest
+    /// variant's.)
+    Snapshot(Box<SnapshotRead>),
     /// The journal's answer to a resume: replay it, then release the held live frames.
-    Replayed {
-        id: u64,
-        channel: String,
-        upto: u64,
-        result: Result<Option<Vec<Replayed>>, String>,
-    },
+    Replayed(Box<ReplayRead>),
     Unsubscribe {
         id: u64,
         channel: String,
@@ -119,9 +125,23 @@ struct Conn {
     exp: Option<u64>,
     grace_until: Option<Instant>,
     closing: bool,
-    /// While resumes are replaying, live frames wait here so they follow the replay.
-    held: Option<Vec<Utf8Bytes>>,
-    replays: u32,
+    /// While resumes or snapshots are pending, live frames wait here so they follow them.
+    /// Boxed: almost no connection ever has one, and every byte of `Conn` is paid per socket.
+    held: Option<Box<Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    frames: Vec<Utf8Bytes>,
+    /// Replays and snapshots still being read.
+    pending: u32,
+}
+
+impl Conn {
+    /// Starts (or joins) holding live frames until a replay or snapshot is sent.
+    fn hold(&mut self) {
+        self.held.get_or_insert_with(Box::default).pending += 1;
+    }
 }
 
 impl Conn {
@@ -340,11 +360,15 @@ fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
 
 /// One replay or snapshot finished; after the last one, the held live frames follow.
 fn release_held(c: &mut Conn, stats: &HubStats) {
-    c.replays = c.replays.saturating_sub(1);
-    if c.replays == 0
-        && let Some(held) = c.held.take()
-    {
-        for f in held {
+    let done = match c.held.as_mut() {
+        Some(h) => {
+            h.pending = h.pending.saturating_sub(1);
+            h.pending == 0
+        }
+        None => false,
+    };
+    if done && let Some(held) = c.held.take() {
+        for f in held.frames {
             push(c, f, stats);
         }
     }
@@ -368,7 +392,6 @@ impl State {
                     grace_until: None,
                     closing: false,
                     held: None,
-                    replays: 0,
                 };
                 self.conns.insert(id, conn);
                 self.index_identity(id);
@@ -382,23 +405,29 @@ impl State {
             } => {
                 self.subscribe(id, &channel);
                 if let Some(since) = since {
-                    self.resume(id, channel, since);
+                    self.resume(id, channel, *since);
                 } else if snapshot {
                     self.snapshot(id, channel);
                 }
             }
-            Control::Snapshot {
-                id,
-                channel,
-                collection,
-                result,
-            } => self.snapshotted(id, &channel, &collection, result),
-            Control::Replayed {
-                id,
-                channel,
-                upto,
-                result,
-            } => self.replayed(id, &channel, upto, result),
+            Control::Snapshot(r) => {
+                let SnapshotRead {
+                    id,
+                    channel,
+                    collection,
+                    result,
+                } = *r;
+                self.snapshotted(id, &channel, &collection, result)
+            }
+            Control::Replayed(r) => {
+                let ReplayRead {
+                    id,
+                    channel,
+                    upto,
+                    result,
+                } = *r;
+                self.replayed(id, &channel, upto, result)
+            }
             Control::Unsubscribe { id, channel } => self.unsubscribe(id, &channel),
             Control::Identity { id, ctx, exp, ack } => {
                 self.unindex_identity(id);
@@ -485,8 +514,7 @@ impl State {
         let Some(control) = self.control.upgrade() else {
             return;
         };
-        c.replays += 1;
-        c.held.get_or_insert_with(Vec::new);
+        c.hold();
         let wanted_channel = channel.clone();
         let wanted: crate::journal::EventFilter = Box::new(move |t, record| {
             let rc = record.and_then(|r| record_channel(t, r));
@@ -495,14 +523,13 @@ impl State {
         let read = journal.replay(since.seq, upto, self.cfg.max_replay_events, wanted);
         tokio::spawn(async move {
             let result = read.await;
-            let _ = control
-                .send(Control::Replayed {
-                    id,
-                    channel,
-                    upto,
-                    result,
-                })
-                .await;
+            let read = ReplayRead {
+                id,
+                channel,
+                upto,
+                result,
+            };
+            let _ = control.send(Control::Replayed(Box::new(read))).await;
         });
     }
 
@@ -535,18 +562,16 @@ impl State {
             collection.to_string(),
             source.snapshot(collection, record_id),
         );
-        c.replays += 1;
-        c.held.get_or_insert_with(Vec::new);
+        c.hold();
         tokio::spawn(async move {
             let result = read.await;
-            let _ = control
-                .send(Control::Snapshot {
-                    id,
-                    channel,
-                    collection,
-                    result,
-                })
-                .await;
+            let read = SnapshotRead {
+                id,
+                channel,
+                collection,
+                result,
+            };
+            let _ = control.send(Control::Snapshot(Box::new(read))).await;
         });
     }
 
@@ -616,14 +641,7 @@ impl State {
             protocol::resumed_frame(channel, recovered, upto),
             &self.stats,
         );
-        c.replays = c.replays.saturating_sub(1);
-        if c.replays == 0
-            && let Some(held) = c.held.take()
-        {
-            for f in held {
-                push(c, f, &self.stats);
-            }
-        }
+        release_held(c, &self.stats);
     }
 
     fn unsubscribe(&mut self, id: u64, channel: &str) {
@@ -690,14 +708,14 @@ impl State {
             c.last_seq = seq;
             if let Some(frame) = d.frame_for(&c.ctx) {
                 match c.held.as_mut() {
-                    Some(held) if held.len() >= hold_limit => {
+                    Some(held) if held.frames.len() >= hold_limit => {
                         // Too far behind while resuming: like any slow consumer it is closed,
                         // and resumes again from its last seq.
                         c.closing = true;
                         stats.slow_consumer_closes.fetch_add(1, Relaxed);
                         c.outbox.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
                     }
-                    Some(held) => held.push(frame.clone()),
+                    Some(held) => held.frames.push(frame.clone()),
                     None => push(c, frame.clone(), stats),
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
@@ -30,10 +30,11 @@ pub enum Next {
 
 pub struct Outbox {
     frames: Mutex<VecDeque<Utf8Bytes>>,
-    capacity: usize,
+    /// `u32`s, like `limit`: a few bytes per idle connection add up over tens of thousands.
+    capacity: u32,
     /// The current limit: `capacity`, raised while a resume's replay is being written so that
     /// live frames queued behind it do not count the replay against the client.
-    limit: AtomicUsize,
+    limit: AtomicU32,
     /// 0 while open; the close code once closing.
     close_code: AtomicU32,
     close_reason: OnceLock<&'static str>,
@@ -43,10 +44,11 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(capacity: usize) -> Outbox {
+        let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
         Outbox {
             frames: Mutex::new(VecDeque::new()),
             capacity,
-            limit: AtomicUsize::new(capacity),
+            limit: AtomicU32::new(capacity),
             close_code: AtomicU32::new(0),
             close_reason: OnceLock::new(),
             heartbeat: AtomicBool::new(false),
@@ -55,7 +57,7 @@ impl Outbox {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
@@ -66,7 +68,7 @@ impl Outbox {
             let Ok(mut q) = self.frames.lock() else {
                 return Pushed::Closing;
             };
-            if q.len() >= self.limit.load(Ordering::Relaxed) {
+            if q.len() >= self.limit.load(Ordering::Relaxed) as usize {
                 return Pushed::Full;
             }
             q.push_back(frame);
@@ -91,8 +93,8 @@ impl Outbox {
             };
             let was_empty = q.is_empty();
             q.extend(frames);
-            self.limit
-                .fetch_max(q.len() + self.capacity, Ordering::Relaxed);
+            let want = (q.len() as u64 + u64::from(self.capacity)).min(u64::from(u32::MAX));
+            self.limit.fetch_max(want as u32, Ordering::Relaxed);
             was_empty
         };
         if was_empty {
@@ -129,7 +131,7 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Utf8Bytes> {
         let mut q = self.frames.lock().ok()?;
         let f = q.pop_front();
-        if q.len() < self.capacity && self.limit.load(Ordering::Relaxed) != self.capacity {
+        if q.len() < self.capacity as usize && self.limit.load(Ordering::Relaxed) != self.capacity {
             self.limit.store(self.capacity, Ordering::Relaxed);
         }
         if q.is_empty() {

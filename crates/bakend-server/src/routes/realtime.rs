@@ -36,7 +36,7 @@ pub async fn endpoint(
     };
     let mut identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
     if let Some(raw) = query.get("since") {
-        identity.since = bakend_realtime::protocol::Since::parse_param(raw);
+        identity.since = bakend_realtime::protocol::Since::parse_param(raw).map(Box::new);
         identity.since_rejected = identity.since.is_none();
     }
     let cfg = &state.config.realtime;
