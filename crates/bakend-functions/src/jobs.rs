@@ -5,8 +5,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -87,7 +86,7 @@ impl JobScripts {
             let (shared, rx, ready) = (shared.clone(), rx.clone(), ready_tx.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("bakend-job-{i}"))
-                .spawn(move || serve(shared, rx, ready))
+                .spawn(move || worker::serve::<JobRuns>(shared, rx, ready))
                 .map_err(|e| FunctionsError::Runtime(e.to_string()))?;
             scripts.workers.push(handle);
         }
@@ -235,42 +234,32 @@ async fn load_jobs(
     Ok(out)
 }
 
-fn serve(
-    shared: Arc<Shared>,
-    queue: Arc<Mutex<Receiver<RunRequest>>>,
-    ready: std::sync::mpsc::Sender<Result<Vec<JobModule>, FunctionsError>>,
-) {
-    worker::lower_thread_priority();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(FunctionsError::Runtime(e.to_string())));
-            return;
-        }
-    };
-    let (mut js, modules) = match rt.block_on(build(&shared)) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(modules.clone()));
-    drop(ready);
-    loop {
-        let req = match queue.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(req) = req else { return };
+/// Job runs: one default export call per item, answered on the item's reply channel.
+struct JobRuns;
+
+impl worker::WorkerKind for JobRuns {
+    type Item = RunRequest;
+    type Loaded = Vec<JobModule>;
+    const NAME: &'static str = "Job worker";
+
+    fn build(
+        shared: &Shared,
+    ) -> impl Future<Output = Result<(worker::Js, Self::Loaded), FunctionsError>> {
+        build(shared)
+    }
+
+    fn handle(
+        rt: &tokio::runtime::Runtime,
+        js: &worker::Js,
+        shared: &Shared,
+        modules: &Vec<JobModule>,
+        req: RunRequest,
+    ) -> bool {
         let Some(module) = modules.iter().find(|m| m.name == req.name && m.has_default) else {
             let _ = req
                 .reply
                 .send(Err(format!("no job named \"{}\"", req.name)));
-            continue;
+            return false;
         };
         js.api.begin(0);
         let (name, run_id, attempt, file) = (
@@ -281,7 +270,7 @@ fn serve(
         );
         let maps = shared.maps.clone();
         let outcome = rt.block_on(worker::run_budgeted(
-            &js,
+            js,
             req.timeout,
             &module.file,
             async move |ctx| {
@@ -319,16 +308,6 @@ fn serve(
             }
         };
         let _ = req.reply.send(result);
-        if recycle {
-            shared.stats.recycled.fetch_add(1, Ordering::Relaxed);
-            drop(js);
-            match rt.block_on(build(&shared)) {
-                Ok((fresh, _)) => js = fresh,
-                Err(e) => {
-                    tracing::error!("Job worker could not rebuild its runtime: {e}");
-                    return;
-                }
-            }
-        }
+        recycle
     }
 }

@@ -310,7 +310,7 @@ impl FunctionsHost {
             let (shared, rx, ready) = (shared.clone(), rx.clone(), ready_tx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("bakend-js-{i}"))
-                .spawn(move || worker::run(shared, rx, ready));
+                .spawn(move || worker::serve::<worker::Triggers>(shared, rx, ready));
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {

@@ -368,12 +368,33 @@ pub(crate) fn lower_thread_priority() {
 
 const JS_THREAD_NICE: i32 = 10;
 
-/// Body of one worker thread. Reports its load result on `ready`, then serves `queue` until it
-/// closes.
-pub(crate) fn run(
+/// What one kind of JS worker thread does: load its modules into a fresh runtime, and handle
+/// one queued item. [`serve`] is the thread around it.
+pub(crate) trait WorkerKind {
+    type Item: Send;
+    /// What loading reports (the registered triggers, the job modules).
+    type Loaded: Clone + Send;
+    /// The thread's name in logs.
+    const NAME: &'static str;
+
+    fn build(shared: &Shared) -> impl Future<Output = Result<(Js, Self::Loaded), FunctionsError>>;
+
+    /// Handles one item; `true` when the runtime hit a limit and must be rebuilt.
+    fn handle(
+        rt: &tokio::runtime::Runtime,
+        js: &Js,
+        shared: &Shared,
+        loaded: &Self::Loaded,
+        item: Self::Item,
+    ) -> bool;
+}
+
+/// Body of one worker thread: builds its runtime, reports the load result on `ready`, then
+/// serves `queue` until it closes, rebuilding the runtime after an item that hit a limit.
+pub(crate) fn serve<K: WorkerKind>(
     shared: Arc<Shared>,
-    queue: Arc<Mutex<Receiver<Invocation>>>,
-    ready: Sender<Result<Vec<TriggerInfo>, FunctionsError>>,
+    queue: Arc<Mutex<Receiver<K::Item>>>,
+    ready: Sender<Result<K::Loaded, FunctionsError>>,
 ) {
     lower_thread_priority();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -386,29 +407,64 @@ pub(crate) fn run(
             return;
         }
     };
-    let (mut js, triggers) = match rt.block_on(build(&shared)) {
+    let (mut js, loaded) = match rt.block_on(K::build(&shared)) {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let _ = ready.send(Ok(triggers.clone()));
+    let _ = ready.send(Ok(loaded.clone()));
     drop(ready);
     loop {
-        let job = match queue.lock() {
+        let item = match queue.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let Ok(item) = item else { return };
+        if K::handle(&rt, &js, &shared, &loaded, item) {
+            shared.stats.recycled.fetch_add(1, Ordering::Relaxed);
+            // Drop first so abandoned promise chains can never run again.
+            drop(js);
+            match rt.block_on(K::build(&shared)) {
+                Ok((fresh, _)) => js = fresh,
+                Err(e) => {
+                    tracing::error!("{} could not rebuild its runtime: {e}", K::NAME);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Function triggers: one invocation per item, with its lifecycle events.
+pub(crate) struct Triggers;
+
+impl WorkerKind for Triggers {
+    type Item = Invocation;
+    type Loaded = Vec<TriggerInfo>;
+    const NAME: &'static str = "Functions worker";
+
+    fn build(shared: &Shared) -> impl Future<Output = Result<(Js, Self::Loaded), FunctionsError>> {
+        build(shared)
+    }
+
+    fn handle(
+        rt: &tokio::runtime::Runtime,
+        js: &Js,
+        shared: &Shared,
+        triggers: &Vec<TriggerInfo>,
+        job: Invocation,
+    ) -> bool {
         let Some(info) = triggers.get(job.trigger) else {
-            continue;
+            return false;
         };
-        emit(&shared, "function.started", info, &job.event, None);
-        match rt.block_on(invoke(&js, &shared, job.trigger, info, &job.event)) {
+        emit(shared, "function.started", info, &job.event, None);
+        match rt.block_on(invoke(js, shared, job.trigger, info, &job.event)) {
             Outcome::Completed => {
                 shared.stats.record(job.trigger, true);
-                emit(&shared, "function.completed", info, &job.event, None);
+                emit(shared, "function.completed", info, &job.event, None);
+                false
             }
             Outcome::Failed {
                 error,
@@ -425,24 +481,13 @@ pub(crate) fn run(
                     stack.map(|s| format!("\n{s}")).unwrap_or_default()
                 );
                 emit(
-                    &shared,
+                    shared,
                     "function.failed",
                     info,
                     &job.event,
                     error.as_deref(),
                 );
-                if recycle {
-                    shared.stats.recycled.fetch_add(1, Ordering::Relaxed);
-                    // Drop first so abandoned promise chains can never run again.
-                    drop(js);
-                    match rt.block_on(build(&shared)) {
-                        Ok((fresh, _)) => js = fresh,
-                        Err(e) => {
-                            tracing::error!("Functions worker could not rebuild its runtime: {e}");
-                            return;
-                        }
-                    }
-                }
+                recycle
             }
         }
     }
