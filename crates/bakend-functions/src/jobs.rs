@@ -274,19 +274,13 @@ impl worker::WorkerKind for JobRuns {
             req.timeout,
             &module.file,
             async move |ctx| {
-                let res = async {
+                let handler = (|| {
                     let registry: Object = ctx.globals().get(JOBS_GLOBAL)?;
                     let f: Function = registry.get(name.as_str())?;
                     let arg = crate::context::job_context(&ctx, &file, &name, &run_id, attempt)?;
-                    let ret: Value = f.call((arg,))?;
-                    if let Some(p) = ret.as_promise() {
-                        p.clone().into_future::<Value>().await?;
-                    }
-                    Ok::<(), rquickjs::Error>(())
-                }
-                .await
-                .catch(&ctx);
-                res.map_err(|e| describe(&ctx, e, &maps))
+                    Ok((f, arg))
+                })();
+                worker::call_handler(&ctx, handler, &maps).await
             },
         ));
         let (result, recycle) = match outcome {

@@ -300,22 +300,36 @@ async fn invoke(
     let file = info.file.clone();
     let maps = shared.maps.clone();
     run_budgeted(js, info.timeout, &info.file, async move |ctx| {
-        let res = async {
+        let handler = (|| {
             let reg: Array = ctx.globals().get(REGISTRY_GLOBAL)?;
             let entry: Object = reg.get(index)?;
             let f: Function = entry.get("fn")?;
             let arg = crate::context::trigger_context(&ctx, &ev, &file)?;
-            let ret: Value = f.call((arg,))?;
-            if let Some(p) = ret.as_promise() {
-                p.clone().into_future::<Value>().await?;
-            }
-            Ok::<(), rquickjs::Error>(())
-        }
-        .await
-        .catch(&ctx);
-        res.map_err(|e| describe(&ctx, e, &maps))
+            Ok((f, arg))
+        })();
+        call_handler(&ctx, handler, &maps).await
     })
     .await
+}
+
+/// Calls a user handler with its `ctx` argument (as looked up), awaits the promise it returns
+/// if any, and describes whatever it threw.
+pub(crate) async fn call_handler<'js>(
+    ctx: &Ctx<'js>,
+    handler: rquickjs::Result<(Function<'js>, Object<'js>)>,
+    maps: &SourceMaps,
+) -> Result<(), Thrown> {
+    let res = async {
+        let (f, arg) = handler?;
+        let ret: Value = f.call((arg,))?;
+        if let Some(p) = ret.as_promise() {
+            p.clone().into_future::<Value>().await?;
+        }
+        Ok::<(), rquickjs::Error>(())
+    }
+    .await
+    .catch(ctx);
+    res.map_err(|e| describe(ctx, e, maps))
 }
 
 fn lifecycle_payload(info: &TriggerInfo, event: &Event, error: Option<&str>) -> Json {
