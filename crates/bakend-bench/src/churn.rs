@@ -252,6 +252,7 @@ mod tests {
                     threads: 1,
                     source_ips: 2,
                     connect_concurrency: 4,
+                    spin: false,
                     json: true,
                 },
                 opts: fanout::Opts {
@@ -306,6 +307,7 @@ mod end_to_end {
                     threads: 1,
                     source_ips: 2,
                     connect_concurrency: 8,
+                    spin: false,
                     json: true,
                 },
                 opts: fanout::Opts {

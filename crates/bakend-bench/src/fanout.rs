@@ -441,6 +441,7 @@ mod tests {
             threads: 1,
             source_ips: 4,
             connect_concurrency: 8,
+            spin: false,
             json: true,
         }
     }

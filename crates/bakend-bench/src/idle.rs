@@ -268,6 +268,7 @@ mod tests {
                 threads: 1,
                 source_ips: 4,
                 connect_concurrency: 32,
+                spin: false,
                 json: true,
             },
             connections,

@@ -6,6 +6,7 @@
 
 mod churn;
 mod fanout;
+mod floor;
 mod http;
 mod idle;
 mod login;
@@ -53,6 +54,9 @@ enum Command {
     Churn(churn::Args),
     /// A client away while records are written resumes with `since`; reports replay speed.
     Replay(replay::Args),
+    /// No server: one thread writes a frame to each of N loopback sockets per round, the
+    /// kernel's floor under any single-core fan-out on this machine.
+    LoopbackFloor(floor::Args),
 }
 
 impl Command {
@@ -65,8 +69,33 @@ impl Command {
             Command::OwnerFanout(a) => a.rt.threads,
             Command::Churn(a) => a.fanout.rt.threads,
             Command::Replay(a) => a.rt.threads,
+            Command::LoopbackFloor(_) => 1,
         }
     }
+
+    fn spin(&self) -> bool {
+        match self {
+            Command::Fanout(a) => a.rt.spin,
+            Command::Idle(a) => a.rt.spin,
+            Command::OwnerFanout(a) => a.rt.spin,
+            Command::Churn(a) => a.fanout.rt.spin,
+            Command::Replay(a) => a.rt.spin,
+            Command::RestCreate(_) | Command::RestLogin(_) | Command::LoopbackFloor(_) => false,
+        }
+    }
+}
+
+/// Keeps the tool's runtime polling the reactor with a zero timeout instead of sleeping in
+/// `epoll_wait`: a task that always yields. On loopback, waking a sleeping client is work the
+/// *sending* core does (the wake-up is issued from the server's `send`), so a sleeping tool
+/// makes the server look slower than it is on a real network, where the client's own machine
+/// pays for it. Costs the tool's core 100 % of its time, which it has to itself when pinned.
+fn spin() {
+    tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
+        }
+    });
 }
 
 /// Options every scenario understands, so runs of different scenarios are comparable.
@@ -119,6 +148,11 @@ pub struct RealtimeArgs {
     /// overflow the server's accept backlog and turn into SYN retransmits.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
+    /// Poll the sockets without ever sleeping, so the server's core does not pay for waking
+    /// the tool on every delivery (on loopback it does; on a real network it would not).
+    /// Takes a whole core; use it only with the tool pinned to its own.
+    #[arg(long)]
+    pub spin: bool,
     /// Print one JSON object instead of the human-readable summary.
     #[arg(long)]
     pub json: bool,
@@ -145,6 +179,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if cli.command.spin() {
+            spin();
+        }
         match &cli.command {
             Command::RestCreate(args) => rest_create::run(args).await,
             Command::RestLogin(args) => login::run(args).await,
@@ -153,6 +190,7 @@ fn main() -> ExitCode {
             Command::OwnerFanout(args) => owner_fanout::run(args).await,
             Command::Churn(args) => churn::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::LoopbackFloor(args) => floor::run(args).await,
         }
     });
     // Connection tasks of requests cut off at the deadline may still be waiting on the

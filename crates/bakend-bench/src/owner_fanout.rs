@@ -583,6 +583,7 @@ mod tests {
                 threads: 1,
                 source_ips: 2,
                 connect_concurrency: 8,
+                spin: false,
                 json: true,
             },
             collection: "bench_owned".into(),
