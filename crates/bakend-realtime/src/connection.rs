@@ -1,20 +1,27 @@
-//! One WebSocket connection: read client messages, write queued frames in batches, keep the
-//! peer honest with pings, and close when the hub says so. One task per connection, kept small.
+//! One WebSocket connection: read client messages, write what the outbox could not write at
+//! once, keep the peer honest with pings, and close when the hub says so. One task per
+//! connection, kept small.
+//!
+//! Reading goes through tungstenite's frame decoder (masking, fragmentation, UTF-8, size
+//! limits, automatic pong and close replies); writing bypasses it: server frames are framed
+//! by [`crate::wire`] around shared payloads and written by the [`Outbox`].
 
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bakend_auth::{AuthContext, TokenCheck};
 use bakend_core::ids;
-use futures_util::{FutureExt, SinkExt};
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
 
 use crate::hub::{Control, Hub};
-use crate::outbox::{Next as OutNext, Outbox};
+use crate::outbox::{Drained, Next as OutNext, Outbox};
 use crate::protocol::{self, ClientMessage};
+use crate::wire;
 
-/// Most frames written before one flush.
-const MAX_BATCH: usize = 64;
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Who the connection is at upgrade time.
@@ -37,9 +44,24 @@ struct ConnectResume {
     done: Vec<String>,
 }
 
-pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
+/// Serves an upgraded connection: `socket` is the raw TCP stream after the handshake and
+/// `leftover` whatever the client sent right behind its upgrade request.
+pub async fn serve(hub: Arc<Hub>, socket: TcpStream, leftover: Bytes, identity: Identity) {
     let id = hub.next_id();
-    let outbox = Arc::new(Outbox::new(hub.cfg.queue_capacity));
+    let outbox = Arc::new(Outbox::new(
+        socket,
+        hub.cfg.queue_capacity,
+        hub.inline_writes,
+    ));
+    // A fresh, exact-size copy: `leftover` is a view into hyper's read buffer, and turning it
+    // into a Vec would hand tungstenite that whole allocation (8 KiB) for good.
+    let partial = leftover.to_vec();
+    drop(leftover);
+    let mut ws = WebSocketContext::from_partially_read(
+        partial,
+        Role::Server,
+        Some(ws_config(hub.cfg.max_message_bytes)),
+    );
     outbox.push(protocol::connected_frame(
         &ids::new_id(ids::CLIENT),
         identity.ctx.user(),
@@ -72,38 +94,32 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
     // A peer must show life between two heartbeats: any frame counts, including the pong a
     // standard client sends automatically.
     let mut heard_from_peer = true;
+    // Messages that arrived with the upgrade request are already buffered: read them first.
+    let mut read_now = true;
     loop {
+        if read_now {
+            read_now = false;
+            heard_from_peer = true;
+            match Box::pin(read_available(&hub, id, &outbox, &mut ws, &mut resume)).await {
+                ReadEnd::WouldBlock => {}
+                ReadEnd::Gone => break,
+                ReadEnd::TooBig => {
+                    outbox.close(CLOSE_MESSAGE_TOO_BIG, "message too big");
+                    continue;
+                }
+            }
+        }
         tokio::select! {
-            // Frames first: writing is what a connection mostly does, and a woken writer need
-            // not poll the socket's read side. Reads still get a turn after every batch.
+            // The outbox first: a close request must not wait behind reads.
             biased;
             next = outbox.next() => match next {
-                OutNext::Frame(first) => {
-                    match write_guarded(&mut socket, first, &outbox).await {
-                        WriteOutcome::Written => {}
-                        WriteOutcome::Failed => break,
-                        WriteOutcome::Close(code, reason) => {
-                            close(&mut socket, code, reason).await;
-                            break;
-                        }
-                    }
-                    // While frames keep coming the biased select would never reach the read
-                    // side: give it a turn here. With the queue drained the select polls it
-                    // anyway, so the common single-frame wake-up skips this.
-                    if outbox.has_frames() {
-                        match socket.recv().now_or_never() {
-                            None => {}
-                            Some(incoming) => {
-                                heard_from_peer = true;
-                                if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
-                                    break;
-                                }
-                            }
-                        }
+                OutNext::Drain => {
+                    if !drain(&outbox).await {
+                        break;
                     }
                 }
                 OutNext::Close(code, reason) => {
-                    close(&mut socket, code, reason).await;
+                    close(&outbox, code, reason).await;
                     break;
                 }
                 OutNext::Heartbeat => {
@@ -111,97 +127,127 @@ pub async fn serve(hub: Arc<Hub>, mut socket: WebSocket, identity: Identity) {
                         break;
                     }
                     heard_from_peer = false;
-                    let sent = tokio::time::timeout(hub.cfg.heartbeat, socket.send(Message::Ping(Default::default()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        break;
-                    }
+                    outbox.push_raw(Bytes::from_static(wire::PING));
                 }
             },
-            incoming = socket.recv() => {
-                heard_from_peer = true;
-                if !on_incoming(&hub, id, &outbox, &mut socket, &mut resume, incoming).await {
+            readable = outbox.socket().readable() => {
+                if readable.is_err() {
                     break;
                 }
+                read_now = true;
             }
         }
     }
     hub.send(Control::Unregister { id }).await;
 }
 
-/// Handles one read result; `false` ends the connection.
-async fn on_incoming(
+fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(128)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+enum ReadEnd {
+    /// Everything available was read.
+    WouldBlock,
+    /// The peer closed, broke the protocol, or the socket failed.
+    Gone,
+    /// A message over the size limit: close with 1009.
+    TooBig,
+}
+
+/// Reads and handles every complete message the socket has; replies tungstenite produces
+/// (pong, close) are queued like any other frame.
+async fn read_available(
     hub: &Arc<Hub>,
     id: u64,
     outbox: &Outbox,
-    socket: &mut WebSocket,
+    ws: &mut WebSocketContext,
     resume: &mut Option<Box<ConnectResume>>,
-    incoming: Option<Result<Message, axum::Error>>,
-) -> bool {
-    match incoming {
-        // Boxed: handling a message (token checks included) is rare next to writing frames,
-        // and keeping its state out of the connection future keeps idle sockets small.
-        Some(Ok(Message::Text(t))) => Box::pin(handle(hub, id, outbox, resume, t.as_str())).await,
-        Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-            Ok(t) => Box::pin(handle(hub, id, outbox, resume, t)).await,
-            Err(_) => {
-                outbox.push(protocol::ProtocolError::InvalidJson.frame());
+) -> ReadEnd {
+    loop {
+        let mut replies = Vec::new();
+        let read = ws.read(&mut SocketIo {
+            socket: outbox.socket(),
+            replies: &mut replies,
+        });
+        if !replies.is_empty() {
+            outbox.push_raw(Bytes::from(replies));
+        }
+        match read {
+            Ok(Message::Text(t)) => handle(hub, id, outbox, resume, t.as_str()).await,
+            Ok(Message::Binary(b)) => match std::str::from_utf8(&b) {
+                Ok(t) => handle(hub, id, outbox, resume, t).await,
+                Err(_) => {
+                    outbox.push(protocol::ProtocolError::InvalidJson.frame());
+                }
+            },
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Ok(Message::Close(_)) => return ReadEnd::Gone,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return ReadEnd::WouldBlock;
             }
-        },
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-        Some(Ok(Message::Close(_))) | None => return false,
-        Some(Err(e)) => {
-            if too_big(e) {
-                close(socket, CLOSE_MESSAGE_TOO_BIG, "message too big").await;
-            }
-            return false;
+            Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
+            Err(_) => return ReadEnd::Gone,
         }
     }
-    true
 }
 
-enum WriteOutcome {
-    Written,
-    Failed,
-    Close(u16, &'static str),
+/// The socket as tungstenite's decoder sees it: reads never block (a `WouldBlock` ends the
+/// read pass), and its writes — automatic pong and close replies — are collected to be
+/// queued in order with everything else.
+struct SocketIo<'a> {
+    socket: &'a TcpStream,
+    replies: &'a mut Vec<u8>,
 }
 
-/// Writes a batch, racing the hub's close signal and the heartbeat: a peer that lets a write
-/// stall across two heartbeats is gone.
-async fn write_guarded(socket: &mut WebSocket, first: Utf8Bytes, outbox: &Outbox) -> WriteOutcome {
-    let write = write_batch(socket, first, outbox);
-    tokio::pin!(write);
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.try_read(buf)
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.replies.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes what is queued, waiting for the socket whenever it is full. A close request ends
+/// the wait; so does a peer that leaves a write stuck across two heartbeats (it is gone).
+/// `false` ends the connection.
+async fn drain(outbox: &Outbox) -> bool {
     let mut stalled = 0;
     loop {
+        match outbox.drain_now() {
+            Drained::Empty => return true,
+            Drained::Broken => return false,
+            Drained::Blocked => {}
+        }
         tokio::select! {
-            written = &mut write => {
-                return if written.is_ok() { WriteOutcome::Written } else { WriteOutcome::Failed };
+            writable = outbox.socket().writable() => {
+                if writable.is_err() {
+                    return false;
+                }
             }
             interrupted = outbox.interrupted() => match interrupted {
-                Some((code, reason)) => return WriteOutcome::Close(code, reason),
+                // The close path takes over the drain (finishing a partly written frame).
+                Some(_) => return true,
                 None => {
                     stalled += 1;
                     if stalled >= 2 {
-                        return WriteOutcome::Failed;
+                        return false;
                     }
                 }
             },
         }
     }
-}
-
-async fn write_batch(
-    socket: &mut WebSocket,
-    first: Utf8Bytes,
-    outbox: &Outbox,
-) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match outbox.try_pop() {
-            Some(f) => socket.feed(Message::Text(f)).await?,
-            None => break,
-        }
-    }
-    socket.flush().await
 }
 
 /// How long a close frame may take to get out. A slow consumer's socket is full when it is
@@ -209,33 +255,33 @@ async fn write_batch(
 /// then let go.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Boxed: closing happens once per connection, and its timer and frame would otherwise sit in
-/// every connection's future.
+/// Sends the close frame (after any frame already partly written), bounded in time. Boxed:
+/// closing happens once per connection, and its timer would otherwise sit in every
+/// connection's future.
 fn close<'a>(
-    socket: &'a mut WebSocket,
+    outbox: &'a Outbox,
     code: u16,
     reason: &'static str,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(close_now(socket, code, reason))
-}
-
-async fn close_now(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        socket.send(frame).await?;
-        socket.flush().await
+    Box::pin(async move {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let frame = wire::close_frame(code, reason);
+            while !outbox.begin_close(frame.clone()) {
+                tokio::task::yield_now().await;
+            }
+            loop {
+                match outbox.drain_now() {
+                    Drained::Empty | Drained::Broken => return,
+                    Drained::Blocked => {
+                        if outbox.socket().writable().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
     })
-    .await;
-}
-
-fn too_big(e: axum::Error) -> bool {
-    matches!(
-        e.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
 }
 
 async fn handle(

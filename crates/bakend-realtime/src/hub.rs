@@ -112,6 +112,8 @@ pub struct Hub {
     pub(crate) stats: Arc<HubStats>,
     pub(crate) cfg: RealtimeConfig,
     pub(crate) auth: Arc<AuthService>,
+    /// One runtime worker: the hub writes events to idle sockets itself (see `outbox`).
+    pub(crate) inline_writes: bool,
     next_id: AtomicU64,
 }
 
@@ -170,6 +172,9 @@ struct State {
     last_heartbeat: Instant,
     last_events_in: u64,
     last_frames_out: u64,
+    /// Sockets with frames the hub queued and will write itself (single-worker runtime) once
+    /// it has handled everything at hand.
+    dirty: Vec<Arc<Outbox>>,
 }
 
 impl Hub {
@@ -203,6 +208,7 @@ impl Hub {
             last_heartbeat: Instant::now(),
             last_events_in: 0,
             last_frames_out: 0,
+            dirty: Vec::new(),
         };
         tokio::spawn(run(state, events, control_rx, auth.subscribe_changes()));
         Arc::new(Hub {
@@ -211,6 +217,7 @@ impl Hub {
             stats,
             cfg,
             auth,
+            inline_writes: tokio::runtime::Handle::current().metrics().num_workers() == 1,
             next_id: AtomicU64::new(1),
         })
     }
@@ -260,6 +267,9 @@ impl Hub {
     }
 }
 
+/// Sockets the hub writes before letting other tasks run.
+const FLUSH_CHUNK: usize = 256;
+
 async fn run(
     mut state: State,
     mut events: EventStream,
@@ -303,6 +313,11 @@ async fn run(
             },
             _ = tick.tick() => state.tick(),
         }
+        // Between chunks other tasks get the core (API requests, connection tasks), so one
+        // large fan-out does not hold up everything else on a single worker.
+        while state.flush_some() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -337,11 +352,17 @@ fn index_remove(exact: &mut ChannelIndex, prefix: &mut ChannelIndex, channel: &s
 }
 
 /// Queues a frame; a full queue means the client is not keeping up, and it is closed.
-fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
+/// Queues `frame` for `c`; a socket the hub is to write itself is listed in `dirty`, to be
+/// flushed when the hub has handled everything at hand.
+fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats, dirty: &mut Vec<Arc<Outbox>>) {
     if c.closing {
         return;
     }
-    match c.outbox.push(frame) {
+    let (pushed, flush) = c.outbox.push_deferred(frame);
+    if flush {
+        dirty.push(c.outbox.clone());
+    }
+    match pushed {
         Pushed::Queued(depth) => {
             stats.frames_out.fetch_add(1, Relaxed);
             let depth = depth as u64;
@@ -359,7 +380,7 @@ fn push(c: &mut Conn, frame: Utf8Bytes, stats: &HubStats) {
 }
 
 /// One replay or snapshot finished; after the last one, the held live frames follow.
-fn release_held(c: &mut Conn, stats: &HubStats) {
+fn release_held(c: &mut Conn, stats: &HubStats, dirty: &mut Vec<Arc<Outbox>>) {
     let done = match c.held.as_mut() {
         Some(h) => {
             h.pending = h.pending.saturating_sub(1);
@@ -369,12 +390,29 @@ fn release_held(c: &mut Conn, stats: &HubStats) {
     };
     if done && let Some(held) = c.held.take() {
         for f in held.frames {
-            push(c, f, stats);
+            push(c, f, stats, dirty);
         }
     }
 }
 
 impl State {
+    /// Writes up to `FLUSH_CHUNK` of the sockets this round queued frames for (one `writev`
+    /// each, carrying every frame the round gave it); `true` while more are left.
+    fn flush_some(&mut self) -> bool {
+        let from = self.dirty.len().saturating_sub(FLUSH_CHUNK);
+        for outbox in self.dirty.drain(from..) {
+            outbox.flush();
+        }
+        if self.dirty.is_empty() {
+            // A big fan-out leaves a big list; do not keep its memory for good.
+            if self.dirty.capacity() > 65_536 {
+                self.dirty.shrink_to(4096);
+            }
+            return false;
+        }
+        true
+    }
+
     fn apply(&mut self, c: Control) {
         match c {
             Control::Register {
@@ -435,7 +473,7 @@ impl State {
                     c.ctx = ctx;
                     c.exp = exp;
                     c.grace_until = None;
-                    push(c, ack, &self.stats);
+                    push(c, ack, &self.stats, &mut self.dirty);
                 }
                 self.index_identity(id);
             }
@@ -479,6 +517,7 @@ impl State {
                     c,
                     protocol::error_frame("subscription_limit", &msg),
                     &self.stats,
+                    &mut self.dirty,
                 );
                 return;
             }
@@ -486,7 +525,12 @@ impl State {
             index_add(&mut self.exact, &mut self.prefix, channel, id);
             self.stats.subscriptions.fetch_add(1, Relaxed);
         }
-        push(c, protocol::subscribed_frame(channel), &self.stats);
+        push(
+            c,
+            protocol::subscribed_frame(channel),
+            &self.stats,
+            &mut self.dirty,
+        );
     }
 
     /// Starts replaying what `channel` missed since `since`: live frames for the connection
@@ -507,6 +551,7 @@ impl State {
                     c,
                     protocol::resumed_frame(&channel, false, upto),
                     &self.stats,
+                    &mut self.dirty,
                 );
                 return;
             }
@@ -555,6 +600,7 @@ impl State {
                     "snapshot is only available on per-record channels (collection.recordId.*)",
                 ),
                 &self.stats,
+                &mut self.dirty,
             );
             return;
         };
@@ -598,8 +644,8 @@ impl State {
                 protocol::error_frame("snapshot_failed", "The record could not be read")
             }
         };
-        push(c, frame, &self.stats);
-        release_held(c, &self.stats);
+        push(c, frame, &self.stats, &mut self.dirty);
+        release_held(c, &self.stats, &mut self.dirty);
     }
 
     fn replayed(
@@ -640,8 +686,9 @@ impl State {
             c,
             protocol::resumed_frame(channel, recovered, upto),
             &self.stats,
+            &mut self.dirty,
         );
-        release_held(c, &self.stats);
+        release_held(c, &self.stats, &mut self.dirty);
     }
 
     fn unsubscribe(&mut self, id: u64, channel: &str) {
@@ -653,7 +700,12 @@ impl State {
             index_remove(&mut self.exact, &mut self.prefix, channel, id);
             self.stats.subscriptions.fetch_sub(1, Relaxed);
         }
-        push(c, protocol::unsubscribed_frame(channel), &self.stats);
+        push(
+            c,
+            protocol::unsubscribed_frame(channel),
+            &self.stats,
+            &mut self.dirty,
+        );
     }
 
     fn unregister(&mut self, id: u64) {
@@ -695,6 +747,7 @@ impl State {
             by_user,
             admins,
             stats,
+            dirty,
             ..
         } = self;
         let mut deliver = |id: u64, check_subs: bool| {
@@ -716,7 +769,7 @@ impl State {
                         c.outbox.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
                     }
                     Some(held) => held.frames.push(frame.clone()),
-                    None => push(c, frame.clone(), stats),
+                    None => push(c, frame.clone(), stats, dirty),
                 }
             }
         };
@@ -798,6 +851,7 @@ impl State {
                             "The account was deleted or signed out everywhere; this connection is now anonymous",
                         ),
                         &self.stats,
+                        &mut self.dirty,
                     );
                 }
             }
@@ -837,7 +891,12 @@ impl State {
                     "The access token expired; this connection now receives only public events. Send {{\"action\":\"auth\",\"token\":\"…\"}} within {} s to keep it",
                     self.cfg.token_grace.as_secs()
                 );
-                push(c, protocol::error_frame("token_expired", &msg), &self.stats);
+                push(
+                    c,
+                    protocol::error_frame("token_expired", &msg),
+                    &self.stats,
+                    &mut self.dirty,
+                );
             }
         }
         let events_in = self.stats.events_in.load(Relaxed);

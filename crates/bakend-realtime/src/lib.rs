@@ -4,7 +4,10 @@
 //! - [`protocol`]: client messages, channel rules, server frames.
 //! - [`audience`]: who may receive an event and which payload they see.
 //! - [`hub`]: the single task that owns subscriptions and fans events out.
-//! - [`connection`]: the per-socket task with its bounded queue.
+//! - [`connection`]: the per-socket task.
+//! - [`outbox`]: a connection's socket and bounded outbound queue, written without copies.
+//! - [`upgrade`]: the WebSocket handshake that hands over the raw TCP stream.
+//! - [`wire`]: server frame headers.
 
 pub mod audience;
 pub mod connection;
@@ -12,8 +15,11 @@ pub mod hub;
 pub mod journal;
 pub mod outbox;
 pub mod protocol;
+pub mod upgrade;
+pub mod wire;
 
 pub use audience::ReadRules;
 pub use connection::{Identity, serve};
 pub use hub::{Hub, HubSources, HubStats};
 pub use journal::{JournalSource, Replayed, SnapshotSource};
+pub use upgrade::{UpgradeError, WsUpgrade};

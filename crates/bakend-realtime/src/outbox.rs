@@ -1,19 +1,36 @@
-//! A connection's outbound queue: bounded, allocation-free while empty, and also the channel
-//! through which the hub tells the connection to close. One lock-free waker serves both, so an
-//! idle connection costs a few dozen bytes here (a tokio channel would cost a kilobyte).
+//! A connection's outbound side: its socket, its bounded queue of frames, and the channel
+//! through which the hub tells the connection to close or ping. One lock-free waker serves all
+//! of it, so an idle connection costs a few dozen bytes here.
+//!
+//! Whoever queues a frame on an idle connection may also write it: when the runtime has a
+//! single worker (one core), the hub writes an event to each recipient's socket itself, with
+//! one non-blocking `writev` and no task wake-up — on that one core, waking and polling ten
+//! thousand connection tasks per event costs as much again as the sends. With several
+//! workers the connection tasks write instead, so the sends of one event spread over every
+//! core. Either way exactly one party drains a queue at a time (`Queue::busy`), frames leave
+//! in the order they were queued, and a socket whose send buffer is full is handed to its
+//! connection task, which waits until it is writable (the hub never waits on a client).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::{self, IoSlice};
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use tokio::net::TcpStream;
+
+use crate::wire::{self, MAX_HEADER};
+
+/// Most frames handed to one `writev`.
+const MAX_BATCH: usize = 64;
 
 pub enum Pushed {
-    /// Queued; the queue now holds this many frames.
+    /// Queued (or already written); the queue held this many frames with it.
     Queued(usize),
     /// The queue is full: the reader is not keeping up.
     Full,
@@ -22,14 +39,76 @@ pub enum Pushed {
 }
 
 pub enum Next {
-    Frame(Utf8Bytes),
+    /// Queued frames are waiting for the connection task to write them.
+    Drain,
     Close(u16, &'static str),
     /// Time to ping the peer (requested by the hub's heartbeat).
     Heartbeat,
 }
 
+/// What one non-blocking drain achieved.
+pub enum Drained {
+    /// The queue is empty (and nobody is draining any more).
+    Empty,
+    /// The socket's send buffer is full; the caller still owns the drain.
+    Blocked,
+    /// The socket failed; the connection is over.
+    Broken,
+}
+
+/// A queued frame: a text message (framed on the way out) or bytes already framed (control
+/// frames).
+enum Out {
+    Text(Utf8Bytes),
+    Raw(Bytes),
+}
+
+impl Out {
+    #[cfg(test)]
+    fn payload(&self) -> &[u8] {
+        match self {
+            Out::Text(t) => t.as_str().as_bytes(),
+            Out::Raw(b) => b,
+        }
+    }
+
+    /// Header bytes (none for a raw frame) and payload.
+    fn parts<'a>(&'a self, header: &'a mut [u8; MAX_HEADER]) -> (&'a [u8], &'a [u8]) {
+        match self {
+            Out::Text(t) => {
+                let p = t.as_str().as_bytes();
+                let n = wire::text_header(p.len(), header);
+                (&header[..n], p)
+            }
+            Out::Raw(b) => (&[], b),
+        }
+    }
+
+    fn wire_len(&self) -> usize {
+        let mut h = [0u8; MAX_HEADER];
+        let (head, body) = self.parts(&mut h);
+        head.len() + body.len()
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Out>,
+    /// Bytes of the front frame already written.
+    sent: usize,
+    /// Someone is responsible for draining the queue: a writer in the middle of its
+    /// `writev`, or the connection task (see `handoff`). Others only append.
+    busy: bool,
+    /// The responsibility is the connection task's: it was woken to write, or a write found
+    /// the socket full.
+    handoff: bool,
+}
+
 pub struct Outbox {
-    frames: Mutex<VecDeque<Utf8Bytes>>,
+    queue: Mutex<Queue>,
+    socket: TcpStream,
+    /// Write on the caller's stack instead of waking the connection task (single worker).
+    inline_writes: bool,
     /// `u32`s, like `limit`: a few bytes per idle connection add up over tens of thousands.
     capacity: u32,
     /// The current limit: `capacity`, raised while a resume's replay is being written so that
@@ -43,10 +122,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Outbox {
+    pub fn new(socket: TcpStream, capacity: usize, inline_writes: bool) -> Outbox {
         let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
         Outbox {
-            frames: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
+            socket,
+            inline_writes,
             capacity,
             limit: AtomicU32::new(capacity),
             close_code: AtomicU32::new(0),
@@ -60,46 +141,171 @@ impl Outbox {
         self.capacity as usize
     }
 
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    /// Queues a text frame, and writes it right away when this connection is idle and writes
+    /// are inline.
     pub fn push(&self, frame: Utf8Bytes) -> Pushed {
+        self.enqueue(Out::Text(frame), false).0
+    }
+
+    /// Queues bytes that are already a WebSocket frame (control frames).
+    pub fn push_raw(&self, frame: Bytes) -> Pushed {
+        self.enqueue(Out::Raw(frame), false).0
+    }
+
+    /// For the hub: queues a text frame without writing it yet. When the answer is `true`
+    /// the caller has taken the drain and must call [`Outbox::flush`] soon — once it has
+    /// queued everything else it has at hand, so that under load one `writev` carries many
+    /// frames instead of one `send` each.
+    pub fn push_deferred(&self, frame: Utf8Bytes) -> (Pushed, bool) {
+        self.enqueue(Out::Text(frame), true)
+    }
+
+    /// Writes what [`Outbox::push_deferred`] queued; a full or failed socket goes to the
+    /// connection task.
+    pub fn flush(&self) {
+        match self.drain_now() {
+            Drained::Empty => {}
+            Drained::Blocked | Drained::Broken => self.hand_off(),
+        }
+    }
+
+    fn enqueue(&self, out: Out, defer: bool) -> (Pushed, bool) {
         if self.closing().is_some() {
-            return Pushed::Closing;
+            return (Pushed::Closing, false);
         }
         let depth = {
-            let Ok(mut q) = self.frames.lock() else {
-                return Pushed::Closing;
+            let Ok(mut q) = self.queue.lock() else {
+                return (Pushed::Closing, false);
             };
-            if q.len() >= self.limit.load(Ordering::Relaxed) as usize {
-                return Pushed::Full;
+            if q.frames.len() >= self.limit.load(Ordering::Relaxed) as usize {
+                return (Pushed::Full, false);
             }
-            q.push_back(frame);
-            q.len()
+            q.frames.push_back(out);
+            let depth = q.frames.len();
+            if q.busy {
+                // Whoever is draining takes it along.
+                return (Pushed::Queued(depth), false);
+            }
+            q.busy = true;
+            q.handoff = !self.inline_writes;
+            depth
         };
-        if depth == 1 {
-            // Only the first frame of a batch needs to wake the writer; it drains the rest.
+        if !self.inline_writes {
             self.waker.wake();
+        } else if defer {
+            return (Pushed::Queued(depth), true);
+        } else {
+            self.flush();
         }
-        Pushed::Queued(depth)
+        (Pushed::Queued(depth), false)
+    }
+
+    /// Passes the drain to the connection task (which waits for the socket, or finds it
+    /// broken and ends).
+    fn hand_off(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.handoff = true;
+        }
+        self.waker.wake();
     }
 
     /// Queues a resume's replayed frames regardless of the limit (the hub bounds a replay by
     /// `realtime.maxReplayEvents`), and keeps `capacity` free behind them for live frames.
+    /// The connection task writes them: a replay can be large.
     pub fn push_replay(&self, frames: Vec<Utf8Bytes>) {
         if frames.is_empty() || self.closing().is_some() {
             return;
         }
-        let was_empty = {
-            let Ok(mut q) = self.frames.lock() else {
+        let wake = {
+            let Ok(mut q) = self.queue.lock() else {
                 return;
             };
-            let was_empty = q.is_empty();
-            q.extend(frames);
-            let want = (q.len() as u64 + u64::from(self.capacity)).min(u64::from(u32::MAX));
+            q.frames.extend(frames.into_iter().map(Out::Text));
+            let want = (q.frames.len() as u64 + u64::from(self.capacity)).min(u64::from(u32::MAX));
             self.limit.fetch_max(want as u32, Ordering::Relaxed);
-            was_empty
+            let idle = !q.busy;
+            if idle {
+                q.busy = true;
+                q.handoff = true;
+            }
+            idle
         };
-        if was_empty {
+        if wake {
             self.waker.wake();
         }
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full. Only the party
+    /// holding `busy` calls this; the lock is never held across the write.
+    pub fn drain_now(&self) -> Drained {
+        loop {
+            let mut batch: [Option<Out>; MAX_BATCH] = [const { None }; MAX_BATCH];
+            let (count, skip) = {
+                let Ok(mut q) = self.queue.lock() else {
+                    return Drained::Broken;
+                };
+                if q.frames.is_empty() {
+                    q.busy = false;
+                    q.handoff = false;
+                    // Most connections are idle most of the time: hold no buffer while empty.
+                    q.frames.shrink_to_fit();
+                    return Drained::Empty;
+                }
+                let mut count = 0;
+                for f in q.frames.iter().take(MAX_BATCH) {
+                    batch[count] = Some(match f {
+                        Out::Text(t) => Out::Text(t.clone()),
+                        Out::Raw(b) => Out::Raw(b.clone()),
+                    });
+                    count += 1;
+                }
+                (count, q.sent)
+            };
+            let written = match write_batch(&self.socket, &batch[..count], skip) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Drained::Broken,
+            };
+            if written == 0 {
+                return Drained::Broken;
+            }
+            let Ok(mut q) = self.queue.lock() else {
+                return Drained::Broken;
+            };
+            q.advance(written);
+            self.relax_limit(q.frames.len());
+        }
+    }
+
+    /// Back to the normal limit once a replay's frames have left.
+    fn relax_limit(&self, len: usize) {
+        if len < self.capacity as usize && self.limit.load(Ordering::Relaxed) != self.capacity {
+            self.limit.store(self.capacity, Ordering::Relaxed);
+        }
+    }
+
+    /// For the connection task closing the socket: once nobody else is mid-write, drops every
+    /// frame not yet started (a frame partly written must be finished, or the stream would be
+    /// corrupt), queues the close frame behind it and takes the drain. `false` while another
+    /// writer is mid-`writev` (only possible with several workers): retry shortly.
+    pub fn begin_close(&self, frame: Bytes) -> bool {
+        let Ok(mut q) = self.queue.lock() else {
+            return false;
+        };
+        if q.busy && !q.handoff {
+            return false;
+        }
+        let keep = usize::from(q.sent > 0);
+        q.frames.truncate(keep);
+        q.frames.push_back(Out::Raw(frame));
+        q.busy = true;
+        q.handoff = true;
+        true
     }
 
     /// Asks the connection to close with `code`; the first request wins.
@@ -128,23 +334,9 @@ impl Outbox {
         }
     }
 
-    pub fn try_pop(&self) -> Option<Utf8Bytes> {
-        let mut q = self.frames.lock().ok()?;
-        let f = q.pop_front();
-        if q.len() < self.capacity as usize && self.limit.load(Ordering::Relaxed) != self.capacity {
-            self.limit.store(self.capacity, Ordering::Relaxed);
-        }
-        if q.is_empty() {
-            // Most connections are idle most of the time: hold no buffer while empty. (The
-            // next frame allocates a small one again; that costs far less than the send.)
-            q.shrink_to_fit();
-        }
-        f
-    }
-
     /// Whether frames are queued.
     pub fn has_frames(&self) -> bool {
-        self.frames.lock().is_ok_and(|q| !q.is_empty())
+        self.queue.lock().is_ok_and(|q| !q.frames.is_empty())
     }
 
     fn ready(&self) -> Option<Next> {
@@ -154,14 +346,15 @@ impl Outbox {
         if self.take_heartbeat() {
             return Some(Next::Heartbeat);
         }
-        self.try_pop().map(Next::Frame)
+        self.queue
+            .lock()
+            .is_ok_and(|q| q.handoff)
+            .then_some(Next::Drain)
     }
 
-    /// The next frame, or the request to close (which wins over queued frames).
+    /// What the connection task must do next: close (which wins), ping, or write.
     pub async fn next(&self) -> Next {
         poll_fn(|cx| {
-            // Woken for a frame, the task finds it without registering its waker again; only
-            // an empty queue registers, then looks once more so a push in between is not lost.
             if let Some(n) = self.ready() {
                 return Poll::Ready(n);
             }
@@ -174,8 +367,8 @@ impl Outbox {
         .await
     }
 
-    /// While a write is in progress: resolves with `Some` when a close is requested, or `None`
-    /// at a heartbeat (the caller counts how long the write has been stuck).
+    /// While waiting for the socket to take more: resolves with `Some` when a close is
+    /// requested, or `None` at a heartbeat (the caller counts how long it has been stuck).
     pub async fn interrupted(&self) -> Option<(u16, &'static str)> {
         poll_fn(|cx| {
             self.waker.register(cx.waker());
@@ -188,5 +381,68 @@ impl Outbox {
             Poll::Pending
         })
         .await
+    }
+}
+
+impl Queue {
+    /// Drops what `written` bytes completed.
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.wire_len() - self.sent;
+            if written < left {
+                self.sent += written;
+                return;
+            }
+            written -= left;
+            self.sent = 0;
+            self.frames.pop_front();
+        }
+    }
+}
+
+/// One `writev` of the batch, skipping the `skip` bytes of the first frame already sent.
+fn write_batch(socket: &TcpStream, batch: &[Option<Out>], skip: usize) -> io::Result<usize> {
+    let mut headers = [[0u8; MAX_HEADER]; MAX_BATCH];
+    let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+    let mut n = 0;
+    let mut skip = skip;
+    for (out, header) in batch.iter().flatten().zip(headers.iter_mut()) {
+        let (head, body) = out.parts(header);
+        for part in [head, body] {
+            if part.is_empty() {
+                continue;
+            }
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices[n] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            n += 1;
+        }
+    }
+    socket.try_write_vectored(&slices[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_keeps_partial_frames_at_the_front() {
+        let mut q = Queue::default();
+        q.frames.push_back(Out::Raw(Bytes::from_static(b"abcd")));
+        q.frames.push_back(Out::Raw(Bytes::from_static(b"ef")));
+        q.advance(3);
+        assert_eq!((q.frames.len(), q.sent), (2, 3));
+        q.advance(2);
+        assert_eq!((q.frames.len(), q.sent), (1, 1));
+        assert_eq!(q.frames[0].payload(), b"ef");
+        q.advance(1);
+        assert!(q.frames.is_empty());
+        assert_eq!(q.sent, 0);
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod cors;
 mod error;
+mod http_serve;
 mod journal;
 mod metrics;
 mod response;

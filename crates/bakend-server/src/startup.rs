@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::any;
-use axum::serve::ListenerExt;
 use bakend_auth::AuthService;
 use bakend_auth::Rule;
 use bakend_core::config::Config;
@@ -363,20 +362,7 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     };
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        // Realtime frames and API responses are small and latency-bound: no Nagle delays.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let task = tokio::spawn(crate::http_serve::serve(listener, app, stop_rx));
     Ok(Server {
         addr,
         state,

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use bakend_core::{Event, EventSource};
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{Session, TestServer};
 use crate::ws::{Next, Ws};
@@ -625,8 +627,20 @@ async fn five_hundred_clients_each_receive_the_event() {
     }
 }
 
+/// With several runtime workers the connection tasks write the frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_vanished_clients_do_not_hold_up_the_others() {
+    slow_and_vanished_clients().await;
+}
+
+/// With one worker the hub writes frames to idle sockets itself and hands full ones to their
+/// connection task: the same guarantees must hold.
+#[tokio::test]
+async fn slow_and_vanished_clients_do_not_hold_up_the_others_when_the_hub_writes() {
+    slow_and_vanished_clients().await;
+}
+
+async fn slow_and_vanished_clients() {
     let s = server_with(r#"{"realtime": {"queueCapacity": 16}}"#).await;
     let mut fast = Vec::new();
     for _ in 0..20 {
@@ -677,6 +691,85 @@ async fn slow_and_vanished_clients_do_not_hold_up_the_others() {
     let stats = s.call(Method::GET, "/api/admin/realtime", None, None).await;
     assert_eq!(stats.status, 401);
     eprintln!("fast clients received {events} events of 64 KiB each within {slowest:?}");
+}
+
+/// A client may send frames right behind its upgrade request, before it has seen the `101`;
+/// protocol-level pings are answered with the same payload; a frame over 64 KiB (a 64-bit
+/// length header) arrives intact.
+#[tokio::test]
+async fn pipelined_frames_protocol_pings_and_large_frames() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let s = server().await;
+    let addr = s
+        .ws_url()
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    /// A masked client text/ping frame (an all-zero mask leaves the payload as it is).
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+    let mut request = format!(
+        "GET /api/realtime HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(client_frame(
+        0x1,
+        br#"{"action":"subscribe","channel":"posts.created"}"#,
+    ));
+    request.extend(client_frame(0x9, b"are you there"));
+    tcp.write_all(&request).await.unwrap();
+
+    // The response head, byte by byte so no frame bytes are consumed with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let mut texts = Vec::new();
+    let mut pong = None;
+    while texts.len() < 2 || pong.is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                texts.push(serde_json::from_str::<Value>(t.as_str()).unwrap())
+            }
+            Ok(Some(Ok(Message::Pong(p)))) => pong = Some(p),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("stream ended early: {other:?}"),
+        }
+    }
+    assert_eq!(texts[0]["type"], "connected");
+    assert_eq!(
+        texts[1],
+        json!({"type": "subscribed", "channel": "posts.created"})
+    );
+    assert_eq!(pong.unwrap().as_ref(), b"are you there");
+
+    let title = "y".repeat(70_000);
+    let rec = s.create("posts", json!({"title": title})).await;
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                break serde_json::from_str::<Value>(t.as_str()).unwrap();
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no event: {other:?}"),
+        }
+    };
+    assert_eq!(frame["event"]["payload"], rec);
 }
 
 #[tokio::test]

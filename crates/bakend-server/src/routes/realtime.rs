@@ -2,12 +2,11 @@
 //! `Authorization: Bearer` header or, for browsers, `?token=`; a token that is present but not
 //! valid gives an anonymous connection that is told so.
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bakend_auth::{AuthContext, TokenCheck};
-use bakend_realtime::Identity;
+use bakend_realtime::{Identity, UpgradeError, WsUpgrade};
 use std::collections::HashMap;
 
 use crate::state::AppState;
@@ -26,27 +25,22 @@ pub async fn endpoint(
     method: Method,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WsUpgrade, UpgradeError>,
 ) -> Response {
     if method != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let Ok(ws) = ws else {
-        return text(StatusCode::BAD_REQUEST, "WebSocket upgrade failed");
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
     };
     let mut identity = identify(&state, &headers, query.get("token").map(String::as_str)).await;
     if let Some(raw) = query.get("since") {
         identity.since = bakend_realtime::protocol::Since::parse_param(raw).map(Box::new);
         identity.since_rejected = identity.since.is_none();
     }
-    let cfg = &state.config.realtime;
     let hub = state.realtime.clone();
-    ws.read_buffer_size(128)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .on_upgrade(move |socket| bakend_realtime::serve(hub, socket, identity))
+    ws.on_upgrade(move |socket, leftover| bakend_realtime::serve(hub, socket, leftover, identity))
 }
 
 async fn identify(state: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Identity {
