@@ -6,7 +6,7 @@
 //! gets a redacted payload: no email on `auth.*`, only `{id, visibility, createdAt}` for a
 //! protected upload, no error text on `function.*`/`job.*`.
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation, Rule};
 use bakend_core::{Event, EventSource};

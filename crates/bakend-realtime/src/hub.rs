@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use bakend_auth::tokens::now_secs;
 use bakend_auth::{AuthContext, AuthService, Caller, UserChange};
 use bakend_core::SharedEvent;

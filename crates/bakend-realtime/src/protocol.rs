@@ -1,7 +1,7 @@
 //! The wire protocol (spec `realtime.md` §3–6, with v1's error codes fixed): parsing client
 //! messages, validating channel names, and building server frames.
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use bakend_auth::{Caller, safe_user};
 use serde_json::{Value, json};
 
