@@ -6,11 +6,11 @@
 //! gets a redacted payload: no email on `auth.*`, only `{id, visibility, createdAt}` for a
 //! protected upload, no error text on `function.*`/`job.*`.
 
-use tungstenite::Utf8Bytes;
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation, Rule};
 use bakend_core::{Event, EventSource};
 use serde_json::{Map, Value, json};
+use tungstenite::Utf8Bytes;
 
 use crate::protocol::event_frame;
 

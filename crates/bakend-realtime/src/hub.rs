@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tungstenite::Utf8Bytes;
 use bakend_auth::tokens::now_secs;
 use bakend_auth::{AuthContext, AuthService, Caller, UserChange};
 use bakend_core::SharedEvent;
@@ -20,6 +19,7 @@ use bakend_core::config::RealtimeConfig;
 use bakend_events::{EventBus, EventStream};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tungstenite::Utf8Bytes;
 
 use crate::outbox::{Outbox, Pushed};
 
@@ -268,7 +268,7 @@ impl Hub {
 }
 
 /// Sockets the hub writes before letting other tasks run.
-const FLUSH_CHUNK: usize = 256;
+const FLUSH_CHUNK: usize = 64;
 
 async fn run(
     mut state: State,
@@ -283,12 +283,7 @@ async fn run(
         tokio::select! {
             biased;
             c = control.recv() => match c {
-                Some(Control::Shutdown { done }) => {
-                    state.close_all();
-                    let _ = done.send(());
-                    // Keep serving unregisters until the connections are gone.
-                }
-                Some(c) => state.apply(c),
+                Some(c) => state.control(c),
                 None => break,
             },
             e = events.recv() => match e {
@@ -314,9 +309,14 @@ async fn run(
             _ = tick.tick() => state.tick(),
         }
         // Between chunks other tasks get the core (API requests, connection tasks), so one
-        // large fan-out does not hold up everything else on a single worker.
+        // large fan-out does not hold up everything else on a single worker; requests that
+        // came in meanwhile (subscribe, auth, …) are handled at once, and as their replies go
+        // to the end of the list, which is written first, they do not wait for the rest.
         while state.flush_some() {
             tokio::task::yield_now().await;
+            while let Ok(c) = control.try_recv() {
+                state.control(c);
+            }
         }
     }
 }
@@ -411,6 +411,17 @@ impl State {
             return false;
         }
         true
+    }
+
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Shutdown { done } => {
+                self.close_all();
+                let _ = done.send(());
+                // Keep serving unregisters until the connections are gone.
+            }
+            c => self.apply(c),
+        }
     }
 
     fn apply(&mut self, c: Control) {

@@ -19,10 +19,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::Poll;
 
-use tungstenite::Utf8Bytes;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::net::TcpStream;
+use tungstenite::Utf8Bytes;
 
 use crate::wire::{self, MAX_HEADER};
 
@@ -430,6 +430,145 @@ fn write_batch(socket: &TcpStream, batch: &[Option<Out>], skip: usize) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpSocket};
+    use tungstenite::protocol::frame::FrameHeader;
+
+    /// A connected pair; a small send buffer on the server end makes writes fill it often.
+    async fn pair(send_buffer: u32) -> (TcpStream, TcpStream) {
+        let listener = TcpSocket::new_v4().unwrap();
+        listener.set_send_buffer_size(send_buffer).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = listener.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (accepted.unwrap().0, client.unwrap())
+    }
+
+    /// What a connection task does with the outbox: drain when asked, wait while full.
+    async fn writer(outbox: Arc<Outbox>) {
+        loop {
+            match outbox.next().await {
+                Next::Drain => loop {
+                    match outbox.drain_now() {
+                        Drained::Empty => break,
+                        Drained::Broken => return,
+                        Drained::Blocked => {
+                            if outbox.socket().writable().await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                },
+                Next::Close(..) => return,
+                Next::Heartbeat => {}
+            }
+        }
+    }
+
+    /// Reads text frames off the raw stream until `want` have arrived (`slow`: pausing now and
+    /// then, so the server's socket fills up).
+    async fn read_frames(mut client: TcpStream, want: usize, slow: bool) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 1500];
+        while out.len() < want {
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stream ended after {} frames", out.len());
+            buf.extend_from_slice(&chunk[..n]);
+            loop {
+                let mut cur = std::io::Cursor::new(&buf[..]);
+                let Some((header, len)) = FrameHeader::parse(&mut cur).unwrap() else {
+                    break;
+                };
+                let start = cur.position() as usize;
+                let end = start + len as usize;
+                if buf.len() < end {
+                    break;
+                }
+                assert!(header.is_final && header.mask.is_none());
+                out.push(String::from_utf8(buf[start..end].to_vec()).unwrap());
+                buf.drain(..end);
+            }
+            if slow && out.len() % 97 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        out
+    }
+
+    /// Two parties push concurrently (the hub's deferred pushes and the connection's own)
+    /// while the socket keeps filling up: every frame arrives whole, once, and each party's
+    /// frames in the order it pushed them.
+    async fn concurrent_pushes_arrive_whole_and_in_order(inline_writes: bool, slow: bool) {
+        const N: usize = 1500;
+        let (server, client) = pair(if slow { 4096 } else { 1 << 20 }).await;
+        let outbox = Arc::new(Outbox::new(server, 1_000_000, inline_writes));
+        let task = tokio::spawn(writer(outbox.clone()));
+        fn frame(who: &str, i: usize) -> Utf8Bytes {
+            // Lengths across all three header sizes.
+            let pad = match i % 50 {
+                0 => 70_000,
+                1..=9 => 300,
+                _ => i % 100,
+            };
+            Utf8Bytes::from(format!("{who}:{i}:{}", "x".repeat(pad)))
+        }
+        // OS threads, so the two really push at the same time.
+        let hub = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    let (_, flush) = outbox.push_deferred(frame("hub", i));
+                    if flush {
+                        outbox.flush();
+                    }
+                }
+            })
+        };
+        let own = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    outbox.push(frame("own", i));
+                }
+            })
+        };
+        let got = tokio::time::timeout(Duration::from_secs(60), read_frames(client, 2 * N, slow))
+            .await
+            .expect("all frames within 60 s");
+        hub.join().unwrap();
+        own.join().unwrap();
+        for who in ["hub", "own"] {
+            let seq: Vec<usize> = got
+                .iter()
+                .filter_map(|f| f.strip_prefix(who)?.strip_prefix(':'))
+                .map(|rest| {
+                    let (i, pad) = rest.split_once(':').unwrap();
+                    let i: usize = i.parse().unwrap();
+                    assert_eq!(Utf8Bytes::from(format!("{who}:{i}:{pad}")), frame(who, i));
+                    i
+                })
+                .collect();
+            assert_eq!(seq, (0..N).collect::<Vec<_>>(), "{who}'s frames in order");
+        }
+        outbox.close(1000, "done");
+        task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_with_connection_task_writes() {
+        concurrent_pushes_arrive_whole_and_in_order(false, false).await;
+        concurrent_pushes_arrive_whole_and_in_order(false, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pushes_with_inline_writes() {
+        concurrent_pushes_arrive_whole_and_in_order(true, false).await;
+        concurrent_pushes_arrive_whole_and_in_order(true, true).await;
+    }
 
     #[test]
     fn advance_keeps_partial_frames_at_the_front() {

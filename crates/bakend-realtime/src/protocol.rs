@@ -1,9 +1,9 @@
 //! The wire protocol (spec `realtime.md` §3–6, with v1's error codes fixed): parsing client
 //! messages, validating channel names, and building server frames.
 
-use tungstenite::Utf8Bytes;
 use bakend_auth::{Caller, safe_user};
 use serde_json::{Value, json};
+use tungstenite::Utf8Bytes;
 
 pub const MAX_CHANNEL_LEN: usize = 200;
 
