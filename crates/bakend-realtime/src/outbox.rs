@@ -242,43 +242,32 @@ impl Outbox {
     /// Writes queued frames until the queue is empty or the socket is full. Only the party
     /// holding `busy` calls this; the lock is never held across the write.
     pub fn drain_now(&self) -> Drained {
-        loop {
-            let mut batch: [Option<Out>; MAX_BATCH] = [const { None }; MAX_BATCH];
-            let (count, skip) = {
-                let Ok(mut q) = self.queue.lock() else {
-                    return Drained::Broken;
-                };
-                if q.frames.is_empty() {
-                    q.busy = false;
-                    q.handoff = false;
-                    // Most connections are idle most of the time: hold no buffer while empty.
-                    q.frames.shrink_to_fit();
-                    return Drained::Empty;
-                }
-                let mut count = 0;
-                for f in q.frames.iter().take(MAX_BATCH) {
-                    batch[count] = Some(match f {
-                        Out::Text(t) => Out::Text(t.clone()),
-                        Out::Raw(b) => Out::Raw(b.clone()),
-                    });
-                    count += 1;
-                }
-                (count, q.sent)
+        let mut batch = {
+            let Ok(mut q) = self.queue.lock() else {
+                return Drained::Broken;
             };
-            let written = match write_batch(&self.socket, &batch[..count], skip) {
+            match q.take_batch() {
+                Some(b) => b,
+                None => return Drained::Empty,
+            }
+        };
+        loop {
+            let written = match batch.write(&self.socket) {
+                Ok(0) => return Drained::Broken,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Drained::Broken,
             };
-            if written == 0 {
-                return Drained::Broken;
-            }
             let Ok(mut q) = self.queue.lock() else {
                 return Drained::Broken;
             };
             q.advance(written);
             self.relax_limit(q.frames.len());
+            batch = match q.take_batch() {
+                Some(b) => b,
+                None => return Drained::Empty,
+            };
         }
     }
 
@@ -384,7 +373,85 @@ impl Outbox {
     }
 }
 
+/// Frames copied out of the queue for one write (handles to the shared bytes, not the bytes).
+enum Batch {
+    /// The common case on a lightly loaded connection.
+    One { frame: Out, skip: usize },
+    Many {
+        frames: Box<[Option<Out>; MAX_BATCH]>,
+        count: usize,
+        skip: usize,
+    },
+}
+
+/// Frames up to this size (header included) are copied into one stack buffer and sent with
+/// one plain `send`, which costs the kernel less than a `writev` of header and payload.
+const SMALL_FRAME: usize = 1024;
+
+impl Batch {
+    fn write(&self, socket: &TcpStream) -> io::Result<usize> {
+        match self {
+            Batch::One { frame, skip } => write_one(socket, frame, *skip),
+            Batch::Many {
+                frames,
+                count,
+                skip,
+            } => write_batch(socket, &frames[..*count], *skip),
+        }
+    }
+}
+
+fn write_one(socket: &TcpStream, frame: &Out, skip: usize) -> io::Result<usize> {
+    let mut header = [0u8; MAX_HEADER];
+    let (head, body) = frame.parts(&mut header);
+    let total = head.len() + body.len();
+    if skip == 0 && !head.is_empty() && total <= SMALL_FRAME {
+        let mut buf = [0u8; SMALL_FRAME];
+        buf[..head.len()].copy_from_slice(head);
+        buf[head.len()..total].copy_from_slice(body);
+        socket.try_write(&buf[..total])
+    } else if skip < head.len() {
+        socket.try_write_vectored(&[IoSlice::new(&head[skip..]), IoSlice::new(body)])
+    } else {
+        socket.try_write(&body[skip - head.len()..])
+    }
+}
+
 impl Queue {
+    /// What to write next; with nothing left, releases the drain (`busy`) instead.
+    fn take_batch(&mut self) -> Option<Batch> {
+        let copy = |f: &Out| match f {
+            Out::Text(t) => Out::Text(t.clone()),
+            Out::Raw(b) => Out::Raw(b.clone()),
+        };
+        match self.frames.len() {
+            0 => {
+                self.busy = false;
+                self.handoff = false;
+                // Most connections are idle most of the time: hold no buffer while empty.
+                self.frames.shrink_to_fit();
+                None
+            }
+            1 => Some(Batch::One {
+                frame: copy(&self.frames[0]),
+                skip: self.sent,
+            }),
+            _ => {
+                let mut frames = Box::new([const { None }; MAX_BATCH]);
+                let mut count = 0;
+                for (slot, f) in frames.iter_mut().zip(self.frames.iter()) {
+                    *slot = Some(copy(f));
+                    count += 1;
+                }
+                Some(Batch::Many {
+                    frames,
+                    count,
+                    skip: self.sent,
+                })
+            }
+        }
+    }
+
     /// Drops what `written` bytes completed.
     fn advance(&mut self, mut written: usize) {
         while written > 0 {
