@@ -103,6 +103,11 @@ pub async fn serve(hub: Arc<Hub>, socket: TcpStream, leftover: Bytes, identity: 
             match Box::pin(read_available(&hub, id, &outbox, &mut ws, &mut resume)).await {
                 ReadEnd::WouldBlock => {}
                 ReadEnd::Gone => break,
+                ReadEnd::Closed(code) => {
+                    // RFC 6455 §5.5.1: answer a close with a close echoing its code.
+                    close(&outbox, code, "").await;
+                    break;
+                }
                 ReadEnd::TooBig => {
                     outbox.close(CLOSE_MESSAGE_TOO_BIG, "message too big");
                     continue;
@@ -151,8 +156,10 @@ fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 enum ReadEnd {
     /// Everything available was read.
     WouldBlock,
-    /// The peer closed, broke the protocol, or the socket failed.
+    /// The peer went away without a close frame, broke the protocol, or the socket failed.
     Gone,
+    /// The peer sent a close frame with this code.
+    Closed(u16),
     /// A message over the size limit: close with 1009.
     TooBig,
 }
@@ -184,7 +191,9 @@ async fn read_available(
                 }
             },
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Ok(Message::Close(_)) => return ReadEnd::Gone,
+            Ok(Message::Close(frame)) => {
+                return ReadEnd::Closed(frame.map_or(1000, |f| u16::from(f.code)));
+            }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 return ReadEnd::WouldBlock;
             }

@@ -770,6 +770,24 @@ async fn pipelined_frames_protocol_pings_and_large_frames() {
         }
     };
     assert_eq!(frame["event"]["payload"], rec);
+
+    // A client's close is answered with a close echoing its code.
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: 4000.into(),
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => break f,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close reply: {other:?}"),
+        }
+    };
+    assert_eq!(reply.map(|f| u16::from(f.code)), Some(4000));
 }
 
 #[tokio::test]
