@@ -137,10 +137,6 @@ impl Outbox {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity as usize
-    }
-
     pub(crate) fn socket(&self) -> &TcpStream {
         &self.socket
     }
@@ -281,7 +277,8 @@ impl Outbox {
     /// For the connection task closing the socket: once nobody else is mid-write, drops every
     /// frame not yet started (a frame partly written must be finished, or the stream would be
     /// corrupt), queues the close frame behind it and takes the drain. `false` while another
-    /// writer is mid-`writev` (only possible with several workers): retry shortly.
+    /// party is mid-`writev` (it cannot be: inline writes happen only on a single worker, where
+    /// nothing runs beside this task; kept as a guard): retry shortly.
     pub fn begin_close(&self, frame: Bytes) -> bool {
         let Ok(mut q) = self.queue.lock() else {
             return false;
@@ -321,11 +318,6 @@ impl Outbox {
             0 => None,
             code => Some((code as u16, self.close_reason.get().copied().unwrap_or(""))),
         }
-    }
-
-    /// Whether frames are queued.
-    pub fn has_frames(&self) -> bool {
-        self.queue.lock().is_ok_and(|q| !q.frames.is_empty())
     }
 
     fn ready(&self) -> Option<Next> {
