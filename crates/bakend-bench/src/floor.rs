@@ -169,13 +169,7 @@ async fn read_side(
         bail!("the writer thread is gone");
     }
     if spin {
-        // A task that always yields keeps the runtime polling the reactor with a zero
-        // timeout instead of sleeping in epoll_wait.
-        tokio::spawn(async {
-            loop {
-                tokio::task::yield_now().await;
-            }
-        });
+        crate::spin();
     }
     let mut tasks = JoinSet::new();
     for client in clients {

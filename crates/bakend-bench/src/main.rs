@@ -90,7 +90,7 @@ impl Command {
 /// *sending* core does (the wake-up is issued from the server's `send`), so a sleeping tool
 /// makes the server look slower than it is on a real network, where the client's own machine
 /// pays for it. Costs the tool's core 100 % of its time, which it has to itself when pinned.
-fn spin() {
+pub(crate) fn spin() {
     tokio::spawn(async {
         loop {
             tokio::task::yield_now().await;
