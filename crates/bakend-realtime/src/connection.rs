@@ -13,6 +13,7 @@ use std::time::Duration;
 use bakend_auth::{AuthContext, TokenCheck};
 use bakend_core::ids;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
@@ -121,6 +122,12 @@ pub async fn serve(hub: Arc<Hub>, socket: TcpStream, leftover: Bytes, identity: 
                 OutNext::Drain => {
                     if !drain(&outbox).await {
                         break;
+                    }
+                    // While frames keep coming the biased select would never reach the read
+                    // side (pongs, subscribes): give it a turn whenever the socket is known to
+                    // be readable — a check of tokio's cached readiness, no system call.
+                    if outbox.socket().readable().now_or_never().is_some() {
+                        read_now = true;
                     }
                 }
                 OutNext::Close(code, reason) => {
