@@ -76,7 +76,7 @@ pub struct RequestTemplate {
 }
 
 impl RequestTemplate {
-    fn build(&self) -> Request<Full<Bytes>> {
+    fn build(&self) -> Result<Request<Full<Bytes>>> {
         let mut builder = Request::builder()
             .method(self.method.clone())
             .uri(self.uri.clone())
@@ -92,9 +92,10 @@ impl RequestTemplate {
             }
             None => Bytes::new(),
         };
+        // Method, URI and headers were validated when the template was made.
         builder
             .body(Full::new(body))
-            .expect("method, uri and headers were validated when the template was made")
+            .context("building a request from its template")
     }
 }
 
@@ -152,10 +153,9 @@ impl KeepAlive {
             self.sender = None;
             self.connect().await?;
         }
-        Ok(self
-            .sender
+        self.sender
             .as_mut()
-            .expect("connect() just stored a sender"))
+            .context("the connection closed while it was being opened")
     }
 
     /// Sends one request and drains the response body, returning the status and body size.
@@ -163,7 +163,7 @@ impl KeepAlive {
     /// never copies or aggregates it.
     pub async fn send(&mut self, template: &RequestTemplate) -> Result<(StatusCode, usize)> {
         let sender = self.ready_sender().await?;
-        let response = match sender.send_request(template.build()).await {
+        let response = match sender.send_request(template.build()?).await {
             Ok(r) => r,
             Err(e) => {
                 self.sender = None;
@@ -193,7 +193,7 @@ impl KeepAlive {
     /// error message; not meant for the measured loop.
     pub async fn fetch(&mut self, template: &RequestTemplate) -> Result<(StatusCode, Bytes)> {
         let sender = self.ready_sender().await?;
-        let response = match sender.send_request(template.build()).await {
+        let response = match sender.send_request(template.build()?).await {
             Ok(r) => r,
             Err(e) => {
                 self.sender = None;

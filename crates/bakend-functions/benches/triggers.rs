@@ -1,6 +1,7 @@
 //! Trigger overhead: events per second through a no-op trigger and through one that runs a
 //! database query, on the real functions host (bus → dispatcher → JS worker → lifecycle events).
 //! `cargo bench -p bakend-functions`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! `ctx.db` against a real SQLite file, and the job runtime (`JobScripts`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
 //! End-to-end tests of the functions host on a real `LocalBus` with temp project folders.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! The scheduler, retries, events and history with a Rust engine, a real bus and a real SQLite
 //! file. The JavaScript engine's own behaviour is tested end to end in `crates/bak/tests/it`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -1,5 +1,6 @@
 //! `cargo bench -p bakend-store`: the record store's hot paths without HTTP — validating a body,
 //! and committing creates through the writer thread (group commit, fsync per batch).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Integration tests: a real server (in-process on an ephemeral port, or the `bak` binary) with
 //! a real SQLite file in a temporary directory, spoken to over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 mod admin_collections;
 mod auth;
