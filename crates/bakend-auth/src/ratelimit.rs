@@ -1,5 +1,6 @@
 //! A fixed-window attempt counter per client address, for login and register.
 
+use bakend_core::sync;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -29,9 +30,7 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let Ok(mut slots) = self.slots.lock() else {
-            return Ok(());
-        };
+        let mut slots = sync::lock(&self.slots);
         if slots.len() >= MAX_TRACKED {
             let window = self.window;
             slots.retain(|_, (start, _)| now.duration_since(*start) < window);

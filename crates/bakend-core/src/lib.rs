@@ -5,6 +5,7 @@ pub mod config;
 pub mod event;
 pub mod ids;
 pub mod logging;
+pub mod sync;
 pub mod time;
 
 pub use event::{Event, EventSource, Origin, SharedEvent};

@@ -23,6 +23,7 @@ pub mod transpile;
 pub mod watch;
 mod worker;
 
+use bakend_core::sync;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,28 +139,24 @@ impl Stats {
         } else {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(mut m) = self.per_trigger.lock() {
-            let e = m.entry(trigger).or_default();
-            e.0 += 1;
-            if !ok {
-                e.1 += 1;
-            }
+        let mut m = sync::lock(&self.per_trigger);
+        let e = m.entry(trigger).or_default();
+        e.0 += 1;
+        if !ok {
+            e.1 += 1;
         }
     }
 
     fn reset_triggers(&self) {
-        if let Ok(mut m) = self.per_trigger.lock() {
-            m.clear();
-        }
+        sync::lock(&self.per_trigger).clear();
     }
 
     /// (invocations, failures) of the trigger at `index` in [`FunctionsHost::triggers`] since
     /// the triggers were last (re)loaded.
     pub fn trigger_counts(&self, index: usize) -> (u64, u64) {
-        self.per_trigger
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&index).copied())
+        sync::lock(&self.per_trigger)
+            .get(&index)
+            .copied()
             .unwrap_or_default()
     }
 }
@@ -283,10 +280,7 @@ impl FunctionsHost {
     /// Starts workers for `compiled`, waits until each has loaded every module, then makes them
     /// the current generation; the previous generation's workers finish what they had queued.
     fn install(&self, compiled: Compiled) -> Result<(), FunctionsError> {
-        let mut running = self
-            .running
-            .lock()
-            .map_err(|_| FunctionsError::Runtime("functions host poisoned".into()))?;
+        let mut running = sync::lock(&self.running);
         if compiled.files.is_empty() {
             self.replace(&mut running, None, Vec::new());
             return Ok(());
@@ -357,9 +351,7 @@ impl FunctionsHost {
         workers: Vec<JoinHandle<()>>,
     ) {
         let has_triggers = generation.as_ref().is_some_and(|g| !g.triggers.is_empty());
-        if let Ok(mut cur) = self.current.lock() {
-            *cur = generation.clone();
-        }
+        *sync::lock(&self.current) = generation.clone();
         self.stats.reset_triggers();
         running.generation = generation;
         let old = std::mem::replace(&mut running.workers, workers);
@@ -417,10 +409,9 @@ impl FunctionsHost {
 
     /// Registered triggers in discovery order (of the current generation).
     pub fn triggers(&self) -> Arc<Vec<TriggerInfo>> {
-        self.current
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|g| g.triggers.clone()))
+        sync::lock(&self.current)
+            .as_ref()
+            .map(|g| g.triggers.clone())
             .unwrap_or_default()
     }
 
@@ -434,16 +425,12 @@ impl FunctionsHost {
 
     /// Stops consuming events, lets queued invocations finish, and joins every thread.
     pub fn shutdown(&self) {
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
+        let mut running = sync::lock(&self.running);
         if let Some((stop, handle)) = running.dispatcher.take() {
             let _ = stop.send(());
             let _ = handle.join();
         }
-        if let Ok(mut cur) = self.current.lock() {
-            *cur = None;
-        }
+        *sync::lock(&self.current) = None;
         running.generation = None;
         join_all(std::mem::take(&mut running.workers));
     }
@@ -477,7 +464,7 @@ fn dispatch_loop(
                 _ = &mut stop => return,
                 ev = stream.recv() => match ev { Some(ev) => ev, None => return },
             };
-            let generation = current.lock().ok().and_then(|g| g.clone());
+            let generation = sync::lock(&current).clone();
             if let Some(g) = generation {
                 dispatch(&event, &g.triggers, &g.queue, &*bus, &stats);
             }

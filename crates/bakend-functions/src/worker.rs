@@ -2,6 +2,7 @@
 //! function file loaded, and runs one invocation at a time so the time and memory budgets belong
 //! to that invocation. A runtime that hit a budget is dropped and rebuilt from the cached JS.
 
+use bakend_core::sync;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
@@ -431,10 +432,7 @@ pub(crate) fn serve<K: WorkerKind>(
     let _ = ready.send(Ok(loaded.clone()));
     drop(ready);
     loop {
-        let item = match queue.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
+        let item = sync::lock(&queue).recv();
         let Ok(item) = item else { return };
         if K::handle(&rt, &js, &shared, &loaded, item) {
             shared.stats.recycled.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@ mod run;
 pub mod scripts;
 pub mod timetable;
 
+use bakend_core::sync;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -134,18 +135,17 @@ struct RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.shared.running.lock() {
-            r.remove(&self.name);
-            if r.is_empty() {
-                self.shared.idle.notify_waiters();
-            }
+        let mut r = sync::lock(&self.shared.running);
+        r.remove(&self.name);
+        if r.is_empty() {
+            self.shared.idle.notify_waiters();
         }
     }
 }
 
 impl Shared {
     fn current(&self) -> Arc<Vec<Arc<JobDef>>> {
-        self.defs.read().map(|d| d.clone()).unwrap_or_default()
+        sync::read(&self.defs).clone()
     }
 
     fn find(&self, name: &str) -> Option<Arc<JobDef>> {
@@ -153,15 +153,12 @@ impl Shared {
     }
 
     fn is_running(&self, name: &str) -> bool {
-        self.running
-            .lock()
-            .map(|r| r.contains_key(name))
-            .unwrap_or(false)
+        sync::lock(&self.running).contains_key(name)
     }
 
     /// Claims `name` for a new run, or `None` if it is already running.
     fn begin(self: &Arc<Self>, name: &str, run_id: &str) -> Option<RunGuard> {
-        let mut r = self.running.lock().ok()?;
+        let mut r = sync::lock(&self.running);
         if r.contains_key(name) {
             return None;
         }
@@ -186,11 +183,7 @@ impl Shared {
             .begin(&def.name, &run_id)
             .ok_or_else(|| JobsError::AlreadyRunning(def.name.clone()))?;
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        let engine = self
-            .engine
-            .read()
-            .map(|e| e.clone())
-            .map_err(|_| JobsError::ShuttingDown)?;
+        let engine = sync::read(&self.engine).clone();
         let runner = self.runner.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -318,13 +311,8 @@ impl Jobs {
     /// previous engine so the caller can shut it down.
     pub fn replace(&self, defs: Vec<JobDef>, engine: Arc<dyn JobEngine>) -> Arc<dyn JobEngine> {
         let defs: Vec<Arc<JobDef>> = defs.into_iter().map(Arc::new).collect();
-        if let Ok(mut d) = self.shared.defs.write() {
-            *d = Arc::new(defs);
-        }
-        let old = match self.shared.engine.write() {
-            Ok(mut e) => std::mem::replace(&mut *e, engine),
-            Err(_) => engine,
-        };
+        *sync::write(&self.shared.defs) = Arc::new(defs);
+        let old = std::mem::replace(&mut *sync::write(&self.shared.engine), engine);
         self.shared.reload.notify_one();
         old
     }
@@ -333,7 +321,7 @@ impl Jobs {
     /// still running as interrupted, and shuts the engine down.
     pub async fn shutdown(&self) {
         let _ = self.shared.stopping.send(true);
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        let task = sync::lock(&self.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -341,12 +329,7 @@ impl Jobs {
         let mut abandoned = false;
         loop {
             let idle = self.shared.idle.notified();
-            let left: Vec<String> = self
-                .shared
-                .running
-                .lock()
-                .map(|r| r.values().cloned().collect())
-                .unwrap_or_default();
+            let left: Vec<String> = sync::lock(&self.shared.running).values().cloned().collect();
             if left.is_empty() {
                 break;
             }
@@ -369,17 +352,15 @@ impl Jobs {
                 break;
             }
         }
-        let engine = self.shared.engine.read().map(|e| e.clone());
-        if let Ok(engine) = engine {
-            if abandoned {
-                // Joining would wait for the abandoned runs' own time limits: let a detached
-                // thread do it while the process goes on shutting down.
-                let _ = std::thread::Builder::new()
-                    .name("bakend-jobs-stop".into())
-                    .spawn(move || engine.shutdown());
-            } else {
-                let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
-            }
+        let engine = sync::read(&self.shared.engine).clone();
+        if abandoned {
+            // Joining would wait for the abandoned runs' own time limits: let a detached
+            // thread do it while the process goes on shutting down.
+            let _ = std::thread::Builder::new()
+                .name("bakend-jobs-stop".into())
+                .spawn(move || engine.shutdown());
+        } else {
+            let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Loading `jobs/**/*.ts` with the JavaScript engine of `bakend-functions` (`JobScripts`: its
 //! own worker threads, separate from the trigger workers) into schedulable jobs.
 
+use bakend_core::sync;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +19,8 @@ pub struct ScriptEngine {
 
 impl JobEngine for ScriptEngine {
     fn run(&self, name: &str, run_id: &str, attempt: u32, timeout: Duration) -> RunFuture {
-        let guard = self.scripts.lock();
-        match guard.as_ref().ok().and_then(|g| g.as_ref()) {
+        let guard = sync::lock(&self.scripts);
+        match guard.as_ref() {
             Some(s) => Box::pin(s.run(name, run_id, attempt, timeout)),
             None => Box::pin(async { Err("the job runtime has stopped".to_string()) }),
         }
@@ -27,7 +28,7 @@ impl JobEngine for ScriptEngine {
 
     /// Joins the JS threads once their current runs end.
     fn shutdown(&self) {
-        let scripts = self.scripts.lock().ok().and_then(|mut s| s.take());
+        let scripts = sync::lock(&self.scripts).take();
         if let Some(mut s) = scripts {
             s.shutdown();
         }

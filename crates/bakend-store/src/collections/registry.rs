@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use bakend_core::sync;
+
 use serde_json::Value;
 
 use super::definition::CollectionDef;
@@ -82,32 +84,24 @@ pub struct Registry {
 
 impl Registry {
     pub fn get(&self, name: &str) -> Option<Arc<Collection>> {
-        self.map.read().ok()?.get(name).cloned()
+        sync::read(&self.map).get(name).cloned()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.map.read().is_ok_and(|m| m.contains_key(name))
+        sync::read(&self.map).contains_key(name)
     }
 
     pub fn put(&self, c: Arc<Collection>) {
-        if let Ok(mut m) = self.map.write() {
-            m.insert(c.def.name.clone(), c);
-        }
+        sync::write(&self.map).insert(c.def.name.clone(), c);
     }
 
     pub fn remove(&self, name: &str) {
-        if let Ok(mut m) = self.map.write() {
-            m.remove(name);
-        }
+        sync::write(&self.map).remove(name);
     }
 
     /// Every collection, sorted by name.
     pub fn all(&self) -> Vec<Arc<Collection>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let mut v: Vec<_> = sync::read(&self.map).values().cloned().collect();
         v.sort_by(|a, b| a.def.name.cmp(&b.def.name));
         v
     }

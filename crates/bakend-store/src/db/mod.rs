@@ -8,6 +8,7 @@ pub mod migrations;
 pub mod snapshot;
 mod writer;
 
+use bakend_core::sync;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -179,12 +180,12 @@ impl Database {
     /// Stops the writer after the queued writes and waits until it has closed the database
     /// (which checkpoints the WAL). Writes submitted afterwards fail with `WriterStopped`.
     pub fn close(&self) {
-        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        let checkpointer = sync::lock(&self.checkpointer).take();
         if let Some(c) = checkpointer {
             c.stop();
         }
         self.writer.stop();
-        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        let handle = sync::lock(&self.writer_thread).take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
