@@ -5,6 +5,7 @@ pub mod config;
 pub mod event;
 pub mod ids;
 pub mod logging;
+pub mod pattern;
 pub mod sync;
 pub mod time;
 

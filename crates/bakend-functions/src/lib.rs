@@ -103,17 +103,11 @@ impl TriggerInfo {
 /// `posts.created` matches itself; `*` matches one segment; a trailing `.*` matches one or more
 /// segments (`system.*` matches `system.collection.created`); `*` alone matches everything.
 pub fn event_type_matches(pattern: &str, event_type: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let t: Vec<&str> = event_type.split('.').collect();
-    let trailing = p.last() == Some(&"*");
-    if trailing && t.len() >= p.len() {
-        let n = p.len() - 1;
-        return p[..n].iter().zip(&t[..n]).all(|(a, b)| *a == "*" || a == b);
-    }
-    p.len() == t.len() && p.iter().zip(&t).all(|(a, b)| *a == "*" || a == b)
+    bakend_core::pattern::matches(
+        pattern,
+        event_type,
+        bakend_core::pattern::Wildcards::AnySegment,
+    )
 }
 
 /// Counters, readable while the host runs.

@@ -2,6 +2,7 @@
 //! messages, validating channel names, and building server frames.
 
 use bakend_auth::{Caller, safe_user};
+use bakend_core::pattern::{self, Wildcards};
 use serde_json::{Value, json};
 use tungstenite::Utf8Bytes;
 
@@ -82,10 +83,7 @@ pub fn valid_channel(c: &str) -> bool {
 /// Whether subscription `sub` receives events of type `event_type`: the same name, or a
 /// `prefix.*` whose prefix (with the dot) starts the type.
 pub fn matches(sub: &str, event_type: &str) -> bool {
-    match sub.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => event_type.starts_with(prefix),
-        _ => sub == event_type,
-    }
+    pattern::matches(sub, event_type, Wildcards::FinalOnly)
 }
 
 /// The per-record channel of a collection event: `posts.created` about `rec_1` is
