@@ -345,7 +345,10 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         jwt_secret,
     };
     let app = Router::new()
-        .route("/api/realtime", any(routes::realtime::endpoint))
+        .route(
+            routes::table::REALTIME_PATH,
+            any(routes::realtime::endpoint),
+        )
         .fallback(routes::dispatch)
         .with_state(state.clone())
         .layer(CatchPanicLayer::custom(error::panic_response))

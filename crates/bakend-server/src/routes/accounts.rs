@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::body::json_object;
 use crate::error::ApiError;
 use crate::response::{json_response, no_content};
+use crate::routes::table::Route;
 use crate::state::AppState;
 
 pub async fn me(
@@ -34,7 +35,7 @@ pub async fn me(
 
 pub async fn action(
     state: &AppState,
-    action: &str,
+    route: Route,
     method: &Method,
     headers: &HeaderMap,
     body: Body,
@@ -43,27 +44,27 @@ pub async fn action(
     if method != Method::POST {
         return Err(ApiError::method_not_allowed());
     }
-    if matches!(action, "login" | "register") {
+    if matches!(route, Route::AuthLogin | Route::AuthRegister) {
         state.auth.check_rate(peer)?;
     }
     let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
-    match action {
-        "register" => {
+    match route {
+        Route::AuthRegister => {
             let (email, password) = credentials(&body)?;
             let pair = state.auth.register(&email, &password).await?;
             Ok(json_response(StatusCode::CREATED, &pair.to_json()))
         }
-        "login" => {
+        Route::AuthLogin => {
             let (email, password) = credentials(&body)?;
             let pair = state.auth.login(&email, &password).await?;
             Ok(json_response(StatusCode::OK, &pair.to_json()))
         }
-        "refresh" => {
+        Route::AuthRefresh => {
             let token = refresh_token(&body)?;
             let pair = state.auth.refresh(&token).await?;
             Ok(json_response(StatusCode::OK, &pair.to_json()))
         }
-        "logout" => {
+        Route::AuthLogout => {
             if body.get("all") == Some(&Value::Bool(true)) {
                 let AuthContext::User(u) = crate::auth::resolve(state, headers).await else {
                     return Err(ApiError::unauthorized());

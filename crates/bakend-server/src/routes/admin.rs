@@ -12,23 +12,29 @@ use serde_json::{Value, json};
 use crate::body::json_object;
 use crate::error::ApiError;
 use crate::response::{json_response, no_content};
+use crate::routes::table::Route;
 use crate::state::AppState;
 
+/// Serves an admin route; `name` is its path parameter (collection name, user id or job name).
 pub async fn handle(
     state: &AppState,
-    rest: &[&str],
+    route: Route,
+    name: &str,
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Body,
 ) -> Result<Response, ApiError> {
     // Jobs check access themselves: running one also accepts the local token.
-    if let ["jobs", sub @ ..] = rest {
-        return super::jobs::handle(state, sub, method, headers).await;
+    if matches!(
+        route,
+        Route::AdminJobs | Route::AdminJobRuns | Route::AdminJobRun
+    ) {
+        return super::jobs::handle(state, route, name, method, headers).await;
     }
     require_admin(state, headers).await?;
-    match rest {
-        ["collections"] => match *method {
+    match route {
+        Route::AdminCollections => match *method {
             Method::GET => {
                 let items: Vec<Value> = state
                     .records
@@ -49,8 +55,7 @@ pub async fn handle(
             }
             _ => Err(ApiError::method_not_allowed()),
         },
-        // A further segment is ignored, as in v1.
-        ["collections", name] | ["collections", name, _] => match *method {
+        Route::AdminCollection => match *method {
             Method::GET => {
                 let c = state.records.collection(name)?;
                 Ok(json_response(StatusCode::OK, &c.meta_json()))
@@ -91,7 +96,7 @@ pub async fn handle(
             }
             _ => Err(ApiError::method_not_allowed()),
         },
-        ["users"] => {
+        Route::AdminUsers => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
@@ -103,7 +108,7 @@ pub async fn handle(
                 &json!({ "items": items, "total": total }),
             ))
         }
-        ["storage"] => {
+        Route::AdminStorage => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
@@ -115,7 +120,7 @@ pub async fn handle(
                 &json!({ "items": items, "total": total }),
             ))
         }
-        ["functions"] => {
+        Route::AdminFunctions => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
@@ -139,7 +144,7 @@ pub async fn handle(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "items": items })))
         }
-        ["logs"] => {
+        Route::AdminLogs => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
@@ -155,13 +160,13 @@ pub async fn handle(
                 &json!({ "items": &items[skip..] }),
             ))
         }
-        ["realtime"] => {
+        Route::AdminRealtime => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
             Ok(json_response(StatusCode::OK, &state.realtime.stats_json()))
         }
-        ["users", id] => match *method {
+        Route::AdminUser => match *method {
             Method::PATCH => {
                 let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
                 let role = body
@@ -171,23 +176,21 @@ pub async fn handle(
                     .ok_or_else(|| {
                         ApiError::bad_request("role must be one of: admin, authenticated, public")
                     })?;
-                let user = state.auth.set_role(id, role).await?;
+                let user = state.auth.set_role(name, role).await?;
                 Ok(json_response(StatusCode::OK, &safe_user(&user)))
             }
             Method::DELETE => {
-                state.auth.delete_user(id).await?;
+                state.auth.delete_user(name).await?;
                 // Policy (docs/storage.md): a deleted account's files go with it, each with a
                 // `storage.deleted` event.
-                let removed = state.files.delete_owned_by(id).await?;
+                let removed = state.files.delete_owned_by(name).await?;
                 if !removed.is_empty() {
-                    tracing::info!("Deleted {} file(s) of deleted user {id}", removed.len());
+                    tracing::info!("Deleted {} file(s) of deleted user {name}", removed.len());
                 }
                 Ok(no_content())
             }
             _ => Err(ApiError::method_not_allowed()),
         },
-        // These are bare lists: any id is a method the resource does not have (v1).
-        ["logs" | "storage" | "functions", ..] => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("Not found")),
     }
 }

@@ -11,21 +11,24 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::response::json_response;
 use crate::routes::admin::require_admin;
+use crate::routes::table::Route;
 use crate::state::AppState;
 
+/// Serves a jobs route; `name` is the job name from the path (percent-encoded).
 pub async fn handle(
     state: &AppState,
-    rest: &[&str],
+    route: Route,
+    name: &str,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let local = matches!(rest, [_, "run"]) && local_token_ok(state, headers);
+    let local = route == Route::AdminJobRun && local_token_ok(state, headers);
     if !local {
         require_admin(state, headers).await?;
     }
     let jobs = &state.jobs.jobs;
-    match rest {
-        [] => {
+    match route {
+        Route::AdminJobs => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
@@ -45,21 +48,20 @@ pub async fn handle(
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({ "items": items })))
         }
-        [name, "runs"] => {
+        Route::AdminJobRuns => {
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
             let runs = jobs.runs(&decode(name)?).await?;
             Ok(json_response(StatusCode::OK, &json!({ "items": runs })))
         }
-        [name, "run"] => {
+        Route::AdminJobRun => {
             if method != Method::POST {
                 return Err(ApiError::method_not_allowed());
             }
             let run = jobs.run_now(&decode(name)?).await?;
             Ok(json_response(StatusCode::OK, &json!(run)))
         }
-        [_] => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("Not found")),
     }
 }

@@ -10,6 +10,7 @@ mod metrics;
 pub mod realtime;
 pub(crate) mod records;
 mod storage;
+pub mod table;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -21,9 +22,7 @@ use axum::response::{IntoResponse, Response};
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Route prefixes owned by Bakend itself, never by a collection.
-pub(crate) const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin", "realtime"];
+pub use table::{Matched, Route};
 
 fn peer(req_ext: &axum::http::Extensions) -> IpAddr {
     req_ext
@@ -32,65 +31,74 @@ fn peer(req_ext: &axum::http::Extensions) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// Serves every request but the WebSocket upgrade, by the route [`table::classify`] finds.
 pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
-    if path == "/" || path == "/health" {
-        return health::health(&parts.method);
-    }
-    if path == "/metrics" && state.config.metrics.enabled {
-        return metrics::handle(&state, &parts.method, &parts.headers)
-            .await
-            .unwrap_or_else(IntoResponse::into_response);
-    }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    tracing::debug!("{} {}", parts.method, path);
-    let result = match segments.as_slice() {
-        ["api", "auth", "me"] => accounts::me(&state, &parts.method, &parts.headers).await,
-        ["api", "auth", action] => {
+    let Matched {
+        route,
+        params: [a, b],
+    } = table::classify(path);
+    let (method, headers) = (&parts.method, &parts.headers);
+    tracing::debug!("{method} {path}");
+    let result = match route {
+        Route::Health => return health::health(method),
+        Route::Metrics if state.config.metrics.enabled => {
+            metrics::handle(&state, method, headers).await
+        }
+        Route::AuthMe => accounts::me(&state, method, headers).await,
+        Route::AuthRegister | Route::AuthLogin | Route::AuthRefresh | Route::AuthLogout => {
             let ip = peer(&parts.extensions);
-            accounts::action(&state, action, &parts.method, &parts.headers, body, ip).await
+            accounts::action(&state, route, method, headers, body, ip).await
         }
-        ["api", "admin", rest @ ..] if (1..=3).contains(&rest.len()) => {
-            admin::handle(
-                &state,
-                rest,
-                &parts.method,
-                &parts.headers,
-                parts.uri.query(),
-                body,
-            )
-            .await
+        Route::StorageUpload => storage::upload(&state, method, headers, body).await,
+        Route::StorageFile => storage::file(&state, method, headers, a).await,
+        route if route.is_admin() => {
+            admin::handle(&state, route, a, method, headers, parts.uri.query(), body).await
         }
-        ["api", "storage", "upload"] => {
-            storage::upload(&state, &parts.method, &parts.headers, body).await
-        }
-        ["api", "storage", id] => storage::file(&state, &parts.method, &parts.headers, id).await,
-        ["api", system, ..] if SYSTEM_SEGMENTS.contains(system) => {
-            Err(ApiError::not_found("Not found"))
-        }
-        ["api", collection] => {
-            let ctx = auth::resolve(&state, &parts.headers).await;
-            match parts.method {
-                Method::GET => records::list(&state, &ctx, collection, parts.uri.query()).await,
-                Method::POST => {
-                    records::create(&state, &ctx, collection, &parts.headers, body).await
-                }
+        Route::Collection => {
+            let ctx = auth::resolve(&state, headers).await;
+            match *method {
+                Method::GET => records::list(&state, &ctx, a, parts.uri.query()).await,
+                Method::POST => records::create(&state, &ctx, a, headers, body).await,
                 _ => Err(ApiError::method_not_allowed()),
             }
         }
-        ["api", collection, id] => {
-            let ctx = auth::resolve(&state, &parts.headers).await;
-            match parts.method {
-                Method::GET => records::get(&state, &ctx, collection, id).await,
-                Method::PUT => {
-                    records::update(&state, &ctx, collection, id, &parts.headers, body).await
-                }
-                Method::DELETE => records::delete(&state, &ctx, collection, id).await,
+        Route::Record => {
+            let ctx = auth::resolve(&state, headers).await;
+            match *method {
+                Method::GET => records::get(&state, &ctx, a, b).await,
+                Method::PUT => records::update(&state, &ctx, a, b, headers, body).await,
+                Method::DELETE => records::delete(&state, &ctx, a, b).await,
                 _ => Err(ApiError::method_not_allowed()),
+            }
+        }
+        _ => unrouted(&state, path, method, headers).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Paths no route serves: 404, except where v1 answered otherwise — 405 for another method on
+/// `/api/auth/<action>` and on an item of the bare admin lists, and the admin check before
+/// anything else under `/api/admin/`.
+async fn unrouted(
+    state: &AppState,
+    path: &str,
+    method: &Method,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["api", "auth", _] if method != Method::POST => Err(ApiError::method_not_allowed()),
+        ["api", "admin", rest @ ..] if (1..=3).contains(&rest.len()) => {
+            admin::require_admin(state, headers).await?;
+            match rest {
+                ["logs" | "storage" | "functions", ..] | ["jobs", _] => {
+                    Err(ApiError::method_not_allowed())
+                }
+                _ => Err(ApiError::not_found("Not found")),
             }
         }
         _ => Err(ApiError::not_found("Not found")),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    }
 }
