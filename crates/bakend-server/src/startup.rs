@@ -405,7 +405,7 @@ struct RegistryRules(Arc<Registry>);
 impl ReadRules for RegistryRules {
     fn read_rule(&self, collection: &str) -> Option<(Rule, bool)> {
         let c = self.0.get(collection)?;
-        Some((c.def.permissions.read, c.owner_field.is_some()))
+        Some((c.def.permissions.read, c.layout.has_owner()))
     }
 }
 

@@ -6,8 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation};
-use bakend_store::records::store::owner_of;
-use bakend_store::{Collection, FileAccess, ListQuery};
+use bakend_store::{Collection, FileAccess, ListQuery, RecordLayout};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -134,13 +133,16 @@ fn assign_owner(
     decision: &Decision,
     body: &mut Map<String, Value>,
 ) {
-    if c.owner_field.is_none() {
+    if !c.layout.has_owner() {
         return;
     }
     let forced = match (decision, ctx.user()) {
         (Decision::AllowAsOwner(id), _) => Some(Value::String(id.clone())),
         (_, Some(u)) if ctx.is_admin() => {
-            if body.get("user_id").is_some_and(|v| !v.is_null()) {
+            if body
+                .get(RecordLayout::OWNER_FIELD)
+                .is_some_and(|v| !v.is_null())
+            {
                 return;
             }
             Some(Value::String(u.id.clone()))
@@ -149,7 +151,7 @@ fn assign_owner(
         (_, None) => Some(Value::Null),
     };
     if let Some(v) = forced {
-        body.insert("user_id".into(), v);
+        body.insert(RecordLayout::OWNER_FIELD.into(), v);
     }
 }
 
@@ -170,7 +172,7 @@ async fn load_authorized(
         Operation::Delete => p.delete,
         _ => p.read,
     };
-    require(decide(ctx, rule, op, owner_of(&record)))?;
+    require(decide(ctx, rule, op, c.layout.owner_in_record(&record)))?;
     Ok((c, record))
 }
 
@@ -194,9 +196,9 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let (c, existing) = load_authorized(state, ctx, name, id, Operation::Update).await?;
     let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
-    if c.owner_field.is_some() && !ctx.is_admin() {
-        let wanted = body.get("user_id");
-        if wanted.is_some_and(|w| w.as_str() != owner_of(&existing)) {
+    if c.layout.has_owner() && !ctx.is_admin() {
+        let wanted = body.get(RecordLayout::OWNER_FIELD);
+        if wanted.is_some_and(|w| w.as_str() != c.layout.owner_in_record(&existing)) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
