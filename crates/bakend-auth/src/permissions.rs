@@ -66,8 +66,9 @@ impl Decision {
         matches!(self, Decision::Unauthenticated | Decision::Forbidden)
     }
 
-    /// The owner a write must still find when it runs, for an allowing decision.
-    pub fn required_owner(self) -> Option<String> {
+    /// The user an `AllowOwnedBy` limits the caller to: the list filter, or the owner a write
+    /// must still find when it runs.
+    pub fn owned_by(self) -> Option<String> {
         match self {
             Decision::AllowOwnedBy(id) => Some(id),
             _ => None,

@@ -43,7 +43,7 @@ pub async fn list(
             owner: None,
         },
     ))?
-    .required_owner();
+    .owned_by();
     let mut q = parse_list_query(state, query)?;
     q.owned_by = owned_by;
     let page = state.records.list(c, q).await?;
@@ -165,8 +165,7 @@ async fn load_authorized(
         _ => p.read,
     };
     let owner = c.layout.owner_in_record(&record);
-    let required_owner =
-        require(authorize(ctx, Request::Record { rule, op, owner }))?.required_owner();
+    let required_owner = require(authorize(ctx, Request::Record { rule, op, owner }))?.owned_by();
     Ok((c, record, required_owner))
 }
 

@@ -47,7 +47,7 @@ pub async fn upload(
         return Err(ApiError::method_not_allowed());
     }
     let ctx = crate::auth::resolve(state, headers).await;
-    refuse(authorize(&ctx, Request::Upload))?;
+    require(authorize(&ctx, Request::Upload))?;
     let Some(user_id) = ctx.user().map(|u| u.id.clone()) else {
         return Err(unauthorized());
     };
@@ -206,7 +206,7 @@ pub async fn file(
     match *method {
         Method::GET | Method::HEAD => {
             let ctx = crate::auth::resolve(state, headers).await;
-            refuse(authorize(
+            require(authorize(
                 &ctx,
                 Request::ReadFile {
                     owner: &meta.user_id,
@@ -223,7 +223,7 @@ pub async fn file(
                     owner: &meta.user_id,
                 },
             );
-            let required_owner = refuse(decision)?.required_owner();
+            let required_owner = require(decision)?.owned_by();
             state
                 .files
                 .delete(&meta.id, required_owner)
@@ -235,8 +235,9 @@ pub async fn file(
     }
 }
 
-/// Storage's refusals say `Unauthorized` / `Forbidden` (spec `storage.md`).
-fn refuse(d: Decision) -> Result<Decision, ApiError> {
+/// Turns a refusal into 401/403 — storage says `Unauthorized` / `Forbidden` (spec `storage.md`)
+/// — and hands back any other decision.
+fn require(d: Decision) -> Result<Decision, ApiError> {
     match d {
         Decision::Unauthenticated => Err(unauthorized()),
         Decision::Forbidden => Err(forbidden()),
