@@ -1,23 +1,163 @@
-//! The permission decision (spec `rest-api.md` §4, with upstream's owner gaps fixed).
+//! Every access decision (spec `rest-api.md` §4 and `storage.md`, with upstream's owner gaps
+//! fixed): [`authorize`] is the one entry point — REST handlers, the storage routes and the
+//! admin API ask it; [`decide`] is its collection-rule case, which the realtime hub also calls
+//! once per recipient.
+//!
+//! Decisions that depend on a row the store reads inside its write come back as a constraint
+//! ([`Decision::AllowOwnedBy`]) that the store enforces in the same transaction, so nothing can
+//! change hands between the check and the write.
 
 use bakend_core::access::{AuthContext, Operation, Rule};
+use bakend_store::FileAccess;
+use serde_json::Value;
 
-/// The answer to "may this caller do this operation under this rule?".
+/// Something a caller wants to do: the question [`authorize`] answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// `op` on a collection's records under the collection's `rule` for it. `owner`: the
+    /// record's owner, for read, update and delete of one record (ignored for list and create).
+    Record {
+        rule: Rule,
+        op: Operation,
+        owner: Option<&'a str>,
+    },
+    /// Who owns a record the caller creates in a collection with an owner field; `requested`
+    /// is the owner field's value in the body, if it has one.
+    NewOwner { requested: Option<&'a Value> },
+    /// Setting the owner field of a record owned by `current` to `requested` (an update).
+    ChangeOwner {
+        current: Option<&'a str>,
+        requested: &'a Value,
+    },
+    /// Downloading a stored file uploaded by `owner`.
+    ReadFile { owner: &'a str, public: bool },
+    /// Deleting a stored file uploaded by `owner`.
+    DeleteFile { owner: &'a str },
+    /// Uploading a file.
+    Upload,
+    /// Putting stored files in a record's `file` fields (which files: see the decision).
+    AttachFiles,
+    /// The admin API (`/api/admin/*`, jobs, metrics).
+    Admin,
+}
+
+/// The answer to "may this caller do this?".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// Yes, as asked.
     Allow,
-    /// Lists: allowed, but only records whose `user_id` is this id.
+    /// Yes, for what this user owns: a list shows only their records, a write goes ahead only
+    /// if the record or file is (still) theirs when it runs, and only their files may be
+    /// attached.
     AllowOwnedBy(String),
-    /// Create under `owner`: allowed, and the record's `user_id` must be this id.
+    /// Yes, and the new record's owner field is set to this id (whatever the body said).
     AllowAsOwner(String),
-    /// The rule needs a signed-in caller and there is none (401).
+    /// Yes, and the new record has no owner (`null`): anonymous creators cannot claim one.
+    AllowUnowned,
+    /// It needs a signed-in caller and there is none (401).
     Unauthenticated,
     /// The caller is known but not allowed (403).
     Forbidden,
 }
 
-/// Decides `op` under `rule`. `owner` is the record's `user_id` for operations on one existing
-/// record (read, update, delete); it is ignored for list and create.
+impl Decision {
+    /// `Unauthenticated` and `Forbidden` are refusals; every other answer lets the caller go on.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Decision::Unauthenticated | Decision::Forbidden)
+    }
+
+    /// The user an `AllowOwnedBy` limits the caller to: the list filter, or the owner a write
+    /// must still find when it runs.
+    pub fn owned_by(self) -> Option<String> {
+        match self {
+            Decision::AllowOwnedBy(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Which stored files an [`Request::AttachFiles`] decision lets the writer reference.
+impl From<Decision> for FileAccess {
+    fn from(d: Decision) -> FileAccess {
+        match d {
+            Decision::Allow => FileAccess::Any,
+            Decision::AllowOwnedBy(id) => FileAccess::OwnedBy(id),
+            _ => FileAccess::NoneOwned,
+        }
+    }
+}
+
+/// Decides `request` for `ctx`. Admins may do everything (and may create on someone's
+/// behalf); otherwise:
+///
+/// ```
+/// use std::sync::Arc;
+/// use bakend_auth::permissions::{authorize, Decision, Request};
+/// use bakend_auth::{AuthContext, Caller, Operation, Role, Rule};
+/// use serde_json::json;
+///
+/// let alice = AuthContext::User(Arc::new(Caller {
+///     id: "usr_a".into(), email: "a@x.y".into(), role: Role::Authenticated, created_at: String::new(),
+/// }));
+/// let anon = AuthContext::Anonymous;
+/// let record = |rule, op, owner| Request::Record { rule, op, owner };
+///
+/// // Collection rules: `owner` lets alice read her record, not bob's; lists show only hers,
+/// // and her update goes ahead only if the record is still hers when the write runs.
+/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Read, Some("usr_a"))), Decision::Allow);
+/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Read, Some("usr_b"))), Decision::Forbidden);
+/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::List, None)), Decision::AllowOwnedBy("usr_a".into()));
+/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Update, Some("usr_a"))), Decision::AllowOwnedBy("usr_a".into()));
+/// assert_eq!(authorize(&anon, record(Rule::Authenticated, Operation::Read, None)), Decision::Unauthenticated);
+///
+/// // Owners of new records: a signed-in non-admin always owns what they create; anonymous
+/// // creators cannot claim anyone.
+/// let bob = json!("usr_b");
+/// assert_eq!(authorize(&alice, Request::NewOwner { requested: Some(&bob) }), Decision::AllowAsOwner("usr_a".into()));
+/// assert_eq!(authorize(&anon, Request::NewOwner { requested: Some(&bob) }), Decision::AllowUnowned);
+///
+/// // Only admins change an owner; restating the current one is fine.
+/// assert_eq!(authorize(&alice, Request::ChangeOwner { current: Some("usr_a"), requested: &bob }), Decision::Forbidden);
+/// assert_eq!(authorize(&alice, Request::ChangeOwner { current: Some("usr_a"), requested: &json!("usr_a") }), Decision::Allow);
+///
+/// // Files: public ones are for everyone, protected ones for their uploader; a delete must
+/// // still find the file hers; she may attach only files she uploaded.
+/// assert_eq!(authorize(&anon, Request::ReadFile { owner: "usr_b", public: true }), Decision::Allow);
+/// assert_eq!(authorize(&alice, Request::ReadFile { owner: "usr_b", public: false }), Decision::Forbidden);
+/// assert_eq!(authorize(&alice, Request::DeleteFile { owner: "usr_a" }), Decision::AllowOwnedBy("usr_a".into()));
+/// assert_eq!(authorize(&alice, Request::AttachFiles), Decision::AllowOwnedBy("usr_a".into()));
+/// // Anonymous writers own no file, so they may attach none.
+/// assert_eq!(authorize(&anon, Request::AttachFiles), Decision::Unauthenticated);
+/// ```
+pub fn authorize(ctx: &AuthContext, request: Request<'_>) -> Decision {
+    use Decision::*;
+    let admin = ctx.is_admin();
+    match (request, ctx.user()) {
+        (Request::Record { rule, op, owner }, _) => decide(ctx, rule, op, owner),
+        (Request::NewOwner { .. }, None) => AllowUnowned,
+        (Request::NewOwner { requested: Some(v) }, Some(_)) if admin && !v.is_null() => Allow,
+        (Request::NewOwner { .. }, Some(u)) => AllowAsOwner(u.id.clone()),
+        (Request::ReadFile { public: true, .. }, _) => Allow,
+        (Request::ChangeOwner { current, requested }, _) if requested.as_str() == current => Allow,
+        (_, None) => Unauthenticated,
+        (_, Some(_)) if admin => Allow,
+        (Request::ReadFile { owner, .. }, Some(u)) if owner == u.id => Allow,
+        (Request::DeleteFile { owner }, Some(u)) if owner == u.id => AllowOwnedBy(u.id.clone()),
+        (Request::Upload, _) => Allow,
+        (Request::AttachFiles, Some(u)) => AllowOwnedBy(u.id.clone()),
+        (
+            Request::ChangeOwner { .. }
+            | Request::ReadFile { .. }
+            | Request::DeleteFile { .. }
+            | Request::Admin,
+            _,
+        ) => Forbidden,
+    }
+}
+
+/// [`authorize`] for `Request::Record`: may `ctx` do `op` under the collection rule `rule`?
+/// `owner` is the record's owner for operations on one existing record (read, update, delete);
+/// it is ignored for list and create.
 pub fn decide(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>) -> Decision {
     if ctx.is_admin() {
         return Decision::Allow;
@@ -40,13 +180,12 @@ pub fn decide(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>)
             match op {
                 Operation::List => Decision::AllowOwnedBy(user.id.clone()),
                 Operation::Create => Decision::AllowAsOwner(user.id.clone()),
-                Operation::Read | Operation::Update | Operation::Delete => {
-                    if owner == Some(user.id.as_str()) {
-                        Decision::Allow
-                    } else {
-                        Decision::Forbidden
-                    }
+                Operation::Read if owner == Some(user.id.as_str()) => Decision::Allow,
+                // The write re-checks the owner in its transaction.
+                Operation::Update | Operation::Delete if owner == Some(user.id.as_str()) => {
+                    Decision::AllowOwnedBy(user.id.clone())
                 }
+                Operation::Read | Operation::Update | Operation::Delete => Decision::Forbidden,
             }
         }
     }
@@ -56,6 +195,7 @@ pub fn decide(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>)
 mod tests {
     use super::*;
     use bakend_core::access::{Caller, Role};
+    use serde_json::json;
     use std::sync::Arc;
 
     fn user(id: &str, role: Role) -> AuthContext {
@@ -111,6 +251,134 @@ mod tests {
             decide(&alice, Rule::Owner, Operation::Delete, None),
             Decision::Forbidden
         );
+    }
+
+    /// Every non-record request, for every kind of caller: (request, anonymous, owner
+    /// `usr_a`, another user, admin).
+    #[test]
+    fn authorize_table() {
+        let a = || user("usr_a", Role::Authenticated);
+        let b = || user("usr_b", Role::Authenticated);
+        let admin = || user("usr_x", Role::Admin);
+        let anon = || AuthContext::Anonymous;
+        let other = json!("usr_b");
+        let same = json!("usr_a");
+        let null = Value::Null;
+        use Decision::*;
+        let owned = |id: &str| AllowOwnedBy(id.into());
+        let as_owner = |id: &str| AllowAsOwner(id.into());
+        let rows: Vec<(Request<'_>, [Decision; 4])> = vec![
+            (
+                Request::NewOwner { requested: None },
+                [
+                    AllowUnowned,
+                    as_owner("usr_a"),
+                    as_owner("usr_b"),
+                    as_owner("usr_x"),
+                ],
+            ),
+            (
+                Request::NewOwner {
+                    requested: Some(&other),
+                },
+                [AllowUnowned, as_owner("usr_a"), as_owner("usr_b"), Allow],
+            ),
+            (
+                Request::NewOwner {
+                    requested: Some(&null),
+                },
+                [
+                    AllowUnowned,
+                    as_owner("usr_a"),
+                    as_owner("usr_b"),
+                    as_owner("usr_x"),
+                ],
+            ),
+            (
+                Request::ChangeOwner {
+                    current: Some("usr_a"),
+                    requested: &other,
+                },
+                [Unauthenticated, Forbidden, Forbidden, Allow],
+            ),
+            (
+                Request::ChangeOwner {
+                    current: Some("usr_a"),
+                    requested: &same,
+                },
+                [Allow, Allow, Allow, Allow],
+            ),
+            (
+                Request::ChangeOwner {
+                    current: Some("usr_a"),
+                    requested: &null,
+                },
+                [Unauthenticated, Forbidden, Forbidden, Allow],
+            ),
+            (
+                Request::ChangeOwner {
+                    current: None,
+                    requested: &null,
+                },
+                [Allow, Allow, Allow, Allow],
+            ),
+            (
+                Request::ReadFile {
+                    owner: "usr_a",
+                    public: false,
+                },
+                [Unauthenticated, Allow, Forbidden, Allow],
+            ),
+            (
+                Request::ReadFile {
+                    owner: "usr_a",
+                    public: true,
+                },
+                [Allow, Allow, Allow, Allow],
+            ),
+            (
+                Request::DeleteFile { owner: "usr_a" },
+                [Unauthenticated, owned("usr_a"), Forbidden, Allow],
+            ),
+            (Request::Upload, [Unauthenticated, Allow, Allow, Allow]),
+            (
+                Request::AttachFiles,
+                [Unauthenticated, owned("usr_a"), owned("usr_b"), Allow],
+            ),
+            (
+                Request::Admin,
+                [Unauthenticated, Forbidden, Forbidden, Allow],
+            ),
+        ];
+        for (request, want) in rows {
+            let got = [anon(), a(), b(), admin()].map(|ctx| authorize(&ctx, request));
+            assert_eq!(got, want, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn attach_decisions_become_file_access() {
+        let a = user("usr_a", Role::Authenticated);
+        let admin = user("usr_x", Role::Admin);
+        let access = |ctx: &AuthContext| FileAccess::from(authorize(ctx, Request::AttachFiles));
+        assert_eq!(access(&AuthContext::Anonymous), FileAccess::NoneOwned);
+        assert_eq!(access(&a), FileAccess::OwnedBy("usr_a".into()));
+        assert_eq!(access(&admin), FileAccess::Any);
+    }
+
+    #[test]
+    fn owner_writes_carry_the_owner_to_recheck() {
+        let alice = user("usr_a", Role::Authenticated);
+        for op in [Operation::Update, Operation::Delete] {
+            assert_eq!(
+                decide(&alice, Rule::Owner, op, Some("usr_a")),
+                Decision::AllowOwnedBy("usr_a".into())
+            );
+            assert_eq!(
+                decide(&alice, Rule::Authenticated, op, Some("usr_b")),
+                Decision::Allow
+            );
+        }
     }
 
     #[test]

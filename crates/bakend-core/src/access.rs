@@ -3,6 +3,11 @@
 
 use std::sync::Arc;
 
+/// The field that holds a record's owner (a user id) when a collection has one. The record
+/// store decides which fields qualify (`bakend_store::RecordLayout`); the name is here so every
+/// crate that reads an owner off a record spells it the same way.
+pub const OWNER_FIELD: &str = "user_id";
+
 /// A collection permission rule (spec `rest-api.md` §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rule {

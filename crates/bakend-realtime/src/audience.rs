@@ -8,6 +8,7 @@
 
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation, Rule};
+use bakend_core::access::OWNER_FIELD;
 use bakend_core::{Event, EventSource};
 use serde_json::{Map, Value, json};
 use tungstenite::Utf8Bytes;
@@ -80,7 +81,7 @@ pub fn can_read_record(
     record: &Value,
     ctx: &AuthContext,
 ) -> bool {
-    let owner = record.get("user_id").and_then(Value::as_str);
+    let owner = record.get(OWNER_FIELD).and_then(Value::as_str);
     match rules.read_rule(collection) {
         None => false,
         Some((Rule::Owner, false)) => ctx.is_admin(),

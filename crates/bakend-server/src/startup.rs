@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::any;
-use bakend_auth::AuthService;
-use bakend_auth::Rule;
-use bakend_core::config::Config;
+use bakend_auth::{AuthError, AuthService, Rule};
+use bakend_core::config::{Config, DatabaseLocation};
 use bakend_events::{EventBus, LocalBus};
 use bakend_functions::watch::DirWatcher;
-use bakend_functions::{FunctionsConfig, FunctionsHost};
+use bakend_functions::{FunctionsConfig, FunctionsHost, HostServices};
+use bakend_jobs::Jobs;
 use bakend_realtime::{Hub, ReadRules};
 use bakend_storage::{FileService, LocalBlobStore};
 use bakend_store::collections::sync;
@@ -29,26 +29,48 @@ use crate::{cors, error, routes, startup_jobs};
 /// The secret upstream shipped as a default; using it is worth a warning.
 const UPSTREAM_DEFAULT_SECRET: &str = "dev-only-change-me";
 
+/// Why the server did not start. Each message is what `bak start` prints, complete in itself:
+/// no variant names a `source`, so printing the error chain does not repeat the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A collection file is invalid (its message names the file).
     #[error("{0}")]
     Collections(String),
     #[error("Database error: {0}")]
     Database(StoreError),
-    #[error("Failed to start server. Is port {0} in use?")]
-    Bind(u16),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
     #[error(
         "Another Bakend server (or a bak migrate/restore command) is using the database {0}. Stop it first."
     )]
     Locked(String),
+    #[error("Cannot open the storage folder {path}: {error}")]
+    Storage { path: String, error: std::io::Error },
+    #[error("Cannot set up accounts: {0}")]
+    Accounts(AuthError),
     /// A function file failed to compile or load (fatal at start, per the spec).
     #[error("{0}")]
     Functions(String),
     /// A job file failed to load or validate (fatal at start).
     #[error("{0}")]
     Jobs(String),
+    #[error("Failed to start server. Is port {port} in use?")]
+    Bind { port: u16, error: std::io::Error },
+    #[error("Cannot read the server's listening address: {0}")]
+    Address(std::io::Error),
+    /// A start-up step run on a blocking thread panicked.
+    #[error("A start-up step failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl From<AuthError> for StartError {
+    fn from(e: AuthError) -> Self {
+        StartError::Accounts(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for StartError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StartError::Task(e)
+    }
 }
 
 impl From<StoreError> for StartError {
@@ -60,18 +82,94 @@ impl From<StoreError> for StartError {
     }
 }
 
+/// What start-up has started that must be stopped again, in the order it was started:
+/// [`Parts::close`] stops it in reverse (jobs, upkeep tasks, watchers and functions, then the
+/// database, and only then the database lock).
+#[derive(Default)]
+struct Parts {
+    lock: Option<DbLock>,
+    db: Option<Arc<Database>>,
+    upkeep: Option<AbortOnDrop>,
+    functions: Option<Arc<FunctionsHost>>,
+    watchers: Vec<DirWatcher>,
+    jobs: Option<Arc<Jobs>>,
+}
+
+impl Parts {
+    fn is_empty(&self) -> bool {
+        self.lock.is_none()
+            && self.db.is_none()
+            && self.upkeep.is_none()
+            && self.functions.is_none()
+            && self.watchers.is_empty()
+            && self.jobs.is_none()
+    }
+
+    async fn close(mut self) {
+        if let Some(jobs) = self.jobs.take() {
+            jobs.shutdown().await;
+        }
+        // Joins threads and closes the database: never on the async executor.
+        let _ = tokio::task::spawn_blocking(move || self.close_blocking()).await;
+    }
+
+    /// Everything but the jobs (which need the runtime to stop).
+    fn close_blocking(self) {
+        let Parts {
+            lock,
+            db,
+            upkeep,
+            functions,
+            watchers,
+            jobs,
+        } = self;
+        drop((jobs, upkeep, watchers));
+        if let Some(functions) = functions {
+            functions.shutdown();
+        }
+        if let Some(db) = db {
+            db.close();
+        }
+        // Released only once the database is closed.
+        drop(lock);
+    }
+}
+
+/// Stops what start-up had started if it ends early: on an error (awaited, so the database is
+/// closed and unlocked when `start` returns), or — by `Drop` — when the start-up future is
+/// dropped or panics (then on a blocking thread in the background).
+#[derive(Default)]
+struct Rollback(Parts);
+
+impl Rollback {
+    /// Start-up succeeded: the server owns the parts now.
+    fn disarm(&mut self) -> Parts {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        let parts = self.disarm();
+        if parts.is_empty() {
+            return;
+        }
+        // Without awaiting, jobs cannot be given their grace; the scheduler's tasks end with
+        // the runtime. The rest closes in order on a blocking thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || parts.close_blocking())),
+            Err(_) => parts.close_blocking(),
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     state: AppState,
-    db: Arc<Database>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    purge: JoinHandle<()>,
-    functions: Option<Arc<FunctionsHost>>,
-    watchers: Vec<DirWatcher>,
-    /// Released (by dropping) only after the database is closed.
-    _lock: Option<DbLock>,
+    parts: Parts,
 }
 
 impl Server {
@@ -86,9 +184,10 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish, then flushes and closes the database.
     pub async fn shutdown(mut self) {
         tracing::info!("Shutting down");
-        // --- jobs: timers stop, running jobs get a bounded grace (the database is still open).
-        startup_jobs::stop(&self.state.jobs.jobs, self.state.jobs.local.as_ref()).await;
-        // --- end jobs
+        // Jobs first: timers stop, running jobs get a bounded grace (the database is open).
+        if let Some(jobs) = self.parts.jobs.take() {
+            startup_jobs::stop(&jobs, self.state.jobs.local.as_ref()).await;
+        }
         self.state.realtime.shutdown().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -96,19 +195,9 @@ impl Server {
         if let Err(e) = (&mut self.task).await {
             tracing::error!("HTTP server task failed: {e}");
         }
-        self.purge.abort();
-        let watchers = std::mem::take(&mut self.watchers);
-        if let Some(functions) = self.functions.take() {
-            // Joins the watcher and JS worker threads; never on the async executor.
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(watchers);
-                functions.shutdown();
-            })
-            .await;
-        }
-        let db = self.db.clone();
-        let _ = tokio::task::spawn_blocking(move || db.close()).await;
-        let stats = self.db.writer_stats();
+        let db = self.state.records.database().clone();
+        self.parts.close().await;
+        let stats = db.writer_stats();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let (commits, writes) = (load(&stats.commits), load(&stats.writes));
         tracing::info!(
@@ -123,63 +212,172 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     start_with_bus(config, LocalBus::new()).await
 }
 
-/// Starts with a given bus, so a caller can subscribe before anything is emitted.
+/// Starts with a given bus, so a caller can subscribe before anything is emitted. On an error,
+/// whatever had started is stopped again before this returns.
 pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Server, StartError> {
+    let mut rollback = Rollback::default();
+    let started = start_steps(config, bus, &mut rollback).await;
+    if started.is_err() {
+        rollback.disarm().close().await;
+    }
+    started
+}
+
+/// The start-up steps, in order. Each one that leaves something to stop puts it in `rollback`.
+async fn start_steps(
+    config: Config,
+    bus: Arc<dyn EventBus>,
+    rollback: &mut Rollback,
+) -> Result<Server, StartError> {
+    let parts = &mut rollback.0;
     // Collection files are read and checked before the database is touched, so a bad file
     // leaves no trace.
+    let files = read_collection_files(&config)?;
+    // One server per database; `bak migrate apply` and `bak backup restore` take the same lock.
+    parts.lock = lock_database(&config.database)?;
+    let db = parts
+        .db
+        .insert(open_database(&config, bus.clone()).await?)
+        .clone();
+    let file_service = open_storage(&config, &db).await?;
+    let registry = Arc::new(Registry::default());
+    sync_collections(&db, &registry, files).await?;
+    let jwt_secret = resolve_secret(&config, &db).await?;
+    let auth = start_accounts(&config, &db, &jwt_secret).await?;
+    let realtime = start_realtime(&config, bus.as_ref(), &db, &registry, &auth);
+    parts.upkeep = Some(start_upkeep(&config, &db, &auth).await);
+
+    // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
+    let records = RecordStore::new(db.clone(), registry);
+    let services = crate::user_code::host_services(
+        records.clone(),
+        file_service.clone(),
+        config.api.default_per_page,
+        config.api.max_per_page,
+    );
+    let job_services = (services.clone(), functions_config(&config)); // jobs: same services
+    let functions = parts
+        .functions
+        .insert(start_functions(&config, bus.clone(), services).await?)
+        .clone();
+    parts.watchers.extend(watch_functions(&config, &functions));
+
+    // Jobs: loaded and scheduled after functions (they share the engine's services).
+    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await?;
+    parts.jobs = Some(jobs.clone());
+    if config.watch {
+        parts
+            .watchers
+            .extend(startup_jobs::watch(&config, jobs.clone(), job_services));
+    }
+
+    // Listen, then tell `bak jobs run` the port.
+    let listener = bind(config.port).await.map_err(|error| StartError::Bind {
+        port: config.port,
+        error,
+    })?;
+    let addr = listener.local_addr().map_err(StartError::Address)?;
+    let local_access = startup_jobs::local_access(&config.project_dir, addr.port()).await;
+
+    // Serve.
+    let config = Arc::new(config);
+    let state = AppState {
+        config: config.clone(),
+        bus,
+        records,
+        auth,
+        realtime,
+        files: file_service,
+        jobs: JobsView {
+            jobs,
+            local: local_access,
+        },
+        functions,
+        http_metrics: HttpMetrics::new(),
+        jwt_secret,
+    };
+    let app = router(&state);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(crate::http_serve::serve(listener, app, stop_rx));
+    Ok(Server {
+        addr,
+        state,
+        stop: Some(stop_tx),
+        task,
+        parts: rollback.disarm(),
+    })
+}
+
+/// Reads and checks `collections/*.json`; relations among them too when the database is new
+/// (an existing one is checked against what it holds when the files are applied).
+fn read_collection_files(config: &Config) -> Result<Vec<sync::FileDefinition>, StartError> {
     let files = sync::read_dir(&config.project_dir.join("collections"))?;
     let fresh = match &config.database {
-        bakend_core::config::DatabaseLocation::File(p) => !p.exists(),
-        bakend_core::config::DatabaseLocation::Memory => true,
+        DatabaseLocation::File(p) => !p.exists(),
+        DatabaseLocation::Memory => true,
     };
     if fresh {
         sync::check_relations_among(&files)?;
     }
+    Ok(files)
+}
 
-    // One server per database; `bak migrate apply` and `bak backup restore` take the same lock.
-    let lock = match &config.database {
-        bakend_core::config::DatabaseLocation::File(p) => Some(
-            DbLock::try_acquire(p)?.ok_or_else(|| StartError::Locked(p.display().to_string()))?,
-        ),
-        bakend_core::config::DatabaseLocation::Memory => None,
-    };
+fn lock_database(location: &DatabaseLocation) -> Result<Option<DbLock>, StartError> {
+    match location {
+        DatabaseLocation::File(p) => {
+            Ok(Some(DbLock::try_acquire(p)?.ok_or_else(|| {
+                StartError::Locked(p.display().to_string())
+            })?))
+        }
+        DatabaseLocation::Memory => Ok(None),
+    }
+}
 
+/// Opens (or creates) the database and starts its writer thread.
+async fn open_database(
+    config: &Config,
+    bus: Arc<dyn EventBus>,
+) -> Result<Arc<Database>, StartError> {
     let location = config.database.clone();
-    let open_bus = bus.clone();
     let journal = config
         .realtime
         .journal
         .then_some(config.realtime.journal_segment_events);
-    let db = tokio::task::spawn_blocking(move || Database::open_with(&location, open_bus, journal))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
-    let db = Arc::new(db);
+    let db =
+        tokio::task::spawn_blocking(move || Database::open_with(&location, bus, journal)).await??;
+    Ok(Arc::new(db))
+}
 
-    let storage_root = config.storage.clone();
-    let blobs = tokio::task::spawn_blocking(move || LocalBlobStore::open(&storage_root))
-        .await
-        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
-    let file_service = Arc::new(FileService::new(
+/// Opens the storage folder and removes uploads a crash interrupted (no upload is running yet).
+async fn open_storage(config: &Config, db: &Arc<Database>) -> Result<Arc<FileService>, StartError> {
+    let root = config.storage.clone();
+    let blobs = tokio::task::spawn_blocking(move || LocalBlobStore::open(&root))
+        .await?
+        .map_err(|error| StartError::Storage {
+            path: config.storage.display().to_string(),
+            error,
+        })?;
+    let files = Arc::new(FileService::new(
         db.clone(),
         Arc::new(blobs),
         config.max_file_size,
     ));
-    // Uploads a crash interrupted left their temporary files behind; no upload is running yet.
-    match file_service.clean_temp().await {
+    match files.clean_temp().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("Removed {n} interrupted upload(s) from the storage tmp folder"),
         Err(e) => tracing::warn!("Cleaning the storage tmp folder failed: {e}"),
     }
     tracing::debug!("Storage initialized at {}", config.storage.display());
+    Ok(files)
+}
 
-    let registry = Arc::new(Registry::default());
-    let report = match sync::apply(&db, &registry, files).await {
-        Ok(r) => r,
-        Err(e) => {
-            close(&db).await;
-            return Err(e.into());
-        }
-    };
+/// Applies the collection files to the database and loads the registry, logging what changed.
+async fn sync_collections(
+    db: &Database,
+    registry: &Arc<Registry>,
+    files: Vec<sync::FileDefinition>,
+) -> Result<(), StartError> {
+    let report = sync::apply(db, registry, files).await?;
     for name in &report.recreated_tables {
         tracing::warn!("Collection table was missing and has been re-created: {name}");
     }
@@ -194,25 +392,27 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             u.changes.join(", ")
         );
     }
+    Ok(())
+}
 
-    let jwt_secret = match resolve_secret(&config, &db).await {
-        Ok(s) => s,
-        Err(e) => {
-            close(&db).await;
-            return Err(e.into());
-        }
-    };
+async fn start_accounts(
+    config: &Config,
+    db: &Arc<Database>,
+    secret: &Arc<str>,
+) -> Result<Arc<AuthService>, StartError> {
+    let (db, secret, cfg) = (db.clone(), secret.clone(), config.auth.clone());
+    let auth = tokio::task::spawn_blocking(move || AuthService::new(db, &secret, &cfg)).await??;
+    Ok(Arc::new(auth))
+}
 
-    let auth = {
-        let db = db.clone();
-        let secret = jwt_secret.clone();
-        let cfg = config.auth.clone();
-        tokio::task::spawn_blocking(move || AuthService::new(db, &secret, &cfg))
-            .await
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
-    };
-    let auth = Arc::new(auth);
+/// The realtime hub, reading missed events and snapshots from the database.
+fn start_realtime(
+    config: &Config,
+    bus: &dyn EventBus,
+    db: &Arc<Database>,
+    registry: &Arc<Registry>,
+    auth: &Arc<AuthService>,
+) -> Arc<Hub> {
     let journal = db.journal().cloned().map(|info| {
         Arc::new(crate::journal::StoreJournal {
             db: db.clone(),
@@ -223,8 +423,8 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         db.clone(),
         registry.clone(),
     ))) as Arc<dyn bakend_realtime::SnapshotSource>;
-    let realtime = Hub::start(
-        bus.as_ref(),
+    Hub::start(
+        bus,
         auth.clone(),
         Arc::new(RegistryRules(registry.clone())),
         config.realtime.clone(),
@@ -232,118 +432,64 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
             journal,
             snapshots: Some(snapshots),
         },
-    );
+    )
+}
+
+/// Deletes expired sessions now, then keeps deleting them and trimming the event journal in
+/// the background until the returned guard is dropped.
+async fn start_upkeep(config: &Config, db: &Arc<Database>, auth: &Arc<AuthService>) -> AbortOnDrop {
     if let Err(e) = auth.purge_expired_sessions().await {
         tracing::warn!("Deleting expired sessions failed: {e}");
     }
-    let purge = {
-        let sessions = tokio::spawn(purge_sessions(auth.clone()));
-        let trim = tokio::spawn(crate::journal::trim_forever(
-            db.clone(),
-            config.realtime.clone(),
-        ));
-        tokio::spawn(async move {
-            // Aborting this task (at shutdown) drops both.
-            let _guard = (AbortOnDrop(sessions), AbortOnDrop(trim));
-            std::future::pending::<()>().await
-        })
-    };
+    let sessions = tokio::spawn(purge_sessions(auth.clone()));
+    let trim = tokio::spawn(crate::journal::trim_forever(
+        db.clone(),
+        config.realtime.clone(),
+    ));
+    AbortOnDrop(tokio::spawn(async move {
+        // Aborting this task drops both.
+        let _guard = (AbortOnDrop(sessions), AbortOnDrop(trim));
+        std::future::pending::<()>().await
+    }))
+}
 
-    // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
-    let records = RecordStore::new(db.clone(), registry);
-    let services = crate::user_code::host_services(
-        records.clone(),
-        file_service.clone(),
-        config.api.default_per_page,
-        config.api.max_per_page,
-    );
-    let job_services = (services.clone(), functions_config(&config)); // jobs: same services
-    let functions = {
-        let dir = config.project_dir.clone();
-        let fbus = bus.clone();
-        let fconfig = functions_config(&config);
-        tokio::task::spawn_blocking(move || FunctionsHost::start(&dir, fbus, fconfig, services))
-            .await
-            .map_err(|e| StartError::Io(std::io::Error::other(e)))?
-    };
-    let functions = match functions {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            purge.abort();
-            close(&db).await;
-            return Err(StartError::Functions(e.to_string()));
+async fn start_functions(
+    config: &Config,
+    bus: Arc<dyn EventBus>,
+    services: HostServices,
+) -> Result<Arc<FunctionsHost>, StartError> {
+    let dir = config.project_dir.clone();
+    let fconfig = functions_config(config);
+    let host =
+        tokio::task::spawn_blocking(move || FunctionsHost::start(&dir, bus, fconfig, services))
+            .await?
+            .map_err(|e| StartError::Functions(e.to_string()))?;
+    Ok(Arc::new(host))
+}
+
+/// `bak dev` / `--watch`: reloads the functions when a file below `functions/` changes.
+fn watch_functions(config: &Config, functions: &Arc<FunctionsHost>) -> Option<DirWatcher> {
+    if !config.watch {
+        return None;
+    }
+    let host = functions.clone();
+    let dir = config.project_dir.join("functions");
+    match DirWatcher::start(&dir, move || {
+        let _ = host.reload();
+    }) {
+        Ok(w) => {
+            tracing::info!("Watching {} for changes", dir.display());
+            Some(w)
         }
-    };
-    let mut watchers = Vec::new();
-    if config.watch {
-        let host = functions.clone();
-        let dir = config.project_dir.join("functions");
-        match DirWatcher::start(&dir, move || {
-            let _ = host.reload();
-        }) {
-            Ok(w) => {
-                tracing::info!("Watching {} for changes", dir.display());
-                watchers.push(w);
-            }
-            Err(e) => tracing::error!("Cannot watch {}: {e}", dir.display()),
+        Err(e) => {
+            tracing::error!("Cannot watch {}: {e}", dir.display());
+            None
         }
     }
+}
 
-    // --- jobs (bakend-jobs): loaded and scheduled after functions; stopped in `shutdown`.
-    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await;
-    let jobs = match jobs {
-        Ok(j) => j,
-        Err(e) => {
-            purge.abort();
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(watchers);
-                functions.shutdown();
-            })
-            .await;
-            close(&db).await;
-            return Err(e);
-        }
-    };
-    if config.watch {
-        watchers.extend(startup_jobs::watch(&config, jobs.clone(), job_services));
-    }
-    // --- end jobs
-
-    let listener = match bind(config.port).await {
-        Ok(l) => l,
-        Err(_) => {
-            purge.abort();
-            jobs.shutdown().await;
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(watchers);
-                functions.shutdown();
-            })
-            .await;
-            close(&db).await;
-            return Err(StartError::Bind(config.port));
-        }
-    };
-    let addr = listener.local_addr()?;
-    // --- jobs: the token `bak jobs run` uses to reach this server.
-    let local_access = startup_jobs::local_access(&config.project_dir, addr.port()).await;
-    // --- end jobs
-
-    let config = Arc::new(config);
-    let state = AppState {
-        config: config.clone(),
-        bus,
-        records,
-        auth,
-        realtime,
-        files: file_service,
-        jobs: JobsView {
-            jobs,
-            local: local_access,
-        },
-        functions: functions.clone(),
-        http_metrics: HttpMetrics::new(),
-        jwt_secret,
-    };
+fn router(state: &AppState) -> Router {
+    let config = &state.config;
     let app = Router::new()
         .route(
             routes::table::REALTIME_PATH,
@@ -355,28 +501,14 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
         .layer(cors::layer(&config.api.cors_origins));
     // Outermost, so CORS preflights and caught panics are counted too; absent when metrics
     // are off, so they cost nothing then.
-    let app = if config.metrics.enabled {
+    if config.metrics.enabled {
         app.layer(axum::middleware::from_fn_with_state(
             state.http_metrics.clone(),
             metrics::track,
         ))
     } else {
         app
-    };
-
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::http_serve::serve(listener, app, stop_rx));
-    Ok(Server {
-        addr,
-        state,
-        db,
-        purge,
-        stop: Some(stop_tx),
-        task,
-        functions: Some(functions),
-        watchers,
-        _lock: lock,
-    })
+    }
 }
 
 /// The engine's defaults with the `functions` section of bakend.json applied.
@@ -408,11 +540,11 @@ struct RegistryRules(Arc<Registry>);
 impl ReadRules for RegistryRules {
     fn read_rule(&self, collection: &str) -> Option<(Rule, bool)> {
         let c = self.0.get(collection)?;
-        Some((c.def.permissions.read, c.owner_field.is_some()))
+        Some((c.def.permissions.read, c.layout.has_owner()))
     }
 }
 
-/// Expired sessions are deleted at start (above) and then every ten minutes.
+/// Expired sessions are deleted at start (`start_upkeep`) and then every ten minutes.
 async fn purge_sessions(auth: Arc<AuthService>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(600)).await;
@@ -422,11 +554,6 @@ async fn purge_sessions(auth: Arc<AuthService>) {
             Err(e) => tracing::warn!("Deleting expired sessions failed: {e}"),
         }
     }
-}
-
-async fn close(db: &Arc<Database>) {
-    let db = db.clone();
-    let _ = tokio::task::spawn_blocking(move || db.close()).await;
 }
 
 /// All interfaces, IPv6 and IPv4 where the system allows both.

@@ -29,8 +29,7 @@ pub async fn start(
     let loaded = tokio::task::spawn_blocking(move || {
         bakend_jobs::scripts::load(&dir, services, engine_config, &defaults)
     })
-    .await
-    .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+    .await?
     .map_err(|e| StartError::Jobs(e.to_string()))?;
     let (defs, engine) = loaded;
     let count = defs.len();

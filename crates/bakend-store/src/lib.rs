@@ -12,6 +12,7 @@ pub mod error;
 pub mod records;
 
 pub use collections::definition::{CollectionDef, FieldDef, FieldType, Permissions};
+pub use collections::layout::{RecordLayout, SystemColumn};
 pub use collections::registry::{Collection, Registry};
 pub use db::{Committed, Database};
 pub use error::{FieldError, StoreError};

@@ -235,3 +235,82 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
         ["id", "created_at", "updated_at", "title", "n", "tag"]
     );
 }
+
+/// A start that fails late (a bad job: the database, functions and scheduler were already
+/// running; a taken port: everything was) stops what it started before returning, so the same
+/// project starts at once in the same process — the database is unlocked.
+#[tokio::test]
+async fn a_failed_start_unlocks_the_database_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bakend.json"), "{}").unwrap();
+    write_collections(
+        dir.path(),
+        &[json!({"name": "posts", "fields": [{"name": "title", "type": "string"}]})],
+    );
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    let job = dir.path().join("jobs/bad.ts");
+    std::fs::write(&job, "export default () => {};").unwrap();
+    let config = || {
+        let mut c =
+            bakend_core::config::Config::load(Some(&dir.path().join("bakend.json")), &|_| None)
+                .unwrap();
+        c.port = 0;
+        c
+    };
+
+    let err = bakend_server::start(config())
+        .await
+        .err()
+        .expect("a bad job must stop start-up");
+    assert!(
+        err.to_string()
+            .starts_with("Failed to load job jobs/bad.ts"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("[::]:0")
+        .or_else(|_| std::net::TcpListener::bind("0.0.0.0:0"))
+        .unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::remove_file(&job).unwrap();
+    let mut on_taken_port = config();
+    on_taken_port.port = port;
+    let err = bakend_server::start(on_taken_port)
+        .await
+        .err()
+        .expect("the port is taken");
+    assert_eq!(
+        err.to_string(),
+        format!("Failed to start server. Is port {port} in use?")
+    );
+
+    let server = bakend_server::start(config())
+        .await
+        .unwrap_or_else(|e| panic!("the database must be free again: {e}"));
+    let url = format!("http://127.0.0.1:{}/api/posts", server.addr().port());
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    server.shutdown().await;
+}
+
+/// A storage folder that cannot be created is named in the error (it used to be only the OS
+/// error, e.g. "File exists (os error 17)").
+#[tokio::test]
+async fn an_unusable_storage_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bakend.json"),
+        r#"{"storage": "./blocked"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("blocked"), "a file, not a folder").unwrap();
+    let mut bak = BakProcess::spawn(dir.path(), &[]);
+    assert_eq!(bak.wait_exit().await.code(), Some(1));
+    let err = bak.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("Cannot open the storage folder"))
+        .unwrap_or_else(|| panic!("no storage error in: {err}"));
+    assert!(line.contains("blocked"), "{line}");
+    // The cause is printed once, not repeated by the error chain.
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+}

@@ -1,5 +1,7 @@
-//! The permission decision on the REST API: a fixed matrix (rule × operation × caller) and a
-//! property test over random users, records and operations.
+//! The access policy (`bakend_auth::permissions::authorize`) on the REST API: a fixed matrix
+//! (rule × operation × caller), owner assignment and owner changes per caller, file read,
+//! delete and attach per caller, and a property test over random users, records and
+//! operations.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,8 +21,15 @@ fn collection(rule: &str) -> Value {
            "permissions": {"create": rule, "read": rule, "update": rule, "delete": rule}})
 }
 
+/// A public collection with an owner and a `file` field, for attaching files.
+fn with_files() -> Value {
+    json!({"name": "with_files", "fields": [{"name": "f", "type": "file"}, {"name": "user_id", "type": "string"}],
+           "permissions": {"create": "public", "read": "public", "update": "public", "delete": "public"}})
+}
+
 async fn server() -> TestServer {
-    let cols: Vec<Value> = RULES.iter().map(|r| collection(r)).collect();
+    let mut cols: Vec<Value> = RULES.iter().map(|r| collection(r)).collect();
+    cols.push(with_files());
     TestServer::start_with_env(
         &cols,
         r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
@@ -298,6 +307,328 @@ async fn only_admins_change_user_id() {
     assert_eq!(anon["user_id"], Value::Null);
 }
 
+/// Who owns a new record, per caller and per `user_id` in the body (an owner collection and a
+/// public one, so anonymous creators are covered).
+#[tokio::test]
+async fn owner_assignment_on_create() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let anon: Option<&str> = None;
+    // (collection, caller token, body user_id, expected user_id)
+    let cases: Vec<(&str, Option<&str>, Value, Value)> = vec![
+        ("c_owner", Some(&alice.token), Value::Null, json!(alice.id)),
+        (
+            "c_owner",
+            Some(&alice.token),
+            json!(bob.id),
+            json!(alice.id),
+        ),
+        ("c_owner", Some(&admin.token), json!(bob.id), json!(bob.id)),
+        ("c_owner", Some(&admin.token), Value::Null, json!(admin.id)),
+        (
+            "c_authenticated",
+            Some(&alice.token),
+            json!(bob.id),
+            json!(alice.id),
+        ),
+        (
+            "c_public",
+            Some(&alice.token),
+            json!(bob.id),
+            json!(alice.id),
+        ),
+        ("c_public", anon, json!(alice.id), Value::Null),
+        ("c_public", anon, Value::Null, Value::Null),
+        (
+            "c_public",
+            Some(&admin.token),
+            json!(alice.id),
+            json!(alice.id),
+        ),
+        ("c_public", Some(&admin.token), Value::Null, json!(admin.id)),
+    ];
+    for (c, token, requested, want) in cases {
+        let mut body = json!({"t": "x"});
+        if !requested.is_null() {
+            body["user_id"] = requested.clone();
+        }
+        let r = s
+            .call(Method::POST, &format!("/api/{c}"), token, Some(&body))
+            .await;
+        let cell = format!("{c} caller={token:?} requested={requested}");
+        assert_eq!(r.status, 201, "{cell}: {}", r.text);
+        assert_eq!(r.json()["user_id"], want, "{cell}");
+    }
+    // An explicit null in the body is no claim either: admins then own the record themselves.
+    let r = s
+        .call(
+            Method::POST,
+            "/api/c_public",
+            Some(&admin.token),
+            Some(&json!({"t": "x", "user_id": null})),
+        )
+        .await;
+    assert_eq!(r.json()["user_id"], json!(admin.id));
+}
+
+/// Changing `user_id` on update: only admins change it; anyone allowed to update may restate it.
+#[tokio::test]
+async fn owner_changes_per_caller() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    const ONLY_ADMINS: &str = "Only admins can change user_id";
+    // (collection, caller, record owned by alice?, requested user_id, expected status)
+    let cases: Vec<(&str, Option<&str>, bool, Value, u16)> = vec![
+        // the owner
+        (
+            "c_authenticated",
+            Some(&alice.token),
+            true,
+            json!(bob.id),
+            403,
+        ),
+        (
+            "c_authenticated",
+            Some(&alice.token),
+            true,
+            Value::Null,
+            403,
+        ),
+        (
+            "c_authenticated",
+            Some(&alice.token),
+            true,
+            json!(alice.id),
+            200,
+        ),
+        ("c_owner", Some(&alice.token), true, json!(bob.id), 403),
+        ("c_owner", Some(&alice.token), true, json!(alice.id), 200),
+        // another user who may update the record (authenticated rule)
+        (
+            "c_authenticated",
+            Some(&bob.token),
+            true,
+            json!(bob.id),
+            403,
+        ),
+        (
+            "c_authenticated",
+            Some(&bob.token),
+            true,
+            json!(alice.id),
+            200,
+        ),
+        // the admin
+        (
+            "c_authenticated",
+            Some(&admin.token),
+            true,
+            json!(bob.id),
+            200,
+        ),
+        ("c_owner", Some(&admin.token), true, Value::Null, 200),
+        // anonymous, on a public collection
+        ("c_public", None, true, json!(bob.id), 403),
+        ("c_public", None, false, json!(bob.id), 403),
+        ("c_public", None, false, Value::Null, 200),
+    ];
+    for (c, token, owned, requested, want) in cases {
+        let owner = if owned { json!(alice.id) } else { Value::Null };
+        let rec = s
+            .call(
+                Method::POST,
+                &format!("/api/{c}"),
+                Some(&admin.token),
+                Some(&json!({"t": "x", "user_id": owner})),
+            )
+            .await
+            .json();
+        // The admin's explicit null means "me"; make the unowned record unowned again.
+        let id = rec["id"].as_str().unwrap();
+        if !owned {
+            s.call(
+                Method::PUT,
+                &format!("/api/{c}/{id}"),
+                Some(&admin.token),
+                Some(&json!({"user_id": null})),
+            )
+            .await;
+        }
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("/api/{c}/{id}"),
+                token,
+                Some(&json!({"user_id": requested, "t": "y"})),
+            )
+            .await;
+        let cell = format!("{c} caller={token:?} owned={owned} requested={requested}");
+        if want == 403 {
+            r.assert_error(403, "forbidden", ONLY_ADMINS);
+            let now = s
+                .call(
+                    Method::GET,
+                    &format!("/api/{c}/{id}"),
+                    Some(&admin.token),
+                    None,
+                )
+                .await
+                .json();
+            assert_eq!(now["user_id"], owner, "unchanged after refusal: {cell}");
+            assert_eq!(now["t"], "x", "nothing else written either: {cell}");
+        } else {
+            assert_eq!(r.status, want, "{cell}: {}", r.text);
+            assert_eq!(r.json()["user_id"], requested, "{cell}");
+        }
+    }
+}
+
+async fn upload(s: &TestServer, token: &str, visibility: &str) -> String {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+        )
+        .text("visibility", visibility.to_string());
+    let r = s
+        .http
+        .post(format!("{}/api/storage/upload", s.url))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let j: Value = r.json().await.unwrap();
+    j["id"].as_str().unwrap().to_string()
+}
+
+/// Reading and deleting alice's files, per caller and visibility.
+#[tokio::test]
+async fn file_read_and_delete_per_caller() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let callers = [
+        ("anonymous", None),
+        ("owner", Some(alice.token.as_str())),
+        ("other", Some(bob.token.as_str())),
+        ("admin", Some(admin.token.as_str())),
+    ];
+    let protected = upload(&s, &alice.token, "protected").await;
+    let public = upload(&s, &alice.token, "public").await;
+    for (who, token) in callers {
+        let read = |id: String| {
+            let s = &s;
+            async move {
+                s.call(Method::GET, &format!("/api/storage/{id}"), token, None)
+                    .await
+            }
+        };
+        let r = read(protected.clone()).await;
+        match who {
+            "anonymous" => r.assert_error(401, "unauthorized", "Unauthorized"),
+            "other" => r.assert_error(403, "forbidden", "Forbidden"),
+            _ => assert_eq!(r.status, 200, "read protected by {who}"),
+        }
+        assert_eq!(r.status == 200, r.text == "hello", "{who}");
+        assert_eq!(
+            read(public.clone()).await.status,
+            200,
+            "read public by {who}"
+        );
+
+        for visibility in ["protected", "public"] {
+            let id = upload(&s, &alice.token, visibility).await;
+            let r = s
+                .call(Method::DELETE, &format!("/api/storage/{id}"), token, None)
+                .await;
+            match who {
+                "anonymous" => r.assert_error(401, "unauthorized", "Unauthorized"),
+                "other" => r.assert_error(403, "forbidden", "Forbidden"),
+                _ => assert_eq!(r.status, 204, "delete {visibility} by {who}: {}", r.text),
+            }
+            let still = s
+                .call(
+                    Method::GET,
+                    &format!("/api/storage/{id}"),
+                    Some(&admin.token),
+                    None,
+                )
+                .await
+                .status;
+            assert_eq!(still == 404, r.status == 204, "{who} {visibility}");
+        }
+    }
+}
+
+/// Attaching a stored file to a record: only one's own files, admins any, anonymous none —
+/// on create and on update.
+#[tokio::test]
+async fn file_field_ownership_per_caller() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let alices = upload(&s, &alice.token, "public").await;
+    let bobs = upload(&s, &bob.token, "protected").await;
+    let owner_error = json!({"field": "f", "rule": "owner",
+        "message": "Field \"f\" references a file you do not own"});
+    // (caller, file, allowed)
+    let cases: Vec<(&str, Option<&str>, &str, bool)> = vec![
+        ("owner", Some(&alice.token), &alices, true),
+        (
+            "owner attaching another's",
+            Some(&alice.token),
+            &bobs,
+            false,
+        ),
+        ("anonymous", None, &alices, false),
+        ("admin", Some(&admin.token), &bobs, true),
+    ];
+    for (who, token, file, allowed) in cases {
+        let r = s
+            .call(
+                Method::POST,
+                "/api/with_files",
+                token,
+                Some(&json!({"f": file})),
+            )
+            .await;
+        if allowed {
+            assert_eq!(r.status, 201, "create {who}: {}", r.text);
+            assert_eq!(r.json()["f"], json!(file));
+        } else {
+            assert_eq!(r.status, 400, "create {who}: {}", r.text);
+            assert_eq!(r.json()["error"]["details"], json!([owner_error]), "{who}");
+        }
+        // The same on update of an empty record.
+        let id = s.create("with_files", json!({})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("/api/with_files/{id}"),
+                token,
+                Some(&json!({"f": file})),
+            )
+            .await;
+        if allowed {
+            assert_eq!(r.status, 200, "update {who}: {}", r.text);
+        } else {
+            assert_eq!(r.status, 400, "update {who}: {}", r.text);
+            assert_eq!(r.json()["error"]["details"], json!([owner_error]), "{who}");
+        }
+    }
+}
+
 // ---- property test ----
 
 #[derive(Clone, Debug)]
@@ -459,7 +790,7 @@ async fn run_case(ops: Vec<Op>) {
                         .collect();
                     assert_eq!(got, want, "caller {caller} list of {rule_name}");
                 }
-                Decision::AllowAsOwner(_) => unreachable!(),
+                Decision::AllowAsOwner(_) | Decision::AllowUnowned => unreachable!(),
             }
             for (id, (c, owner)) in model.iter().filter(|(_, (c, _))| *c == ci) {
                 let r = s

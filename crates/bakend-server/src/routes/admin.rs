@@ -4,7 +4,8 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use bakend_auth::{AuthContext, Role, safe_user};
+use bakend_auth::permissions::{Decision, Request, authorize};
+use bakend_auth::{Role, safe_user};
 use bakend_core::config::LogLevel;
 use bakend_store::collections::{files, manage};
 use serde_json::{Value, json};
@@ -247,9 +248,10 @@ fn query_flag(query: Option<&str>, name: &str) -> bool {
 
 /// 401 without a valid token, 403 for a non-admin.
 pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match crate::auth::resolve(state, headers).await {
-        AuthContext::Anonymous => Err(ApiError::unauthorized()),
-        ctx if !ctx.is_admin() => Err(ApiError::new(
+    let ctx = crate::auth::resolve(state, headers).await;
+    match authorize(&ctx, Request::Admin) {
+        Decision::Unauthenticated => Err(ApiError::unauthorized()),
+        Decision::Forbidden => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Admin access required",

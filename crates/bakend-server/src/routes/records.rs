@@ -4,10 +4,9 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use bakend_auth::permissions::{Decision, decide};
+use bakend_auth::permissions::{Decision, Request, authorize};
 use bakend_auth::{AuthContext, Operation};
-use bakend_store::records::store::owner_of;
-use bakend_store::{Collection, FileAccess, ListQuery};
+use bakend_store::{Collection, FileAccess, ListQuery, RecordLayout};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ fn collection(state: &AppState, name: &str) -> Result<Arc<Collection>, ApiError>
     Ok(state.records.collection(name)?)
 }
 
-/// Applies a decision that must be a plain yes or no.
+/// Turns a refusal into 401/403 and hands back any other decision.
 fn require(d: Decision) -> Result<Decision, ApiError> {
     match d {
         Decision::Unauthenticated => Err(ApiError::unauthorized()),
@@ -36,10 +35,15 @@ pub async fn list(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let c = collection(state, name)?;
-    let owned_by = match require(decide(ctx, c.def.permissions.read, Operation::List, None))? {
-        Decision::AllowOwnedBy(id) => Some(id),
-        _ => None,
-    };
+    let owned_by = require(authorize(
+        ctx,
+        Request::Record {
+            rule: c.def.permissions.read,
+            op: Operation::List,
+            owner: None,
+        },
+    ))?
+    .owned_by();
     let mut q = parse_list_query(state, query)?;
     q.owned_by = owned_by;
     let page = state.records.list(c, q).await?;
@@ -110,14 +114,16 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let c = collection(state, name)?;
-    let decision = require(decide(
+    require(authorize(
         ctx,
-        c.def.permissions.create,
-        Operation::Create,
-        None,
+        Request::Record {
+            rule: c.def.permissions.create,
+            op: Operation::Create,
+            owner: None,
+        },
     ))?;
     let mut body = json_object(headers, body, state.config.api.max_body_bytes).await?;
-    assign_owner(&c, ctx, &decision, &mut body);
+    assign_owner(&c, ctx, &mut body);
     let record = state
         .records
         .with_origin(ctx.origin())
@@ -126,42 +132,30 @@ pub async fn create(
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
-/// Who owns a new record. Signed-in non-admins always own what they create; anonymous creators
-/// cannot claim anyone's ownership; admins may create on someone's behalf (or own it).
-fn assign_owner(
-    c: &Collection,
-    ctx: &AuthContext,
-    decision: &Decision,
-    body: &mut Map<String, Value>,
-) {
-    if c.owner_field.is_none() {
+/// Sets the owner field of a new record as the policy says (see `Request::NewOwner`).
+fn assign_owner(c: &Collection, ctx: &AuthContext, body: &mut Map<String, Value>) {
+    if !c.layout.has_owner() {
         return;
     }
-    let forced = match (decision, ctx.user()) {
-        (Decision::AllowAsOwner(id), _) => Some(Value::String(id.clone())),
-        (_, Some(u)) if ctx.is_admin() => {
-            if body.get("user_id").is_some_and(|v| !v.is_null()) {
-                return;
-            }
-            Some(Value::String(u.id.clone()))
-        }
-        (_, Some(u)) => Some(Value::String(u.id.clone())),
-        (_, None) => Some(Value::Null),
+    let requested = body.get(RecordLayout::OWNER_FIELD);
+    let owner = match authorize(ctx, Request::NewOwner { requested }) {
+        Decision::AllowAsOwner(id) => Value::String(id),
+        Decision::AllowUnowned => Value::Null,
+        _ => return,
     };
-    if let Some(v) = forced {
-        body.insert("user_id".into(), v);
-    }
+    body.insert(RecordLayout::OWNER_FIELD.into(), owner);
 }
 
 /// Loads one record and applies the collection's rule for `op` to it: a missing record is 404
-/// before any permission check (spec order), then 401/403.
+/// before any permission check (spec order), then 401/403. Also returns the owner the write
+/// must still find when it runs (`owner` rule).
 async fn load_authorized(
     state: &AppState,
     ctx: &AuthContext,
     name: &str,
     id: &str,
     op: Operation,
-) -> Result<(Arc<Collection>, Value), ApiError> {
+) -> Result<(Arc<Collection>, Value, Option<String>), ApiError> {
     let c = collection(state, name)?;
     let record = state.records.get(c.clone(), id.to_string()).await?;
     let p = &c.def.permissions;
@@ -170,8 +164,9 @@ async fn load_authorized(
         Operation::Delete => p.delete,
         _ => p.read,
     };
-    require(decide(ctx, rule, op, owner_of(&record)))?;
-    Ok((c, record))
+    let owner = c.layout.owner_in_record(&record);
+    let required_owner = require(authorize(ctx, Request::Record { rule, op, owner }))?.owned_by();
+    Ok((c, record, required_owner))
 }
 
 pub async fn get(
@@ -180,7 +175,7 @@ pub async fn get(
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let (_, record) = load_authorized(state, ctx, name, id, Operation::Read).await?;
+    let (_, record, _) = load_authorized(state, ctx, name, id, Operation::Read).await?;
     Ok(json_response(StatusCode::OK, &record))
 }
 
@@ -192,11 +187,14 @@ pub async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (c, existing) = load_authorized(state, ctx, name, id, Operation::Update).await?;
+    let (c, existing, required_owner) =
+        load_authorized(state, ctx, name, id, Operation::Update).await?;
     let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
-    if c.owner_field.is_some() && !ctx.is_admin() {
-        let wanted = body.get("user_id");
-        if wanted.is_some_and(|w| w.as_str() != owner_of(&existing)) {
+    if c.layout.has_owner()
+        && let Some(requested) = body.get(RecordLayout::OWNER_FIELD)
+    {
+        let current = c.layout.owner_in_record(&existing);
+        if authorize(ctx, Request::ChangeOwner { current, requested }).is_refusal() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -204,7 +202,6 @@ pub async fn update(
             ));
         }
     }
-    let required_owner = required_owner(ctx, c.def.permissions.update);
     let record = state
         .records
         .with_origin(ctx.origin())
@@ -219,8 +216,7 @@ pub async fn delete(
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let (c, _) = load_authorized(state, ctx, name, id, Operation::Delete).await?;
-    let required_owner = required_owner(ctx, c.def.permissions.delete);
+    let (c, _, required_owner) = load_authorized(state, ctx, name, id, Operation::Delete).await?;
     state
         .records
         .with_origin(ctx.origin())
@@ -229,19 +225,7 @@ pub async fn delete(
     Ok(no_content())
 }
 
-/// Which stored files the caller may put in `file` fields: admins any, others their own.
+/// Which stored files the caller may put in `file` fields (see `Request::AttachFiles`).
 fn file_access(ctx: &AuthContext) -> FileAccess {
-    match ctx.user() {
-        Some(_) if ctx.is_admin() => FileAccess::Any,
-        Some(u) => FileAccess::OwnedBy(u.id.clone()),
-        None => FileAccess::NoneOwned,
-    }
-}
-
-/// Under `owner`, a non-admin's write must still find the record owned by them when it runs.
-fn required_owner(ctx: &AuthContext, rule: bakend_auth::Rule) -> Option<String> {
-    match (rule, ctx.user()) {
-        (bakend_auth::Rule::Owner, Some(u)) if !ctx.is_admin() => Some(u.id.clone()),
-        _ => None,
-    }
+    authorize(ctx, Request::AttachFiles).into()
 }

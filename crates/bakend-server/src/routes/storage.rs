@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use bakend_auth::AuthContext;
+use bakend_auth::permissions::{Decision, Request, authorize};
 use bakend_storage::{FileMeta, NewFile, StorageError, Visibility, limit_message, mime};
 use bytes::BytesMut;
 use futures_util::stream;
@@ -47,10 +47,10 @@ pub async fn upload(
         return Err(ApiError::method_not_allowed());
     }
     let ctx = crate::auth::resolve(state, headers).await;
-    let Some(user) = ctx.user() else {
+    require(authorize(&ctx, Request::Upload))?;
+    let Some(user_id) = ctx.user().map(|u| u.id.clone()) else {
         return Err(unauthorized());
     };
-    let user_id = user.id.clone();
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -206,21 +206,24 @@ pub async fn file(
     match *method {
         Method::GET | Method::HEAD => {
             let ctx = crate::auth::resolve(state, headers).await;
-            check_read(&ctx, &meta)?;
+            require(authorize(
+                &ctx,
+                Request::ReadFile {
+                    owner: &meta.user_id,
+                    public: meta.visibility == Visibility::Public,
+                },
+            ))?;
             download(state, method, headers, meta).await
         }
         Method::DELETE => {
             let ctx = crate::auth::resolve(state, headers).await;
-            let Some(user) = ctx.user() else {
-                return Err(unauthorized());
-            };
-            let required_owner = if ctx.is_admin() {
-                None
-            } else if user.id == meta.user_id {
-                Some(user.id.clone())
-            } else {
-                return Err(forbidden());
-            };
+            let decision = authorize(
+                &ctx,
+                Request::DeleteFile {
+                    owner: &meta.user_id,
+                },
+            );
+            let required_owner = require(decision)?.owned_by();
             state
                 .files
                 .delete(&meta.id, required_owner)
@@ -232,14 +235,13 @@ pub async fn file(
     }
 }
 
-fn check_read(ctx: &AuthContext, meta: &FileMeta) -> Result<(), ApiError> {
-    if meta.visibility == Visibility::Public {
-        return Ok(());
-    }
-    match ctx.user() {
-        None => Err(unauthorized()),
-        Some(u) if u.id == meta.user_id || ctx.is_admin() => Ok(()),
-        Some(_) => Err(forbidden()),
+/// Turns a refusal into 401/403 — storage says `Unauthorized` / `Forbidden` (spec `storage.md`)
+/// — and hands back any other decision.
+fn require(d: Decision) -> Result<Decision, ApiError> {
+    match d {
+        Decision::Unauthenticated => Err(unauthorized()),
+        Decision::Forbidden => Err(forbidden()),
+        other => Ok(other),
     }
 }
 

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 
 use bakend_core::access::Rule;
 
+use super::layout::RecordLayout;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldType {
     String,
@@ -139,13 +141,6 @@ impl CollectionDef {
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
     }
-
-    /// Index of the owner field: a `user_id` of type string or relation.
-    pub fn owner_field(&self) -> Option<usize> {
-        self.fields.iter().position(|f| {
-            f.name == "user_id" && matches!(f.kind, FieldType::String | FieldType::Relation)
-        })
-    }
 }
 
 /// A definition that passed validation, with the JSON it came from and any warnings.
@@ -171,8 +166,6 @@ const FIELD_KEYS: &[&str] = &[
     "renamedFrom",
 ];
 const PERMISSION_KEYS: &[&str] = &["create", "read", "update", "delete"];
-/// Names a field may not take: the system columns and their JSON spellings.
-const RESERVED_FIELDS: &[&str] = &["id", "created_at", "updated_at", "createdAt", "updatedAt"];
 /// Collection names that would collide with Bakend's own routes or tables.
 const RESERVED_COLLECTIONS: &[&str] = &["users", "auth", "storage", "admin", "realtime"];
 
@@ -265,7 +258,7 @@ fn parse_field(
     };
     let before = errors.len();
     unknown_keys(obj, FIELD_KEYS, &format!("field \"{name}\": "), warnings);
-    if RESERVED_FIELDS.contains(&name) {
+    if RecordLayout::is_reserved_name(name) {
         errors.push(format!("Field name \"{name}\" is reserved"));
     } else if !is_identifier(name) {
         errors.push(format!("field name \"{name}\" must match {NAME_PATTERN}"));
@@ -506,7 +499,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.def.fields.len(), 5);
         assert_eq!(p.def.permissions.update, Rule::Owner);
-        assert_eq!(p.def.owner_field(), Some(4));
+        assert_eq!(RecordLayout::of(&p.def).owner_field(), Some(4));
         assert!(p.warnings.is_empty());
     }
 

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Statement};
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
+use super::layout::RecordLayout;
 use super::schema::{self, quote};
 use crate::error::StoreError;
 use crate::records::row;
@@ -338,7 +339,7 @@ struct Mapper<'a> {
     old: &'a CollectionDef,
     new: &'a CollectionDef,
     plan: &'a Plan,
-    /// Per new field: index of its source in the old row.
+    /// Per new field: index of its source among the old fields.
     source_index: Vec<Option<usize>>,
     /// Per new field: the default as stored, if any.
     defaults: Vec<Option<Sql>>,
@@ -350,12 +351,7 @@ struct Mapper<'a> {
 
 impl<'a> Mapper<'a> {
     fn new(old: &'a CollectionDef, new: &'a CollectionDef, plan: &'a Plan) -> Self {
-        let col = |name: &str| {
-            old.fields
-                .iter()
-                .position(|f| f.name == name)
-                .map(|i| i + 3)
-        };
+        let field = |name: &str| old.fields.iter().position(|f| f.name == name);
         Mapper {
             old,
             new,
@@ -363,7 +359,7 @@ impl<'a> Mapper<'a> {
             source_index: plan
                 .sources
                 .iter()
-                .map(|s| s.as_deref().and_then(col))
+                .map(|s| s.as_deref().and_then(field))
                 .collect(),
             defaults: new
                 .fields
@@ -378,7 +374,7 @@ impl<'a> Mapper<'a> {
             dropped_index: plan
                 .dropped
                 .iter()
-                .filter_map(|d| col(d).map(|i| (d.clone(), i)))
+                .filter_map(|d| field(d).map(|i| (d.clone(), RecordLayout::field_column(i))))
                 .collect(),
             problems: Problems::default(),
         }
@@ -386,27 +382,24 @@ impl<'a> Mapper<'a> {
 
     /// The `SELECT` that reads the old table in the order [`Mapper::map`] expects.
     fn select_sql(&self) -> String {
-        let mut cols = vec![
-            "\"id\"".to_string(),
-            "\"created_at\"".into(),
-            "\"updated_at\"".into(),
-        ];
-        cols.extend(self.old.fields.iter().map(|f| quote(&f.name)));
         format!(
-            "SELECT {} FROM {} ORDER BY \"created_at\", \"id\"",
-            cols.join(", "),
-            quote(&self.old.name)
+            "SELECT {} FROM {} ORDER BY {}, {}",
+            RecordLayout::column_list(self.old),
+            quote(&self.old.name),
+            quote(RecordLayout::CREATED_AT.column),
+            quote(RecordLayout::ID.column)
         )
     }
 
-    /// The new row (`id`, `created_at`, `updated_at`, new fields…) for an old one.
+    /// The new row (system columns, then the new fields; see [`RecordLayout`]) for an old one.
     fn map(&mut self, conn: &Connection, old_row: &[Sql]) -> Result<Vec<Sql>, StoreError> {
-        let id = match &old_row[0] {
+        let id = match &old_row[RecordLayout::ID_COLUMN] {
             Sql::Text(t) => t.clone(),
             _ => String::new(),
         };
-        let mut out = Vec::with_capacity(self.new.fields.len() + 3);
-        out.extend_from_slice(&old_row[..3]);
+        let system = RecordLayout::SYSTEM.len();
+        let mut out = Vec::with_capacity(RecordLayout::of(self.new).width());
+        out.extend_from_slice(&old_row[..system]);
         for (i, f) in self.new.fields.iter().enumerate() {
             let v = match self.source_index[i] {
                 None => match &self.defaults[i] {
@@ -424,10 +417,14 @@ impl<'a> Mapper<'a> {
                     }
                     None => Sql::Null,
                 },
-                Some(src) if !self.plan.transform[i] => old_row[src].clone(),
                 Some(src) => {
-                    let old_kind = self.old.fields[src - 3].kind;
-                    self.transform(conn, i, old_kind, &old_row[src], &id)?
+                    let old = &old_row[RecordLayout::field_column(src)];
+                    if self.plan.transform[i] {
+                        let old_kind = self.old.fields[src].kind;
+                        self.transform(conn, i, old_kind, old, &id)?
+                    } else {
+                        old.clone()
+                    }
                 }
             };
             if self.plan.unique_check[i] && v != Sql::Null {
@@ -581,7 +578,7 @@ fn run_rows(
     mut sink: Option<&mut Statement<'_>>,
     force: bool,
 ) -> Result<(), StoreError> {
-    let width = mapper.old.fields.len() + 3;
+    let width = RecordLayout::of(mapper.old).width();
     let mut stmt = conn.prepare(&mapper.select_sql())?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
@@ -647,18 +644,11 @@ pub fn execute(
     if plan.rebuild {
         let temp = format!("_bakend_rebuild_{}", new.name);
         conn.execute(&schema::table_sql(&temp, new), [])?;
-        let mut cols = vec![
-            "\"id\"".to_string(),
-            "\"created_at\"".into(),
-            "\"updated_at\"".into(),
-        ];
-        cols.extend(new.fields.iter().map(|f| quote(&f.name)));
-        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
         let mut insert = conn.prepare(&format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(&temp),
-            cols.join(", "),
-            marks.join(", ")
+            RecordLayout::column_list(new),
+            RecordLayout::of(new).placeholders()
         ))?;
         let mut mapper = Mapper::new(old, new, plan);
         run_rows(conn, &mut mapper, Some(&mut insert), force)?;

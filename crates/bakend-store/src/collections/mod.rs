@@ -1,7 +1,9 @@
-//! Collections: their definitions, the DDL that realises them, and the in-memory registry.
+//! Collections: their definitions, the row layout and DDL that realise them, and the in-memory
+//! registry.
 
 pub mod definition;
 pub mod files;
+pub mod layout;
 pub mod manage;
 pub mod migrate;
 pub mod registry;

@@ -9,6 +9,7 @@ use bakend_core::sync;
 use serde_json::Value;
 
 use super::definition::CollectionDef;
+use super::layout::RecordLayout;
 use super::schema::quote;
 
 /// A live collection: its definition plus the SQL derived from it once.
@@ -19,8 +20,8 @@ pub struct Collection {
     pub raw: Value,
     pub created_at: String,
     pub updated_at: String,
-    /// Index into `def.fields` of the owner field (`user_id`), if any.
-    pub owner_field: Option<usize>,
+    /// Where the system columns, the fields and the owner are in its rows.
+    pub layout: RecordLayout,
     pub(crate) sql: CollectionSql,
 }
 
@@ -35,25 +36,18 @@ pub(crate) struct CollectionSql {
 impl Collection {
     pub fn new(def: CollectionDef, raw: Value, created_at: String, updated_at: String) -> Self {
         let table = quote(&def.name);
-        let mut columns = String::from("\"id\", \"created_at\", \"updated_at\"");
-        for f in &def.fields {
-            columns.push_str(", ");
-            columns.push_str(&quote(&f.name));
-        }
-        let placeholders: Vec<String> = (1..=def.fields.len() + 3)
-            .map(|i| format!("?{i}"))
-            .collect();
+        let layout = RecordLayout::of(&def);
+        let columns = RecordLayout::column_list(&def);
         let insert = format!(
             "INSERT INTO {table} ({columns}) VALUES ({})",
-            placeholders.join(", ")
+            layout.placeholders()
         );
-        let owner_field = def.owner_field();
         Collection {
             def,
             raw,
             created_at,
             updated_at,
-            owner_field,
+            layout,
             sql: CollectionSql {
                 table,
                 columns,

@@ -3,6 +3,7 @@
 use rusqlite::Connection;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
+use super::layout::RecordLayout;
 
 pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -32,7 +33,7 @@ fn field_indexes(table: &str, f: &FieldDef) -> Vec<(String, String)> {
                 quote(&name)
             ),
         ));
-    } else if f.kind == FieldType::Relation || f.name == "user_id" {
+    } else if f.kind == FieldType::Relation || f.name == RecordLayout::OWNER_FIELD {
         let name = format!("idx_{table}_{}", f.name);
         out.push((
             name.clone(),
@@ -45,11 +46,10 @@ fn field_indexes(table: &str, f: &FieldDef) -> Vec<(String, String)> {
 /// `CREATE TABLE` for `def` under the name `table` (a rebuild creates the new table under a
 /// temporary name first).
 pub fn table_sql(table: &str, def: &CollectionDef) -> String {
-    let mut cols = vec![
-        "\"id\" TEXT PRIMARY KEY NOT NULL".to_string(),
-        "\"created_at\" TEXT NOT NULL".to_string(),
-        "\"updated_at\" TEXT NOT NULL".to_string(),
-    ];
+    let mut cols: Vec<String> = RecordLayout::SYSTEM
+        .iter()
+        .map(|s| format!("{} {}", quote(s.column), s.ddl))
+        .collect();
     cols.extend(def.fields.iter().map(column_sql));
     format!("CREATE TABLE {} ({})", quote(table), cols.join(", "))
 }
@@ -63,8 +63,10 @@ pub fn index_sql(def: &CollectionDef) -> Vec<(String, String)> {
     let mut out = vec![(
         created.clone(),
         format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {t}(\"created_at\", \"id\")",
-            quote(&created)
+            "CREATE INDEX IF NOT EXISTS {} ON {t}({}, {})",
+            quote(&created),
+            quote(RecordLayout::CREATED_AT.column),
+            quote(RecordLayout::ID.column)
         ),
     )];
     for f in &def.fields {

@@ -5,6 +5,7 @@ use rusqlite::types::Value as Sql;
 use serde_json::{Map, Number, Value};
 
 use crate::collections::definition::FieldType;
+use crate::collections::layout::RecordLayout;
 use crate::collections::registry::Collection;
 
 /// Largest integer a JSON client can hold exactly (2^53).
@@ -36,19 +37,19 @@ pub fn float_json(f: f64) -> Value {
     }
 }
 
-/// A record from its stored columns in table order (`id`, `created_at`, `updated_at`, fields…).
+/// A record from its stored columns in table order (see [`RecordLayout`]).
 pub fn record_json(c: &Collection, cols: &[Sql]) -> Value {
-    let mut m = Map::with_capacity(c.def.fields.len() + 3);
-    let text = |i: usize| match cols.get(i) {
-        Some(Sql::Text(t)) => Value::String(t.clone()),
-        _ => Value::Null,
-    };
-    m.insert("id".into(), text(0));
-    m.insert("createdAt".into(), text(1));
-    m.insert("updatedAt".into(), text(2));
+    let mut m = Map::with_capacity(c.layout.width());
+    for (i, s) in RecordLayout::SYSTEM.iter().enumerate() {
+        let v = match cols.get(i) {
+            Some(Sql::Text(t)) => Value::String(t.clone()),
+            _ => Value::Null,
+        };
+        m.insert(s.json.into(), v);
+    }
     for (i, f) in c.def.fields.iter().enumerate() {
         let v = cols
-            .get(i + 3)
+            .get(RecordLayout::field_column(i))
             .map(|v| to_json(f.kind, v))
             .unwrap_or(Value::Null);
         m.insert(f.name.clone(), v);
@@ -58,7 +59,7 @@ pub fn record_json(c: &Collection, cols: &[Sql]) -> Value {
 
 /// Reads every column of a row selected with the collection's column list.
 pub fn read_columns(c: &Collection, row: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Sql>> {
-    (0..c.def.fields.len() + 3)
+    (0..c.layout.width())
         .map(|i| row.get::<_, Sql>(i))
         .collect()
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::row::{read_columns, record_json, to_json};
 use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
+use crate::collections::layout::RecordLayout;
 use crate::collections::registry::{Collection, Registry};
 use crate::collections::schema::quote;
 use crate::db::{Committed, Database};
@@ -26,7 +27,7 @@ pub struct ListQuery {
     /// `(key, descending)`; keys are `id`, `createdAt`, `updatedAt` or field names. Empty means
     /// newest first.
     pub sort: Vec<(String, bool)>,
-    /// Only records whose `user_id` is this.
+    /// Only records whose owner field (`user_id`) is this.
     pub owned_by: Option<String>,
 }
 
@@ -45,11 +46,6 @@ pub struct RecordStore {
     registry: Arc<Registry>,
     /// Stamped on the events of this handle's writes.
     origin: Origin,
-}
-
-/// The `user_id` of a record as JSON, if it has one.
-pub fn owner_of(record: &Value) -> Option<&str> {
-    record.get("user_id").and_then(Value::as_str)
 }
 
 impl RecordStore {
@@ -91,9 +87,9 @@ impl RecordStore {
             .read(move |conn| {
                 let tx = conn.unchecked_transaction()?;
                 let filter = if q.owned_by.is_some() {
-                    " WHERE \"user_id\" = ?1"
+                    format!(" WHERE {} = ?1", quote(RecordLayout::OWNER_FIELD))
                 } else {
-                    ""
+                    String::new()
                 };
                 let owner = q.owned_by.clone().map(Sql::Text);
                 let params: Vec<Sql> = owner.into_iter().collect();
@@ -184,13 +180,12 @@ impl RecordStore {
                 }
                 let id = ids::new_time_ordered_id(ids::RECORD);
                 let now = time::now_iso();
-                let mut cols = Vec::with_capacity(c.def.fields.len() + 3);
-                cols.push(Sql::Text(id));
-                cols.push(Sql::Text(now.clone()));
-                cols.push(Sql::Text(now));
-                cols.resize(c.def.fields.len() + 3, Sql::Null);
+                let mut cols = vec![Sql::Null; c.layout.width()];
+                cols[RecordLayout::ID_COLUMN] = Sql::Text(id);
+                cols[RecordLayout::CREATED_AT_COLUMN] = Sql::Text(now.clone());
+                cols[RecordLayout::UPDATED_AT_COLUMN] = Sql::Text(now);
                 for (i, val) in v.values {
-                    cols[i + 3] = val;
+                    cols[RecordLayout::field_column(i)] = val;
                 }
                 conn.prepare_cached(&c.sql.insert)?
                     .execute(rusqlite::params_from_iter(cols.iter()))
@@ -201,7 +196,7 @@ impl RecordStore {
                     EventSource::Collections,
                     record.clone(),
                 )
-                .about(owner_of(&record).map(str::to_string))
+                .about(c.layout.owner_in_record(&record).map(str::to_string))
                 .caused_by(&origin);
                 Ok(Committed::new(record).event(event))
             })
@@ -238,7 +233,7 @@ impl RecordStore {
                 }
                 let previous = record_json(&c, &cols);
                 let now = time::now_iso();
-                let mut sets = vec!["\"updated_at\" = ?1".to_string()];
+                let mut sets = vec![format!("{} = ?1", quote(RecordLayout::UPDATED_AT.column))];
                 let mut params = vec![Sql::Text(now.clone())];
                 for (i, val) in &v.values {
                     params.push(val.clone());
@@ -250,17 +245,18 @@ impl RecordStore {
                 }
                 params.push(Sql::Text(id.clone()));
                 let sql = format!(
-                    "UPDATE {} SET {} WHERE \"id\" = ?{}",
+                    "UPDATE {} SET {} WHERE {} = ?{}",
                     c.sql.table,
                     sets.join(", "),
+                    quote(RecordLayout::ID.column),
                     params.len()
                 );
                 conn.prepare_cached(&sql)?
                     .execute(rusqlite::params_from_iter(params.iter()))
                     .map_err(|e| constraint_error(&c, e))?;
-                cols[2] = Sql::Text(now);
+                cols[RecordLayout::UPDATED_AT_COLUMN] = Sql::Text(now);
                 for (i, val) in v.values {
-                    cols[i + 3] = val;
+                    cols[RecordLayout::field_column(i)] = val;
                 }
                 let record = record_json(&c, &cols);
                 let event = Event::new(
@@ -268,7 +264,7 @@ impl RecordStore {
                     EventSource::Collections,
                     record.clone(),
                 )
-                .about(owner_of(&record).map(str::to_string))
+                .about(c.layout.owner_in_record(&record).map(str::to_string))
                 .caused_by(&origin)
                 .with_previous(previous);
                 Ok(Committed::new(record).event(event))
@@ -289,9 +285,13 @@ impl RecordStore {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 check_owner(&c, &cols, required_owner.as_deref())?;
-                let owner = stored_owner(&c, &cols);
-                conn.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", c.sql.table))?
-                    .execute([&id])?;
+                let owner = c.layout.owner_in_row(&cols).map(str::to_string);
+                conn.prepare_cached(&format!(
+                    "DELETE FROM {} WHERE {} = ?1",
+                    c.sql.table,
+                    quote(RecordLayout::ID.column)
+                ))?
+                .execute([&id])?;
                 let event = Event::new(
                     format!("{}.deleted", c.def.name),
                     EventSource::Collections,
@@ -331,8 +331,10 @@ impl RecordStore {
 
 fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
     let sql = format!(
-        "SELECT {} FROM {} WHERE \"id\" = ?1",
-        c.sql.columns, c.sql.table
+        "SELECT {} FROM {} WHERE {} = ?1",
+        c.sql.columns,
+        c.sql.table,
+        quote(RecordLayout::ID.column)
     );
     Ok(conn
         .prepare_cached(&sql)?
@@ -340,18 +342,11 @@ fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>
         .optional()?)
 }
 
-fn stored_owner(c: &Collection, cols: &[Sql]) -> Option<String> {
-    match c.owner_field.and_then(|i| cols.get(i + 3)) {
-        Some(Sql::Text(t)) => Some(t.clone()),
-        _ => None,
-    }
-}
-
 fn check_owner(c: &Collection, cols: &[Sql], required: Option<&str>) -> Result<(), StoreError> {
     let Some(required) = required else {
         return Ok(());
     };
-    if stored_owner(c, cols).as_deref() == Some(required) {
+    if c.layout.owner_in_row(cols) == Some(required) {
         Ok(())
     } else {
         Err(StoreError::Forbidden)
@@ -382,36 +377,38 @@ fn constraint_error(c: &Collection, e: rusqlite::Error) -> StoreError {
 }
 
 fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreError> {
+    let id = quote(RecordLayout::ID.column);
     if sort.is_empty() {
-        return Ok("\"created_at\" DESC, \"id\" DESC".into());
+        return Ok(format!(
+            "{} DESC, {id} DESC",
+            quote(RecordLayout::CREATED_AT.column)
+        ));
     }
     let mut parts = Vec::new();
     let mut has_id = false;
     for (key, desc) in sort {
-        let col = match key.as_str() {
-            "id" => {
-                has_id = true;
-                "id".to_string()
+        let col = match RecordLayout::system_by_json(key) {
+            Some(system) => {
+                has_id |= system == RecordLayout::ID;
+                system.column
             }
-            "createdAt" => "created_at".to_string(),
-            "updatedAt" => "updated_at".to_string(),
-            name if c.def.field(name).is_some() => name.to_string(),
-            other => {
+            None if c.def.field(key).is_some() => key.as_str(),
+            None => {
                 return Err(StoreError::BadRequest(format!(
-                    "Cannot sort by \"{other}\": not a field of collection \"{}\"",
+                    "Cannot sort by \"{key}\": not a field of collection \"{}\"",
                     c.def.name
                 )));
             }
         };
         parts.push(format!(
             "{} {}",
-            quote(&col),
+            quote(col),
             if *desc { "DESC" } else { "ASC" }
         ));
     }
     if !has_id {
         // A total order keeps pages stable when sort values tie.
-        parts.push("\"id\" DESC".into());
+        parts.push(format!("{id} DESC"));
     }
     Ok(parts.join(", "))
 }

@@ -218,10 +218,12 @@ pub fn db_checks(
             }
         }
         if f.unique && !matches!(v, Sql::Null) {
+            let quote = crate::collections::schema::quote;
             let sql = format!(
-                "SELECT 1 FROM {} WHERE {} = ?1 AND \"id\" != ?2 LIMIT 1",
+                "SELECT 1 FROM {} WHERE {} = ?1 AND {} != ?2 LIMIT 1",
                 c.sql.table,
-                crate::collections::schema::quote(&f.name)
+                quote(&f.name),
+                quote(crate::RecordLayout::ID.column)
             );
             let taken = conn
                 .prepare_cached(&sql)?
