@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tungstenite::Utf8Bytes;
 
+use crate::delivery::Watermark;
 use crate::outbox::{Outbox, Pushed};
 
 use crate::audience::{Delivery, ReadRules};
@@ -45,7 +46,14 @@ pub struct HubStats {
     pub token_expired_closes: AtomicU64,
     /// Deepest any connection's outbound queue has been.
     pub queue_high_water: AtomicU64,
+    /// Writes answered without waiting any longer for their events to reach the sockets
+    /// (the hub was more than `DELIVERY_WAIT` behind).
+    pub delivery_wait_timeouts: AtomicU64,
 }
+
+/// Longest a write's answer waits for its event to be handed to the sockets: a stuck or
+/// lagging hub must not hang requests.
+const DELIVERY_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct SnapshotRead {
     id: u64,
@@ -112,9 +120,10 @@ pub struct Hub {
     pub(crate) stats: Arc<HubStats>,
     pub(crate) cfg: RealtimeConfig,
     pub(crate) auth: Arc<AuthService>,
-    /// One runtime worker: the hub writes events to idle sockets itself (see `outbox`).
+    /// One runtime worker: connections write their own frames inline (see `outbox`).
     pub(crate) inline_writes: bool,
     next_id: AtomicU64,
+    delivered: Arc<Watermark>,
 }
 
 struct Conn {
@@ -191,6 +200,7 @@ impl Hub {
         let (control_tx, control_rx) = mpsc::channel(65_536);
         let epoch = journal.as_ref().map(|j| j.epoch().to_string());
         let stats = Arc::new(HubStats::default());
+        let delivered = Arc::new(Watermark::default());
         let state = State {
             cfg: cfg.clone(),
             rules,
@@ -210,7 +220,13 @@ impl Hub {
             last_frames_out: 0,
             dirty: Vec::new(),
         };
-        tokio::spawn(run(state, events, control_rx, auth.subscribe_changes()));
+        tokio::spawn(run(
+            state,
+            events,
+            control_rx,
+            auth.subscribe_changes(),
+            delivered.clone(),
+        ));
         Arc::new(Hub {
             control: control_tx,
             epoch,
@@ -219,7 +235,31 @@ impl Hub {
             auth,
             inline_writes: tokio::runtime::Handle::current().metrics().num_workers() == 1,
             next_id: AtomicU64::new(1),
+            delivered,
         })
+    }
+
+    /// Waits until every event up to bus position `position` (`EventBus::emitted()` after a
+    /// write) has been handed to the sockets on this node: queued, in order, in each
+    /// recipient's outbox and written to each socket with room. A REST write awaits this
+    /// before it is answered. Free when nobody is subscribed; bounded by `DELIVERY_WAIT`
+    /// (then counted and logged, and the answer goes out anyway).
+    pub async fn delivered(&self, position: u64) {
+        if self.stats.subscriptions.load(Relaxed) == 0 || self.delivered.reached() >= position {
+            return;
+        }
+        if tokio::time::timeout(DELIVERY_WAIT, self.delivered.wait(position))
+            .await
+            .is_err()
+        {
+            let n = self.stats.delivery_wait_timeouts.fetch_add(1, Relaxed) + 1;
+            if n == 1 || n.is_multiple_of(1000) {
+                tracing::warn!(
+                    "Realtime is more than {} s behind: answered a write before its event reached the sockets ({n} time(s) so far)",
+                    DELIVERY_WAIT.as_secs()
+                );
+            }
+        }
     }
 
     /// The event journal's epoch, when the journal is on.
@@ -262,6 +302,7 @@ impl Hub {
             "slowConsumerCloses": s.slow_consumer_closes.load(Relaxed),
             "tokenExpiredCloses": s.token_expired_closes.load(Relaxed),
             "queueHighWater": s.queue_high_water.load(Relaxed),
+            "deliveryWaitTimeouts": s.delivery_wait_timeouts.load(Relaxed),
             "queueCapacity": self.cfg.queue_capacity,
         })
     }
@@ -275,6 +316,7 @@ async fn run(
     mut events: EventStream,
     mut control: mpsc::Receiver<Control>,
     changes: broadcast::Receiver<UserChange>,
+    delivered: Arc<Watermark>,
 ) {
     let mut changes = Some(changes);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -318,6 +360,8 @@ async fn run(
                 state.control(c);
             }
         }
+        // Every event received so far is queued and its idle sockets are written.
+        delivered.advance(events.position());
     }
 }
 

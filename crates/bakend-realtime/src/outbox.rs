@@ -2,14 +2,16 @@
 //! through which the hub tells the connection to close or ping. One lock-free waker serves all
 //! of it, so an idle connection costs a few dozen bytes here.
 //!
-//! Whoever queues a frame on an idle connection may also write it: when the runtime has a
-//! single worker (one core), the hub writes an event to each recipient's socket itself, with
-//! one non-blocking `writev` and no task wake-up — on that one core, waking and polling ten
-//! thousand connection tasks per event costs as much again as the sends. With several
-//! workers the connection tasks write instead, so the sends of one event spread over every
-//! core. Either way exactly one party drains a queue at a time (`Queue::busy`), frames leave
-//! in the order they were queued, and a socket whose send buffer is full is handed to its
-//! connection task, which waits until it is writable (the hub never waits on a client).
+//! Whoever queues a frame on an idle connection may also write it. The hub always makes the
+//! first attempt at its frames itself, with one non-blocking `writev` per socket once it has
+//! queued a round's frames and no task wake-up: an event must be in the kernel of every socket
+//! with room before the write that caused it is answered (`Hub::delivered`), and waking and
+//! polling ten thousand connection tasks per event would cost as much again as the sends. The
+//! connection's own frames (pongs, errors, replays) are written by the pusher when the runtime
+//! has a single worker (one core), and by the connection task with several. Either way
+//! exactly one party drains a queue at a time (`Queue::busy`), frames leave in the order they
+//! were queued, and a socket whose send buffer is full is handed to its connection task,
+//! which waits until it is writable (the hub never waits on a client).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -155,7 +157,8 @@ impl Outbox {
     /// For the hub: queues a text frame without writing it yet. When the answer is `true`
     /// the caller has taken the drain and must call [`Outbox::flush`] soon — once it has
     /// queued everything else it has at hand, so that under load one `writev` carries many
-    /// frames instead of one `send` each.
+    /// frames instead of one `send` each. In both write modes: what the socket does not take
+    /// at once goes to the connection task.
     pub fn push_deferred(&self, frame: Utf8Bytes) -> (Pushed, bool) {
         self.enqueue(Out::Text(frame), true)
     }
@@ -187,15 +190,19 @@ impl Outbox {
                 return (Pushed::Queued(depth), false);
             }
             q.busy = true;
-            q.handoff = !self.inline_writes;
+            // A deferred push (the hub's) takes the drain whatever the mode: the hub makes
+            // the first write attempt itself, so that an event is in every socket that can
+            // take it before REST answers the write that caused it (see `Hub::delivered`).
+            q.handoff = !self.inline_writes && !defer;
             depth
         };
-        if !self.inline_writes {
-            self.waker.wake();
-        } else if defer {
+        if defer {
             return (Pushed::Queued(depth), true);
-        } else {
+        }
+        if self.inline_writes {
             self.flush();
+        } else {
+            self.waker.wake();
         }
         (Pushed::Queued(depth), false)
     }
@@ -277,8 +284,8 @@ impl Outbox {
     /// For the connection task closing the socket: once nobody else is mid-write, drops every
     /// frame not yet started (a frame partly written must be finished, or the stream would be
     /// corrupt), queues the close frame behind it and takes the drain. `false` while another
-    /// party is mid-`writev` (it cannot be: inline writes happen only on a single worker, where
-    /// nothing runs beside this task; kept as a guard): retry shortly.
+    /// party is mid-`writev` (the hub flushing this socket from another worker): retry
+    /// shortly.
     pub fn begin_close(&self, frame: Bytes) -> bool {
         let Ok(mut q) = self.queue.lock() else {
             return false;

@@ -7,6 +7,7 @@ mod backup;
 mod browser;
 mod cli;
 mod config_errors;
+mod delivery;
 mod durability;
 mod events;
 mod fields;
