@@ -89,6 +89,18 @@ async fn records_then_files() {
         assert_eq!(r.status, 204, "{}", r.text);
         event_already_there(&mut files_ws, "file delete", round, "storage.deleted").await;
     }
+    let (mut auth_ws, _) = Ws::connect(&s.ws_url()).await;
+    auth_ws.subscribe("auth.login").await;
+    for round in 0..ROUNDS / 10 {
+        let r = s
+            .post(
+                "/api/auth/login",
+                &json!({"email": "writer@example.com", "password": "password123"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        event_already_there(&mut auth_ws, "login", round, "auth.login").await;
+    }
 }
 
 /// Several runtime workers: connection tasks write their own frames, the hub its events.
