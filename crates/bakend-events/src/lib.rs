@@ -4,9 +4,14 @@
 //! Emitting never blocks: every consumer owns a bounded queue, and an event that does not fit is
 //! counted against that consumer and logged (never silently skipped) while everyone else is
 //! served. The [`EventBus`] trait is narrow so a cross-node bus can be put behind it later.
+//!
+//! Every event gets a position: its number in emission order (1, 2, …), the same for every
+//! consumer. A consumer can tell how far it has got ([`EventStream::position`]) — dropped
+//! events included — so that others can wait for it to get past an event (the realtime hub's
+//! delivery watermark, which REST answers wait for).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bakend_core::{Event, SharedEvent};
 use tokio::sync::mpsc;
@@ -32,22 +37,51 @@ pub struct ConsumerInfo {
 
 /// What a consumer reads events from, in emission order.
 pub struct EventStream {
-    rx: mpsc::Receiver<SharedEvent>,
+    rx: mpsc::Receiver<(u64, SharedEvent)>,
     stats: Arc<ConsumerStats>,
+    /// The bus's count of emitted events (the position of the latest).
+    emitted: Arc<AtomicU64>,
+    position: u64,
 }
 
 impl EventStream {
     pub async fn recv(&mut self) -> Option<SharedEvent> {
-        self.rx.recv().await
+        let (position, event) = self.rx.recv().await?;
+        self.position = position;
+        Some(event)
     }
 
     /// For consumers that live on their own OS thread; never call from an async task.
     pub fn blocking_recv(&mut self) -> Option<SharedEvent> {
-        self.rx.blocking_recv()
+        let (position, event) = self.rx.blocking_recv()?;
+        self.position = position;
+        Some(event)
     }
 
+    /// The next queued event; `None` when the queue is empty, and then every event emitted
+    /// before this call has been received or dropped ([`EventStream::position`] moves past it).
     pub fn try_recv(&mut self) -> Option<SharedEvent> {
-        self.rx.try_recv().ok()
+        // Read before looking at the queue: an emit publishes its count only after queueing
+        // (under the bus's lock), so with the queue empty everything up to here is accounted
+        // for.
+        let emitted = self.emitted.load(Ordering::Acquire);
+        match self.rx.try_recv() {
+            Ok((position, event)) => {
+                self.position = position;
+                Some(event)
+            }
+            Err(_) => {
+                self.position = self.position.max(emitted);
+                None
+            }
+        }
+    }
+
+    /// How far this consumer has got: the position of the last event it received, or of the
+    /// last one emitted before [`EventStream::try_recv`] last found the queue empty (events
+    /// dropped because the queue was full are behind it too).
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     pub fn stats(&self) -> Arc<ConsumerStats> {
@@ -63,7 +97,7 @@ pub trait EventBus: Send + Sync + 'static {
     /// after this call.
     fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream;
 
-    /// Events emitted since start.
+    /// Events emitted since start: the position of the latest event (see the module doc).
     fn emitted(&self) -> u64;
 
     /// The live consumers in registration order (a scrape reads this; cheap, no event is
@@ -75,15 +109,17 @@ pub trait EventBus: Send + Sync + 'static {
 
 struct Consumer {
     name: String,
-    tx: mpsc::Sender<SharedEvent>,
+    tx: mpsc::Sender<(u64, SharedEvent)>,
     stats: Arc<ConsumerStats>,
 }
 
 /// The in-process bus.
 #[derive(Default)]
 pub struct LocalBus {
-    consumers: RwLock<Vec<Consumer>>,
-    emitted: AtomicU64,
+    /// One lock for numbering and queueing, so every consumer's queue is in position order
+    /// whichever threads emit. Held for a few `try_send`s; never across anything that waits.
+    consumers: Mutex<Vec<Consumer>>,
+    emitted: Arc<AtomicU64>,
 }
 
 impl LocalBus {
@@ -95,34 +131,39 @@ impl LocalBus {
 impl EventBus for LocalBus {
     fn emit(&self, event: Event) -> SharedEvent {
         let event = Arc::new(event);
-        self.emitted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("Event emitted: {} ({})", event.event_type, event.id);
+        // A poisoned lock only means another emitter panicked mid-loop; the list is intact.
+        let mut consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let position = self.emitted.load(Ordering::Relaxed) + 1;
         let mut any_closed = false;
-        if let Ok(consumers) = self.consumers.read() {
-            for c in consumers.iter() {
-                match c.tx.try_send(event.clone()) {
-                    Ok(()) => {
-                        c.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        let n = c.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        // Log the first drop and then every 1000th so a stuck consumer is loud
-                        // without flooding the log.
-                        if n == 1 || n % 1000 == 0 {
-                            tracing::error!(
-                                "Event consumer \"{}\" is falling behind: {} event(s) dropped so far (latest {} {})",
-                                c.name,
-                                n,
-                                event.event_type,
-                                event.id
-                            );
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => any_closed = true,
+        for c in consumers.iter() {
+            match c.tx.try_send((position, event.clone())) {
+                Ok(()) => {
+                    c.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let n = c.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Log the first drop and then every 1000th so a stuck consumer is loud
+                    // without flooding the log.
+                    if n == 1 || n % 1000 == 0 {
+                        tracing::error!(
+                            "Event consumer \"{}\" is falling behind: {} event(s) dropped so far (latest {} {})",
+                            c.name,
+                            n,
+                            event.event_type,
+                            event.id
+                        );
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => any_closed = true,
             }
         }
-        if any_closed && let Ok(mut consumers) = self.consumers.write() {
+        // Published after queueing: see `EventStream::try_recv`.
+        self.emitted.store(position, Ordering::Release);
+        if any_closed {
             consumers.retain(|c| !c.tx.is_closed());
         }
         event
@@ -131,24 +172,33 @@ impl EventBus for LocalBus {
     fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(ConsumerStats::default());
-        if let Ok(mut consumers) = self.consumers.write() {
-            consumers.push(Consumer {
-                name: consumer.to_string(),
-                tx,
-                stats: stats.clone(),
-            });
+        let mut consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        consumers.push(Consumer {
+            name: consumer.to_string(),
+            tx,
+            stats: stats.clone(),
+        });
+        EventStream {
+            rx,
+            stats,
+            emitted: self.emitted.clone(),
+            // It sees the events after this one.
+            position: self.emitted.load(Ordering::Relaxed),
         }
-        EventStream { rx, stats }
     }
 
     fn emitted(&self) -> u64 {
-        self.emitted.load(Ordering::Relaxed)
+        self.emitted.load(Ordering::Acquire)
     }
 
     fn consumers(&self) -> Vec<ConsumerInfo> {
-        let Ok(consumers) = self.consumers.read() else {
-            return Vec::new();
-        };
+        let consumers = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         consumers
             .iter()
             .filter(|c| !c.tx.is_closed())
@@ -237,6 +287,25 @@ mod tests {
         let bus = LocalBus::new();
         drop(bus.subscribe("gone", 1));
         bus.emit(ev("x.created"));
-        assert_eq!(bus.consumers.read().unwrap().len(), 0);
+        assert_eq!(bus.consumers.lock().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn positions_count_received_and_dropped_events() {
+        let bus = LocalBus::new();
+        bus.emit(ev("before"));
+        let mut s = bus.subscribe("s", 2);
+        assert_eq!(s.position(), 1);
+        for _ in 0..4 {
+            bus.emit(ev("x.created"));
+        }
+        assert_eq!(bus.emitted(), 5);
+        assert!(s.try_recv().is_some());
+        assert_eq!(s.position(), 2);
+        assert!(s.try_recv().is_some());
+        assert_eq!(s.position(), 3);
+        // Events 4 and 5 were dropped: once the queue is found empty they are behind it.
+        assert!(s.try_recv().is_none());
+        assert_eq!(s.position(), 5);
     }
 }

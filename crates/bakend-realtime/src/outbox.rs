@@ -2,14 +2,16 @@
 //! through which the hub tells the connection to close or ping. One lock-free waker serves all
 //! of it, so an idle connection costs a few dozen bytes here.
 //!
-//! Whoever queues a frame on an idle connection may also write it: when the runtime has a
-//! single worker (one core), the hub writes an event to each recipient's socket itself, with
-//! one non-blocking `writev` and no task wake-up — on that one core, waking and polling ten
-//! thousand connection tasks per event costs as much again as the sends. With several
-//! workers the connection tasks write instead, so the sends of one event spread over every
-//! core. Either way exactly one party drains a queue at a time (`Queue::busy`), frames leave
-//! in the order they were queued, and a socket whose send buffer is full is handed to its
-//! connection task, which waits until it is writable (the hub never waits on a client).
+//! Whoever queues a frame on an idle connection may also write it. The hub always makes the
+//! first attempt at its frames itself, with one non-blocking `writev` per socket once it has
+//! queued a round's frames and no task wake-up: an event must be in the kernel of every socket
+//! with room before the write that caused it is answered (`Hub::delivered`), and waking and
+//! polling ten thousand connection tasks per event would cost as much again as the sends. The
+//! connection's own frames (pongs, errors, replays) are written by the pusher when the runtime
+//! has a single worker (one core), and by the connection task with several. Either way
+//! exactly one party drains a queue at a time (`Queue::busy`), frames leave in the order they
+//! were queued, and a socket whose send buffer is full is handed to its connection task,
+//! which waits until it is writable (the hub never waits on a client).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -25,6 +27,23 @@ use tokio::net::TcpStream;
 use tungstenite::Utf8Bytes;
 
 use crate::wire::{self, MAX_HEADER};
+
+/// Where an outbox writes: the connection's socket, or a fake in tests (accepting all, part,
+/// or failing). Only the non-blocking writes are needed; waiting for room is the connection
+/// task's business.
+pub trait Transport: Send + Sync + 'static {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Transport for TcpStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
 
 /// Most frames handed to one `writev`.
 const MAX_BATCH: usize = 64;
@@ -104,9 +123,9 @@ struct Queue {
     handoff: bool,
 }
 
-pub struct Outbox {
+pub struct Outbox<T = TcpStream> {
     queue: Mutex<Queue>,
-    socket: TcpStream,
+    socket: T,
     /// Write on the caller's stack instead of waking the connection task (single worker).
     inline_writes: bool,
     /// `u32`s, like `limit`: a few bytes per idle connection add up over tens of thousands.
@@ -121,8 +140,8 @@ pub struct Outbox {
     waker: AtomicWaker,
 }
 
-impl Outbox {
-    pub fn new(socket: TcpStream, capacity: usize, inline_writes: bool) -> Outbox {
+impl<T: Transport> Outbox<T> {
+    pub fn new(socket: T, capacity: usize, inline_writes: bool) -> Outbox<T> {
         let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
         Outbox {
             queue: Mutex::new(Queue::default()),
@@ -137,7 +156,7 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn socket(&self) -> &TcpStream {
+    pub(crate) fn socket(&self) -> &T {
         &self.socket
     }
 
@@ -155,7 +174,8 @@ impl Outbox {
     /// For the hub: queues a text frame without writing it yet. When the answer is `true`
     /// the caller has taken the drain and must call [`Outbox::flush`] soon — once it has
     /// queued everything else it has at hand, so that under load one `writev` carries many
-    /// frames instead of one `send` each.
+    /// frames instead of one `send` each. In both write modes: what the socket does not take
+    /// at once goes to the connection task.
     pub fn push_deferred(&self, frame: Utf8Bytes) -> (Pushed, bool) {
         self.enqueue(Out::Text(frame), true)
     }
@@ -187,15 +207,19 @@ impl Outbox {
                 return (Pushed::Queued(depth), false);
             }
             q.busy = true;
-            q.handoff = !self.inline_writes;
+            // A deferred push (the hub's) takes the drain whatever the mode: the hub makes
+            // the first write attempt itself, so that an event is in every socket that can
+            // take it before REST answers the write that caused it (see `Hub::delivered`).
+            q.handoff = !self.inline_writes && !defer;
             depth
         };
-        if !self.inline_writes {
-            self.waker.wake();
-        } else if defer {
+        if defer {
             return (Pushed::Queued(depth), true);
-        } else {
+        }
+        if self.inline_writes {
             self.flush();
+        } else {
+            self.waker.wake();
         }
         (Pushed::Queued(depth), false)
     }
@@ -277,8 +301,8 @@ impl Outbox {
     /// For the connection task closing the socket: once nobody else is mid-write, drops every
     /// frame not yet started (a frame partly written must be finished, or the stream would be
     /// corrupt), queues the close frame behind it and takes the drain. `false` while another
-    /// party is mid-`writev` (it cannot be: inline writes happen only on a single worker, where
-    /// nothing runs beside this task; kept as a guard): retry shortly.
+    /// party is mid-`writev` (the hub flushing this socket from another worker): retry
+    /// shortly.
     pub fn begin_close(&self, frame: Bytes) -> bool {
         let Ok(mut q) = self.queue.lock() else {
             return false;
@@ -381,7 +405,7 @@ enum Batch {
 const SMALL_FRAME: usize = 1024;
 
 impl Batch {
-    fn write(&self, socket: &TcpStream) -> io::Result<usize> {
+    fn write(&self, socket: &impl Transport) -> io::Result<usize> {
         match self {
             Batch::One { frame, skip } => write_one(socket, frame, *skip),
             Batch::Many {
@@ -393,7 +417,7 @@ impl Batch {
     }
 }
 
-fn write_one(socket: &TcpStream, frame: &Out, skip: usize) -> io::Result<usize> {
+fn write_one(socket: &impl Transport, frame: &Out, skip: usize) -> io::Result<usize> {
     let mut header = [0u8; MAX_HEADER];
     let (head, body) = frame.parts(&mut header);
     let total = head.len() + body.len();
@@ -463,7 +487,7 @@ impl Queue {
 }
 
 /// One `writev` of the batch, skipping the `skip` bytes of the first frame already sent.
-fn write_batch(socket: &TcpStream, batch: &[Option<Out>], skip: usize) -> io::Result<usize> {
+fn write_batch(socket: &impl Transport, batch: &[Option<Out>], skip: usize) -> io::Result<usize> {
     let mut headers = [[0u8; MAX_HEADER]; MAX_BATCH];
     let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
     let mut n = 0;
@@ -627,6 +651,226 @@ mod tests {
     async fn concurrent_pushes_with_inline_writes() {
         concurrent_pushes_arrive_whole_and_in_order(true, false).await;
         concurrent_pushes_arrive_whole_and_in_order(true, true).await;
+    }
+
+    /// A transport that takes everything, takes only so many more bytes (then would block),
+    /// or fails — centrifuge's `writerConfig` fakes for the queue logic.
+    #[derive(Default)]
+    struct FakeWire {
+        /// `None`: takes everything; `Some(n)`: `n` more bytes, then `WouldBlock`.
+        room: std::sync::Mutex<Option<usize>>,
+        fail: std::sync::atomic::AtomicBool,
+        written: std::sync::Mutex<Vec<u8>>,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    impl FakeWire {
+        fn room(&self, room: Option<usize>) {
+            *self.room.lock().unwrap() = room;
+        }
+
+        /// The frames written so far: (opcode, payload), each whole.
+        fn frames(&self) -> Vec<(u8, String)> {
+            let buf = self.written.lock().unwrap();
+            let mut out = Vec::new();
+            let mut cur = std::io::Cursor::new(&buf[..]);
+            while (cur.position() as usize) < buf.len() {
+                let (header, len) = FrameHeader::parse(&mut cur).unwrap().unwrap();
+                let start = cur.position() as usize;
+                let end = start + len as usize;
+                assert!(end <= buf.len(), "a frame was cut short");
+                let payload = String::from_utf8_lossy(&buf[start..end]).into_owned();
+                out.push((u8::from(header.opcode), payload));
+                cur.set_position(end as u64);
+            }
+            out
+        }
+
+        fn texts(&self) -> Vec<String> {
+            self.frames()
+                .into_iter()
+                .filter(|(op, _)| *op == 1)
+                .map(|(_, p)| p)
+                .collect()
+        }
+    }
+
+    impl Transport for Arc<FakeWire> {
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            self.try_write_vectored(&[IoSlice::new(buf)])
+        }
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let mut room = self.room.lock().unwrap();
+            let mut n = 0;
+            let mut written = self.written.lock().unwrap();
+            for b in bufs {
+                let take = room.map_or(b.len(), |r| b.len().min(r - n));
+                written.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            if let Some(r) = room.as_mut() {
+                if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                *r -= n;
+            }
+            Ok(n)
+        }
+    }
+
+    fn text(s: &str) -> Utf8Bytes {
+        Utf8Bytes::from(s.to_string())
+    }
+
+    fn fake(capacity: usize, inline_writes: bool) -> (Arc<FakeWire>, Outbox<Arc<FakeWire>>) {
+        let wire = Arc::new(FakeWire::default());
+        (wire.clone(), Outbox::new(wire, capacity, inline_writes))
+    }
+
+    fn wants_drain<T: Transport>(o: &Outbox<T>) -> bool {
+        matches!(o.ready(), Some(Next::Drain))
+    }
+
+    /// A connection's own frames: written by the pusher (inline) or left for the connection
+    /// task, which is told to drain.
+    #[test]
+    fn own_frames_in_both_write_modes() {
+        for inline in [true, false] {
+            let (wire, o) = fake(8, inline);
+            assert!(matches!(o.push(text("a")), Pushed::Queued(1)));
+            assert!(matches!(o.push(text("b")), Pushed::Queued(_)));
+            if inline {
+                assert_eq!(wire.texts(), ["a", "b"]);
+                assert!(!wants_drain(&o));
+            } else {
+                assert!(wire.texts().is_empty());
+                assert!(wants_drain(&o), "the task is asked to write");
+                assert!(matches!(o.drain_now(), Drained::Empty));
+                assert_eq!(wire.texts(), ["a", "b"]);
+                assert!(!wants_drain(&o));
+            }
+        }
+    }
+
+    /// The hub's frames: deferred in both modes, the first push takes the drain, and one
+    /// flush writes the whole round with one call.
+    #[test]
+    fn deferred_pushes_are_written_by_the_hub_in_one_call() {
+        for inline in [true, false] {
+            let (wire, o) = fake(8, inline);
+            let (_, take) = o.push_deferred(text("1"));
+            assert!(take, "inline={inline}: the hub takes the drain");
+            for f in ["2", "3"] {
+                let (pushed, take) = o.push_deferred(text(f));
+                assert!(matches!(pushed, Pushed::Queued(_)) && !take);
+            }
+            assert!(wire.texts().is_empty() && !wants_drain(&o));
+            o.flush();
+            assert_eq!(wire.texts(), ["1", "2", "3"], "inline={inline}");
+            assert_eq!(wire.calls.load(Ordering::Relaxed), 1);
+            // Idle again: the next push takes the drain afresh.
+            assert!(o.push_deferred(text("4")).1);
+        }
+    }
+
+    /// A socket that takes part: the rest goes to the connection task, frames stay whole and
+    /// in order, and later pushes queue behind.
+    #[test]
+    fn a_full_socket_hands_the_drain_to_the_task() {
+        // (room at first, frames pushed before the socket frees up)
+        let table: &[(usize, &[&str])] = &[
+            (0, &["hello"]),
+            (3, &["hello", "world"]),
+            (6, &["hello", "world", "again"]), // all but the last byte
+        ];
+        for &(room, frames) in table {
+            let (wire, o) = fake(8, true);
+            wire.room(Some(room));
+            o.push_deferred(text(frames[0]));
+            o.flush();
+            assert!(wants_drain(&o), "room {room}: handed to the task");
+            for f in &frames[1..] {
+                // Queued behind; nobody but the task writes now.
+                assert!(!o.push_deferred(text(f)).1);
+                o.push(text(f));
+            }
+            wire.room(None);
+            assert!(matches!(o.drain_now(), Drained::Empty));
+            let mut want = vec![frames[0]];
+            for f in &frames[1..] {
+                want.extend([*f, *f]);
+            }
+            assert_eq!(wire.texts(), want, "room {room}");
+            assert!(!wants_drain(&o));
+        }
+    }
+
+    #[test]
+    fn a_failed_socket_is_broken() {
+        let (wire, o) = fake(8, true);
+        wire.fail.store(true, Ordering::Relaxed);
+        o.push_deferred(text("x"));
+        o.flush();
+        assert!(wants_drain(&o), "the task finds out and ends");
+        assert!(matches!(o.drain_now(), Drained::Broken));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_closing_one_takes_nothing() {
+        let (wire, o) = fake(2, true);
+        wire.room(Some(0));
+        assert!(matches!(o.push(text("1")), Pushed::Queued(1)));
+        assert!(matches!(o.push(text("2")), Pushed::Queued(2)));
+        assert!(matches!(o.push(text("3")), Pushed::Full));
+        o.close(4008, "slow_consumer");
+        assert!(matches!(o.push(text("4")), Pushed::Closing));
+        assert!(matches!(
+            o.ready(),
+            Some(Next::Close(4008, "slow_consumer"))
+        ));
+        // The first close request wins.
+        o.close(1001, "going away");
+        assert_eq!(o.closing(), Some((4008, "slow_consumer")));
+    }
+
+    /// Closing drops frames not yet started but finishes one partly written.
+    #[test]
+    fn close_finishes_a_partial_frame_then_sends_the_close() {
+        let (wire, o) = fake(8, true);
+        wire.room(Some(4));
+        o.push(text("partly written"));
+        o.push(text("never sent"));
+        assert!(o.begin_close(crate::wire::close_frame(4008, "slow_consumer")));
+        wire.room(None);
+        assert!(matches!(o.drain_now(), Drained::Empty));
+        let frames = wire.frames();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0], (1, "partly written".to_string()));
+        assert_eq!(frames[1].0, 8);
+    }
+
+    /// A replay goes past the limit and keeps `capacity` free behind it for live frames; the
+    /// limit relaxes once it has left.
+    #[test]
+    fn a_replay_is_taken_whole_with_room_for_live_frames() {
+        let (wire, o) = fake(2, true);
+        wire.room(Some(0));
+        o.push_replay((0..5).map(|i| text(&format!("r{i}"))).collect());
+        assert!(wants_drain(&o), "the task writes a replay");
+        assert!(matches!(o.push(text("live1")), Pushed::Queued(6)));
+        assert!(matches!(o.push(text("live2")), Pushed::Queued(7)));
+        assert!(matches!(o.push(text("live3")), Pushed::Full));
+        wire.room(None);
+        assert!(matches!(o.drain_now(), Drained::Empty));
+        assert_eq!(
+            wire.texts(),
+            ["r0", "r1", "r2", "r3", "r4", "live1", "live2"]
+        );
+        assert_eq!(o.limit.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod backup;
 mod browser;
 mod cli;
 mod config_errors;
+mod delivery;
 mod durability;
 mod events;
 mod fields;

@@ -146,3 +146,26 @@ impl Ws {
         out
     }
 }
+
+impl Ws {
+    /// Whether the server's next bytes are already in this socket's receive buffer (a
+    /// non-blocking peek: no waiting, nothing consumed). Only meaningful when every earlier
+    /// frame has been read.
+    pub fn readable_now(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let MaybeTlsStream::Plain(tcp) = self.stream.get_ref() else {
+            panic!("plain TCP only");
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a live local buffer on our own open socket.
+        let n = unsafe {
+            libc::recv(
+                tcp.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
+    }
+}

@@ -75,7 +75,13 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
         }
         _ => unrouted(&state, path, method, headers).await,
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        // Whatever this request emitted (a record, file or account event) reaches this node's
+        // subscribers' sockets before the caller hears back, as in v1.
+        state.realtime.delivered(state.bus.emitted()).await;
+    }
+    response
 }
 
 /// Paths no route serves: 404, except where v1 answered otherwise — 405 for another method on
