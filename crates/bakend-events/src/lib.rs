@@ -11,9 +11,9 @@
 //! delivery watermark, which REST answers wait for).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use bakend_core::{Event, SharedEvent};
+use bakend_core::{Event, SharedEvent, sync};
 use tokio::sync::mpsc;
 
 /// Counters for one consumer, readable while it runs.
@@ -132,11 +132,7 @@ impl EventBus for LocalBus {
     fn emit(&self, event: Event) -> SharedEvent {
         let event = Arc::new(event);
         tracing::debug!("Event emitted: {} ({})", event.event_type, event.id);
-        // A poisoned lock only means another emitter panicked mid-loop; the list is intact.
-        let mut consumers = self
-            .consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut consumers = sync::lock(&self.consumers);
         let position = self.emitted.load(Ordering::Relaxed) + 1;
         let mut any_closed = false;
         for c in consumers.iter() {
@@ -172,10 +168,7 @@ impl EventBus for LocalBus {
     fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(ConsumerStats::default());
-        let mut consumers = self
-            .consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut consumers = sync::lock(&self.consumers);
         consumers.push(Consumer {
             name: consumer.to_string(),
             tx,
@@ -195,10 +188,7 @@ impl EventBus for LocalBus {
     }
 
     fn consumers(&self) -> Vec<ConsumerInfo> {
-        let consumers = self
-            .consumers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let consumers = sync::lock(&self.consumers);
         consumers
             .iter()
             .filter(|c| !c.tx.is_closed())

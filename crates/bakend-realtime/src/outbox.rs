@@ -189,12 +189,20 @@ impl<T: Transport> Outbox<T> {
         }
     }
 
+    /// The queue, or `None` if it is poisoned. Unlike Bakend's other locks
+    /// (`bakend_core::sync`), a poisoned queue is not recovered: its holder panicked between
+    /// writing part of a frame and recording how much, so the stream may be corrupt. The
+    /// connection is treated as broken and closes; the client resumes with `since`.
+    fn queue(&self) -> Option<std::sync::MutexGuard<'_, Queue>> {
+        self.queue.lock().ok()
+    }
+
     fn enqueue(&self, out: Out, defer: bool) -> (Pushed, bool) {
         if self.closing().is_some() {
             return (Pushed::Closing, false);
         }
         let depth = {
-            let Ok(mut q) = self.queue.lock() else {
+            let Some(mut q) = self.queue() else {
                 return (Pushed::Closing, false);
             };
             if q.frames.len() >= self.limit.load(Ordering::Relaxed) as usize {
@@ -227,7 +235,7 @@ impl<T: Transport> Outbox<T> {
     /// Passes the drain to the connection task (which waits for the socket, or finds it
     /// broken and ends).
     fn hand_off(&self) {
-        if let Ok(mut q) = self.queue.lock() {
+        if let Some(mut q) = self.queue() {
             q.handoff = true;
         }
         self.waker.wake();
@@ -241,7 +249,7 @@ impl<T: Transport> Outbox<T> {
             return;
         }
         let wake = {
-            let Ok(mut q) = self.queue.lock() else {
+            let Some(mut q) = self.queue() else {
                 return;
             };
             q.frames.extend(frames.into_iter().map(Out::Text));
@@ -263,7 +271,7 @@ impl<T: Transport> Outbox<T> {
     /// holding `busy` calls this; the lock is never held across the write.
     pub fn drain_now(&self) -> Drained {
         let mut batch = {
-            let Ok(mut q) = self.queue.lock() else {
+            let Some(mut q) = self.queue() else {
                 return Drained::Broken;
             };
             match q.take_batch() {
@@ -279,7 +287,7 @@ impl<T: Transport> Outbox<T> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Drained::Broken,
             };
-            let Ok(mut q) = self.queue.lock() else {
+            let Some(mut q) = self.queue() else {
                 return Drained::Broken;
             };
             q.advance(written);
@@ -304,7 +312,7 @@ impl<T: Transport> Outbox<T> {
     /// party is mid-`writev` (the hub flushing this socket from another worker): retry
     /// shortly.
     pub fn begin_close(&self, frame: Bytes) -> bool {
-        let Ok(mut q) = self.queue.lock() else {
+        let Some(mut q) = self.queue() else {
             return false;
         };
         if q.busy && !q.handoff {
@@ -351,9 +359,8 @@ impl<T: Transport> Outbox<T> {
         if self.take_heartbeat() {
             return Some(Next::Heartbeat);
         }
-        self.queue
-            .lock()
-            .is_ok_and(|q| q.handoff)
+        self.queue()
+            .is_some_and(|q| q.handoff)
             .then_some(Next::Drain)
     }
 
