@@ -362,7 +362,11 @@ pub async fn start_with_bus(config: Config, bus: Arc<dyn EventBus>) -> Result<Se
     };
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::http_serve::serve(listener, app, stop_rx));
+    let timeouts = crate::http_serve::Timeouts {
+        header_read: config.http.header_read_timeout,
+        keep_alive: config.http.keep_alive_timeout,
+    };
+    let task = tokio::spawn(crate::http_serve::serve(listener, app, timeouts, stop_rx));
     Ok(Server {
         addr,
         state,
