@@ -3,39 +3,41 @@
 //! A backup is one `.tar.gz`: the database as of one commit (`VACUUM INTO`, safe while the
 //! server runs and writes), the storage folder, and `manifest.json` (last member) with the
 //! Bakend and schema versions, the time the backup began, counts, and the size and SHA-256 of
-//! every other member. Restore refuses while a server runs (the database lock), extracts into a
-//! temporary folder beside the database, checks the manifest, every checksum and SQLite's
-//! integrity check, and only then swaps the database (after removing the old one's `-wal` and
-//! `-shm`) and the storage folder into place by renaming.
+//! every other member. Restore refuses while a server runs (the database lock), checks the
+//! archive against its manifest and the free space against the declared sizes
+//! (`backup_archive`), extracts into a temporary folder beside the database checking every
+//! size and checksum, runs SQLite's integrity check, and only then swaps the database (after
+//! removing the old one's `-wal` and `-shm`) and the storage folder into place by renaming.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bakend_core::config::{Config, DatabaseLocation};
 use bakend_store::db::DbLock;
 use bakend_store::db::snapshot;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::backup_archive;
 use crate::cli::Cli;
 
-const MANIFEST: &str = "manifest.json";
-const FORMAT: &str = "bakend-backup";
-const FORMAT_VERSION: u64 = 1;
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const FORMAT: &str = "bakend-backup";
+pub(crate) const FORMAT_VERSION: u64 = 1;
 /// Inside the storage folder: uploads in progress, never part of a backup.
 const STORAGE_TMP: &str = "tmp";
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Passes bytes through while hashing and counting them.
-struct Hashing<R> {
-    inner: R,
-    hash: Sha256,
-    size: u64,
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hash: Sha256,
+    pub(crate) size: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -45,16 +47,6 @@ impl<R: Read> Read for Hashing<R> {
         self.size += n as u64;
         Ok(n)
     }
-}
-
-fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut r = Hashing {
-        inner: File::open(path)?,
-        hash: Sha256::new(),
-        size: 0,
-    };
-    io::copy(&mut r, &mut io::sink())?;
-    Ok((hex(&r.hash.finalize()), r.size))
 }
 
 fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
@@ -242,76 +234,10 @@ pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Extracts regular files and folders only, each strictly inside `dest`.
-fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
-    let file = File::open(archive)?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in tar.entries().context("Not a .tar.gz archive")? {
-        let mut entry = entry.context("The archive is damaged")?;
-        let path = entry.path()?.into_owned();
-        let safe = path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !safe {
-            bail!("The archive holds an unsafe path: {}", path.display());
-        }
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Directory => {}
-            other => bail!(
-                "The archive holds an unexpected entry ({other:?}): {}",
-                path.display()
-            ),
-        }
-        if !entry.unpack_in(dest).context("The archive is damaged")? {
-            bail!("The archive holds an unsafe path: {}", path.display());
-        }
-    }
-    Ok(())
-}
-
-/// Checks the extracted backup against its manifest. Returns the database's file name.
-fn verify(dir: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read(dir.join(MANIFEST))
-        .map_err(|_| anyhow!("The archive has no {MANIFEST}: it is not a Bakend backup"))?;
-    let m: Value = serde_json::from_slice(&text).context("The backup manifest is not JSON")?;
-    if m["format"] != FORMAT || m["formatVersion"].as_u64() != Some(FORMAT_VERSION) {
-        bail!("The archive is not a Bakend backup of a known format");
-    }
-    let check = |name: &str, sha: &Value, size: &Value| -> anyhow::Result<()> {
-        let (got_sha, got_size) =
-            sha256_file(&dir.join(name)).map_err(|_| anyhow!("The backup is missing {name}"))?;
-        if Some(got_sha.as_str()) != sha.as_str() || Some(got_size) != size.as_u64() {
-            bail!("Checksum mismatch for {name}: the backup is damaged");
-        }
-        Ok(())
-    };
-    let db = &m["database"];
-    let db_name = db["path"]
-        .as_str()
-        .filter(|n| !n.is_empty() && !n.contains('/') && *n != MANIFEST)
-        .ok_or_else(|| anyhow!("The backup manifest names no database"))?
-        .to_string();
-    check(&db_name, &db["sha256"], &db["size"])?;
-    let listed = m["storage"].as_array().cloned().unwrap_or_default();
-    let mut names = Vec::new();
-    for s in &listed {
-        let name = s["path"]
-            .as_str()
-            .filter(|p| p.starts_with("storage/"))
-            .ok_or_else(|| anyhow!("The backup manifest lists a bad storage path"))?;
-        check(name, &s["sha256"], &s["size"])?;
-        names.push(name.to_string());
-    }
-    for rel in storage_files(&dir.join("storage"))? {
-        let name = format!("storage/{}", archive_name(&rel));
-        if !names.contains(&name) {
-            bail!("The backup holds {name}, which its manifest does not list");
-        }
-    }
-    snapshot::integrity_check(&dir.join(&db_name))
-        .map_err(|e| anyhow!("The backed-up database is damaged: {e}"))?;
-    new_journal_epoch(&dir.join(&db_name))?;
-    Ok(db_name)
+/// The extracted database is sound, and starts a new journal epoch.
+fn check_database(db: &Path) -> anyhow::Result<()> {
+    snapshot::integrity_check(db).map_err(|e| anyhow!("The backed-up database is damaged: {e}"))?;
+    new_journal_epoch(db)
 }
 
 /// A restored database continues an older history than the one realtime clients may have
@@ -385,10 +311,14 @@ pub fn restore(cli: &Cli, archive: &Path, force: bool) -> anyhow::Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| config.project_dir.clone());
     std::fs::create_dir_all(&db_dir)?;
+    // Everything is checked against the manifest before anything is written, and extraction
+    // never writes more than it declares (see backup_archive).
+    let manifest = backup_archive::read_manifest(&archive)?;
+    backup_archive::ensure_free_space(&db_dir, manifest.total)?;
     let work = TempDir::create(&db_dir, ".bakend-restore-")?;
-    extract(&archive, &work.0)?;
-    let db_name = verify(&work.0)?;
-    let new_db = work.0.join(&db_name);
+    backup_archive::extract(&archive, &work.0, &manifest)?;
+    let new_db = work.0.join(&manifest.db_name);
+    check_database(&new_db)?;
     File::open(&new_db)?.sync_all()?;
 
     // Storage first, then the database; each is a rename.

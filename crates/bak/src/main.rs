@@ -2,6 +2,7 @@
 
 mod admin;
 mod backup;
+mod backup_archive;
 mod cli;
 mod functions;
 mod init;

@@ -67,6 +67,25 @@ pub struct AuthConfig {
     pub rate_limit_window: Duration,
 }
 
+/// Connection limits of the HTTP server (`http.*`).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// A new connection must send a complete request head within this time, or it is closed.
+    pub header_read_timeout: Duration,
+    /// After a response, a kept-alive connection must send its next complete request head
+    /// within this time, or it is closed. Upgraded (WebSocket) connections are not affected.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Origins allowed by CORS; `["*"]` allows any.
@@ -206,6 +225,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub dashboard_enabled: bool,
     pub api: ApiConfig,
+    pub http: HttpConfig,
     pub realtime: RealtimeConfig,
     pub jobs: JobsConfig,
     pub functions: FunctionsSettings,
@@ -244,6 +264,7 @@ const TOP_KEYS: &[&str] = &[
     "auth",
     "dashboard",
     "api",
+    "http",
     "realtime",
     "jobs",
     "functions",
@@ -274,6 +295,7 @@ const AUTH_KEYS: &[&str] = &[
     "refreshTokenTtl",
     "rateLimit",
 ];
+const HTTP_KEYS: &[&str] = &["headerReadTimeoutMs", "keepAliveTimeoutMs"];
 const RATE_LIMIT_KEYS: &[&str] = &["attempts", "windowSeconds"];
 pub const DEFAULT_RATE_LIMIT_ATTEMPTS: u32 = 20;
 pub const DEFAULT_RATE_LIMIT_WINDOW_SECS: u64 = 60;
@@ -368,6 +390,7 @@ impl Config {
                 default_per_page: DEFAULT_PER_PAGE,
                 max_per_page: DEFAULT_MAX_PER_PAGE,
             },
+            http: HttpConfig::default(),
             realtime: RealtimeConfig::default(),
             jobs: JobsConfig::default(),
             functions: FunctionsSettings::default(),
@@ -479,6 +502,19 @@ impl Config {
         }
         if let Some(v) = root.get("metrics") {
             self.apply_metrics(v, f)?;
+        }
+        if let Some(v) = root.get("http") {
+            let http = v
+                .as_object()
+                .ok_or_else(|| f.invalid("http", "http must be an object"))?;
+            f.warn_unknown(http, HTTP_KEYS, "http.", &mut self.warnings);
+            let int = |key: &str| f.int_in(http, "http", key, 100, 3_600_000);
+            if let Some(ms) = int("headerReadTimeoutMs")? {
+                self.http.header_read_timeout = Duration::from_millis(ms);
+            }
+            if let Some(ms) = int("keepAliveTimeoutMs")? {
+                self.http.keep_alive_timeout = Duration::from_millis(ms);
+            }
         }
         if let Some(v) = root.get("api") {
             let api = v
@@ -1008,6 +1044,34 @@ mod tests {
                 .log_level,
             LogLevel::Warn
         );
+    }
+
+    #[test]
+    fn http_section() {
+        let cfg = load("{}", &[]).unwrap();
+        assert_eq!(cfg.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.http.keep_alive_timeout, Duration::from_secs(60));
+        let cfg = load(
+            r#"{"http": {"headerReadTimeoutMs": 2500, "keepAliveTimeoutMs": 1000}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.http.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.http.keep_alive_timeout, Duration::from_millis(1000));
+        for (json, key) in [
+            (r#"{"http": 1}"#, "http"),
+            (
+                r#"{"http": {"headerReadTimeoutMs": 0}}"#,
+                "http.headerReadTimeoutMs",
+            ),
+            (
+                r#"{"http": {"keepAliveTimeoutMs": "5"}}"#,
+                "http.keepAliveTimeoutMs",
+            ),
+        ] {
+            let text = load(json, &[]).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+        }
     }
 
     #[test]

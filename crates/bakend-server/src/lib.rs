@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod conn_watch;
 mod cors;
 mod error;
 mod http_serve;

@@ -234,7 +234,7 @@ async fn start_steps(
     // leaves no trace.
     let files = read_collection_files(&config)?;
     // One server per database; `bak migrate apply` and `bak backup restore` take the same lock.
-    parts.lock = lock_database(&config.database)?;
+    parts.lock = lock_database(&config.database).await?;
     let db = parts
         .db
         .insert(open_database(&config, bus.clone()).await?)
@@ -298,7 +298,11 @@ async fn start_steps(
     };
     let app = router(&state);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::http_serve::serve(listener, app, stop_rx));
+    let timeouts = crate::http_serve::Timeouts {
+        header_read: config.http.header_read_timeout,
+        keep_alive: config.http.keep_alive_timeout,
+    };
+    let task = tokio::spawn(crate::http_serve::serve(listener, app, timeouts, stop_rx));
     Ok(Server {
         addr,
         state,
@@ -322,16 +326,26 @@ fn read_collection_files(config: &Config) -> Result<Vec<sync::FileDefinition>, S
     Ok(files)
 }
 
-fn lock_database(location: &DatabaseLocation) -> Result<Option<DbLock>, StartError> {
-    match location {
-        DatabaseLocation::File(p) => {
-            Ok(Some(DbLock::try_acquire(p)?.ok_or_else(|| {
-                StartError::Locked(p.display().to_string())
-            })?))
+async fn lock_database(location: &DatabaseLocation) -> Result<Option<DbLock>, StartError> {
+    let DatabaseLocation::File(p) = location else {
+        return Ok(None);
+    };
+    // A holder that is letting go (a server stopping, or a process of ours that forked while
+    // holding it, until its exec closes the file) does so within milliseconds: look again
+    // briefly before saying the database is in use.
+    for _ in 0..LOCK_RETRIES {
+        if let Some(lock) = DbLock::try_acquire(p)? {
+            return Ok(Some(lock));
         }
-        DatabaseLocation::Memory => Ok(None),
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    Ok(Some(DbLock::try_acquire(p)?.ok_or_else(|| {
+        StartError::Locked(p.display().to_string())
+    })?))
 }
+
+/// Looks at a held database lock again for up to 1 s (× 50 ms) before refusing to start.
+const LOCK_RETRIES: u32 = 20;
 
 /// Opens (or creates) the database and starts its writer thread.
 async fn open_database(

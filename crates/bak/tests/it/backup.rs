@@ -298,3 +298,226 @@ fn damaged_or_foreign_archives_are_refused_and_change_nothing() {
         "posts is db_only here"
     );
 }
+
+/// An archive's members (name, content), in order.
+type Members = Vec<(String, Vec<u8>)>;
+
+/// The members of a `.tar.gz`, in order.
+fn read_members(path: &Path) -> Members {
+    use std::io::Read;
+    let file = std::fs::File::open(path).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// Writes members as `bak backup create` does (honest tar headers: each header gives the
+/// member's real size).
+fn write_members(path: &Path, members: &[(String, Vec<u8>)]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::default(),
+    ));
+    for (name, bytes) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// A copy of `members` with the manifest (the last member) changed by `edit`.
+fn with_manifest(members: &[(String, Vec<u8>)], edit: impl FnOnce(&mut Value)) -> Members {
+    let mut out = members.to_vec();
+    let (name, bytes) = out.last_mut().unwrap();
+    assert_eq!(name, "manifest.json");
+    let mut m: Value = serde_json::from_slice(bytes).unwrap();
+    edit(&mut m);
+    *bytes = serde_json::to_vec_pretty(&m).unwrap();
+    out
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".bakend-restore-"))
+        .collect()
+}
+
+/// Issue 14 #8: restore checks the archive against its manifest and the free space against
+/// the declared sizes before it writes anything, and refuses forgeries with a clear error and
+/// the existing data untouched.
+#[test]
+fn forged_archives_are_refused_and_the_existing_data_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bakend.json"), "{}").unwrap();
+    write_collections(
+        d,
+        &[json!({"name": "posts", "fields": [{"name": "t", "type": "string"}]})],
+    );
+    assert!(bak(d, &["migrate", "apply"]).status.success());
+    std::fs::create_dir_all(d.join("storage/files")).unwrap();
+    std::fs::write(d.join("storage/files/fil_small"), b"twenty bytes of data").unwrap();
+    let out = bak(d, &["backup", "create", "--output", "b.tar.gz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let good = read_members(&d.join("b.tar.gz"));
+    let names: Vec<&str> = good.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bakend.db", "storage/files/fil_small", "manifest.json"]
+    );
+
+    // The target: a project restored from the good backup, plus a file of its own.
+    let target = tempfile::tempdir().unwrap();
+    let f = target.path();
+    std::fs::write(f.join("bakend.json"), "{}").unwrap();
+    std::fs::copy(d.join("b.tar.gz"), f.join("good.tar.gz")).unwrap();
+    let out = bak(f, &["backup", "restore", "good.tar.gz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(f.join("storage/mine.txt"), b"keep me").unwrap();
+    let db_before = sha(&std::fs::read(f.join("bakend.db")).unwrap());
+
+    let mut bigger_db = good.clone();
+    bigger_db[0].1.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let mut bomb = good.clone();
+    // 64 MiB of zeros where the manifest declares 20 bytes: the archive stays tiny.
+    bomb[1].1 = vec![0u8; 64 << 20];
+    let mut unlisted = good.clone();
+    unlisted.insert(2, ("storage/files/fil_extra".into(), b"extra".to_vec()));
+    let cases: Vec<(&str, Members, String)> = vec![
+        (
+            "database larger than declared",
+            bigger_db,
+            "The backup's bakend.db is larger than its manifest declares".into(),
+        ),
+        (
+            "storage file larger than declared",
+            bomb,
+            "The backup's storage/files/fil_small is larger than its manifest declares (20 bytes)"
+                .into(),
+        ),
+        (
+            "a petabyte declared",
+            with_manifest(&good, |m| m["database"]["size"] = json!(1u64 << 50)),
+            "Not enough free space to restore: the backup needs".into(),
+        ),
+        (
+            "a member the manifest does not list",
+            unlisted,
+            "The backup holds storage/files/fil_extra, which its manifest does not list".into(),
+        ),
+        (
+            "a member listed but missing",
+            good[..1]
+                .iter()
+                .chain(&good[2..])
+                .cloned()
+                .collect::<Vec<_>>(),
+            "The backup is missing storage/files/fil_small".into(),
+        ),
+        (
+            "a member after the manifest",
+            good.iter()
+                .cloned()
+                .chain([("storage/files/late".to_string(), b"late".to_vec())])
+                .collect(),
+            "The archive holds storage/files/late after its manifest.json".into(),
+        ),
+    ];
+    for (what, members, message) in cases {
+        write_members(&f.join("forged.tar.gz"), &members);
+        let archive_size = std::fs::metadata(f.join("forged.tar.gz")).unwrap().len();
+        let out = bak(f, &["backup", "restore", "forged.tar.gz", "--force"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.contains(&message), "{what}: {err}");
+        assert_eq!(
+            sha(&std::fs::read(f.join("bakend.db")).unwrap()),
+            db_before,
+            "{what}: the database is untouched"
+        );
+        assert_eq!(
+            std::fs::read(f.join("storage/mine.txt")).unwrap(),
+            b"keep me",
+            "{what}: the storage folder is untouched"
+        );
+        assert!(leftovers(f).is_empty(), "{what}: {:?}", leftovers(f));
+        eprintln!("{what} ({archive_size} bytes): {}", err.trim());
+    }
+
+    // The genuine archive still restores over it.
+    let out = bak(f, &["backup", "restore", "good.tar.gz", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!f.join("storage/mine.txt").exists());
+}
+
+/// A legitimate, highly compressible backup (tens of MiB of zeros in the database and in a
+/// stored file, an archive of a few hundred KiB) restores: no ratio or size cap.
+#[test]
+fn a_legitimate_very_compressible_backup_restores() {
+    const DB_PADDING: usize = 40 << 20;
+    const FILE_SIZE: usize = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bakend.json"), "{}").unwrap();
+    write_collections(
+        d,
+        &[json!({"name": "posts", "fields": [{"name": "t", "type": "string"}]})],
+    );
+    assert!(bak(d, &["migrate", "apply"]).status.success());
+    let conn = rusqlite::Connection::open(d.join("bakend.db")).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE padding (b BLOB); INSERT INTO padding VALUES (zeroblob({DB_PADDING}));"
+    ))
+    .unwrap();
+    drop(conn);
+    std::fs::create_dir_all(d.join("storage/files")).unwrap();
+    std::fs::write(d.join("storage/files/fil_zeros"), vec![0u8; FILE_SIZE]).unwrap();
+    let out = bak(d, &["backup", "create", "--output", "big.tar.gz"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let archive = d.join("big.tar.gz");
+    let archive_size = std::fs::metadata(&archive).unwrap().len();
+    let expanded = (DB_PADDING + FILE_SIZE) as u64;
+    assert!(
+        archive_size * 200 < expanded,
+        "the archive is {archive_size} bytes for {expanded}"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let f = fresh.path();
+    std::fs::write(f.join("bakend.json"), "{}").unwrap();
+    let start = std::time::Instant::now();
+    let out = bak(f, &["backup", "restore", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eprintln!(
+        "restored {archive_size} bytes expanding to {expanded} in {:?}",
+        start.elapsed()
+    );
+    let conn = rusqlite::Connection::open(f.join("bakend.db")).unwrap();
+    let len: i64 = conn
+        .query_row("SELECT length(b) FROM padding", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(len, DB_PADDING as i64);
+    assert_eq!(
+        std::fs::metadata(f.join("storage/files/fil_zeros"))
+            .unwrap()
+            .len(),
+        FILE_SIZE as u64
+    );
+}

@@ -584,3 +584,150 @@ async fn a_runaway_function_does_not_slow_rest_for_other_clients() {
     );
     s.shutdown().await;
 }
+
+/// A function logging huge lines (issue 14 #5: five 20 MiB lines once grew the server by
+/// 200 MiB and made `GET /api/admin/logs` answer 100 MiB). Each message is cut to 8 KiB and
+/// marked, and the ring is bounded by bytes. The ring belongs to the running binary's log sink,
+/// so this runs `bak start`.
+#[tokio::test]
+async fn huge_log_lines_are_cut_and_the_admin_logs_stay_small() {
+    use std::io::Write;
+    const ADMIN: &str = "root@example.com";
+    let dir = project(&[(
+        "functions/posts/loud.ts",
+        "import { onCreate } from \"bakend/functions\";\n\
+         onCreate(\"posts\", ({ record, logger }) => {\n\
+         \x20 if (record.title === \"huge\") {\n\
+         \x20   const big = \"é\".repeat(10 * 1024 * 1024);\n\
+         \x20   for (let i = 0; i < 5; i++) logger.info(`huge-${i}:`, big);\n\
+         \x20 } else {\n\
+         \x20   for (let i = 0; i < 300; i++) logger.info(`many-${i}:`, \"x\".repeat(20 * 1024));\n\
+         \x20 }\n\
+         \x20 logger.info(`done ${record.title}`);\n\
+         });\n",
+    )]);
+    let d = dir.path();
+    let mut admin = std::process::Command::new(crate::harness::bak_bin())
+        .args(["admin", "create", ADMIN, "--password-stdin"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"password123\n")
+        .unwrap();
+    assert!(admin.wait().unwrap().success());
+    let mut bak = crate::harness::BakProcess::spawn(d, &[]);
+    bak.wait_ready().await;
+    let http = reqwest::Client::new();
+    let url = bak.url();
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/auth/login"))
+        .json(&json!({"email": ADMIN, "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let logs = || async {
+        let r = http
+            .get(format!("{url}/api/admin/logs?limit=500"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let rss_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = rss_kib(bak.child.id());
+
+    post_title(&http, &url, "huge").await;
+    let mut body = String::new();
+    for _ in 0..400 {
+        body = logs().await;
+        if body.contains("done huge") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        body.contains("done huge"),
+        "{}",
+        &body[..body.len().min(2000)]
+    );
+    eprintln!(
+        "five 20 MiB log lines: RSS {before} KiB -> {} KiB, /api/admin/logs {} bytes",
+        rss_kib(bak.child.id()),
+        body.len()
+    );
+    let items: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let huge: Vec<&serde_json::Value> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().starts_with("huge-"))
+        .collect();
+    assert_eq!(huge.len(), 5, "every huge line is kept, cut");
+    for e in &huge {
+        let m = e["message"].as_str().unwrap();
+        assert_eq!(e["truncated"], true, "{}", &m[..100]);
+        assert!(m.len() <= 8 * 1024 + 100, "cut to 8 KiB: {}", m.len());
+        // 10 Mi "é" are 20 MiB of UTF-8; the cut kept whole characters.
+        assert!(
+            m.ends_with(&format!(
+                "… [truncated, {} bytes] function=functions/posts/loud.ts",
+                8 + 20 * 1024 * 1024
+            )),
+            "{}",
+            &m[m.len() - 120..]
+        );
+    }
+    assert!(body.len() < 100 * 1024, "{}", body.len());
+    let short = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["message"].as_str().unwrap().starts_with("done huge"))
+        .unwrap();
+    assert!(short.get("truncated").is_none(), "{short}");
+
+    // Many long (cut) lines: the ring keeps fewer than 500 of them, bounded by bytes.
+    post_title(&http, &url, "many").await;
+    for _ in 0..400 {
+        body = logs().await;
+        if body.contains("done many") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(body.contains("done many"));
+    let items: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let items = items["items"].as_array().unwrap();
+    let bytes: usize = items
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().len())
+        .sum();
+    assert!(bytes <= 1024 * 1024, "ring bounded by bytes: {bytes}");
+    assert!(body.len() < 1200 * 1024, "{}", body.len());
+    assert!(items.len() < 300, "{} entries", items.len());
+    assert!(
+        items.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("done many"),
+        "the newest entries are kept"
+    );
+    bak.signal(libc::SIGTERM);
+    bak.wait_exit().await;
+}

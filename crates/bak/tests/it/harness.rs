@@ -299,6 +299,8 @@ pub struct BakProcess {
     pub dir: PathBuf,
     run: u32,
     args: Vec<String>,
+    /// `RLIMIT_NOFILE` set for the child, if any.
+    nofile: Option<u64>,
 }
 
 static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -306,31 +308,55 @@ static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 impl BakProcess {
     pub fn spawn(dir: &Path, extra_args: &[&str]) -> BakProcess {
         let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::spawn_args(dir, args)
+        Self::spawn_args(dir, args, None)
     }
 
-    fn spawn_args(dir: &Path, args: Vec<String>) -> BakProcess {
+    /// As [`BakProcess::spawn`], with the child limited to `nofile` open files
+    /// (`RLIMIT_NOFILE`, soft and hard).
+    pub fn spawn_with_nofile(dir: &Path, extra_args: &[&str], nofile: u64) -> BakProcess {
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        Self::spawn_args(dir, args, Some(nofile))
+    }
+
+    fn spawn_args(dir: &Path, args: Vec<String>, nofile: Option<u64>) -> BakProcess {
+        use std::os::unix::process::CommandExt;
         let port = free_port();
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = std::fs::File::create(dir.join(format!("stdout-{run}.log"))).unwrap();
         let err = std::fs::File::create(dir.join(format!("stderr-{run}.log"))).unwrap();
-        let child = std::process::Command::new(bak_bin())
-            .arg("start")
+        let mut cmd = std::process::Command::new(bak_bin());
+        cmd.arg("start")
             .arg("--port")
             .arg(port.to_string())
             .args(&args)
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
+            .stderr(err);
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         BakProcess {
             child,
             port,
             dir: dir.to_path_buf(),
             run,
             args,
+            nofile,
         }
     }
 
@@ -359,7 +385,7 @@ impl BakProcess {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     if self.stderr().contains("Is port") && attempts < 5 {
                         attempts += 1;
-                        *self = Self::spawn_args(&self.dir.clone(), self.args.clone());
+                        *self = Self::spawn_args(&self.dir.clone(), self.args.clone(), self.nofile);
                         continue 'start;
                     }
                     panic!("bak exited with {status}: {}", self.stderr());

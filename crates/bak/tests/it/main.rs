@@ -21,6 +21,7 @@ mod permissions;
 mod realtime;
 mod rest;
 mod resume;
+mod slow_clients;
 mod storage;
 mod storm;
 mod ws;
