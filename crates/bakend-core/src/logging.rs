@@ -67,24 +67,22 @@ struct Ring {
 
 impl LogRing {
     pub fn snapshot(&self) -> Vec<LogEntry> {
-        match self.entries.lock() {
-            Ok(r) => r.entries.iter().cloned().collect(),
-            Err(_) => Vec::new(),
-        }
+        crate::sync::lock(&self.entries)
+            .entries
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn push(&self, entry: LogEntry) {
-        if let Ok(mut r) = self.entries.lock() {
-            r.bytes += entry.bytes();
-            r.entries.push_back(entry);
-            while r.entries.len() > RING_CAPACITY
-                || (r.bytes > RING_MAX_BYTES && r.entries.len() > 1)
-            {
-                let Some(old) = r.entries.pop_front() else {
-                    break;
-                };
-                r.bytes -= old.bytes();
-            }
+        let mut r = crate::sync::lock(&self.entries);
+        r.bytes += entry.bytes();
+        r.entries.push_back(entry);
+        while r.entries.len() > RING_CAPACITY || (r.bytes > RING_MAX_BYTES && r.entries.len() > 1) {
+            let Some(old) = r.entries.pop_front() else {
+                break;
+            };
+            r.bytes -= old.bytes();
         }
     }
 }
@@ -284,10 +282,8 @@ impl<S: Subscriber> Layer<S> for BakendLayer {
             }
         };
         let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(file) = &self.file
-            && let Ok(mut f) = file.lock()
-        {
-            f.write_line(&line);
+        if let Some(file) = &self.file {
+            crate::sync::lock(file).write_line(&line);
         }
         self.ring.push(LogEntry {
             timestamp,
