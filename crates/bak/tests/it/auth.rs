@@ -283,6 +283,75 @@ async fn logout_and_logout_all() {
     }
 }
 
+async fn login_token(s: &TestServer, email: &str) -> String {
+    let r = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": email, "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+async fn me(s: &TestServer, token: &str) -> crate::harness::Resp {
+    s.call(Method::GET, "/api/auth/me", Some(token), None).await
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_access_token_at_once_and_a_new_login_works() {
+    let s = server().await;
+    let a = s.register("fay@example.com").await;
+    let other_device = login_token(&s, "fay@example.com").await;
+    let bystander = s.register("gus@example.com").await;
+    assert_eq!(me(&s, &a.token).await.status, 200);
+    assert_eq!(me(&s, &other_device).await.status, 200);
+
+    let r = s
+        .call(
+            Method::POST,
+            "/api/auth/logout",
+            Some(&a.token),
+            Some(&json!({"all": true})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // Both earlier tokens are refused on the next request: no waiting for a cache to expire.
+    for t in [&a.token, &other_device] {
+        me(&s, t)
+            .await
+            .assert_error(401, "unauthorized", "Authentication required");
+        s.call(
+            Method::POST,
+            "/api/notes",
+            Some(t),
+            Some(&json!({"t": "x"})),
+        )
+        .await
+        .assert_error(401, "unauthorized", "Authentication required");
+    }
+    // A second sign-out everywhere with a revoked token is refused too.
+    s.call(
+        Method::POST,
+        "/api/auth/logout",
+        Some(&a.token),
+        Some(&json!({"all": true})),
+    )
+    .await
+    .assert_error(401, "unauthorized", "Authentication required");
+    // Other users are untouched.
+    assert_eq!(me(&s, &bystander.token).await.status, 200);
+
+    // Signing in right afterwards (within the same second) gives a token that works.
+    let fresh = login_token(&s, "fay@example.com").await;
+    let r = me(&s, &fresh).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["user"]["id"], a.id.as_str());
+    me(&s, &a.token)
+        .await
+        .assert_error(401, "unauthorized", "Authentication required");
+}
+
 #[tokio::test]
 async fn login_is_rate_limited_per_address_and_recovers() {
     let s = TestServer::start_with_config(
@@ -540,7 +609,7 @@ async fn malformed_tokens_are_401_never_500() {
     let parts: Vec<&str> = real.split('.').collect();
     let forged = {
         let other = bakend_auth::tokens::TokenKeys::new("not-the-secret");
-        other.issue("usr_x", "admin", 60).unwrap()
+        other.issue("usr_x", "admin", 0, 60).unwrap()
     };
     let shapes: Vec<String> = vec![
         "garbage".into(),
