@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use crate::error::AuthError;
+use crate::hashing::HashLimiter;
 use crate::passwords;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::{TokenKeys, Verified};
@@ -87,6 +88,8 @@ pub struct AuthService {
     refresh_ttl: Duration,
     admin_email: Option<String>,
     limiter: RateLimiter,
+    /// Every password hash and verification runs through this bound.
+    hashes: HashLimiter,
     cache: RwLock<HashMap<String, Cached>>,
     /// Bumped by every [`AuthService::forget`]. A lookup that read the database while a change
     /// was being forgotten may hold the old row; it compares this before and after and then
@@ -259,6 +262,11 @@ impl AuthService {
             refresh_ttl: cfg.refresh_token_ttl,
             admin_email: cfg.admin_email.clone(),
             limiter: RateLimiter::new(cfg.rate_limit_attempts, cfg.rate_limit_window),
+            hashes: HashLimiter::new(
+                cfg.max_concurrent_hashes,
+                cfg.hash_queue,
+                cfg.hash_queue_timeout,
+            ),
             cache: RwLock::new(HashMap::new()),
             forgotten: AtomicU64::new(0),
             dummy_hash: passwords::hash("bakend-timing-equaliser")?,
@@ -312,9 +320,10 @@ impl AuthService {
             return Err(AuthError::EmailTaken);
         }
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let hash = self
+            .hashes
+            .run(move || passwords::hash(&password))
+            .await??;
         let role = if self.admin_email.as_deref() == Some(email.as_str()) {
             Role::Admin
         } else {
@@ -374,17 +383,20 @@ impl AuthService {
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = password.to_string();
-        let (ok, upgrade) = tokio::task::spawn_blocking(move || {
-            let (ok, legacy) = passwords::verify(&pw, &stored);
-            let upgrade = if ok && legacy {
-                passwords::hash(&pw).ok()
-            } else {
-                None
-            };
-            (ok, upgrade)
-        })
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        // The legacy re-hash runs in the same slot as the verification: one slot, one hash at
+        // a time.
+        let (ok, upgrade) = self
+            .hashes
+            .run(move || {
+                let (ok, legacy) = passwords::verify(&pw, &stored);
+                let upgrade = if ok && legacy {
+                    passwords::hash(&pw).ok()
+                } else {
+                    None
+                };
+                (ok, upgrade)
+            })
+            .await?;
         let Some((account, _)) = found.filter(|_| ok) else {
             return Err(AuthError::InvalidCredentials);
         };
@@ -722,9 +734,7 @@ impl AuthService {
                 })?;
                 check_new_password(password)?;
                 let pw = password.to_string();
-                let hash = tokio::task::spawn_blocking(move || passwords::hash(&pw))
-                    .await
-                    .map_err(|e| AuthError::Internal(e.to_string()))??;
+                let hash = self.hashes.run(move || passwords::hash(&pw)).await??;
                 let id = self
                     .db
                     .write(move |conn| {
@@ -770,6 +780,9 @@ mod tests {
             admin_email: None,
             rate_limit_attempts: 0,
             rate_limit_window: Duration::from_secs(60),
+            max_concurrent_hashes: 2,
+            hash_queue: 16,
+            hash_queue_timeout: Duration::from_secs(5),
         }
     }
 

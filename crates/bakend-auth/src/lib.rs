@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod error;
+pub mod hashing;
 pub mod passwords;
 pub mod permissions;
 pub mod ratelimit;

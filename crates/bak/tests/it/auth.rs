@@ -353,6 +353,74 @@ async fn logout_all_revokes_every_access_token_at_once_and_a_new_login_works() {
 }
 
 #[tokio::test]
+async fn a_full_hashing_queue_answers_503_with_retry_after_and_the_server_keeps_serving() {
+    let s = TestServer::start_with_config(
+        &[open()],
+        r#"{"auth": {"rateLimit": {"attempts": 0}, "maxConcurrentHashes": 1, "hashQueue": 1, "hashQueueTimeoutMs": 30}}"#,
+    )
+    .await;
+    s.register("hal@example.com").await;
+    // Logins (right and wrong passwords) and registrations at once: one hashes, one waits,
+    // the rest are turned away; reads that hash nothing are not held up.
+    let burst = (0..48).map(|i| {
+        let (path, body) = match i % 3 {
+            0 => (
+                "/api/auth/login",
+                json!({"email": "hal@example.com", "password": "password123"}),
+            ),
+            1 => (
+                "/api/auth/login",
+                json!({"email": "hal@example.com", "password": format!("wrong-{i}")}),
+            ),
+            _ => (
+                "/api/auth/register",
+                json!({"email": format!("u{i}@example.com"), "password": "password123"}),
+            ),
+        };
+        let s = &s;
+        async move { s.post(path, &body).await }
+    });
+    let (answers, health) = tokio::join!(futures_util::future::join_all(burst), async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        (s.get("/health").await.status, started.elapsed())
+    });
+    assert_eq!(health.0, 200);
+    assert!(
+        health.1 < std::time::Duration::from_secs(2),
+        "{:?}",
+        health.1
+    );
+    let (mut busy, mut served) = (0, 0);
+    for r in &answers {
+        match r.status {
+            503 => {
+                r.assert_error(
+                    503,
+                    "unavailable",
+                    "Too many sign-ins in progress; retry in 1 s",
+                );
+                assert_eq!(r.headers["retry-after"], "1");
+                busy += 1;
+            }
+            200 | 201 | 401 => served += 1,
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert!(busy > 0, "no request was turned away");
+    assert!(served > 0, "no request was served");
+    // When the burst is over, sign-ins work again.
+    assert_eq!(s.get("/health").await.status, 200);
+    let r = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": "hal@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
 async fn login_is_rate_limited_per_address_and_recovers() {
     let s = TestServer::start_with_config(
         &[],
