@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use crate::email::{normalize_email, normalize_new_email};
 use crate::error::AuthError;
 use crate::hashing::HashLimiter;
 use crate::passwords;
@@ -124,20 +125,6 @@ fn sha256_hex(s: &str) -> String {
 fn new_refresh_token() -> String {
     let second = uuid::Uuid::new_v4().simple().to_string();
     format!("{}{second}", ids::new_id("rt_"))
-}
-
-/// Normalises and checks an email: trimmed, lower-case, `local@domain` with no spaces.
-pub fn normalize_email(raw: &str) -> Result<String, AuthError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() >= 3
-        && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-    if valid {
-        Ok(email)
-    } else {
-        Err(AuthError::BadRequest("Invalid email address".into()))
-    }
 }
 
 /// `{"email","password"}` from a request body, with the spec's messages.
@@ -303,7 +290,7 @@ impl AuthService {
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
-        let email = normalize_email(email)?;
+        let email = normalize_new_email(email)?;
         check_new_password(password)?;
         let lookup = email.clone();
         let exists = self
@@ -732,6 +719,9 @@ impl AuthService {
                 let password = password.ok_or_else(|| {
                     AuthError::BadRequest("A password is required to create a new account".into())
                 })?;
+                // A new account: the look-alike rules apply (an existing one is promoted above
+                // whatever its address).
+                let email = normalize_new_email(&email)?;
                 check_new_password(password)?;
                 let pw = password.to_string();
                 let hash = self.hashes.run(move || passwords::hash(&pw)).await??;

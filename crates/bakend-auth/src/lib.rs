@@ -3,6 +3,7 @@
 //! REST handlers and the realtime hub both ask it.
 
 pub mod accounts;
+pub mod email;
 pub mod error;
 pub mod hashing;
 pub mod passwords;

@@ -90,6 +90,38 @@ async fn register_and_login_return_the_token_response() {
 }
 
 #[tokio::test]
+async fn look_alike_emails_do_not_make_a_second_account() {
+    let s = server().await;
+    s.register("alice@example.com").await;
+    for look_alike in [
+        "alice@example.com.",
+        "ALICE@EXAMPLE.COM.",
+        "alice@example..com",
+        "ali\u{200B}ce@example.com",
+        "alice@example.com\u{200B}",
+        "\u{FEFF}alice@example.com",
+        "alice\u{200D}@example.com",
+        "alice@exa\u{00AD}mple.com",
+        "alice\u{2060}@example.com",
+    ] {
+        s.post(
+            "/api/auth/register",
+            &json!({"email": look_alike, "password": "password123"}),
+        )
+        .await
+        .assert_error(400, "bad_request", "Invalid email address");
+    }
+    // Visible non-ASCII addresses are still welcome.
+    let r = s
+        .post(
+            "/api/auth/register",
+            &json!({"email": "josé@exämple.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[tokio::test]
 async fn every_error_row_of_the_auth_table() {
     let s = server().await;
     s.register("bob@example.com").await;
