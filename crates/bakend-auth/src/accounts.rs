@@ -143,7 +143,8 @@ pub fn credentials(body: &Map<String, Value>) -> Result<(String, String), AuthEr
 }
 
 fn check_new_password(password: &str) -> Result<(), AuthError> {
-    if password.encode_utf16().count() < 8 {
+    // Characters are Unicode scalar values, as everywhere lengths are checked.
+    if password.chars().count() < 8 {
         return Err(AuthError::BadRequest(
             "Password must be at least 8 characters".into(),
         ));
@@ -794,6 +795,22 @@ mod tests {
 
     fn valid(check: TokenCheck) -> bool {
         matches!(check, TokenCheck::Valid { .. })
+    }
+
+    #[test]
+    fn password_length_counts_unicode_scalar_values() {
+        let emoji = "\u{1F511}"; // 2 UTF-16 units
+        assert!(
+            check_new_password(&emoji.repeat(4)).is_err(),
+            "4 characters"
+        );
+        assert!(check_new_password(&emoji.repeat(7)).is_err());
+        assert!(check_new_password(&emoji.repeat(8)).is_ok());
+        assert!(
+            check_new_password(&"e\u{301}".repeat(4)).is_ok(),
+            "8 scalar values"
+        );
+        assert!(check_new_password(&"\u{E9}".repeat(7)).is_err());
     }
 
     #[tokio::test]
