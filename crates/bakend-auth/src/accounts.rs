@@ -293,6 +293,8 @@ impl AuthService {
     pub async fn register(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
         let email = normalize_new_email(email)?;
         check_new_password(password)?;
+        // Taken before the lookup too: see `hashing` on why.
+        let slot = self.hashes.slot().await?;
         let lookup = email.clone();
         let exists = self
             .db
@@ -308,10 +310,7 @@ impl AuthService {
             return Err(AuthError::EmailTaken);
         }
         let password = password.to_string();
-        let hash = self
-            .hashes
-            .run(move || passwords::hash(&password))
-            .await??;
+        let hash = slot.run(move || passwords::hash(&password)).await??;
         let role = if self.admin_email.as_deref() == Some(email.as_str()) {
             Role::Admin
         } else {
@@ -353,6 +352,8 @@ impl AuthService {
 
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
         let email = normalize_email(email)?;
+        // Taken before the lookup too: see `hashing` on why.
+        let slot = self.hashes.slot().await?;
         let found = self
             .db
             .read(move |conn| {
@@ -373,8 +374,7 @@ impl AuthService {
         let pw = password.to_string();
         // The legacy re-hash runs in the same slot as the verification: one slot, one hash at
         // a time.
-        let (ok, upgrade) = self
-            .hashes
+        let (ok, upgrade) = slot
             .run(move || {
                 let (ok, legacy) = passwords::verify(&pw, &stored);
                 let upgrade = if ok && legacy {

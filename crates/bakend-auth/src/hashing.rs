@@ -1,14 +1,18 @@
 //! The bound on password work. One argon2id hash or verification holds 19 MiB for tens of
 //! milliseconds of CPU; without a bound, a flood of logins runs hundreds at once, the process
-//! grows by hundreds of MiB and keeps it. Every hash and verification goes through
-//! [`HashLimiter::run`]: at most `max_concurrent` run (on blocking threads, never on the async
-//! executor), at most `queue` more wait for a slot, each for at most `wait`; anyone else is told
-//! to come back later ([`AuthError::Busy`], 503 with `Retry-After`).
+//! grows by hundreds of MiB and keeps it. Every hash and verification runs in a [`HashSlot`]:
+//! at most `max_concurrent` slots are taken at once, at most `queue` more sign-ins wait for one,
+//! each for at most `wait`; anyone else is told to come back later ([`AuthError::Busy`], 503
+//! with `Retry-After`). The work runs on a blocking thread, never on the async executor.
+//!
+//! Callers take the slot *before* the account lookup that precedes the hash: every database
+//! read is a blocking-pool thread of its own, so a flood that queued only at the hash would
+//! still start hundreds of threads (each keeping its allocator's pages) to read first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::AuthError;
 
@@ -37,25 +41,46 @@ impl HashLimiter {
         }
     }
 
+    /// Waits for a slot (or answers busy).
+    pub async fn slot(&self) -> Result<HashSlot, AuthError> {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            return Err(self.busy());
+        };
+        match tokio::time::timeout(self.wait, self.running.clone().acquire_owned()).await {
+            Ok(Ok(running)) => Ok(HashSlot {
+                _permits: (admitted, running),
+            }),
+            // Timed out, or closed (never: the semaphores are not closed).
+            _ => Err(self.busy()),
+        }
+    }
+
     /// Runs `work` on a blocking thread once a slot is free.
     pub async fn run<T, F>(&self, work: F) -> Result<T, AuthError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
-            return Err(self.busy());
-        };
-        let slot = match tokio::time::timeout(self.wait, self.running.clone().acquire_owned()).await
-        {
-            Ok(Ok(slot)) => slot,
-            // Timed out, or closed (never: the semaphores are not closed).
-            _ => return Err(self.busy()),
-        };
-        // The permits move into the blocking task: if the request is dropped (the client went
-        // away) the work still runs to its end, and its slot stays taken until then.
+        self.slot().await?.run(work).await
+    }
+}
+
+/// The right to run one piece of password work; given back when dropped or when its work ends.
+pub struct HashSlot {
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl HashSlot {
+    /// Runs `work` on a blocking thread in this slot.
+    pub async fn run<T, F>(self, work: F) -> Result<T, AuthError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // The slot moves into the blocking task: if the request is dropped (the client went
+        // away) the work still runs to its end, and the slot stays taken until then.
         tokio::task::spawn_blocking(move || {
-            let _held = (admitted, slot);
+            let _slot = self;
             work()
         })
         .await
