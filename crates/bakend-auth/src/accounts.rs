@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bakend_core::access::{Caller, Role};
@@ -16,14 +17,16 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use crate::email::{normalize_email, normalize_new_email};
 use crate::error::AuthError;
+use crate::hashing::HashLimiter;
 use crate::passwords;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::{TokenKeys, Verified};
 
 /// How long a looked-up user is trusted before it is read again. Changes made by this process
-/// update the cache at once; this bounds staleness for changes made by another process (the
-/// `bak admin` command).
+/// (role, deletion, sign-out everywhere) update the cache at once; this bounds staleness for
+/// changes made by another process (the `bak admin` command).
 const USER_CACHE_TTL: Duration = Duration::from_secs(5);
 const USER_CACHE_MAX: usize = 100_000;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -86,11 +89,32 @@ pub struct AuthService {
     refresh_ttl: Duration,
     admin_email: Option<String>,
     limiter: RateLimiter,
-    cache: RwLock<HashMap<String, (Arc<Caller>, Instant)>>,
+    /// Every password hash and verification runs through this bound.
+    hashes: HashLimiter,
+    cache: RwLock<HashMap<String, Cached>>,
+    /// Bumped by every [`AuthService::forget`]. A lookup that read the database while a change
+    /// was being forgotten may hold the old row; it compares this before and after and then
+    /// does not cache what it read, so a forgotten row cannot come back for `USER_CACHE_TTL`.
+    forgotten: AtomicU64,
     /// Verified against when the email is unknown, so that case costs what a wrong password
     /// costs and response times do not reveal which emails have accounts.
     dummy_hash: String,
     changes: broadcast::Sender<UserChange>,
+}
+
+/// A user's row as token checks need it: who they are and their current token generation.
+#[derive(Clone, Debug)]
+struct Account {
+    caller: Caller,
+    /// Access tokens carry the generation they were issued in; only the current one is accepted.
+    /// Signing out everywhere increments it (column `_users.token_gen`).
+    token_generation: u64,
+}
+
+struct Cached {
+    caller: Arc<Caller>,
+    token_generation: u64,
+    at: Instant,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -101,20 +125,6 @@ fn sha256_hex(s: &str) -> String {
 fn new_refresh_token() -> String {
     let second = uuid::Uuid::new_v4().simple().to_string();
     format!("{}{second}", ids::new_id("rt_"))
-}
-
-/// Normalises and checks an email: trimmed, lower-case, `local@domain` with no spaces.
-pub fn normalize_email(raw: &str) -> Result<String, AuthError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() >= 3
-        && email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-    if valid {
-        Ok(email)
-    } else {
-        Err(AuthError::BadRequest("Invalid email address".into()))
-    }
 }
 
 /// `{"email","password"}` from a request body, with the spec's messages.
@@ -133,7 +143,8 @@ pub fn credentials(body: &Map<String, Value>) -> Result<(String, String), AuthEr
 }
 
 fn check_new_password(password: &str) -> Result<(), AuthError> {
-    if password.encode_utf16().count() < 8 {
+    // Characters are Unicode scalar values, as everywhere lengths are checked.
+    if password.chars().count() < 8 {
         return Err(AuthError::BadRequest(
             "Password must be at least 8 characters".into(),
         ));
@@ -146,6 +157,16 @@ fn check_new_password(password: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// The columns [`account_from_row`] reads, in its order.
+const ACCOUNT_COLUMNS: &str = "id, email, role, created_at, token_gen";
+
+fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        caller: caller_from_row(r)?,
+        token_generation: r.get::<_, i64>(4)?.max(0) as u64,
+    })
+}
+
 fn caller_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Caller> {
     let role: String = r.get(2)?;
     Ok(Caller {
@@ -156,10 +177,16 @@ fn caller_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Caller> {
     })
 }
 
+fn account_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM _users WHERE id = ?1"
+    ))?
+    .query_row([id], account_from_row)
+    .optional()
+}
+
 fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Caller>> {
-    conn.prepare_cached("SELECT id, email, role, created_at FROM _users WHERE id = ?1")?
-        .query_row([id], caller_from_row)
-        .optional()
+    Ok(account_by_id(conn, id)?.map(|a| a.caller))
 }
 
 fn admin_count(conn: &Connection) -> rusqlite::Result<i64> {
@@ -205,6 +232,7 @@ enum RefreshOutcome {
 struct TokenPairParts {
     refresh_token: String,
     user: Caller,
+    token_generation: u64,
 }
 
 impl AuthService {
@@ -222,7 +250,13 @@ impl AuthService {
             refresh_ttl: cfg.refresh_token_ttl,
             admin_email: cfg.admin_email.clone(),
             limiter: RateLimiter::new(cfg.rate_limit_attempts, cfg.rate_limit_window),
+            hashes: HashLimiter::new(
+                cfg.max_concurrent_hashes,
+                cfg.hash_queue,
+                cfg.hash_queue_timeout,
+            ),
             cache: RwLock::new(HashMap::new()),
+            forgotten: AtomicU64::new(0),
             dummy_hash: passwords::hash("bakend-timing-equaliser")?,
             changes,
         })
@@ -245,6 +279,7 @@ impl AuthService {
             .issue(
                 &parts.user.id,
                 parts.user.role.as_str(),
+                parts.token_generation,
                 self.access_ttl_secs,
             )
             .map_err(AuthError::Internal)?;
@@ -255,16 +290,11 @@ impl AuthService {
         })
     }
 
-    /// Issues an access token for a user (tests and tools).
-    pub fn access_token_for(&self, user: &Caller, ttl_secs: u64) -> Result<String, AuthError> {
-        self.keys
-            .issue(&user.id, user.role.as_str(), ttl_secs)
-            .map_err(AuthError::Internal)
-    }
-
     pub async fn register(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
-        let email = normalize_email(email)?;
+        let email = normalize_new_email(email)?;
         check_new_password(password)?;
+        // Taken before the lookup too: see `hashing` on why.
+        let slot = self.hashes.slot().await?;
         let lookup = email.clone();
         let exists = self
             .db
@@ -280,9 +310,7 @@ impl AuthService {
             return Err(AuthError::EmailTaken);
         }
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let hash = slot.run(move || passwords::hash(&password)).await??;
         let role = if self.admin_email.as_deref() == Some(email.as_str()) {
             Role::Admin
         } else {
@@ -311,7 +339,7 @@ impl AuthService {
                 let refresh_token = insert_session(conn, &user.id, None, ttl)?;
                 let event = Event::new("auth.register", EventSource::Auth, safe_user(&user))
                     .about(Some(user.id.clone()));
-                Ok(Committed::new(TokenPairParts { refresh_token, user }).event(event))
+                Ok(Committed::new(TokenPairParts { refresh_token, user, token_generation: 0 }).event(event))
             })
             .await
             .map_err(|e| match e {
@@ -324,14 +352,18 @@ impl AuthService {
 
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
         let email = normalize_email(email)?;
+        // Taken before the lookup too: see `hashing` on why.
+        let slot = self.hashes.slot().await?;
         let found = self
             .db
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached(
-                        "SELECT id, email, role, created_at, password_hash FROM _users WHERE email = ?1",
-                    )?
-                    .query_row([&email], |r| Ok((caller_from_row(r)?, r.get::<_, String>(4)?)))
+                    .prepare_cached(&format!(
+                        "SELECT {ACCOUNT_COLUMNS}, password_hash FROM _users WHERE email = ?1",
+                    ))?
+                    .query_row([&email], |r| {
+                        Ok((account_from_row(r)?, r.get::<_, String>(5)?))
+                    })
                     .optional()?)
             })
             .await?;
@@ -340,36 +372,44 @@ impl AuthService {
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
         let pw = password.to_string();
-        let (ok, upgrade) = tokio::task::spawn_blocking(move || {
-            let (ok, legacy) = passwords::verify(&pw, &stored);
-            let upgrade = if ok && legacy {
-                passwords::hash(&pw).ok()
-            } else {
-                None
-            };
-            (ok, upgrade)
-        })
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let Some((user, _)) = found.filter(|_| ok) else {
+        // The legacy re-hash runs in the same slot as the verification: one slot, one hash at
+        // a time.
+        let (ok, upgrade) = slot
+            .run(move || {
+                let (ok, legacy) = passwords::verify(&pw, &stored);
+                let upgrade = if ok && legacy {
+                    passwords::hash(&pw).ok()
+                } else {
+                    None
+                };
+                (ok, upgrade)
+            })
+            .await?;
+        let Some((account, _)) = found.filter(|_| ok) else {
             return Err(AuthError::InvalidCredentials);
         };
         let ttl = self.refresh_ttl;
         let parts = self
             .db
             .write(move |conn| {
+                let user = account.caller;
                 if let Some(h) = upgrade {
                     conn.execute(
                         "UPDATE _users SET password_hash = ?1 WHERE id = ?2",
                         (&h, &user.id),
                     )?;
                 }
+                // Read again inside the write: a sign-out everywhere that committed since the
+                // lookup above must not leave this login with a token of the old generation.
+                let token_generation = account_by_id(conn, &user.id)?
+                    .map_or(account.token_generation, |a| a.token_generation);
                 let refresh_token = insert_session(conn, &user.id, None, ttl)?;
                 let event = Event::new("auth.login", EventSource::Auth, safe_user(&user))
                     .about(Some(user.id.clone()));
                 Ok(Committed::new(TokenPairParts {
                     refresh_token,
                     user,
+                    token_generation,
                 })
                 .event(event))
             })
@@ -409,14 +449,14 @@ impl AuthService {
                     return Ok(Committed::new(RefreshOutcome::Reused { user_id, family }));
                 }
                 let now = time::now_iso();
-                let user = user_by_id(conn, &user_id)?;
-                let (Some(user), true) = (user, expires_at > now) else {
+                let account = account_by_id(conn, &user_id)?;
+                let (Some(Account { caller: user, token_generation }), true) = (account, expires_at > now) else {
                     conn.execute("DELETE FROM _sessions WHERE id = ?1", [&id])?;
                     return Ok(Committed::new(RefreshOutcome::Rejected));
                 };
                 conn.execute("UPDATE _sessions SET rotated_at = ?1 WHERE id = ?2", (&now, &id))?;
                 let refresh_token = insert_session(conn, &user.id, Some(&family), ttl)?;
-                Ok(Committed::new(RefreshOutcome::Rotated(TokenPairParts { refresh_token, user })))
+                Ok(Committed::new(RefreshOutcome::Rotated(TokenPairParts { refresh_token, user, token_generation })))
             })
             .await?;
         match outcome {
@@ -466,13 +506,19 @@ impl AuthService {
         Ok(())
     }
 
-    /// Revokes every session of `user_id` (logout from all devices).
+    /// Revokes every session of `user_id` (logout from all devices): their refresh sessions are
+    /// deleted and their token generation moves on, so every access token issued so far is
+    /// refused from the moment this returns (REST, new sockets, the socket `auth` action).
     pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
         let id = user_id.to_string();
         let changes = self.changes.clone();
         self.db
             .write(move |conn| {
                 conn.execute("DELETE FROM _sessions WHERE user_id = ?1", [&id])?;
+                conn.execute(
+                    "UPDATE _users SET token_gen = token_gen + 1 WHERE id = ?1",
+                    [&id],
+                )?;
                 let event = Event::new("auth.logout", EventSource::Auth, json!({ "userId": id }))
                     .about(Some(id.clone()));
                 let change = UserChange::SessionsRevoked {
@@ -483,16 +529,24 @@ impl AuthService {
                 }))
             })
             .await?;
+        self.forget(user_id);
         Ok(())
     }
 
     /// Checks an access token and finds its user (their current row, not the token's claims).
+    /// A token of an earlier generation (the user signed out everywhere since) is invalid.
     pub async fn check_token(&self, token: &str) -> TokenCheck {
         match self.keys.verify(token) {
             Verified::Invalid => TokenCheck::Invalid,
             Verified::Expired { .. } => TokenCheck::Expired,
-            Verified::Valid { user_id, exp } => match self.user(&user_id).await {
-                Ok(Some(caller)) => TokenCheck::Valid { caller, exp },
+            Verified::Valid {
+                user_id,
+                exp,
+                generation,
+            } => match self.account(&user_id).await {
+                Ok(Some((caller, current))) if current == generation => {
+                    TokenCheck::Valid { caller, exp }
+                }
                 _ => TokenCheck::Invalid,
             },
         }
@@ -500,38 +554,67 @@ impl AuthService {
 
     /// A user by id, from the cache when fresh.
     pub async fn user(&self, id: &str) -> Result<Option<Arc<Caller>>, AuthError> {
+        Ok(self.account(id).await?.map(|(caller, _)| caller))
+    }
+
+    /// A user and their token generation, from the cache when fresh.
+    async fn account(&self, id: &str) -> Result<Option<(Arc<Caller>, u64)>, AuthError> {
+        // A poisoned cache reads as a miss; the write below clears it.
         if let Ok(cache) = self.cache.read()
-            && let Some((c, at)) = cache.get(id)
-            && at.elapsed() < USER_CACHE_TTL
+            && let Some(c) = cache.get(id)
+            && c.at.elapsed() < USER_CACHE_TTL
         {
-            return Ok(Some(c.clone()));
+            return Ok(Some((c.caller.clone(), c.token_generation)));
         }
+        let forgotten_before = self.forgotten.load(Ordering::Acquire);
         let lookup = id.to_string();
         let found = self
             .db
-            .read(move |conn| Ok(user_by_id(conn, &lookup)?))
+            .read(move |conn| Ok(account_by_id(conn, &lookup)?))
             .await?;
-        let found = found.map(Arc::new);
-        if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= USER_CACHE_MAX {
-                cache.clear();
+        let found = found.map(|a| (Arc::new(a.caller), a.token_generation));
+        let mut cache = self.cache_write();
+        match &found {
+            // Cached only if nothing was forgotten meanwhile: the row read may predate it.
+            Some((caller, token_generation))
+                if self.forgotten.load(Ordering::Acquire) == forgotten_before =>
+            {
+                if cache.len() >= USER_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    id.to_string(),
+                    Cached {
+                        caller: caller.clone(),
+                        token_generation: *token_generation,
+                        at: Instant::now(),
+                    },
+                );
             }
-            match &found {
-                Some(c) => {
-                    cache.insert(id.to_string(), (c.clone(), Instant::now()));
-                }
-                None => {
-                    cache.remove(id);
-                }
+            _ => {
+                cache.remove(id);
             }
         }
+        drop(cache);
         Ok(found)
     }
 
+    /// Drops a changed user from the cache; called after the change has committed.
     fn forget(&self, id: &str) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(id);
-        }
+        let mut cache = self.cache_write();
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
+        cache.remove(id);
+    }
+
+    /// The cache for writing. A panic while it was held may have left it half-updated; it is
+    /// only a cache, so it is emptied and used on.
+    fn cache_write(&self) -> RwLockWriteGuard<'_, HashMap<String, Cached>> {
+        self.cache.write().unwrap_or_else(|poisoned| {
+            self.cache.clear_poison();
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
     }
 
     /// Users newest first, and how many there are.
@@ -637,11 +720,12 @@ impl AuthService {
                 let password = password.ok_or_else(|| {
                     AuthError::BadRequest("A password is required to create a new account".into())
                 })?;
+                // A new account: the look-alike rules apply (an existing one is promoted above
+                // whatever its address).
+                let email = normalize_new_email(&email)?;
                 check_new_password(password)?;
                 let pw = password.to_string();
-                let hash = tokio::task::spawn_blocking(move || passwords::hash(&pw))
-                    .await
-                    .map_err(|e| AuthError::Internal(e.to_string()))??;
+                let hash = self.hashes.run(move || passwords::hash(&pw)).await??;
                 let id = self
                     .db
                     .write(move |conn| {
@@ -670,5 +754,87 @@ impl AuthService {
                 Ok(Committed::new(n))
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bakend_core::config::DatabaseLocation;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            jwt_secret: None,
+            access_token_ttl: Duration::from_secs(60),
+            refresh_token_ttl: Duration::from_secs(600),
+            admin_email: None,
+            rate_limit_attempts: 0,
+            rate_limit_window: Duration::from_secs(60),
+            max_concurrent_hashes: 2,
+            hash_queue: 16,
+            hash_queue_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn service() -> AuthService {
+        let db = Database::open(&DatabaseLocation::Memory, bakend_events::LocalBus::new()).unwrap();
+        AuthService::new(Arc::new(db), "secret", &config()).unwrap()
+    }
+
+    /// A token as issued before generations existed: no `gen` claim.
+    fn legacy_token(user_id: &str) -> String {
+        let now = crate::tokens::now_secs();
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": user_id, "role": "authenticated", "iat": now, "exp": now + 60}),
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap()
+    }
+
+    fn valid(check: TokenCheck) -> bool {
+        matches!(check, TokenCheck::Valid { .. })
+    }
+
+    #[test]
+    fn password_length_counts_unicode_scalar_values() {
+        let emoji = "\u{1F511}"; // 2 UTF-16 units
+        assert!(
+            check_new_password(&emoji.repeat(4)).is_err(),
+            "4 characters"
+        );
+        assert!(check_new_password(&emoji.repeat(7)).is_err());
+        assert!(check_new_password(&emoji.repeat(8)).is_ok());
+        assert!(
+            check_new_password(&"e\u{301}".repeat(4)).is_ok(),
+            "8 scalar values"
+        );
+        assert!(check_new_password(&"\u{E9}".repeat(7)).is_err());
+    }
+
+    #[tokio::test]
+    async fn tokens_of_an_earlier_generation_are_refused() {
+        let auth = service();
+        let pair = auth.register("a@example.com", "password123").await.unwrap();
+        let legacy = legacy_token(&pair.user.id);
+        // Cached before the sign-out: the cache must not keep serving the old generation.
+        assert!(valid(auth.check_token(&pair.token).await));
+        assert!(
+            valid(auth.check_token(&legacy).await),
+            "upgrade keeps sessions"
+        );
+
+        auth.logout_all(&pair.user.id).await.unwrap();
+        assert!(!valid(auth.check_token(&pair.token).await));
+        assert!(!valid(auth.check_token(&legacy).await));
+        let again = auth.login("a@example.com", "password123").await.unwrap();
+        assert!(valid(auth.check_token(&again.token).await));
+        let rotated = auth.refresh(&again.refresh_token).await.unwrap();
+        assert!(valid(auth.check_token(&rotated.token).await));
+
+        auth.logout_all(&pair.user.id).await.unwrap();
+        assert!(!valid(auth.check_token(&again.token).await));
+        assert!(!valid(auth.check_token(&rotated.token).await));
     }
 }

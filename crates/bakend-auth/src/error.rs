@@ -22,6 +22,9 @@ pub enum AuthError {
     LastAdmin(String),
     #[error("Too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many password hashes running and waiting (503): the server sheds the load.
+    #[error("Too many sign-ins in progress; retry in {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

@@ -3,7 +3,9 @@
 //! REST handlers and the realtime hub both ask it.
 
 pub mod accounts;
+pub mod email;
 pub mod error;
+pub mod hashing;
 pub mod passwords;
 pub mod permissions;
 pub mod ratelimit;

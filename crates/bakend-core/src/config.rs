@@ -65,6 +65,12 @@ pub struct AuthConfig {
     /// Login and register attempts allowed per client address per window; 0 disables.
     pub rate_limit_attempts: u32,
     pub rate_limit_window: Duration,
+    /// Password hashes (argon2id, 19 MiB each) allowed to run at once; default: the cores.
+    pub max_concurrent_hashes: usize,
+    /// Sign-ins allowed to wait for a hashing slot beyond those running; more get 503.
+    pub hash_queue: usize,
+    /// How long a sign-in waits for a hashing slot before it gets 503.
+    pub hash_queue_timeout: Duration,
 }
 
 /// Connection limits of the HTTP server (`http.*`).
@@ -294,11 +300,22 @@ const AUTH_KEYS: &[&str] = &[
     "accessTokenTtl",
     "refreshTokenTtl",
     "rateLimit",
+    "maxConcurrentHashes",
+    "hashQueue",
+    "hashQueueTimeoutMs",
 ];
 const HTTP_KEYS: &[&str] = &["headerReadTimeoutMs", "keepAliveTimeoutMs"];
 const RATE_LIMIT_KEYS: &[&str] = &["attempts", "windowSeconds"];
 pub const DEFAULT_RATE_LIMIT_ATTEMPTS: u32 = 20;
 pub const DEFAULT_RATE_LIMIT_WINDOW_SECS: u64 = 60;
+pub const DEFAULT_HASH_QUEUE: usize = 256;
+pub const DEFAULT_HASH_QUEUE_TIMEOUT_MS: u64 = 5_000;
+
+/// The default for `auth.maxConcurrentHashes`: one hash per core keeps every core busy and no
+/// more memory than that in use.
+pub fn default_max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 const DASHBOARD_KEYS: &[&str] = &["enabled"];
 const API_KEYS: &[&str] = &[
     "corsOrigins",
@@ -382,6 +399,9 @@ impl Config {
                 admin_email: None,
                 rate_limit_attempts: DEFAULT_RATE_LIMIT_ATTEMPTS,
                 rate_limit_window: Duration::from_secs(DEFAULT_RATE_LIMIT_WINDOW_SECS),
+                max_concurrent_hashes: default_max_concurrent_hashes(),
+                hash_queue: DEFAULT_HASH_QUEUE,
+                hash_queue_timeout: Duration::from_millis(DEFAULT_HASH_QUEUE_TIMEOUT_MS),
             },
             dashboard_enabled: true,
             api: ApiConfig {
@@ -455,6 +475,16 @@ impl Config {
             }
             if let Some(v) = auth.get("rateLimit") {
                 self.apply_rate_limit(v, f)?;
+            }
+            let int = |key: &str, lo: u64, hi: u64| f.int_in(auth, "auth", key, lo, hi);
+            if let Some(n) = int("maxConcurrentHashes", 1, 1024)? {
+                self.auth.max_concurrent_hashes = n as usize;
+            }
+            if let Some(n) = int("hashQueue", 0, 1_000_000)? {
+                self.auth.hash_queue = n as usize;
+            }
+            if let Some(n) = int("hashQueueTimeoutMs", 1, 600_000)? {
+                self.auth.hash_queue_timeout = Duration::from_millis(n);
             }
             for (key, slot) in [
                 ("accessTokenTtl", &mut self.auth.access_token_ttl),
@@ -991,6 +1021,41 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
             assert!(text.contains("bakend.json"), "{json}: {text}");
+        }
+    }
+
+    #[test]
+    fn password_hashing_bound() {
+        let cfg = load("{}", &[]).unwrap();
+        assert_eq!(
+            cfg.auth.max_concurrent_hashes,
+            default_max_concurrent_hashes()
+        );
+        assert!(cfg.auth.max_concurrent_hashes >= 1);
+        assert_eq!(cfg.auth.hash_queue, DEFAULT_HASH_QUEUE);
+        assert_eq!(cfg.auth.hash_queue_timeout, Duration::from_secs(5));
+        let cfg = load(
+            r#"{"auth": {"maxConcurrentHashes": 3, "hashQueue": 0, "hashQueueTimeoutMs": 250}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.auth.max_concurrent_hashes, 3);
+        assert_eq!(cfg.auth.hash_queue, 0);
+        assert_eq!(cfg.auth.hash_queue_timeout, Duration::from_millis(250));
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        for (json, key) in [
+            (
+                r#"{"auth": {"maxConcurrentHashes": 0}}"#,
+                "auth.maxConcurrentHashes",
+            ),
+            (r#"{"auth": {"hashQueue": -1}}"#, "auth.hashQueue"),
+            (
+                r#"{"auth": {"hashQueueTimeoutMs": 0}}"#,
+                "auth.hashQueueTimeoutMs",
+            ),
+        ] {
+            let text = load(json, &[]).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
         }
     }
 

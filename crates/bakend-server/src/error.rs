@@ -140,6 +140,10 @@ impl From<AuthError> for ApiError {
                 retry_after: Some(retry_after_secs),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", msg)
             },
+            AuthError::Busy { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            },
             AuthError::Store(s) => s.into(),
             AuthError::Internal(detail) => ApiError::internal(detail),
         }

@@ -90,6 +90,38 @@ async fn register_and_login_return_the_token_response() {
 }
 
 #[tokio::test]
+async fn look_alike_emails_do_not_make_a_second_account() {
+    let s = server().await;
+    s.register("alice@example.com").await;
+    for look_alike in [
+        "alice@example.com.",
+        "ALICE@EXAMPLE.COM.",
+        "alice@example..com",
+        "ali\u{200B}ce@example.com",
+        "alice@example.com\u{200B}",
+        "\u{FEFF}alice@example.com",
+        "alice\u{200D}@example.com",
+        "alice@exa\u{00AD}mple.com",
+        "alice\u{2060}@example.com",
+    ] {
+        s.post(
+            "/api/auth/register",
+            &json!({"email": look_alike, "password": "password123"}),
+        )
+        .await
+        .assert_error(400, "bad_request", "Invalid email address");
+    }
+    // Visible non-ASCII addresses are still welcome.
+    let r = s
+        .post(
+            "/api/auth/register",
+            &json!({"email": "josé@exämple.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[tokio::test]
 async fn every_error_row_of_the_auth_table() {
     let s = server().await;
     s.register("bob@example.com").await;
@@ -281,6 +313,143 @@ async fn logout_and_logout_all() {
             .await
             .assert_error(401, "unauthorized", "Invalid or expired refresh token");
     }
+}
+
+async fn login_token(s: &TestServer, email: &str) -> String {
+    let r = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": email, "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+async fn me(s: &TestServer, token: &str) -> crate::harness::Resp {
+    s.call(Method::GET, "/api/auth/me", Some(token), None).await
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_access_token_at_once_and_a_new_login_works() {
+    let s = server().await;
+    let a = s.register("fay@example.com").await;
+    let other_device = login_token(&s, "fay@example.com").await;
+    let bystander = s.register("gus@example.com").await;
+    assert_eq!(me(&s, &a.token).await.status, 200);
+    assert_eq!(me(&s, &other_device).await.status, 200);
+
+    let r = s
+        .call(
+            Method::POST,
+            "/api/auth/logout",
+            Some(&a.token),
+            Some(&json!({"all": true})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // Both earlier tokens are refused on the next request: no waiting for a cache to expire.
+    for t in [&a.token, &other_device] {
+        me(&s, t)
+            .await
+            .assert_error(401, "unauthorized", "Authentication required");
+        s.call(
+            Method::POST,
+            "/api/notes",
+            Some(t),
+            Some(&json!({"t": "x"})),
+        )
+        .await
+        .assert_error(401, "unauthorized", "Authentication required");
+    }
+    // A second sign-out everywhere with a revoked token is refused too.
+    s.call(
+        Method::POST,
+        "/api/auth/logout",
+        Some(&a.token),
+        Some(&json!({"all": true})),
+    )
+    .await
+    .assert_error(401, "unauthorized", "Authentication required");
+    // Other users are untouched.
+    assert_eq!(me(&s, &bystander.token).await.status, 200);
+
+    // Signing in right afterwards (within the same second) gives a token that works.
+    let fresh = login_token(&s, "fay@example.com").await;
+    let r = me(&s, &fresh).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["user"]["id"], a.id.as_str());
+    me(&s, &a.token)
+        .await
+        .assert_error(401, "unauthorized", "Authentication required");
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_answers_503_with_retry_after_and_the_server_keeps_serving() {
+    let s = TestServer::start_with_config(
+        &[open()],
+        r#"{"auth": {"rateLimit": {"attempts": 0}, "maxConcurrentHashes": 1, "hashQueue": 1, "hashQueueTimeoutMs": 30}}"#,
+    )
+    .await;
+    s.register("hal@example.com").await;
+    // Logins (right and wrong passwords) and registrations at once: one hashes, one waits,
+    // the rest are turned away; reads that hash nothing are not held up.
+    let burst = (0..48).map(|i| {
+        let (path, body) = match i % 3 {
+            0 => (
+                "/api/auth/login",
+                json!({"email": "hal@example.com", "password": "password123"}),
+            ),
+            1 => (
+                "/api/auth/login",
+                json!({"email": "hal@example.com", "password": format!("wrong-{i}")}),
+            ),
+            _ => (
+                "/api/auth/register",
+                json!({"email": format!("u{i}@example.com"), "password": "password123"}),
+            ),
+        };
+        let s = &s;
+        async move { s.post(path, &body).await }
+    });
+    let (answers, health) = tokio::join!(futures_util::future::join_all(burst), async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        (s.get("/health").await.status, started.elapsed())
+    });
+    assert_eq!(health.0, 200);
+    assert!(
+        health.1 < std::time::Duration::from_secs(2),
+        "{:?}",
+        health.1
+    );
+    let (mut busy, mut served) = (0, 0);
+    for r in &answers {
+        match r.status {
+            503 => {
+                r.assert_error(
+                    503,
+                    "unavailable",
+                    "Too many sign-ins in progress; retry in 1 s",
+                );
+                assert_eq!(r.headers["retry-after"], "1");
+                busy += 1;
+            }
+            200 | 201 | 401 => served += 1,
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert!(busy > 0, "no request was turned away");
+    assert!(served > 0, "no request was served");
+    // When the burst is over, sign-ins work again.
+    assert_eq!(s.get("/health").await.status, 200);
+    let r = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": "hal@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[tokio::test]
@@ -540,7 +709,7 @@ async fn malformed_tokens_are_401_never_500() {
     let parts: Vec<&str> = real.split('.').collect();
     let forged = {
         let other = bakend_auth::tokens::TokenKeys::new("not-the-secret");
-        other.issue("usr_x", "admin", 60).unwrap()
+        other.issue("usr_x", "admin", 0, 60).unwrap()
     };
     let shapes: Vec<String> = vec![
         "garbage".into(),

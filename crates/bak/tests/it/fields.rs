@@ -246,18 +246,70 @@ async fn required_min_max_regex_exists_unique() {
             d("ratio", "max", "Field \"ratio\" must be at most 1.5"),
         ]
     );
-    // Regex is a substring match; bounds are inclusive; length counts UTF-16 units.
+    // Regex is a substring match; bounds are inclusive; length counts Unicode scalar values.
     s.create(
         "rules",
         json!({"title": "ab", "code": "x123y", "count": 100, "ratio": 1.5, "flag": true}),
     )
     .await;
-    s.create("rules", json!({"title": "😀", "flag": true}))
+    s.create("rules", json!({"title": "😀😀😀😀😀", "flag": true}))
         .await;
     assert_eq!(
-        details(&s, "rules", json!({"title": "😀😀😀", "flag": true})).await[0].1,
+        details(&s, "rules", json!({"title": "😀", "flag": true})).await[0].1,
+        "min"
+    );
+}
+
+#[tokio::test]
+async fn lengths_count_what_the_message_says() {
+    let s = TestServer::start(&[json!({"name": "posts", "fields": [
+        {"name": "title", "type": "string", "max": 200},
+        {"name": "tag", "type": "string", "min": 2, "max": 3}
+    ]})])
+    .await;
+    // 101 emoji are 101 characters (202 UTF-16 units): within "at most 200 characters".
+    let r = s
+        .post("/api/posts", &json!({"title": "😀".repeat(101)}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.create("posts", json!({"title": "😀".repeat(200)})).await;
+    assert_eq!(
+        details(&s, "posts", json!({"title": "😀".repeat(201)})).await,
+        [d(
+            "title",
+            "max",
+            "Field \"title\" must be at most 200 characters"
+        )]
+    );
+    // "é" typed as e + combining acute accent is two characters; precomposed, one.
+    s.create("posts", json!({"tag": "e\u{301}"})).await;
+    assert_eq!(
+        details(&s, "posts", json!({"tag": "\u{E9}"})).await,
+        [d(
+            "tag",
+            "min",
+            "Field \"tag\" must be at least 2 characters"
+        )]
+    );
+    assert_eq!(
+        details(&s, "posts", json!({"tag": "e\u{301}e\u{301}"})).await[0].1,
         "max"
     );
+    // Passwords too: 8 emoji are 8 characters, 4 are not.
+    let r = s
+        .post(
+            "/api/auth/register",
+            &json!({"email": "emoji@example.com", "password": "🔑".repeat(4)}),
+        )
+        .await;
+    r.assert_error(400, "bad_request", "Password must be at least 8 characters");
+    let r = s
+        .post(
+            "/api/auth/register",
+            &json!({"email": "emoji@example.com", "password": "🔑".repeat(8)}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }
 
 #[tokio::test]

@@ -374,6 +374,132 @@ async fn role_changes_and_deletion_apply_to_open_sockets() {
     ws.silent(SHORT).await;
 }
 
+/// A socket opened with `token` (by query and by header): it must be anonymous and told so.
+async fn assert_refused_on_connect(s: &TestServer, token: &str) {
+    let bearer = format!("Bearer {token}");
+    for (url, headers) in [
+        (q(s, token), vec![]),
+        (s.ws_url(), vec![("authorization", bearer.as_str())]),
+    ] {
+        let (mut ws, c) = Ws::connect_with(&url, &headers).await;
+        assert_eq!(c["user"], Value::Null, "{c}");
+        assert_eq!(ws.next().await["code"], "invalid_token");
+    }
+}
+
+/// The `auth` action with `token` on an open anonymous socket: refused, identity unchanged.
+async fn assert_refused_by_auth_action(s: &TestServer, token: &str) {
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "auth", "token": token})).await;
+    assert_eq!(ws.next().await["code"], "invalid_token");
+}
+
+async fn login(s: &TestServer, email: &str) -> String {
+    let r = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": email, "password": "password123"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn logout_all_and_deletion_refuse_old_tokens_on_new_sockets_and_the_auth_action() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let alice = s.register("alice@example.com").await;
+    let other_device = login(&s, "alice@example.com").await;
+    let (mut held, _) = Ws::connect(&q(&s, &alice.token)).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/auth/logout",
+            Some(&alice.token),
+            Some(&json!({"all": true})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(held.next().await["code"], "session_revoked");
+    for t in [&alice.token, &other_device] {
+        assert_refused_on_connect(&s, t).await;
+        assert_refused_by_auth_action(&s, t).await;
+    }
+    // A login right afterwards works on both paths.
+    let fresh = login(&s, "alice@example.com").await;
+    let (_ws, c) = Ws::connect(&q(&s, &fresh)).await;
+    assert_eq!(c["user"]["id"], alice.id.as_str());
+    let (mut ws, _) = Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "auth", "token": fresh})).await;
+    let a = ws.next().await;
+    assert_eq!(a["type"], "authenticated", "{a}");
+    assert_eq!(a["user"]["id"], alice.id.as_str());
+
+    let bob = s.register("bob@example.com").await;
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/api/admin/users/{}", bob.id),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_refused_on_connect(&s, &bob.token).await;
+    assert_refused_by_auth_action(&s, &bob.token).await;
+}
+
+#[tokio::test]
+async fn role_changes_apply_at_once_to_new_sockets_and_the_auth_action() {
+    let s = server().await;
+    let admin = s.register(ADMIN).await;
+    let carol = s.register("carol@example.com").await;
+    let set_role = |role: &'static str| {
+        let path = format!("/api/admin/users/{}", carol.id);
+        let s = &s;
+        let admin = &admin;
+        async move {
+            let r = s
+                .call(
+                    Method::PATCH,
+                    &path,
+                    Some(&admin.token),
+                    Some(&json!({"role": role})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    // Look the user up once first, so a stale cached row would be what is served.
+    let (_ws, c) = Ws::connect(&q(&s, &carol.token)).await;
+    assert_eq!(c["user"]["role"], "authenticated");
+
+    for (role, sees_secrets) in [("admin", true), ("authenticated", false)] {
+        set_role(role).await;
+        let (mut by_query, c) = Ws::connect(&q(&s, &carol.token)).await;
+        assert_eq!(c["user"]["role"], role, "{c}");
+        let (mut by_action, _) = Ws::connect(&s.ws_url()).await;
+        by_action
+            .send(json!({"action": "auth", "token": carol.token}))
+            .await;
+        let a = by_action.next().await;
+        assert_eq!(a["type"], "authenticated", "{a}");
+        assert_eq!(a["user"]["role"], role, "{a}");
+        for ws in [&mut by_query, &mut by_action] {
+            ws.subscribe("secrets.*").await;
+        }
+        create_as(&s, &admin, "secrets", json!({"title": role})).await;
+        for ws in [&mut by_query, &mut by_action] {
+            if sees_secrets {
+                assert_eq!(ws.next().await["event"]["payload"]["title"], role);
+            } else {
+                ws.silent(SHORT).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_every_socket_with_1001() {
     let s = server().await;

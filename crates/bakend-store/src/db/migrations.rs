@@ -76,6 +76,12 @@ const STEPS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS idx_job_runs_job ON _job_runs(job, started_at);
     CREATE INDEX IF NOT EXISTS idx_job_runs_running ON _job_runs(status) WHERE status = 'running';
     "#,
+    // 5: revocable access tokens (bakend-auth): each token carries the generation it was issued
+    // in; signing out everywhere increments it. Existing users (and their tokens, which carry
+    // no generation) start at 0, so sessions survive the upgrade.
+    r#"
+    ALTER TABLE _users ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

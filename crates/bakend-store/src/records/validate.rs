@@ -113,8 +113,10 @@ pub fn check_value(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldErro
     };
     let mut errors = Vec::new();
     let measured = match &sql {
+        // Characters are Unicode scalar values, as users count them: an emoji is one, not
+        // two UTF-16 units (v1 counted those); "é" typed as e + combining accent is two.
         Sql::Text(s) if matches!(f.kind, FieldType::String | FieldType::Text) => {
-            Some((s.encode_utf16().count() as f64, " characters"))
+            Some((s.chars().count() as f64, " characters"))
         }
         Sql::Integer(n) if f.kind == FieldType::Integer => Some((*n as f64, "")),
         Sql::Real(x) => Some((*x, "")),
@@ -344,5 +346,40 @@ mod tests {
             Mode::Create,
         );
         assert_eq!(v.errors[0].1.message, "Field \"count\" must be at most 100");
+    }
+
+    #[test]
+    fn lengths_count_unicode_scalar_values() {
+        let def = parse(&json!({"name": "t", "fields": [
+            {"name": "s", "type": "string", "min": 2, "max": 4},
+            {"name": "t", "type": "text", "max": 200}
+        ]}))
+        .unwrap()
+        .def;
+        let check = |s: &str, t: &str| -> Vec<(String, &'static str)> {
+            let body = json!({"s": s, "t": t});
+            validate(&def, body.as_object().unwrap(), Mode::Create)
+                .errors
+                .into_iter()
+                .map(|(_, e)| (e.field, e.rule))
+                .collect()
+        };
+        let emoji = "\u{1F600}"; // 1 scalar value, 2 UTF-16 units, 4 bytes
+        assert!(check(&emoji.repeat(4), &emoji.repeat(200)).is_empty());
+        assert_eq!(check(&emoji.repeat(5), ""), [("s".into(), "max")]);
+        assert_eq!(
+            check("x", &emoji.repeat(201)),
+            [("s".into(), "min"), ("t".into(), "max")]
+        );
+        // Two scalar values: "e" + U+0301 (one glyph, "é"), and two emoji.
+        assert!(check("e\u{301}", "").is_empty());
+        assert!(check(&emoji.repeat(2), "").is_empty());
+        // Precomposed "é" is one: below the minimum.
+        assert_eq!(check("\u{E9}", ""), [("s".into(), "min")]);
+        // A family emoji is 5 scalar values (3 people + 2 joiners).
+        assert_eq!(
+            check("\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}", ""),
+            [("s".into(), "max")]
+        );
     }
 }
