@@ -15,6 +15,7 @@ mod harness;
 mod jobs;
 mod metrics;
 mod migrate;
+mod openapi;
 mod permissions;
 mod realtime;
 mod rest;

@@ -46,6 +46,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!("{} {}", parts.method, path);
     let result = match segments.as_slice() {
+        ["api", "openapi.json"] => crate::openapi::handle(&state, &parts.method),
         ["api", "auth", "me"] => accounts::me(&state, &parts.method, &parts.headers).await,
         ["api", "auth", action] => {
             let ip = peer(&parts.extensions);
