@@ -404,12 +404,33 @@ async fn follows_collections_changed_through_the_admin_api() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    assert_conforms(&before, "/api/admin/collections", "post", &r);
     let doc = document(&s).await;
     assert!(doc["paths"]["/api/late"]["post"].is_object());
     assert!(doc["paths"]["/api/late/{id}"]["put"].is_object());
     assert_eq!(
         doc["components"]["schemas"]["late_create"]["properties"]["n"]["maximum"],
         9
+    );
+    // A relation may now point at it.
+    let relation_targets = |doc: &Value| {
+        let variants = doc["components"]["schemas"]["FieldDefinition"]["oneOf"].clone();
+        let relation = variants
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["properties"]["type"]["enum"] == json!(["relation"]))
+            .unwrap()
+            .clone();
+        relation["properties"]["collection"]["enum"].clone()
+    };
+    assert_eq!(
+        relation_targets(&before),
+        json!(["users", "posts", "tasks"])
+    );
+    assert_eq!(
+        relation_targets(&doc),
+        json!(["users", "late", "posts", "tasks"])
     );
 
     // A changed definition shows at once.
@@ -525,6 +546,23 @@ async fn real_responses_match_the_documented_schemas() {
     assert_conforms(&doc, "/api/auth/register", "post", &taken);
     let health = s.get("/health").await;
     assert_conforms(&doc, "/health", "get", &health);
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+        )
+        .text("visibility", "public");
+    let upload = s
+        .http
+        .post(format!("{}/api/storage/upload", s.url))
+        .bearer_auth(&user.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let upload = Resp::from(upload).await;
+    assert_eq!(upload.status, 201, "{}", upload.text);
+    assert_conforms(&doc, "/api/storage/upload", "post", &upload);
 
     // The checker is not vacuous: a record with a wrong type, a missing key or an extra key
     // fails, and so does an error without its code.

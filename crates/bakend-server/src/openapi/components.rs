@@ -127,11 +127,6 @@ pub fn schemas() -> Map<String, Value> {
     s.insert("NewAccount".into(), credentials_schema(true));
     s.insert("FileMeta".into(), file_meta_schema());
     s.insert("CollectionMeta".into(), collection_meta_schema());
-    s.insert(
-        "CollectionDefinition".into(),
-        collection_definition_schema(),
-    );
-    s.insert("FieldDefinition".into(), field_definition_schema());
     s.insert("LogEntry".into(), log_entry_schema());
     s.insert("FunctionTrigger".into(), function_trigger_schema());
     s.insert("Job".into(), job_schema());
@@ -256,53 +251,6 @@ fn collection_meta_schema() -> Value {
             "definition": { "type": "object", "description": "The definition exactly as submitted (key order and unknown keys kept)." },
             "createdAt": { "type": "string", "format": "date-time" },
             "updatedAt": { "type": "string", "format": "date-time" },
-        },
-    })
-}
-
-fn collection_definition_schema() -> Value {
-    let rule = json!({ "type": "string", "enum": ["public", "authenticated", "owner", "admin"], "default": "public" });
-    json!({
-        "type": "object",
-        "description": "A collection definition (docs/rest-api.md). Unknown keys are kept and logged as warnings.",
-        "required": ["name", "fields"],
-        "properties": {
-            "name": {
-                "type": "string",
-                "pattern": "^[a-z][a-z0-9_]*$",
-                "description": "Not `users`, `auth`, `storage`, `admin` or `realtime`.",
-            },
-            "fields": { "type": "array", "items": schema_ref("FieldDefinition") },
-            "permissions": {
-                "type": "object",
-                "properties": { "create": rule, "read": rule, "update": rule, "delete": rule },
-            },
-        },
-    })
-}
-
-fn field_definition_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["name", "type"],
-        "properties": {
-            "name": {
-                "type": "string",
-                "pattern": "^[a-z][a-z0-9_]*$",
-                "description": "Not `id`, `created_at` or `updated_at`. A field `user_id` of type string or relation makes the collection owned (the `owner` rule).",
-            },
-            "type": {
-                "type": "string",
-                "enum": ["string", "text", "integer", "float", "boolean", "datetime", "json", "relation", "file"],
-            },
-            "required": { "type": "boolean", "default": false },
-            "unique": { "type": "boolean", "default": false, "description": "Not on `json`." },
-            "min": { "type": "number", "description": "On string, text (length), integer, float (value)." },
-            "max": { "type": "number", "description": "On string, text (length), integer, float (value)." },
-            "regex": { "type": "string", "description": "On string and text: Rust `regex` syntax, unanchored." },
-            "collection": { "type": "string", "description": "Relation target: `users` or a collection." },
-            "default": { "description": "A valid value of the field, given to records created without it." },
-            "renamedFrom": { "type": "string", "description": "The field's previous name: a migration renames the column." },
         },
     })
 }

@@ -4,13 +4,15 @@
 //! keeping a cache in step.
 //!
 //! Parts: `components` (the error envelope, fixed shapes, builders), `system` (routes that do
-//! not depend on collections), `collections` (one collection's schemas and operations). A new
+//! not depend on collections), `collections` (one collection's schemas and operations),
+//! `definitions` (the collection definitions the admin API takes). A new
 //! route or list parameter goes into the part it belongs to; every status an operation lists
 //! must be one its handler can answer (`scripts/schemathesis.sh` checks this against a live
 //! server).
 
 mod collections;
 mod components;
+mod definitions;
 mod system;
 
 use axum::http::{Method, StatusCode};
@@ -41,6 +43,10 @@ pub fn document(state: &AppState) -> Value {
     for c in &loaded {
         collections::add(c, &state.config.api, &mut paths, &mut schemas);
     }
+    let targets: Vec<&str> = std::iter::once("users")
+        .chain(loaded.iter().map(|c| c.name()))
+        .collect();
+    definitions::add(&mut schemas, &targets);
     let mut tags = vec![
         json!({ "name": "system" }),
         json!({ "name": "auth", "description": "Accounts and sessions (docs/auth.md)" }),
