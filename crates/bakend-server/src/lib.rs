@@ -10,6 +10,7 @@ mod error;
 mod http_serve;
 mod journal;
 mod metrics;
+mod openapi;
 mod response;
 mod routes;
 mod startup;

@@ -17,6 +17,7 @@ mod harness;
 mod jobs;
 mod metrics;
 mod migrate;
+mod openapi;
 mod permissions;
 mod realtime;
 mod rest;

@@ -46,6 +46,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
         Route::Metrics if state.config.metrics.enabled => {
             metrics::handle(&state, method, headers).await
         }
+        Route::OpenApi => crate::openapi::handle(&state, method),
         Route::AuthMe => accounts::me(&state, method, headers).await,
         Route::AuthRegister | Route::AuthLogin | Route::AuthRefresh | Route::AuthLogout => {
             let ip = peer(&parts.extensions);

@@ -19,6 +19,7 @@ pub enum Route {
     Health,
     Metrics,
     Realtime,
+    OpenApi,
     AuthRegister,
     AuthLogin,
     AuthRefresh,
@@ -50,11 +51,12 @@ pub struct Matched<'a> {
 }
 
 impl Route {
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 25] = [
         Route::Other,
         Route::Health,
         Route::Metrics,
         Route::Realtime,
+        Route::OpenApi,
         Route::AuthRegister,
         Route::AuthLogin,
         Route::AuthRefresh,
@@ -83,6 +85,7 @@ impl Route {
             Route::Health => "/health",
             Route::Metrics => "/metrics",
             Route::Realtime => REALTIME_PATH,
+            Route::OpenApi => "/api/openapi.json",
             Route::AuthRegister => "/api/auth/register",
             Route::AuthLogin => "/api/auth/login",
             Route::AuthRefresh => "/api/auth/refresh",
@@ -158,6 +161,7 @@ pub fn classify(path: &str) -> Matched<'_> {
         n += 1;
     }
     match seg[..n] {
+        ["api", "openapi.json"] => route(Route::OpenApi),
         ["api", "auth", "me"] => route(Route::AuthMe),
         ["api", "auth", "register"] => route(Route::AuthRegister),
         ["api", "auth", "login"] => route(Route::AuthLogin),
@@ -203,6 +207,7 @@ mod tests {
             "/",
             "/metrics",
             "/api/realtime",
+            "/api/openapi.json",
             "/api/auth/register",
             "/api/auth/login",
             "/api/auth/refresh",
