@@ -14,16 +14,14 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bakend_core::config::{Config, DatabaseLocation};
+use bakend_store::backup_manifest::{self, FORMAT, FORMAT_VERSION, MANIFEST};
 use bakend_store::db::DbLock;
 use bakend_store::db::snapshot;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::cli::Cli;
 
-const MANIFEST: &str = "manifest.json";
-const FORMAT: &str = "bakend-backup";
-const FORMAT_VERSION: u64 = 1;
 /// Inside the storage folder: uploads in progress, never part of a backup.
 const STORAGE_TMP: &str = "tmp";
 
@@ -273,34 +271,22 @@ fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
 fn verify(dir: &Path) -> anyhow::Result<String> {
     let text = std::fs::read(dir.join(MANIFEST))
         .map_err(|_| anyhow!("The archive has no {MANIFEST}: it is not a Bakend backup"))?;
-    let m: Value = serde_json::from_slice(&text).context("The backup manifest is not JSON")?;
-    if m["format"] != FORMAT || m["formatVersion"].as_u64() != Some(FORMAT_VERSION) {
-        bail!("The archive is not a Bakend backup of a known format");
-    }
-    let check = |name: &str, sha: &Value, size: &Value| -> anyhow::Result<()> {
+    let m = backup_manifest::parse(&text)?;
+    let check = |member: &backup_manifest::Member| -> anyhow::Result<()> {
+        let name = &member.path;
         let (got_sha, got_size) =
             sha256_file(&dir.join(name)).map_err(|_| anyhow!("The backup is missing {name}"))?;
-        if Some(got_sha.as_str()) != sha.as_str() || Some(got_size) != size.as_u64() {
+        if Some(&got_sha) != member.sha256.as_ref() || Some(got_size) != member.size {
             bail!("Checksum mismatch for {name}: the backup is damaged");
         }
         Ok(())
     };
-    let db = &m["database"];
-    let db_name = db["path"]
-        .as_str()
-        .filter(|n| !n.is_empty() && !n.contains('/') && *n != MANIFEST)
-        .ok_or_else(|| anyhow!("The backup manifest names no database"))?
-        .to_string();
-    check(&db_name, &db["sha256"], &db["size"])?;
-    let listed = m["storage"].as_array().cloned().unwrap_or_default();
+    let db_name = m.database.path.clone();
+    check(&m.database)?;
     let mut names = Vec::new();
-    for s in &listed {
-        let name = s["path"]
-            .as_str()
-            .filter(|p| p.starts_with("storage/"))
-            .ok_or_else(|| anyhow!("The backup manifest lists a bad storage path"))?;
-        check(name, &s["sha256"], &s["size"])?;
-        names.push(name.to_string());
+    for s in &m.storage {
+        check(s)?;
+        names.push(s.path.clone());
     }
     for rel in storage_files(&dir.join("storage"))? {
         let name = format!("storage/{}", archive_name(&rel));
