@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bakend_core::config::{Config, DatabaseLocation};
+use bakend_store::backup_manifest::{FORMAT, FORMAT_VERSION, MANIFEST};
 use bakend_store::db::DbLock;
 use bakend_store::db::snapshot;
 use serde_json::json;
@@ -23,9 +24,6 @@ use sha2::{Digest, Sha256};
 use crate::backup_archive;
 use crate::cli::Cli;
 
-pub(crate) const MANIFEST: &str = "manifest.json";
-pub(crate) const FORMAT: &str = "bakend-backup";
-pub(crate) const FORMAT_VERSION: u64 = 1;
 /// Inside the storage folder: uploads in progress, never part of a backup.
 const STORAGE_TMP: &str = "tmp";
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod mime;
 pub mod prune;
+pub mod upload_form;
 
 pub use blob::{BlobInfo, BlobReader, BlobStore, LocalBlobStore, Spooled, TempUpload};
 pub use error::StorageError;

@@ -6,6 +6,7 @@
 //! emits the resulting events in commit order after the commit. Reads run on a small pool of
 //! connections on blocking threads. No SQLite call ever runs on an async executor thread.
 
+pub mod backup_manifest;
 pub mod collections;
 pub mod db;
 pub mod error;

@@ -731,3 +731,171 @@ async fn huge_log_lines_are_cut_and_the_admin_logs_stay_small() {
     bak.signal(libc::SIGTERM);
     bak.wait_exit().await;
 }
+
+/// Runs every `ctx.db` attack of issue 14 #4 plus ordinary work, and records each outcome (the
+/// error message, or "ran") in an `attempts` table the test reads afterwards. `__OUT__` is a
+/// directory outside the project where the attacks try to create files.
+const DB_ATTACKS: &str = r#"
+  db.exec("CREATE TABLE IF NOT EXISTS attempts (name TEXT, outcome TEXT)");
+  const attempt = (name: string, run: () => unknown) => {
+    let outcome: string;
+    try { run(); outcome = "ran"; }
+    catch (e) { outcome = e instanceof Error ? e.message : `not an Error: ${String(e)}`; }
+    db.query("INSERT INTO attempts VALUES (?, ?)").run(name, outcome);
+  };
+  attempt("attach", () => db.exec("ATTACH DATABASE '__OUT__/attached.db' AS stolen"));
+  attempt("vacuum_into", () => db.exec("VACUUM INTO '__OUT__/copy.db'"));
+  attempt("writable_schema", () => db.exec("PRAGMA writable_schema=ON"));
+  attempt("select_users", () => db.query("SELECT email, password_hash FROM _users").all());
+  attempt("select_sessions", () => db.query("SELECT refresh_token_hash FROM _sessions").all());
+  attempt("update_users", () => db.run("UPDATE _users SET role='admin'"));
+  // Ordinary work keeps working: reads, a transaction with a nested (savepoint) one that is
+  // rolled back, and a read-only pragma.
+  attempt("ordinary", () => {
+    const t = db.transaction((title: string) => {
+      db.query("INSERT INTO attempts VALUES ('in_tx', ?)").run(title);
+      try {
+        db.transaction(() => {
+          db.run("INSERT INTO attempts VALUES ('in_savepoint', 'must be rolled back')");
+          throw new Error("undo the savepoint");
+        })();
+      } catch (_) {}
+    });
+    t(record.title);
+    const n = db.query("SELECT count(*) AS n FROM posts WHERE title = ?").get(record.title).n;
+    if (n !== 1) throw new Error(`expected the post, counted ${n}`);
+    const cols = db.query("PRAGMA table_info(posts)").all().map((c: any) => c.name);
+    if (!cols.includes("title")) throw new Error(`table_info: ${cols}`);
+  });
+"#;
+
+fn db_attack_outcomes(db: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.prepare("SELECT name, outcome FROM attempts")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn assert_db_attacks_refused(
+    outcomes: &std::collections::BTreeMap<String, String>,
+    out: &std::path::Path,
+) {
+    for name in [
+        "attach",
+        "vacuum_into",
+        "writable_schema",
+        "select_users",
+        "select_sessions",
+        "update_users",
+    ] {
+        let outcome = outcomes.get(name).map(String::as_str).unwrap_or("missing");
+        assert!(
+            outcome.starts_with("not authorized: "),
+            "{name}: {outcome} (all: {outcomes:#?})"
+        );
+    }
+    assert!(outcomes["select_users"].contains("_users"), "{outcomes:#?}");
+    assert!(outcomes["vacuum_into"].contains("VACUUM"), "{outcomes:#?}");
+    assert!(outcomes["writable_schema"].contains("writable_schema"));
+    assert!(!out.join("attached.db").exists(), "ATTACH created a file");
+    assert!(
+        !out.join("copy.db").exists(),
+        "VACUUM INTO copied the database"
+    );
+    assert_eq!(outcomes["ordinary"], "ran", "{outcomes:#?}");
+    assert_eq!(outcomes["in_tx"], "hello");
+    assert!(!outcomes.contains_key("in_savepoint"), "{outcomes:#?}");
+}
+
+fn user_roles(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.prepare("SELECT role FROM _users")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn ctx_db_cannot_attach_vacuum_set_pragmas_or_touch_internal_tables() {
+    let out = tempfile::tempdir().unwrap();
+    let source = format!(
+        "import {{ onCreate }} from \"bakend/functions\";\n\
+         onCreate(\"posts\", async ({{ record, db }}) => {{ {} }});",
+        DB_ATTACKS.replace("__OUT__", &out.path().display().to_string())
+    );
+    let dir = project(&[("functions/posts/attack.ts", &source)]);
+    let mut s = TestServer::start_in(dir).await;
+    let user = s.register("victim@example.com").await;
+    let before = user_roles(&s.dir.path().join("bakend.db"));
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            "/api/posts",
+            Some(&user.token),
+            Some(&json!({"title": "hello"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let seen = finished(&mut s, 1).await;
+    assert!(
+        seen.iter().all(|e| e.event_type != "function.failed"),
+        "{seen:#?}"
+    );
+    let db = s.dir.path().join("bakend.db");
+    assert_db_attacks_refused(&db_attack_outcomes(&db), out.path());
+    assert_eq!(user_roles(&db), before, "UPDATE _users changed a role");
+    assert!(!before.iter().any(|r| r == "admin"));
+    // The server keeps serving, and the user's token still works.
+    let me = s
+        .call(
+            reqwest::Method::GET,
+            "/api/auth/me",
+            Some(&user.token),
+            None,
+        )
+        .await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_jobs_ctx_db_is_held_to_the_same_rules() {
+    let out = tempfile::tempdir().unwrap();
+    let source = format!(
+        "export const schedule = \"*/1 * * * * *\";\n\
+         let done = false;\n\
+         export default async ({{ db }}) => {{ if (done) return; done = true;\n\
+           const record = {{ title: \"hello\" }};\n\
+           db.run(\"INSERT INTO posts (id, title, created_at, updated_at) VALUES ('p1', 'hello', '', '')\");\n\
+           {} }};",
+        DB_ATTACKS.replace("__OUT__", &out.path().display().to_string())
+    );
+    let dir = project(&[("jobs/attack.ts", &source)]);
+    let mut s = TestServer::start_in(dir).await;
+    // A user row for the job's `UPDATE _users` to aim at.
+    s.register("victim@example.com").await;
+    let db = s.dir.path().join("bakend.db");
+    let before = user_roles(&db);
+    let mut seen = Vec::new();
+    assert!(
+        eventually_within(Duration::from_secs(10), || {
+            seen.extend(s.take_events());
+            seen.iter()
+                .any(|e| e.event_type == "job.completed" || e.event_type == "job.failed")
+        })
+        .await,
+        "the job did not run: {seen:#?}"
+    );
+    assert!(
+        seen.iter().all(|e| e.event_type != "job.failed"),
+        "{seen:#?}"
+    );
+    assert_db_attacks_refused(&db_attack_outcomes(&db), out.path());
+    assert_eq!(user_roles(&db), before, "UPDATE _users changed a role");
+    s.shutdown().await;
+}

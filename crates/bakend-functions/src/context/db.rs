@@ -3,7 +3,9 @@
 //! own. It is opened on first use, shares the invocation's time budget (a runaway query is
 //! interrupted like a runaway loop), and an invocation that leaves a transaction open has it
 //! rolled back. `close()`, `loadExtension()` and `serialize()` are refused: the database
-//! belongs to the server. Writes through `db` bypass validation, permissions and events.
+//! belongs to the server. SQL that reaches outside the collections (ATTACH, VACUUM, pragmas that
+//! set values, `_`-prefixed internal tables) is refused by the authorizer in `db_policy`.
+//! Writes through `db` bypass validation, permissions and events.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,7 @@ use rquickjs::{Array, Ctx, Exception, Function, Object, Type, TypedArray, Value}
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, Statement};
 
+use super::db_policy::{self, Refusals};
 use crate::budget::Budget;
 use crate::services::OpenDatabase;
 
@@ -20,6 +23,8 @@ pub(crate) struct DbHandle {
     open: OpenDatabase,
     budget: Budget,
     conn: Mutex<Option<Connection>>,
+    /// Why the authorizer refused the last statement, for the error thrown to user code.
+    refusals: Refusals,
 }
 
 const SQLITE_PROGRESS_OPS: i32 = 1000;
@@ -30,6 +35,7 @@ impl DbHandle {
             open,
             budget,
             conn: Mutex::new(None),
+            refusals: Refusals::default(),
         })
     }
 
@@ -43,12 +49,17 @@ impl DbHandle {
             let budget = self.budget.clone();
             conn.progress_handler(SQLITE_PROGRESS_OPS, Some(move || budget.expired()))
                 .map_err(|e| e.to_string())?;
+            db_policy::install(&mut conn, self.refusals.clone()).map_err(|e| e.to_string())?;
             *guard = Some(conn);
         }
-        match guard.as_ref() {
-            Some(conn) => f(conn),
-            None => Err("database unavailable".into()),
-        }
+        let Some(conn) = guard.as_ref() else {
+            return Err("database unavailable".into());
+        };
+        self.refusals.take();
+        f(conn).map_err(|e| match self.refusals.take() {
+            Some(reason) => format!("not authorized: {reason}"),
+            None => e,
+        })
     }
 
     /// Rolls back a transaction an invocation left open (a thrown error or a time limit inside

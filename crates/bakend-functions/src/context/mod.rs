@@ -4,6 +4,7 @@
 
 mod bridge;
 pub(crate) mod db;
+mod db_policy;
 mod logger;
 mod services;
 

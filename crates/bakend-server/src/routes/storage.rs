@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bakend_auth::permissions::{Decision, Request, authorize};
-use bakend_storage::{FileMeta, NewFile, StorageError, Visibility, limit_message, mime};
+use bakend_storage::upload_form::{self, FormError, ReceivedFile};
+use bakend_storage::{FileMeta, NewFile, StorageError, Visibility, mime};
 use bytes::BytesMut;
 use futures_util::stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -21,8 +22,6 @@ use crate::state::AppState;
 
 /// Read-side chunk size for downloads.
 const CHUNK: usize = 64 * 1024;
-/// Largest text part (`visibility`) read into memory.
-const MAX_TEXT_PART: usize = 1024;
 
 fn unauthorized() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
@@ -54,36 +53,28 @@ pub async fn upload(
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .and_then(upload_form::boundary)
         .ok_or_else(invalid_multipart)?;
     let stream = Bursts {
         inner: body.into_data_stream(),
         taken: 0,
     };
-    let mut form = multer::Multipart::new(stream, boundary);
     let limit = state.files.max_file_size();
-
-    let mut upload = None;
-    let mut visibility: Option<String> = None;
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(_) => return Err(invalid_multipart()),
-        };
-        match field.name() {
-            Some("file") if upload.is_none() && field.file_name().is_some() => {
-                upload = Some(receive_file(state, field, limit).await?);
-            }
-            Some("visibility") if visibility.is_none() => {
-                visibility = Some(read_text(field).await?);
-            }
-            // Other parts (and later `file` parts) are skipped: `next_field` drains them
-            // without keeping them.
-            _ => {}
-        }
-    }
-    let Some((temp, filename, client_type, head)) = upload else {
+    let form = upload_form::read_form(stream, boundary, limit, || state.files.begin_upload())
+        .await
+        .map_err(|e| match e {
+            FormError::Invalid => invalid_multipart(),
+            FormError::TextTooLong => ApiError::bad_request(e.to_string()),
+            FormError::Storage(e) => e.into(),
+        })?;
+    let visibility = form.visibility;
+    let Some(ReceivedFile {
+        sink: temp,
+        filename,
+        content_type: client_type,
+        head,
+    }) = form.file
+    else {
         return Err(ApiError::bad_request("Field 'file' is required"));
     };
     let visibility = match visibility.as_deref() {
@@ -148,50 +139,6 @@ where
             other => other,
         }
     }
-}
-
-type Received = (bakend_storage::TempUpload, String, Option<String>, Vec<u8>);
-
-/// Streams one file part into a temporary file, counting; stops at the first byte over the
-/// limit (the temporary file is removed when it is dropped).
-async fn receive_file(
-    state: &AppState,
-    mut field: multer::Field<'static>,
-    limit: u64,
-) -> Result<Received, ApiError> {
-    let filename = field.file_name().unwrap_or("").to_string();
-    let client_type = field.content_type().map(|m| m.to_string());
-    let mut temp = state.files.begin_upload().await?;
-    let mut head = Vec::new();
-    loop {
-        let chunk = match field.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(_) => return Err(invalid_multipart()),
-        };
-        if temp.size() + chunk.len() as u64 > limit {
-            return Err(StorageError::TooLarge(limit_message(limit)).into());
-        }
-        if head.len() < mime::SNIFF_BYTES {
-            let take = (mime::SNIFF_BYTES - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        temp.write(&chunk).await.map_err(StorageError::from)?;
-    }
-    Ok((temp, filename, client_type, head))
-}
-
-async fn read_text(mut field: multer::Field<'static>) -> Result<String, ApiError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|_| invalid_multipart())? {
-        if buf.len() + chunk.len() > MAX_TEXT_PART {
-            return Err(ApiError::bad_request(
-                "visibility must be \"public\" or \"protected\"",
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    String::from_utf8(buf).map_err(|_| invalid_multipart())
 }
 
 /// `/api/storage/<id>`: the file is looked up first (unknown → 404 for everyone), then the
