@@ -12,7 +12,8 @@ duration=${2:-10}
 runs=${3:-3}
 port=${PORT:-18080}
 
-cargo build --release -q -p bak -p bakend-bench
+# BAK_BIN=path/to/bak measures another build (an A/B against the previous one) with this tool.
+[[ -n "${BAK_BIN:-}" ]] || cargo build --release -q -p bak -p bakend-bench
 dir=$(mktemp -d /tmp/bakend-bench.XXXXXX)
 trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
 mkdir -p "$dir/collections"
@@ -35,7 +36,7 @@ TS
   "") ;;
   *) echo "TRIGGER must be noop or db" >&2; exit 2 ;;
 esac
-(cd "$dir" && exec taskset -c 0 "$OLDPWD/target/release/bak" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
+(cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
