@@ -526,6 +526,12 @@ async fn counters_follow_requests_realtime_functions_and_jobs() {
         e.value("bakend_realtime_token_expired_closes_total", &[]),
         0.0
     );
+    // Every write was answered after its event reached the socket, none by the time bound.
+    assert_eq!(
+        e.value("bakend_realtime_delivery_wait_timeouts_total", &[]),
+        0.0
+    );
+    assert_eq!(rt["deliveryWaitTimeouts"].as_f64(), Some(0.0));
 
     // Event bus: since the first scrape every consumer got every event; the test's consumer
     // (subscribed before start, never read by this test) holds all of them in its queue.

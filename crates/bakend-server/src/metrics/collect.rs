@@ -105,6 +105,12 @@ fn realtime(e: &mut Exposition, state: &AppState) {
             "tokenExpiredCloses",
         ),
         (
+            "bakend_realtime_delivery_wait_timeouts_total",
+            Kind::Counter,
+            "Writes answered before their event reached the sockets (the hub was over 2 s behind).",
+            "deliveryWaitTimeouts",
+        ),
+        (
             "bakend_realtime_queue_high_water",
             Kind::Gauge,
             "Deepest any connection's outbound queue has been, in frames.",
