@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +47,10 @@ pub struct Args {
     /// Spread client sockets over this many source addresses 127.0.0.2, 127.0.0.3, …
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=253))]
     pub source_ips: u8,
+    /// Submit each round's sends through io_uring (one `io_uring_enter` carries all N) instead
+    /// of one `send` system call per socket: does batching the system calls lower the floor?
+    #[arg(long)]
+    pub io_uring: bool,
     /// Print one JSON object instead of the human-readable summary.
     #[arg(long)]
     pub json: bool,
@@ -78,11 +83,12 @@ pub async fn run(args: &Args) -> Result<()> {
         })
     };
     let rounds = {
-        let (core, rounds, interval, frame) = (
+        let (core, rounds, interval, frame, uring) = (
             args.writer_core,
             args.rounds,
             Duration::from_millis(args.interval_ms),
             args.frame_bytes as usize,
+            args.io_uring,
         );
         std::thread::spawn(move || -> Result<Vec<Duration>> {
             pin_to(core)?;
@@ -90,7 +96,12 @@ pub async fn run(args: &Args) -> Result<()> {
                 .recv()
                 .context("the reader failed to set up its sockets")?;
             std::thread::sleep(SETTLE);
-            let times = write_side(&sockets, rounds, interval, frame, clock);
+            let send = if uring {
+                Sender::uring(sockets.len())?
+            } else {
+                Sender::Syscalls
+            };
+            let times = write_side(&sockets, send, rounds, interval, frame, clock);
             std::thread::sleep(DRAIN);
             times
         })
@@ -112,6 +123,7 @@ fn join<T>(handle: std::thread::JoinHandle<Result<T>>, what: &str) -> Result<T> 
 /// run's clock) so the reader can tell how long the frame took to arrive.
 fn write_side(
     sockets: &[StdStream],
+    mut send: Sender,
     rounds: u32,
     interval: Duration,
     frame_bytes: usize,
@@ -123,13 +135,65 @@ fn write_side(
         let start = Instant::now();
         let stamp = clock.elapsed().as_micros() as u64;
         frame[..8].copy_from_slice(&stamp.to_le_bytes());
-        for mut s in sockets {
-            s.write_all(&frame).context("write to a loopback socket")?;
-        }
+        send.round(sockets, &frame)?;
         times.push(start.elapsed());
         std::thread::sleep(interval);
     }
     Ok(times)
+}
+
+/// How a round's frames reach the kernel.
+enum Sender {
+    /// One `send` per socket, as the server makes them.
+    Syscalls,
+    /// All of a round's sends queued in one ring and submitted with one system call.
+    Uring(Box<io_uring::IoUring>),
+}
+
+impl Sender {
+    fn uring(sockets: usize) -> Result<Sender> {
+        let entries = u32::try_from(sockets.next_power_of_two().max(8))
+            .context("too many sockets for one ring")?;
+        let ring = io_uring::IoUring::new(entries)
+            .context("set up io_uring (the kernel or a seccomp filter may not allow it)")?;
+        Ok(Sender::Uring(Box::new(ring)))
+    }
+
+    fn round(&mut self, sockets: &[StdStream], frame: &[u8]) -> Result<()> {
+        match self {
+            Sender::Syscalls => {
+                for mut s in sockets {
+                    s.write_all(frame).context("write to a loopback socket")?;
+                }
+            }
+            Sender::Uring(ring) => {
+                let len = u32::try_from(frame.len()).context("frame too large")?;
+                for s in sockets {
+                    let send = io_uring::opcode::Send::new(
+                        io_uring::types::Fd(s.as_raw_fd()),
+                        frame.as_ptr(),
+                        len,
+                    )
+                    .build();
+                    // SAFETY: `frame` and the socket outlive the submission: every entry is
+                    // waited for below, before this function returns and before `frame` can
+                    // change. The ring is sized for one entry per socket, so it never overflows.
+                    unsafe { ring.submission().push(&send) }
+                        .map_err(|_| anyhow::anyhow!("the submission queue is full"))?;
+                }
+                ring.submit_and_wait(sockets.len())
+                    .context("io_uring_enter")?;
+                for done in ring.completion() {
+                    // A 400-byte send to a socket with room is taken whole; anything else
+                    // would make this floor wrong, so it is an error rather than a retry.
+                    if done.result() != len as i32 {
+                        bail!("an io_uring send returned {} of {len} bytes", done.result());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Connects the pairs, hands the accepted (server) ends to the writer, then reads every
@@ -236,6 +300,7 @@ fn report(args: &Args, rounds: &[Duration], rx: &RxSummary) {
             "rounds": rounds.len(),
             "frameBytes": args.frame_bytes,
             "spin": args.spin,
+            "ioUring": args.io_uring,
             "perSendMicros": (per_send_us * 100.0).round() / 100.0,
             "roundMs": rt_stats::latency_json(round),
             "expected": expected,
@@ -247,11 +312,16 @@ fn report(args: &Args, rounds: &[Duration], rx: &RxSummary) {
         return;
     }
     println!(
-        "loopback floor: {} sockets × {} rounds of {} bytes{}",
+        "loopback floor: {} sockets × {} rounds of {} bytes{}{}",
         args.connections,
         rounds.len(),
         args.frame_bytes,
-        if args.spin { " (reader spins)" } else { "" }
+        if args.spin { " (reader spins)" } else { "" },
+        if args.io_uring {
+            ", sent through io_uring"
+        } else {
+            ""
+        }
     );
     println!("per send     {per_send_us:.2} µs on the writer core");
     println!("round ms     {}", rt_stats::latency_human(round));
@@ -292,6 +362,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_frame_arrives_and_is_timed() {
+        for io_uring in [false, true] {
+            round_trip(io_uring).await;
+        }
+    }
+
+    /// Both ways of sending deliver every frame of every round.
+    async fn round_trip(io_uring: bool) {
         let args = Args {
             connections: 20,
             rounds: 3,
@@ -301,6 +378,7 @@ mod tests {
             reader_core: None,
             spin: false,
             source_ips: 2,
+            io_uring,
             json: true,
         };
         let n = args.connections as usize;
@@ -313,7 +391,12 @@ mod tests {
             .unwrap();
         let times = tokio::task::spawn_blocking(move || {
             // Dropping the sockets at the end tells the reader the run is over.
-            write_side(&sockets, 3, Duration::from_millis(10), 100, clock)
+            let send = if io_uring {
+                Sender::uring(sockets.len())?
+            } else {
+                Sender::Syscalls
+            };
+            write_side(&sockets, send, 3, Duration::from_millis(10), 100, clock)
         })
         .await
         .unwrap()
