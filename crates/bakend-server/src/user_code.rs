@@ -9,7 +9,7 @@ use bakend_functions::services::BoxFuture;
 use bakend_functions::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
 use bakend_storage::FileService;
 use bakend_store::{FileAccess, ListQuery, RecordStore, StoreError};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::routes::records::parse_sort;
@@ -147,25 +147,20 @@ impl RecordsApi for Records {
         options: ListOptions,
     ) -> BoxFuture<Result<Value, ServiceError>> {
         let store = self.store.clone();
-        let q = ListQuery {
-            page: options.page.unwrap_or(1).max(1),
-            per_page: options
+        let mut q = ListQuery::first(
+            options
                 .per_page
                 .unwrap_or(self.default_per_page)
                 .clamp(1, self.max_per_page),
-            sort: options.sort.as_deref().map(parse_sort).unwrap_or_default(),
-            owned_by: None,
-        };
+        );
+        q.page = options.page.unwrap_or(1).max(1);
+        q.sort = options.sort.as_deref().map(parse_sort).unwrap_or_default();
         Box::pin(async move {
             let c = store.collection(&collection).map_err(service_error)?;
             let page = store.list(c, q).await.map_err(service_error)?;
-            Ok(json!({
-                "items": page.items,
-                "page": page.page,
-                "perPage": page.per_page,
-                "totalItems": page.total_items,
-                "totalPages": page.total_pages,
-            }))
+            // The same shape as the REST list, bytes and all.
+            serde_json::from_slice(&page.to_json())
+                .map_err(|e| ServiceError::internal(format!("list serialization: {e}")))
         })
     }
 }

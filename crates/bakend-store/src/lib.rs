@@ -17,5 +17,6 @@ pub use collections::layout::{RecordLayout, SystemColumn};
 pub use collections::registry::{Collection, Registry};
 pub use db::{Committed, Database};
 pub use error::{FieldError, StoreError};
+pub use records::cursor::Cursor;
 pub use records::store::{ListQuery, Page, RecordStore};
 pub use records::validate::FileAccess;

@@ -184,9 +184,18 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
     }
     drop(conn);
 
-    // The restored project serves the data.
+    // The restored project serves the data, its kept row count taken with the rows.
     let mut restored_server = BakProcess::spawn(f, &[]);
     restored_server.wait_ready().await;
+    let list: Value = http
+        .get(format!("{}/api/posts?perPage=1", restored_server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totalItems"], json!(restored.len()));
     let r = http
         .get(format!("{}/api/posts/{}", restored_server.url(), before[0]))
         .send()

@@ -19,6 +19,7 @@ mod metrics;
 mod migrate;
 mod openapi;
 mod permissions;
+mod reads;
 mod realtime;
 mod rest;
 mod resume;

@@ -99,10 +99,11 @@ fn input_schema(c: &Collection, usage: Usage) -> Value {
 }
 
 fn list_schema(c: &Collection) -> Value {
-    let count = json!({ "type": "integer", "minimum": 0 });
+    // -1 when the request said `skipTotal=true`.
+    let count = json!({ "type": "integer", "minimum": -1 });
     json!({
         "type": "object",
-        "required": ["items", "page", "perPage", "totalItems", "totalPages"],
+        "required": ["items", "page", "perPage", "totalItems", "totalPages", "next"],
         "additionalProperties": false,
         "properties": {
             "items": { "type": "array", "items": schema_ref(&name(c, "record")) },
@@ -110,6 +111,10 @@ fn list_schema(c: &Collection) -> Value {
             "perPage": { "type": "integer", "minimum": 1 },
             "totalItems": count,
             "totalPages": count,
+            "next": {
+                "type": ["string", "null"],
+                "description": "Cursor for the next page in the default order (pass it as `after`); null on the last page and with `sort`.",
+            },
         },
     })
 }
@@ -356,7 +361,8 @@ fn record_links(c: &Collection) -> Value {
     Value::Object(links)
 }
 
-/// `page`, `perPage`, `sort`. Later list parameters (a filter, say) are added here.
+/// `page`, `perPage`, `sort`, `skipTotal`, `after`. Later list parameters (a filter, say) are
+/// added here.
 fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
     let mut keys = vec!["id".to_string(), "createdAt".into(), "updatedAt".into()];
     keys.extend(c.def.fields.iter().map(|f| f.name.clone()));
@@ -380,6 +386,18 @@ fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
             "in": "query",
             "description": format!("Comma-separated keys, `-` for descending: {}. Default `-createdAt`; ties are broken by `id`. An unknown key is 400.", keys.join(", ")),
             "schema": { "type": "string", "pattern": format!("^{part}(,{part})*$") },
+        },
+        {
+            "name": "skipTotal",
+            "in": "query",
+            "description": "Do not count: `totalItems` and `totalPages` are -1. Makes deep or filtered lists cheaper.",
+            "schema": { "type": "boolean", "default": false },
+        },
+        {
+            "name": "after",
+            "in": "query",
+            "description": "The `next` cursor of a previous page: the records after it in the default order (newest first). Not with `page` or `sort` (400).",
+            "schema": { "type": "string" },
         },
     ])
 }

@@ -6,13 +6,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bakend_auth::permissions::{Decision, Request, authorize};
 use bakend_auth::{AuthContext, Operation};
-use bakend_store::{Collection, FileAccess, ListQuery, RecordLayout};
-use serde_json::{Map, Value, json};
+use bakend_store::{Collection, Cursor, FileAccess, ListQuery, RecordLayout};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use crate::body::json_object;
 use crate::error::ApiError;
-use crate::response::{json_response, no_content};
+use crate::response::{json_bytes_response, json_response, no_content};
 use crate::state::AppState;
 
 fn collection(state: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
@@ -47,33 +47,37 @@ pub async fn list(
     let mut q = parse_list_query(state, query)?;
     q.owned_by = owned_by;
     let page = state.records.list(c, q).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "items": page.items,
-            "page": page.page,
-            "perPage": page.per_page,
-            "totalItems": page.total_items,
-            "totalPages": page.total_pages,
-        }),
-    ))
+    Ok(json_bytes_response(StatusCode::OK, page.to_json()))
 }
 
-/// `?page=` (1-based), `?perPage=` (clamped to the configured maximum) and `?sort=` (comma
-/// separated keys, `-` for descending). Other parameters are ignored.
+/// `?page=` (1-based), `?perPage=` (clamped to the configured maximum), `?sort=` (comma
+/// separated keys, `-` for descending), `?skipTotal=true` (no count: totals are -1) and
+/// `?after=<cursor>` (the page after a previous page's `next`, default order only). Other
+/// parameters are ignored.
 fn parse_list_query(state: &AppState, query: Option<&str>) -> Result<ListQuery, ApiError> {
     let api = &state.config.api;
-    let mut q = ListQuery {
-        page: 1,
-        per_page: api.default_per_page,
-        sort: Vec::new(),
-        owned_by: None,
-    };
+    let mut q = ListQuery::first(api.default_per_page);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|_| ApiError::bad_request("Invalid query string"))?;
+    let mut page_given = false;
     for (k, v) in pairs {
         match k.as_str() {
+            "skipTotal" => {
+                q.skip_total = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::bad_request("skipTotal must be true or false")),
+                }
+            }
+            "after" => {
+                q.after = Some(Cursor::decode(&v).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "after must be the next cursor of a previous page of this list",
+                    )
+                })?);
+            }
             "page" => {
+                page_given = true;
                 q.page = v
                     .parse::<u32>()
                     .ok()
@@ -90,6 +94,14 @@ fn parse_list_query(state: &AppState, query: Option<&str>) -> Result<ListQuery, 
             "sort" => q.sort.extend(parse_sort(&v)),
             _ => {}
         }
+    }
+    if q.after.is_some() && page_given {
+        return Err(ApiError::bad_request("Use either page or after, not both"));
+    }
+    if q.after.is_some() && !q.sort.is_empty() {
+        return Err(ApiError::bad_request(
+            "after works with the default order only (newest first): drop sort",
+        ));
     }
     Ok(q)
 }
@@ -175,8 +187,18 @@ pub async fn get(
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let (_, record, _) = load_authorized(state, ctx, name, id, Operation::Read).await?;
-    Ok(json_response(StatusCode::OK, &record))
+    // As `load_authorized`, with the record kept as the bytes to send.
+    let c = collection(state, name)?;
+    let (record, owner) = state.records.get_json(c.clone(), id.to_string()).await?;
+    require(authorize(
+        ctx,
+        Request::Record {
+            rule: c.def.permissions.read,
+            op: Operation::Read,
+            owner: owner.as_deref(),
+        },
+    ))?;
+    Ok(json_bytes_response(StatusCode::OK, record))
 }
 
 pub async fn update(

@@ -162,6 +162,7 @@ pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Resu
             [],
         )?;
         conn.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
+        super::counts::remove(conn, &name)?;
         let gone = name.clone();
         Ok(Committed::new(())
             .then(move || registry.remove(&gone))

@@ -665,6 +665,8 @@ pub fn execute(
             [],
         )?;
         schema::sync_indexes(conn, new)?;
+        // The copy went into a table without the count triggers.
+        super::counts::sync(conn, &new.name)?;
         return Ok(problems);
     }
     let problems = scan(conn, old, new, plan)?;
@@ -700,7 +702,8 @@ mod tests {
     fn db(def: &CollectionDef, rows: &[Value]) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
-            "CREATE TABLE _files (id TEXT PRIMARY KEY, user_id TEXT); INSERT INTO _files VALUES ('fil_1', 'u');",
+            "CREATE TABLE _files (id TEXT PRIMARY KEY, user_id TEXT); INSERT INTO _files VALUES ('fil_1', 'u');
+             CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
         )
         .unwrap();
         for s in schema::create_sql(def) {

@@ -1,6 +1,7 @@
 //! Collections: their definitions, the row layout and DDL that realise them, and the in-memory
 //! registry.
 
+pub mod counts;
 pub mod definition;
 pub mod files;
 pub mod layout;

@@ -8,9 +8,10 @@ use bakend_core::sync;
 
 use serde_json::Value;
 
-use super::definition::CollectionDef;
+use super::definition::{CollectionDef, FieldType};
 use super::layout::RecordLayout;
 use super::schema::quote;
+use crate::records::json::RecordKeys;
 
 /// A live collection: its definition plus the SQL derived from it once.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct Collection {
     /// Where the system columns, the fields and the owner are in its rows.
     pub layout: RecordLayout,
     pub(crate) sql: CollectionSql,
+    /// The record's keys as JSON fragments, for writing rows straight to bytes.
+    pub(crate) json_keys: RecordKeys,
 }
 
 #[derive(Debug)]
@@ -42,12 +45,20 @@ impl Collection {
             "INSERT INTO {table} ({columns}) VALUES ({})",
             layout.placeholders()
         );
+        let system: Vec<&str> = RecordLayout::SYSTEM.iter().map(|s| s.json).collect();
+        let fields: Vec<(String, FieldType)> = def
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.kind))
+            .collect();
+        let json_keys = RecordKeys::new(&system, &fields);
         Collection {
             def,
             raw,
             created_at,
             updated_at,
             layout,
+            json_keys,
             sql: CollectionSql {
                 table,
                 columns,

@@ -18,13 +18,25 @@ fn column_sql(f: &FieldDef) -> String {
 }
 
 /// Indexes a field needs, as `(name, statement)`: unique fields get a unique index, relation
-/// fields and the owner field a plain one (owner-filtered lists and realtime routing look
-/// records up by owner).
+/// fields a plain one, and the owner field one that also serves the default order, so an
+/// owner's list (the `owner` read rule) reads only the rows it returns and counts from the
+/// index alone.
 fn field_indexes(table: &str, f: &FieldDef) -> Vec<(String, String)> {
     let t = quote(table);
     let c = quote(&f.name);
     let mut out = Vec::new();
-    if f.unique {
+    if f.name == RecordLayout::OWNER_FIELD && !f.unique {
+        let name = format!("idx_{table}_owner_created");
+        out.push((
+            name.clone(),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {t}({c}, {}, {})",
+                quote(&name),
+                quote(RecordLayout::CREATED_AT.column),
+                quote(RecordLayout::ID.column)
+            ),
+        ));
+    } else if f.unique {
         let name = format!("uniq_{table}_{}", f.name);
         out.push((
             name.clone(),
@@ -33,7 +45,7 @@ fn field_indexes(table: &str, f: &FieldDef) -> Vec<(String, String)> {
                 quote(&name)
             ),
         ));
-    } else if f.kind == FieldType::Relation || f.name == RecordLayout::OWNER_FIELD {
+    } else if f.kind == FieldType::Relation {
         let name = format!("idx_{table}_{}", f.name);
         out.push((
             name.clone(),
@@ -75,10 +87,11 @@ pub fn index_sql(def: &CollectionDef) -> Vec<(String, String)> {
     out
 }
 
-/// Statements that create the table of `def` and its indexes.
+/// Statements that create the table of `def`, its indexes and its row count.
 pub fn create_sql(def: &CollectionDef) -> Vec<String> {
     let mut out = vec![table_sql(&def.name, def)];
     out.extend(index_sql(def).into_iter().map(|(_, sql)| sql));
+    out.extend(super::counts::create_sql(&def.name));
     out
 }
 

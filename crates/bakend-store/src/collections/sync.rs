@@ -199,6 +199,11 @@ pub fn sync_in(
                 conn.execute(&stmt, [])?;
             }
             report.recreated_tables.push(c.def.name.clone());
+        } else {
+            // Indexes the server adds itself can change between versions; a database from
+            // before row counts (or restored from one) is counted once.
+            schema::sync_indexes(conn, &c.def)?;
+            super::counts::ensure(conn, &c.def.name)?;
         }
     }
 

@@ -18,6 +18,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Row counts are kept by triggers (`collections::counts`): with this, the rows an
+    // `INSERT OR REPLACE` deletes fire their delete triggers too, so the counts stay exact.
+    conn.pragma_update(None, "recursive_triggers", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }

@@ -82,6 +82,14 @@ const STEPS: &[&str] = &[
     r#"
     ALTER TABLE _users ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: row counts per collection (collections::counts), kept by triggers on each table;
+    // start-up adds the triggers and counts the tables that exist.
+    r#"
+    CREATE TABLE IF NOT EXISTS _record_counts (
+        collection TEXT PRIMARY KEY NOT NULL,
+        n INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();

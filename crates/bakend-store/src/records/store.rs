@@ -10,8 +10,11 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use super::cursor::Cursor;
+use super::json::write_record;
 use super::row::{read_columns, record_json, to_json};
 use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
+use crate::collections::counts;
 use crate::collections::layout::RecordLayout;
 use crate::collections::registry::{Collection, Registry};
 use crate::collections::schema::quote;
@@ -29,15 +32,81 @@ pub struct ListQuery {
     pub sort: Vec<(String, bool)>,
     /// Only records whose owner field (`user_id`) is this.
     pub owned_by: Option<String>,
+    /// Do not count: `totalItems` and `totalPages` come back as -1.
+    pub skip_total: bool,
+    /// Keyset pagination: the records after this one in the default order (`page` is then
+    /// not used; a non-default `sort` is refused).
+    pub after: Option<Cursor>,
 }
 
+impl ListQuery {
+    /// The first page in the default order, counted.
+    pub fn first(per_page: u32) -> ListQuery {
+        ListQuery {
+            page: 1,
+            per_page,
+            sort: Vec::new(),
+            owned_by: None,
+            skip_total: false,
+            after: None,
+        }
+    }
+}
+
+/// One page of a list, its records already serialized.
 #[derive(Clone, Debug)]
 pub struct Page {
-    pub items: Vec<Value>,
+    /// The records as one JSON array.
+    pub items: Vec<u8>,
     pub page: u32,
     pub per_page: u32,
-    pub total_items: u64,
-    pub total_pages: u64,
+    /// `None` when counting was skipped.
+    pub total_items: Option<u64>,
+    /// Where the next page starts, in the default order; `None` on the last page and for
+    /// other orders.
+    pub next: Option<Cursor>,
+}
+
+impl Page {
+    pub fn total_pages(&self) -> Option<u64> {
+        self.total_items
+            .map(|t| t.div_ceil(u64::from(self.per_page.max(1))))
+    }
+
+    /// The list response (spec `rest-api.md` §4, plus `next`): `{"items":[…],"page":…,
+    /// "perPage":…,"totalItems":…,"totalPages":…,"next":…}`, skipped totals as -1.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.items.len() + 128);
+        out.extend_from_slice(b"{\"items\":");
+        out.extend_from_slice(&self.items);
+        let mut n = itoa::Buffer::new();
+        let mut number = |out: &mut Vec<u8>, key: &[u8], v: i64| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(n.format(v).as_bytes());
+        };
+        number(&mut out, b",\"page\":", i64::from(self.page));
+        number(&mut out, b",\"perPage\":", i64::from(self.per_page));
+        let or_minus_one = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        number(
+            &mut out,
+            b",\"totalItems\":",
+            or_minus_one(self.total_items),
+        );
+        number(
+            &mut out,
+            b",\"totalPages\":",
+            or_minus_one(self.total_pages()),
+        );
+        out.extend_from_slice(b",\"next\":");
+        match &self.next {
+            Some(c) => {
+                let _ = serde_json::to_writer(&mut out, &c.encode());
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 #[derive(Clone)]
@@ -83,46 +152,98 @@ impl RecordStore {
 
     pub async fn list(&self, c: Arc<Collection>, q: ListQuery) -> Result<Page, StoreError> {
         let order = order_by(&c, &q.sort)?;
+        let default_order = q.sort.is_empty();
+        if q.after.is_some() && !default_order {
+            return Err(StoreError::BadRequest(
+                "after= works with the default order only (no sort=)".into(),
+            ));
+        }
         self.db
             .read(move |conn| {
+                // The count and the page from one snapshot, so they agree.
                 let tx = conn.unchecked_transaction()?;
-                let filter = if q.owned_by.is_some() {
-                    format!(" WHERE {} = ?1", quote(RecordLayout::OWNER_FIELD))
-                } else {
-                    String::new()
+                let total = match (&q.owned_by, q.skip_total) {
+                    (_, true) => None,
+                    (None, false) => Some(match counts::read(&tx, &c.def.name)? {
+                        Some(n) => n,
+                        None => count(&tx, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
+                    }),
+                    (Some(user), false) => Some(count(
+                        &tx,
+                        &owner_count_sql(&c),
+                        &[Sql::Text(user.clone())],
+                    )?),
                 };
-                let owner = q.owned_by.clone().map(Sql::Text);
-                let params: Vec<Sql> = owner.into_iter().collect();
-                let total: i64 = tx
-                    .prepare_cached(&format!("SELECT COUNT(*) FROM {}{filter}", c.sql.table))?
-                    .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
-                let mut all = params.clone();
-                all.push(Sql::Integer(q.per_page as i64));
-                all.push(Sql::Integer((q.page as i64 - 1) * q.per_page as i64));
-                let n = params.len();
-                let sql = format!(
-                    "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-                    c.sql.columns,
-                    c.sql.table,
-                    n + 1,
-                    n + 2
-                );
+                let (sql, params) = page_sql(&c, &q, &order);
                 let mut stmt = tx.prepare_cached(&sql)?;
-                let items = stmt
-                    .query_map(rusqlite::params_from_iter(all.iter()), |row| {
-                        read_columns(&c, row).map(|cols| record_json(&c, &cols))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+                let mut items = Vec::with_capacity(64 + q.per_page as usize * 128);
+                items.push(b'[');
+                let mut written = 0u32;
+                // The last written record's key, in buffers reused from row to row.
+                let mut last = Cursor {
+                    created_at: String::new(),
+                    id: String::new(),
+                };
+                let mut more = false;
+                while let Some(row) = rows.next()? {
+                    if written == q.per_page {
+                        more = true;
+                        break;
+                    }
+                    if written > 0 {
+                        items.push(b',');
+                    }
+                    write_record(&c, row, &mut items)?;
+                    written += 1;
+                    if default_order {
+                        for (buf, col) in [
+                            (&mut last.created_at, RecordLayout::CREATED_AT_COLUMN),
+                            (&mut last.id, RecordLayout::ID_COLUMN),
+                        ] {
+                            buf.clear();
+                            // System columns are NOT NULL text; were one not, its cursor
+                            // would be refused as invalid rather than this page failing.
+                            buf.push_str(row.get_ref(col)?.as_str().unwrap_or_default());
+                        }
+                    }
+                }
+                items.push(b']');
+                drop(rows);
                 drop(stmt);
                 tx.finish()?;
-                let total = total.max(0) as u64;
                 Ok(Page {
                     items,
-                    page: q.page,
+                    page: if q.after.is_some() { 1 } else { q.page },
                     per_page: q.per_page,
                     total_items: total,
-                    total_pages: total.div_ceil(q.per_page as u64),
+                    next: more.then_some(last),
                 })
+            })
+            .await
+    }
+
+    /// One record as response bytes, with its owner (for the permission check the caller
+    /// makes before sending it).
+    pub async fn get_json(
+        &self,
+        c: Arc<Collection>,
+        id: String,
+    ) -> Result<(Vec<u8>, Option<String>), StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&fetch_sql(&c))?;
+                let mut rows = stmt.query([&id])?;
+                let Some(row) = rows.next()? else {
+                    return Err(StoreError::RecordNotFound(id));
+                };
+                let mut out = Vec::with_capacity(256);
+                write_record(&c, row, &mut out)?;
+                let owner = match c.layout.owner_column() {
+                    Some(i) => row.get_ref(i)?.as_str().ok().map(str::to_string),
+                    None => None,
+                };
+                Ok((out, owner))
             })
             .await
     }
@@ -329,15 +450,82 @@ impl RecordStore {
     }
 }
 
-fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+/// The statement and parameters that read one page: in the default order one row more than
+/// the page (whether a next page exists), after the cursor when there is one.
+fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
+    let mut conditions = Vec::new();
+    let mut params: Vec<Sql> = Vec::new();
+    if let Some(user) = &q.owned_by {
+        params.push(Sql::Text(user.clone()));
+        conditions.push(format!(
+            "{} = ?{}",
+            quote(RecordLayout::OWNER_FIELD),
+            params.len()
+        ));
+    }
+    if let Some(after) = &q.after {
+        params.push(Sql::Text(after.created_at.clone()));
+        params.push(Sql::Text(after.id.clone()));
+        // A row value: SQLite walks the default-order index from the cursor on.
+        conditions.push(format!(
+            "({}, {}) < (?{}, ?{})",
+            quote(RecordLayout::CREATED_AT.column),
+            quote(RecordLayout::ID.column),
+            params.len() - 1,
+            params.len()
+        ));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let offset = if q.after.is_some() {
+        0
+    } else {
+        (i64::from(q.page) - 1) * i64::from(q.per_page)
+    };
+    let limit = i64::from(q.per_page) + i64::from(q.sort.is_empty());
+    params.push(Sql::Integer(limit));
+    params.push(Sql::Integer(offset));
     let sql = format!(
+        "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+        c.sql.columns,
+        c.sql.table,
+        params.len() - 1,
+        params.len()
+    );
+    (sql, params)
+}
+
+/// The owner-filtered count (an unfiltered one reads `counts`).
+fn owner_count_sql(c: &Collection) -> String {
+    format!(
+        "SELECT COUNT(*) FROM {} WHERE {} = ?1",
+        c.sql.table,
+        quote(RecordLayout::OWNER_FIELD)
+    )
+}
+
+fn count(conn: &Connection, sql: &str, params: &[Sql]) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(sql)?
+        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+fn fetch_sql(c: &Collection) -> String {
+    format!(
         "SELECT {} FROM {} WHERE {} = ?1",
         c.sql.columns,
         c.sql.table,
         quote(RecordLayout::ID.column)
-    );
+    )
+}
+
+fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&fetch_sql(c))?
         .query_row([id], |row| read_columns(c, row))
         .optional()?)
 }
@@ -416,4 +604,135 @@ fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreErro
 /// Serializes a stored value for a field (used by callers that hold raw values).
 pub fn field_json(c: &Collection, index: usize, v: &Sql) -> Value {
     to_json(c.def.fields[index].kind, v)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    //! The query plans behind lists: the default order, a cursor, an owner's list, an indexed
+    //! sort and the counts must read only what they return (no full scan, no sort of the
+    //! table), so a later change cannot quietly bring the scans back.
+
+    use super::*;
+    use crate::collections::definition::parse;
+    use crate::collections::schema::create_sql;
+    use serde_json::json;
+
+    fn setup() -> (Connection, Collection) {
+        let def = parse(&json!({"name": "posts", "fields": [
+            {"name": "title", "type": "string"},
+            {"name": "slug", "type": "string", "unique": true},
+            {"name": "user_id", "type": "string"}
+        ]}))
+        .unwrap()
+        .def;
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+        for sql in create_sql(&def) {
+            conn.execute(&sql, []).unwrap();
+        }
+        (
+            conn,
+            Collection::new(def, json!({}), "x".into(), "x".into()),
+        )
+    }
+
+    fn plan(conn: &Connection, sql: &str, params: &[Sql]) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
+    }
+
+    fn page_plan(conn: &Connection, c: &Collection, q: &ListQuery) -> String {
+        let order = order_by(c, &q.sort).unwrap();
+        let (sql, params) = page_sql(c, q, &order);
+        plan(conn, &sql, &params)
+    }
+
+    fn reads_only_what_it_returns(p: &str, index: &str) {
+        assert!(p.contains(&format!("INDEX {index}")), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "sorts the table: {p}");
+    }
+
+    #[test]
+    fn the_default_order_walks_its_index() {
+        let (conn, c) = setup();
+        let q = ListQuery::first(20);
+        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_created");
+        let after = ListQuery {
+            after: Some(Cursor {
+                created_at: "2026-12-04T00:00:00.000Z".into(),
+                id: "rec_1".into(),
+            }),
+            ..ListQuery::first(20)
+        };
+        let p = page_plan(&conn, &c, &after);
+        reads_only_what_it_returns(&p, "idx_posts_created");
+        assert!(p.starts_with("SEARCH"), "starts at the cursor: {p}");
+    }
+
+    #[test]
+    fn an_owners_list_and_count_use_the_owner_index() {
+        let (conn, c) = setup();
+        let q = ListQuery {
+            owned_by: Some("usr_1".into()),
+            ..ListQuery::first(20)
+        };
+        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_owner_created");
+        let p = plan(&conn, &owner_count_sql(&c), &[Sql::Text("usr_1".into())]);
+        assert!(p.contains("COVERING INDEX idx_posts_owner_created"), "{p}");
+        let with_cursor = ListQuery {
+            after: Some(Cursor {
+                created_at: "2026-12-04T00:00:00.000Z".into(),
+                id: "rec_1".into(),
+            }),
+            ..q
+        };
+        reads_only_what_it_returns(
+            &page_plan(&conn, &c, &with_cursor),
+            "idx_posts_owner_created",
+        );
+    }
+
+    #[test]
+    fn an_indexed_sort_uses_its_index_and_an_unindexed_one_sorts() {
+        let (conn, c) = setup();
+        let q = ListQuery {
+            sort: vec![("slug".into(), false)],
+            ..ListQuery::first(20)
+        };
+        // Rows come in index order; only records tied on `slug` (several nulls) are put in
+        // `id` order among themselves, and the walk stops at the page's end.
+        let p = page_plan(&conn, &c, &q);
+        assert!(p.contains("INDEX uniq_posts_slug"), "{p}");
+        assert!(
+            !p.contains("TEMP B-TREE FOR ORDER BY"),
+            "sorts the table: {p}"
+        );
+        let q = ListQuery {
+            sort: vec![("title".into(), false)],
+            ..ListQuery::first(20)
+        };
+        assert!(page_plan(&conn, &c, &q).contains("TEMP B-TREE FOR ORDER BY"));
+    }
+
+    #[test]
+    fn the_unfiltered_count_reads_one_row() {
+        let (conn, _) = setup();
+        let p = plan(
+            &conn,
+            "SELECT n FROM _record_counts WHERE collection = ?1",
+            &[Sql::Text("posts".into())],
+        );
+        assert!(
+            p.starts_with("SEARCH _record_counts USING PRIMARY KEY"),
+            "{p}"
+        );
+    }
 }
