@@ -547,3 +547,70 @@ async fn logs_endpoint_filters_and_limits() {
         .unwrap();
     assert_eq!(anon.status(), 401);
 }
+
+fn index_names(s: &TestServer, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(s.dir.path().join("bakend.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
+        .unwrap();
+    stmt.query_map([table], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Indexes of a definition are made at start-up and changed through the admin API (the same
+/// planner as `bak migrate`), which also refuses a unique one over repeated values.
+#[tokio::test]
+async fn indexes_at_start_up_and_through_the_admin_api() {
+    let mut def = notes();
+    def["indexes"] = json!([{"fields": ["title"]}]);
+    let (s, admin) = server(&[def.clone()]).await;
+    assert!(index_names(&s, "notes").contains(&"idx_notes_title".to_string()));
+    for t in ["a", "a", "b"] {
+        s.create("notes", json!({"title": t})).await;
+    }
+    let t = Some(admin.token.as_str());
+    def["indexes"] = json!([{"fields": ["-createdAt", "title"]}]);
+    let r = s
+        .call(Method::PUT, "/api/admin/collections/notes", t, Some(&def))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let names = index_names(&s, "notes");
+    assert!(
+        names.contains(&"idx_notes_created_at_desc_title".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"idx_notes_title".to_string()), "{names:?}");
+    // Written back, so the next start agrees.
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.path().join("collections/notes.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["indexes"], def["indexes"]);
+
+    def["indexes"] = json!([{"fields": ["title"], "unique": true}]);
+    let r = s
+        .call(Method::PUT, "/api/admin/collections/notes", t, Some(&def))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text
+            .contains("index unique (title): 1 record(s) repeat values another record holds"),
+        "{}",
+        r.text
+    );
+    assert!(!index_names(&s, "notes").contains(&"uniq_notes_title".to_string()));
+
+    let r = s
+        .call(
+            Method::POST,
+            "/api/admin/collections",
+            t,
+            Some(&json!({"name": "x", "fields": [], "indexes": [{"fields": ["nope"]}]})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("\\\"nope\\\" is not a field"), "{}", r.text);
+    s.shutdown().await;
+}

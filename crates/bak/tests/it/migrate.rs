@@ -565,3 +565,102 @@ fn export_writes_stable_files_that_start_accepts() {
     let again = ok(&bak(d, &["migrate", "apply"]));
     assert_eq!(again, "No collection changes to apply.\n");
 }
+
+/// Indexes in a definition go through the same planner as fields: shown by `status`, made,
+/// changed and dropped by `apply`, and a unique one over repeated values is refused with the
+/// records that repeat them.
+#[test]
+fn indexes_in_definitions_are_planned_like_fields() {
+    let dir = project(&items_v0());
+    let d = dir.path();
+    let mut def = items_v0();
+    def["indexes"] = json!([{"fields": ["title"]}, {"fields": ["owner", "-createdAt"]}]);
+    write_collections(d, &[def.clone()]);
+    let st = bak(d, &["migrate", "status"]);
+    assert_eq!(st.status.code(), Some(1));
+    let st = text(&st.stdout);
+    assert!(st.contains("  add index (title)\n"), "{st}");
+    assert!(st.contains("  add index (owner, -createdAt)\n"), "{st}");
+    assert!(!st.contains("rebuilds"), "{st}");
+    ok(&bak(d, &["migrate", "apply"]));
+    let ix = indexes(d, "items");
+    assert!(ix.contains(&"idx_items_title".to_string()), "{ix:?}");
+    assert!(
+        ix.contains(&"idx_items_owner_created_at_desc".to_string()),
+        "{ix:?}"
+    );
+    assert!(bak(d, &["migrate", "status"]).status.success());
+    // Listing the same indexes in another order changes nothing.
+    let mut reordered = def.clone();
+    reordered["indexes"] = json!([{"fields": ["owner", "-createdAt"]}, {"fields": ["title"]}]);
+    write_collections(d, &[reordered]);
+    assert!(bak(d, &["migrate", "status"]).status.success());
+
+    // Changed: the old ones go, the new one comes.
+    def["indexes"] = json!([{"fields": ["title", "score"]}]);
+    write_collections(d, &[def.clone()]);
+    let st = text(&bak(d, &["migrate", "status"]).stdout);
+    assert!(st.contains("  drop index (title)\n"), "{st}");
+    assert!(st.contains("  drop index (owner, -createdAt)\n"), "{st}");
+    assert!(st.contains("  add index (title, score)\n"), "{st}");
+    ok(&bak(d, &["migrate", "apply"]));
+    let ix = indexes(d, "items");
+    assert!(ix.contains(&"idx_items_title_score".to_string()), "{ix:?}");
+    assert!(!ix.contains(&"idx_items_title".to_string()), "{ix:?}");
+
+    // Unique over values that repeat (7 owners among 10,000 rows): refused, rows named.
+    let mut bad = def.clone();
+    bad["indexes"] = json!([{"fields": ["title", "score"]}, {"fields": ["owner"], "unique": true}]);
+    write_collections(d, &[bad]);
+    let st = text(&bak(d, &["migrate", "status"]).stdout);
+    assert!(
+        st.contains("  blocked: index unique (owner): 9993 record(s) repeat values another record holds: rec_"),
+        "{st}"
+    );
+    assert!(st.contains("(same as rec_"), "{st}");
+    let refused = bak(d, &["migrate", "apply", "--force"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("index unique (owner): 9993 record(s)"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!indexes(d, "items").contains(&"uniq_items_owner".to_string()));
+
+    // Unique over values that do not repeat: made.
+    def["indexes"] =
+        json!([{"fields": ["title", "score"]}, {"fields": ["code", "title"], "unique": true}]);
+    write_collections(d, &[def]);
+    ok(&bak(d, &["migrate", "apply"]));
+    assert!(indexes(d, "items").contains(&"uniq_items_code_title".to_string()));
+    assert_eq!(
+        count(d, "SELECT n FROM _record_counts WHERE collection = 'items'"),
+        ROWS
+    );
+}
+
+/// Sorting a large collection by a field no index starts with logs, once, which index would
+/// help; a sort an index serves does not.
+#[tokio::test]
+async fn an_unindexed_sort_of_a_large_collection_logs_a_hint_once() {
+    let dir = project(&items_v0());
+    let d = dir.path();
+    let mut server = BakProcess::spawn(d, &[]);
+    server.wait_ready().await;
+    let http = reqwest::Client::new();
+    for sort in ["n_text", "-n_text", "code", "-createdAt", "n_text"] {
+        let r = http
+            .get(format!("{}/api/items?sort={sort}&perPage=5", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().await.success());
+    let err = server.stderr();
+    let hint = "Sorting \"items\" by \"n_text\" sorts all 10000 records on every request; an index would help: add {\"fields\": [\"n_text\"]} to \"indexes\" in its definition (collections/items.json)";
+    assert_eq!(err.matches(hint).count(), 1, "{err}");
+    assert!(!err.contains("by \"code\""), "{err}");
+    assert!(!err.contains("by \"createdAt\""), "{err}");
+}

@@ -384,7 +384,7 @@ fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
         {
             "name": "sort",
             "in": "query",
-            "description": format!("Comma-separated keys, `-` for descending: {}. Default `-createdAt`; ties are broken by `id`. An unknown key is 400.", keys.join(", ")),
+            "description": format!("Comma-separated keys, `-` for descending: {}. Default `-createdAt`; ties are broken by `id`, in the direction of the last key. An unknown key is 400.", keys.join(", ")),
             "schema": { "type": "string", "pattern": format!("^{part}(,{part})*$") },
         },
         {

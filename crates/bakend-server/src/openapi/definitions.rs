@@ -38,6 +38,24 @@ fn collection() -> Value {
                 "type": "object",
                 "properties": { "create": rule, "read": rule, "update": rule, "delete": rule },
             },
+            "indexes": {
+                "type": "array",
+                "description": "Indexes beyond the ones every collection has (see docs/rest-api.md).",
+                "items": {
+                    "type": "object",
+                    "required": ["fields"],
+                    "properties": {
+                        "fields": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 8,
+                            "description": "Field names or `id`, `createdAt`, `updatedAt`; `-` in front for descending.",
+                            "items": { "type": "string" },
+                        },
+                        "unique": { "type": "boolean", "default": false },
+                    },
+                },
+            },
         },
     })
 }

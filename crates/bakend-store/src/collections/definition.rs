@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use bakend_core::access::Rule;
 
+use super::indexes::{self, IndexDef};
 use super::layout::RecordLayout;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +136,8 @@ pub struct CollectionDef {
     pub name: String,
     pub fields: Vec<FieldDef>,
     pub permissions: Permissions,
+    /// `"indexes"`, in a canonical order (by name), so reordering them changes nothing.
+    pub indexes: Vec<IndexDef>,
 }
 
 impl CollectionDef {
@@ -152,7 +155,7 @@ pub struct Parsed {
 }
 
 const NAME_PATTERN: &str = "^[a-z][a-z0-9_]*$";
-const TOP_KEYS: &[&str] = &["name", "fields", "permissions"];
+const TOP_KEYS: &[&str] = &["name", "fields", "permissions", "indexes"];
 const FIELD_KEYS: &[&str] = &[
     "name",
     "type",
@@ -224,6 +227,8 @@ pub fn parse(raw: &Value) -> Result<Parsed, Vec<String>> {
     }
 
     let permissions = parse_permissions(obj.get("permissions"), &mut errors, &mut warnings);
+    let mut indexes = indexes::parse(obj.get("indexes"), &fields, &mut errors, &mut warnings);
+    indexes.sort_by_key(|i| i.sql_name(""));
 
     if errors.is_empty() {
         Ok(Parsed {
@@ -231,6 +236,7 @@ pub fn parse(raw: &Value) -> Result<Parsed, Vec<String>> {
                 name,
                 fields,
                 permissions,
+                indexes,
             },
             raw: raw.clone(),
             warnings,

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Statement};
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
+use super::indexes::{self, IndexDef};
 use super::layout::RecordLayout;
 use super::schema::{self, quote};
 use crate::error::StoreError;
@@ -45,6 +46,8 @@ pub struct Plan {
     renames: Vec<(String, String)>,
     /// New fields added with `ALTER TABLE … ADD COLUMN`.
     added: Vec<usize>,
+    /// New unique indexes of the definition: existing rows must not repeat their values.
+    unique_indexes: Vec<IndexDef>,
 }
 
 impl Plan {
@@ -55,6 +58,26 @@ impl Plan {
     /// Whether existing rows must be looked at before the change can be made.
     fn needs_scan(&self) -> bool {
         self.rebuild || self.transform.iter().any(|t| *t) || self.unique_check.iter().any(|u| *u)
+    }
+
+    /// Rows repeating the values of a new unique index (read from `table`, which has the
+    /// index's columns).
+    fn index_problems(&self, conn: &Connection, table: &str) -> Result<Vec<Blocker>, StoreError> {
+        let mut out = Vec::new();
+        for ix in &self.unique_indexes {
+            let (count, samples) = indexes::duplicates(conn, table, ix, SAMPLES)?;
+            if count > 0 {
+                out.push(Blocker {
+                    field: format!("index {}", ix.describe()),
+                    rule: "unique",
+                    problem: "repeat values another record holds".into(),
+                    force: None,
+                    count,
+                    samples,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the server may make this change by itself at start-up: no rebuild (which can
@@ -176,6 +199,19 @@ pub fn plan(old: &CollectionDef, new: &CollectionDef) -> Plan {
     if old.permissions != new.permissions {
         p.changes.push("change permissions".into());
     }
+    for ix in &new.indexes {
+        if !old.indexes.contains(ix) {
+            p.changes.push(format!("add index {}", ix.describe()));
+            if ix.unique {
+                p.unique_indexes.push(ix.clone());
+            }
+        }
+    }
+    for ix in &old.indexes {
+        if !new.indexes.contains(ix) {
+            p.changes.push(format!("drop index {}", ix.describe()));
+        }
+    }
     let old_order: Vec<&str> = p.sources.iter().flatten().map(String::as_str).collect();
     let kept_order: Vec<&str> = old
         .fields
@@ -208,10 +244,15 @@ const SAMPLES: usize = 5;
 
 impl fmt::Display for Blocker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // What the rows break: a field, or a whole index (`index unique (a, b)`).
+        let subject = if self.field.starts_with("index ") {
+            self.field.clone()
+        } else {
+            format!("field \"{}\"", self.field)
+        };
         write!(
             f,
-            "field \"{}\": {} record(s) {}: {}",
-            self.field,
+            "{subject}: {} record(s) {}: {}",
             self.count,
             self.problem,
             self.samples.join(", ")
@@ -608,12 +649,29 @@ pub fn scan(
     new: &CollectionDef,
     plan: &Plan,
 ) -> Result<Vec<Blocker>, StoreError> {
-    if !plan.needs_scan() {
-        return Ok(Vec::new());
+    let mut problems = if plan.needs_scan() {
+        let mut mapper = Mapper::new(old, new, plan);
+        run_rows(conn, &mut mapper, None, false)?;
+        mapper.problems.0
+    } else {
+        Vec::new()
+    };
+    // A new unique index over columns the table has now is checked on its rows; one that
+    // needs new or converted columns is checked when `apply` has made them.
+    if plan.rebuild {
+        return Ok(problems);
     }
-    let mut mapper = Mapper::new(old, new, plan);
-    run_rows(conn, &mut mapper, None, false)?;
-    Ok(mapper.problems.0)
+    let checkable = Plan {
+        unique_indexes: plan
+            .unique_indexes
+            .iter()
+            .filter(|ix| ix.uses_only(&old.fields))
+            .cloned()
+            .collect(),
+        ..Plan::default()
+    };
+    problems.extend(checkable.index_problems(conn, &old.name)?);
+    Ok(problems)
 }
 
 fn decide(collection: &str, blockers: Vec<Blocker>, force: bool) -> Result<(), StoreError> {
@@ -653,7 +711,8 @@ pub fn execute(
         let mut mapper = Mapper::new(old, new, plan);
         run_rows(conn, &mut mapper, Some(&mut insert), force)?;
         drop(insert);
-        let problems = mapper.problems.0;
+        let mut problems = mapper.problems.0;
+        problems.extend(plan.index_problems(conn, &temp)?);
         decide(&new.name, problems.clone(), force)?;
         conn.execute(&format!("DROP TABLE {}", quote(&old.name)), [])?;
         conn.execute(
@@ -685,6 +744,8 @@ pub fn execute(
     for i in &plan.added {
         conn.execute(&schema::add_column_sql(&new.name, &new.fields[*i]), [])?;
     }
+    let index_problems = plan.index_problems(conn, &new.name)?;
+    decide(&new.name, index_problems, force)?;
     schema::sync_indexes(conn, new)?;
     Ok(problems)
 }

@@ -4,6 +4,7 @@
 pub mod counts;
 pub mod definition;
 pub mod files;
+pub mod indexes;
 pub mod layout;
 pub mod manage;
 pub mod migrate;

@@ -26,6 +26,9 @@ pub struct Collection {
     pub(crate) sql: CollectionSql,
     /// The record's keys as JSON fragments, for writing rows straight to bytes.
     pub(crate) json_keys: RecordKeys,
+    /// Sort keys the "this sort scans the table" hint was already logged for (once each,
+    /// per loaded definition).
+    pub(crate) hinted: std::sync::Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +62,7 @@ impl Collection {
             updated_at,
             layout,
             json_keys,
+            hinted: std::sync::Mutex::new(Vec::new()),
             sql: CollectionSql {
                 table,
                 columns,
@@ -69,6 +73,33 @@ impl Collection {
 
     pub fn name(&self) -> &str {
         &self.def.name
+    }
+
+    /// Whether an index starts with sort key `key` (`createdAt`, a field name, …), so a list
+    /// sorted by it reads rows in order instead of sorting the table.
+    pub fn is_indexed_sort_key(&self, key: &str) -> bool {
+        if matches!(key, "id" | "createdAt") {
+            return true;
+        }
+        let by_field = self.def.field(key).is_some_and(|f| {
+            f.unique || f.kind == FieldType::Relation || f.name == RecordLayout::OWNER_FIELD
+        });
+        by_field
+            || self
+                .def
+                .indexes
+                .iter()
+                .any(|ix| ix.keys.first().is_some_and(|(k, _)| k == key))
+    }
+
+    /// True the first time `key` asks for the hint (then never again for this definition).
+    pub(crate) fn first_hint(&self, key: &str) -> bool {
+        let mut hinted = sync::lock(&self.hinted);
+        if hinted.iter().any(|k| k == key) {
+            return false;
+        }
+        hinted.push(key.to_string());
+        true
     }
 
     /// The collection as the admin API shows it (`CollectionMeta`).

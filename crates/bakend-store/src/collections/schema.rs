@@ -84,6 +84,13 @@ pub fn index_sql(def: &CollectionDef) -> Vec<(String, String)> {
     for f in &def.fields {
         out.extend(field_indexes(&def.name, f));
     }
+    // The definition's own indexes; one a field already implies (same name) is made once.
+    for ix in &def.indexes {
+        let name = ix.sql_name(&def.name);
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, ix.create_sql(&def.name)));
+        }
+    }
     out
 }
 

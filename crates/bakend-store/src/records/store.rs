@@ -174,6 +174,7 @@ impl RecordStore {
                         &[Sql::Text(user.clone())],
                     )?),
                 };
+                hint_if_scan(&tx, &c, &q)?;
                 let (sql, params) = page_sql(&c, &q, &order);
                 let mut stmt = tx.prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
@@ -498,6 +499,28 @@ fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
     (sql, params)
 }
 
+/// A sort no index starts with sorts the whole collection on every request: on a large one,
+/// say once which index would help.
+const HINT_ROWS: u64 = 10_000;
+
+fn hint_if_scan(conn: &Connection, c: &Collection, q: &ListQuery) -> Result<(), StoreError> {
+    let Some((key, _)) = q.sort.first() else {
+        return Ok(());
+    };
+    if c.is_indexed_sort_key(key) {
+        return Ok(());
+    }
+    let rows = counts::read(conn, &c.def.name)?.unwrap_or(0);
+    if rows >= HINT_ROWS && c.first_hint(key) {
+        tracing::info!(
+            "Sorting \"{}\" by \"{key}\" sorts all {rows} records on every request; an index would help: add {{\"fields\": [\"{key}\"]}} to \"indexes\" in its definition (collections/{}.json)",
+            c.def.name,
+            c.def.name
+        );
+    }
+    Ok(())
+}
+
 /// The owner-filtered count (an unfiltered one reads `counts`).
 fn owner_count_sql(c: &Collection) -> String {
     format!(
@@ -595,8 +618,10 @@ fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreErro
         ));
     }
     if !has_id {
-        // A total order keeps pages stable when sort values tie.
-        parts.push(format!("{id} DESC"));
+        // A total order keeps pages stable when sort values tie. The id goes the way of the
+        // last key, so an index on the keys (which ends with the id) serves both directions.
+        let desc = sort.last().is_some_and(|(_, d)| *d);
+        parts.push(format!("{id} {}", if desc { "DESC" } else { "ASC" }));
     }
     Ok(parts.join(", "))
 }
@@ -720,6 +745,48 @@ mod plan_tests {
             ..ListQuery::first(20)
         };
         assert!(page_plan(&conn, &c, &q).contains("TEMP B-TREE FOR ORDER BY"));
+    }
+
+    #[test]
+    fn a_sort_by_a_defined_index_reads_it_in_order_both_ways() {
+        let def = parse(&json!({"name": "posts", "fields": [
+            {"name": "title", "type": "string"},
+            {"name": "project", "type": "string"}
+        ], "indexes": [{"fields": ["title"]}, {"fields": ["project", "-createdAt"]}]}))
+        .unwrap()
+        .def;
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+        for sql in create_sql(&def) {
+            conn.execute(&sql, []).unwrap();
+        }
+        let c = Collection::new(def, json!({}), "x".into(), "x".into());
+        for desc in [false, true] {
+            let q = ListQuery {
+                sort: vec![("title".into(), desc)],
+                ..ListQuery::first(20)
+            };
+            reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_title");
+        }
+        let q = ListQuery {
+            sort: vec![("project".into(), false), ("createdAt".into(), true)],
+            ..ListQuery::first(20)
+        };
+        reads_only_what_it_returns(
+            &page_plan(&conn, &c, &q),
+            "idx_posts_project_created_at_desc",
+        );
+        let q = ListQuery {
+            sort: vec![("project".into(), true), ("createdAt".into(), false)],
+            ..ListQuery::first(20)
+        };
+        reads_only_what_it_returns(
+            &page_plan(&conn, &c, &q),
+            "idx_posts_project_created_at_desc",
+        );
     }
 
     #[test]
