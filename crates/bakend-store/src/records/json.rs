@@ -91,8 +91,12 @@ fn write_json(out: &mut Vec<u8>, v: &Value) {
 /// Text as a JSON string. SQLite text is UTF-8 unless something wrote invalid bytes through
 /// a blob cast; those are replaced (`record_json` would have failed to read the row at all).
 fn write_str(out: &mut Vec<u8>, t: &[u8]) {
-    let s = String::from_utf8_lossy(t);
-    let _ = serde_json::to_writer(&mut *out, s.as_ref());
+    // The checked conversion is the fast path (ASCII runs are validated a word at a time);
+    // the lossy one only runs for text that is not UTF-8.
+    let _ = match std::str::from_utf8(t) {
+        Ok(s) => serde_json::to_writer(&mut *out, s),
+        Err(_) => serde_json::to_writer(&mut *out, String::from_utf8_lossy(t).as_ref()),
+    };
 }
 
 #[cfg(test)]

@@ -160,23 +160,27 @@ impl RecordStore {
         }
         self.db
             .read(move |conn| {
-                // The count and the page from one snapshot, so they agree.
-                let tx = conn.unchecked_transaction()?;
+                // The count and the page from one snapshot, so they agree (without a count
+                // one statement is its own snapshot).
+                let _snapshot = match q.skip_total {
+                    true => None,
+                    false => Some(ReadSnapshot::begin(conn)?),
+                };
                 let total = match (&q.owned_by, q.skip_total) {
                     (_, true) => None,
-                    (None, false) => Some(match counts::read(&tx, &c.def.name)? {
+                    (None, false) => Some(match counts::read(conn, &c.def.name)? {
                         Some(n) => n,
-                        None => count(&tx, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
+                        None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
                     }),
                     (Some(user), false) => Some(count(
-                        &tx,
+                        conn,
                         &owner_count_sql(&c),
                         &[Sql::Text(user.clone())],
                     )?),
                 };
-                hint_if_scan(&tx, &c, &q)?;
+                hint_if_scan(conn, &c, &q)?;
                 let (sql, params) = page_sql(&c, &q, &order);
-                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut stmt = conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
                 let mut items = Vec::with_capacity(64 + q.per_page as usize * 128);
                 items.push(b'[');
@@ -212,7 +216,6 @@ impl RecordStore {
                 items.push(b']');
                 drop(rows);
                 drop(stmt);
-                tx.finish()?;
                 Ok(Page {
                     items,
                     page: if q.after.is_some() { 1 } else { q.page },
@@ -497,6 +500,29 @@ fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
         params.len()
     );
     (sql, params)
+}
+
+/// A read transaction over several statements, begun and ended with cached statements (an
+/// `unchecked_transaction` parses `BEGIN` and `COMMIT` anew every time). A read-only
+/// transaction has nothing to undo: ending it either way is the same.
+struct ReadSnapshot<'c>(&'c Connection);
+
+impl<'c> ReadSnapshot<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<ReadSnapshot<'c>> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(ReadSnapshot(conn))
+    }
+}
+
+impl Drop for ReadSnapshot<'_> {
+    fn drop(&mut self) {
+        let end = |sql: &str| self.0.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        // A connection back in the pool still inside a transaction would hold its snapshot
+        // (and WAL checkpoints) forever.
+        if let Err(e) = end("COMMIT").or_else(|_| end("ROLLBACK")) {
+            tracing::error!("Ending a read transaction failed: {e}");
+        }
+    }
 }
 
 /// A sort no index starts with sorts the whole collection on every request: on a large one,
