@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod conn_watch;
 mod cors;
+mod dashboard;
 mod error;
 mod http_serve;
 mod journal;

@@ -614,3 +614,144 @@ async fn indexes_at_start_up_and_through_the_admin_api() {
     assert!(r.text.contains("\\\"nope\\\" is not a field"), "{}", r.text);
     s.shutdown().await;
 }
+
+/// `PUT …?dryRun=true`: the plan the same PUT would apply, its blockers and an outcome — with
+/// nothing changed, no event and no file written.
+#[tokio::test]
+async fn a_dry_run_answers_the_plan_and_changes_nothing() {
+    let tags = json!({"name": "tags", "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "n", "type": "integer"}
+    ]});
+    let (mut s, admin) = server(std::slice::from_ref(&tags)).await;
+    let t = Some(admin.token.as_str());
+    let a = s.create("tags", json!({"label": "a"})).await;
+    s.create("tags", json!({"label": "5", "n": 1})).await;
+    let file = s.dir.path().join("collections/tags.json");
+    let file_before = std::fs::read_to_string(&file).unwrap();
+    s.take_events();
+    let dry = |def: Value| {
+        let s = &s;
+        async move {
+            s.call(
+                Method::PUT,
+                "/api/admin/collections/tags?dryRun=true",
+                t,
+                Some(&def),
+            )
+            .await
+        }
+    };
+
+    // A type change one record cannot make: forceable (the value would become null).
+    let r = dry(json!({"name": "tags", "fields": [
+        {"name": "label", "type": "integer"},
+        {"name": "n", "type": "integer"}
+    ]}))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let plan = r.json();
+    assert_eq!(plan["name"], "tags");
+    assert_eq!(plan["dryRun"], true);
+    assert_eq!(plan["outcome"], "needsForce");
+    assert_eq!(
+        plan["changes"],
+        json!(["changes the type of field \"label\" from string to integer"])
+    );
+    assert_eq!(plan["rebuild"], true);
+    let b = &plan["blockers"][0];
+    assert_eq!(plan["blockers"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(b["field"], "label");
+    assert_eq!(b["rule"], "convert");
+    assert_eq!(b["count"], 1);
+    assert_eq!(
+        b["samples"],
+        json!([format!("{} (\"a\")", a["id"].as_str().unwrap())])
+    );
+    assert_eq!(b["force"], "they become null");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("field \"label\": 1 record(s)")
+    );
+
+    // A new required field without a default: forcing cannot help.
+    let r = dry(json!({"name": "tags", "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "n", "type": "integer"},
+        {"name": "must", "type": "string", "required": true}
+    ]}))
+    .await;
+    assert_eq!(r.json()["outcome"], "blocked", "{}", r.text);
+    assert_eq!(r.json()["blockers"][0]["force"], Value::Null);
+
+    // Nothing to do; something that applies as it is.
+    let r = dry(tags.clone()).await;
+    assert_eq!(r.json()["outcome"], "unchanged", "{}", r.text);
+    assert_eq!(r.json()["changes"], json!([]));
+    let r = dry(json!({"name": "tags", "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "n", "type": "integer"},
+        {"name": "extra", "type": "text"}
+    ]}))
+    .await;
+    assert_eq!(r.json()["outcome"], "ready", "{}", r.text);
+    assert_eq!(r.json()["rebuild"], false);
+
+    // The same refusals as the PUT itself.
+    s.call(
+        Method::PUT,
+        "/api/admin/collections/nope?dryRun=true",
+        t,
+        Some(&json!({"name": "nope", "fields": []})),
+    )
+    .await
+    .assert_error(404, "not_found", "Collection \"nope\" does not exist");
+    dry(json!({"name": "other", "fields": []}))
+        .await
+        .assert_error(400, "bad_request", "Collection name cannot be changed");
+    dry(json!({"name": "tags", "fields": [{"name": "x", "type": "nope"}]}))
+        .await
+        .assert_error(400, "bad_request", "Unsupported field type \"nope\"");
+    let user = s.register("someone@example.com").await;
+    s.call(
+        Method::PUT,
+        "/api/admin/collections/tags?dryRun=true",
+        Some(&user.token),
+        Some(&tags),
+    )
+    .await
+    .assert_error(403, "forbidden", "Admin access required");
+
+    // Nothing happened.
+    let meta = s
+        .call(Method::GET, "/api/admin/collections/tags", t, None)
+        .await
+        .json();
+    assert_eq!(meta["definition"], tags);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), file_before);
+    assert!(
+        !s.take_events()
+            .iter()
+            .any(|e| e.event_type.starts_with("system.collection.")),
+        "a dry run emitted an event"
+    );
+    // And the previewed change applies with force, as the plan said.
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/admin/collections/tags?force=true",
+            t,
+            Some(&json!({"name": "tags", "fields": [
+                {"name": "label", "type": "integer"},
+                {"name": "n", "type": "integer"}
+            ]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = s
+        .get(&format!("/api/tags/{}", a["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(got.json()["label"], Value::Null);
+}

@@ -15,7 +15,7 @@ use crate::harness::BakProcess;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -23,7 +23,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// What is missing to run the browser test, if anything.
-fn missing_prerequisite(root: &Path) -> Option<String> {
+pub(crate) fn missing_prerequisite(root: &Path) -> Option<String> {
     if !Path::new(CHROMIUM).exists() {
         return Some(format!("{CHROMIUM} not found (apt-get install chromium)"));
     }

@@ -8,6 +8,7 @@ mod backup;
 mod browser;
 mod cli;
 mod config_errors;
+mod dashboard;
 mod delivery;
 mod durability;
 mod events;

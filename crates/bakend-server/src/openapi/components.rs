@@ -127,6 +127,7 @@ pub fn schemas() -> Map<String, Value> {
     s.insert("NewAccount".into(), credentials_schema(true));
     s.insert("FileMeta".into(), file_meta_schema());
     s.insert("CollectionMeta".into(), collection_meta_schema());
+    s.insert("MigrationPlan".into(), migration_plan_schema());
     s.insert("LogEntry".into(), log_entry_schema());
     s.insert("FunctionTrigger".into(), function_trigger_schema());
     s.insert("Job".into(), job_schema());
@@ -251,6 +252,39 @@ fn collection_meta_schema() -> Value {
             "definition": { "type": "object", "description": "The definition exactly as submitted (key order and unknown keys kept)." },
             "createdAt": { "type": "string", "format": "date-time" },
             "updatedAt": { "type": "string", "format": "date-time" },
+        },
+    })
+}
+
+/// The answer of `PUT /api/admin/collections/:name?dryRun=true` (docs/admin-api.md).
+fn migration_plan_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["name", "dryRun", "outcome", "changes", "rebuild", "blockers"],
+        "additionalProperties": false,
+        "properties": {
+            "name": { "type": "string" },
+            "dryRun": { "const": true },
+            "outcome": { "type": "string", "enum": ["unchanged", "ready", "needsForce", "blocked"] },
+            "changes": { "type": "array", "items": { "type": "string" } },
+            "rebuild": { "type": "boolean", "description": "The table would be rebuilt (every row copied)." },
+            "blockers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "rule", "problem", "count", "samples", "force", "message"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "field": { "type": "string" },
+                        "rule": { "type": "string", "description": "`convert`, `required`, `min`, `max`, `regex`, `lost` or `unique`" },
+                        "problem": { "type": "string" },
+                        "count": { "type": "integer", "minimum": 1 },
+                        "samples": { "type": "array", "items": { "type": "string" } },
+                        "force": { "type": ["string", "null"], "description": "What `force=true` does about it; null when forcing cannot help." },
+                        "message": { "type": "string" },
+                    },
+                },
+            },
         },
     })
 }

@@ -63,6 +63,11 @@ pub async fn handle(
             }
             Method::PUT => {
                 let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
+                if query_flag(query, "dryRun") {
+                    let p = manage::preview(state.records.database(), name, Value::Object(body))
+                        .await?;
+                    return Ok(json_response(StatusCode::OK, &plan_json(name, &p)));
+                }
                 let force = query_flag(query, "force");
                 let db = state.records.database();
                 let out = manage::update(
@@ -194,6 +199,46 @@ pub async fn handle(
         },
         _ => Err(ApiError::not_found("Not found")),
     }
+}
+
+/// The answer to a dry run: what the change would do and what, if anything, stands in its way.
+/// `outcome` sums it up for a client deciding what to offer: `unchanged` (nothing to do),
+/// `ready` (a PUT applies it), `needsForce` (every blocker can be forced: a PUT with
+/// `?force=true` applies it, with the consequences each blocker's `force` names), `blocked`
+/// (some blocker cannot be forced; the definition must change first).
+fn plan_json(name: &str, p: &manage::Preview) -> Value {
+    let outcome = if p.blockers.iter().any(|b| b.force.is_none()) {
+        "blocked"
+    } else if !p.blockers.is_empty() {
+        "needsForce"
+    } else if p.plan.is_noop() {
+        "unchanged"
+    } else {
+        "ready"
+    };
+    let blockers: Vec<Value> = p
+        .blockers
+        .iter()
+        .map(|b| {
+            json!({
+                "field": b.field,
+                "rule": b.rule,
+                "problem": b.problem,
+                "count": b.count,
+                "samples": b.samples,
+                "force": b.force,
+                "message": b.to_string(),
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "dryRun": true,
+        "outcome": outcome,
+        "changes": p.plan.changes,
+        "rebuild": p.plan.rebuild,
+        "blockers": blockers,
+    })
 }
 
 /// Keeps `collections/*.json` in step with a change made through the API, so the next start

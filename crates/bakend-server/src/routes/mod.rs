@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod dashboard;
 mod health;
 mod jobs;
 mod metrics;
@@ -47,6 +48,10 @@ pub async fn dispatch(State(state): State<AppState>, req: Request<Body>) -> Resp
             metrics::handle(&state, method, headers).await
         }
         Route::OpenApi => crate::openapi::handle(&state, method),
+        // Disabled, it is not intercepted: `unrouted` answers 404 as for any unknown path.
+        Route::Dashboard if state.config.dashboard_enabled => {
+            dashboard::serve(method, path, headers).await
+        }
         Route::AuthMe => accounts::me(&state, method, headers).await,
         Route::AuthRegister | Route::AuthLogin | Route::AuthRefresh | Route::AuthLogout => {
             let ip = peer(&parts.extensions);

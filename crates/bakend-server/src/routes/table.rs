@@ -11,6 +11,9 @@ pub(crate) const SYSTEM_SEGMENTS: &[&str] = &["auth", "storage", "users", "admin
 /// The WebSocket endpoint; served by its own axum route (it upgrades the connection).
 pub const REALTIME_PATH: &str = "/api/realtime";
 
+/// The admin dashboard (`/_` redirects here); everything below it is the dashboard's.
+pub const DASHBOARD_PATH: &str = "/_/";
+
 /// A route: what serves a request, and its `route` label in metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -40,6 +43,8 @@ pub enum Route {
     AdminRealtime,
     Collection,
     Record,
+    /// The admin dashboard's files (`/_`, `/_/…`), served while `dashboard.enabled`.
+    Dashboard,
 }
 
 /// A classified path: the route and the path segments it takes as parameters (collection and
@@ -51,7 +56,7 @@ pub struct Matched<'a> {
 }
 
 impl Route {
-    pub const ALL: [Route; 25] = [
+    pub const ALL: [Route; 26] = [
         Route::Other,
         Route::Health,
         Route::Metrics,
@@ -77,6 +82,7 @@ impl Route {
         Route::AdminRealtime,
         Route::Collection,
         Route::Record,
+        Route::Dashboard,
     ];
 
     pub fn template(self) -> &'static str {
@@ -106,6 +112,7 @@ impl Route {
             Route::AdminRealtime => "/api/admin/realtime",
             Route::Collection => "/api/:collection",
             Route::Record => "/api/:collection/:id",
+            Route::Dashboard => DASHBOARD_PATH,
         }
     }
 
@@ -147,6 +154,7 @@ pub fn classify(path: &str) -> Matched<'_> {
         "/" | "/health" => return route(Route::Health),
         "/metrics" => return route(Route::Metrics),
         REALTIME_PATH => return route(Route::Realtime),
+        _ if is_dashboard(path) => return route(Route::Dashboard),
         _ => {}
     }
     // Up to six segments matter (`/api/admin/collections/:name/<ignored>`); a longer path
@@ -190,6 +198,12 @@ pub fn classify(path: &str) -> Matched<'_> {
     }
 }
 
+/// Whether `path` is the dashboard's: `/_` or anything below `/_/` (however deep: the
+/// dashboard's own paths are client-side routes). `/_x` is not.
+fn is_dashboard(path: &str) -> bool {
+    path == "/_" || path.starts_with("/_/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +242,7 @@ mod tests {
             "/api/admin/realtime",
             "/api/posts",
             "/api/posts/rec_1",
+            "/_/",
             "/nope",
         ]
         .iter()
@@ -271,5 +286,9 @@ mod tests {
         assert_eq!(template("/health"), "/health");
         assert_eq!(template("/a/b/c/d/e/f/g"), "other");
         assert_eq!(template(""), "other");
+        assert_eq!(template("/_"), "/_/");
+        assert_eq!(template("/_/collections/posts/rec_1/a/b/c"), "/_/");
+        assert_eq!(template("/_x"), "other");
+        assert_eq!(template("//_/"), "other");
     }
 }

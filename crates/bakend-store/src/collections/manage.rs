@@ -90,6 +90,37 @@ pub struct UpdateOutcome {
     pub forced: Vec<migrate::Blocker>,
 }
 
+/// What a change of definition would do, worked out without making it (`PUT
+/// /api/admin/collections/:name?dryRun=true`, the dashboard's plan preview).
+pub struct Preview {
+    pub plan: migrate::Plan,
+    /// Every problem existing rows have with the change, forceable or not.
+    pub blockers: Vec<migrate::Blocker>,
+}
+
+/// The checks [`update`] makes and the plan it would apply, read from a read connection: the
+/// same parsing, name and relation checks, the same planner and the same per-row scan as
+/// `bak migrate status`. Nothing is written and nothing is emitted. Writes that land between
+/// the preview and the real update are checked again by the update itself.
+pub async fn preview(db: &Database, name: &str, raw: Value) -> Result<Preview, StoreError> {
+    let parsed = parse_body(&raw)?;
+    if parsed.def.name != name {
+        return Err(StoreError::Definition(
+            "Collection name cannot be changed".into(),
+        ));
+    }
+    let name = name.to_string();
+    db.read(move |conn| {
+        let old =
+            stored(conn, &name)?.ok_or_else(|| StoreError::CollectionNotFound(name.clone()))?;
+        check_relations(conn, &parsed)?;
+        let plan = migrate::plan(&old.def, &parsed.def);
+        let blockers = migrate::scan(conn, &old.def, &parsed.def, &plan)?;
+        Ok(Preview { plan, blockers })
+    })
+    .await
+}
+
 /// `PUT /api/admin/collections/:name`. Emits `system.collection.updated` even when nothing
 /// changed (as v1).
 pub async fn update(
