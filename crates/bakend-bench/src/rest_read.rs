@@ -59,7 +59,7 @@ pub enum Api {
     Bakend,
     /// `GET /api/collections/<c>/records?…&skipTotal=1`, `…/records/<id>`; `createdAt` and
     /// `updatedAt` in `--sort` become `created`/`updated`, no `--sort` sends `-created`
-    /// (PocketBase has no newest-first default); creates answer 200.
+    /// (PocketBase has no newest-first default; `--sort ''` sends none); creates answer 200.
     Pocketbase,
 }
 
@@ -110,7 +110,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub page: u64,
     /// `sort` of list requests, passed through (`title`, `-createdAt`, `-views,title`);
-    /// without it the server's default order.
+    /// without it the server's default order (PocketBase: `-created`); `--sort ''` sends
+    /// no `sort` at all, to either server.
     #[arg(long)]
     pub sort: Option<String>,
     /// Ask the server not to count (`skipTotal=true`; PocketBase `skipTotal=1`).
@@ -123,7 +124,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub sample: u32,
     /// Clients creating records during warm-up and measurement, each on its own connection;
-    /// reported separately.
+    /// reported separately. A writer waits for each answer before its next create, so use
+    /// enough of them that W / R exceeds the create latency; sends that start more than 1 ms
+    /// after their slot are counted as late.
     #[arg(long, default_value_t = 0)]
     pub writers: u32,
     /// Creates per second over all writers, paced (not back-to-back).
@@ -168,6 +171,9 @@ impl Api {
 
     /// The `sort` value to send for `--sort`, `None` for the server's default.
     pub fn sort(self, sort: Option<&str>) -> Option<String> {
+        if sort == Some("") {
+            return None;
+        }
         match self {
             Api::Bakend => sort.map(str::to_owned),
             Api::Pocketbase => Some(sort.map_or_else(
@@ -837,6 +843,8 @@ mod tests {
             Api::Pocketbase.sort(Some("+updatedAt,-views")).as_deref(),
             Some("+updated,-views")
         );
+        assert_eq!(Api::Pocketbase.sort(Some("")), None);
+        assert_eq!(Api::Bakend.sort(Some("")), None);
     }
 
     #[test]
