@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use http::Method;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -292,7 +292,14 @@ pub async fn execute(
             .await
             .with_context(|| format!("opening publisher {} of {}", i + 1, opts.publishers))?;
         if i == 0 {
-            publish::preflight(&mut c, &template, &opts.ts_field, &target.origin).await?;
+            publish::preflight(
+                &mut c,
+                &template,
+                &opts.ts_field,
+                &target.origin,
+                StatusCode::CREATED,
+            )
+            .await?;
         }
         pubs.push(c);
     }
@@ -321,24 +328,21 @@ pub async fn execute(
         receivers.spawn(receive(sock, i, every, scanner.clone(), clock, stop));
     }
     let churn_tasks = churn_args.map(|c| churn::spawn(churn_socks, c, &channel, clock, end));
-    let ts_field: Arc<str> = Arc::from(opts.ts_field.as_str());
-    let mut publishers = JoinSet::new();
-    for (i, conn) in pubs.into_iter().enumerate() {
-        let schedule = Schedule {
-            clock,
-            rate: opts.rate,
-            first_slot: i as u64,
-            stride: u64::from(opts.publishers),
-            end,
-            give_up: stop,
-        };
-        publishers.spawn(publish::publish(
-            conn,
-            template.clone(),
-            ts_field.clone(),
-            schedule,
-        ));
-    }
+    let schedule = Schedule {
+        clock,
+        rate: opts.rate,
+        first_slot: 0,
+        stride: 1,
+        end,
+        give_up: stop,
+    };
+    let publishers = publish::spawn_all(
+        pubs,
+        &template,
+        &opts.ts_field,
+        schedule,
+        StatusCode::CREATED,
+    );
 
     let published = join_all(publishers, "publisher").await?;
     let received = join_all(receivers, "subscriber").await?;

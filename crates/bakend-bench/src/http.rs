@@ -99,6 +99,21 @@ impl RequestTemplate {
     }
 }
 
+/// Opens `n` connections to `addr` up front, so connection setup is never measured and a
+/// server that refuses connections fails the run before it starts. `what` names one of them
+/// in the error ("connection", "writer", …).
+pub async fn connect_all(addr: SocketAddr, n: u32, what: &str) -> Result<Vec<KeepAlive>> {
+    let mut conns = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut c = KeepAlive::new(addr);
+        c.connect()
+            .await
+            .with_context(|| format!("opening {what} {} of {n}", i + 1))?;
+        conns.push(c);
+    }
+    Ok(conns)
+}
+
 /// One persistent connection that transparently reopens itself when the server closes it.
 pub struct KeepAlive {
     addr: SocketAddr,

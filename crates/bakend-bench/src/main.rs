@@ -14,6 +14,7 @@ mod owner_fanout;
 mod publish;
 mod replay;
 mod rest_create;
+mod rest_read;
 mod rt_stats;
 mod stats;
 mod ws;
@@ -40,6 +41,10 @@ struct Cli {
 enum Command {
     /// Virtual clients POST records to one collection back-to-back over keep-alive connections.
     RestCreate(rest_create::Args),
+    /// Virtual clients list a collection (a page, a sort, a keyset cursor at some depth) or get
+    /// records by id back-to-back, against a collection filled to N records first; optionally
+    /// with paced concurrent creates. `--api pocketbase` measures PocketBase the same way.
+    RestRead(rest_read::Args),
     /// Virtual clients sign one account in back-to-back (password verification throughput).
     RestLogin(login::Args),
     /// WebSocket subscribers on one channel while publishers POST records at a fixed rate;
@@ -63,6 +68,7 @@ impl Command {
     fn threads(&self) -> u32 {
         match self {
             Command::RestCreate(a) => a.run.threads,
+            Command::RestRead(a) => a.run.threads,
             Command::RestLogin(a) => a.run.threads,
             Command::Fanout(a) => a.rt.threads,
             Command::Idle(a) => a.rt.threads,
@@ -80,7 +86,10 @@ impl Command {
             Command::OwnerFanout(a) => a.rt.spin,
             Command::Churn(a) => a.fanout.rt.spin,
             Command::Replay(a) => a.rt.spin,
-            Command::RestCreate(_) | Command::RestLogin(_) | Command::LoopbackFloor(_) => false,
+            Command::RestCreate(_)
+            | Command::RestRead(_)
+            | Command::RestLogin(_)
+            | Command::LoopbackFloor(_) => false,
         }
     }
 }
@@ -184,6 +193,7 @@ fn main() -> ExitCode {
         }
         match &cli.command {
             Command::RestCreate(args) => rest_create::run(args).await,
+            Command::RestRead(args) => rest_read::run(args).await,
             Command::RestLogin(args) => login::run(args).await,
             Command::Fanout(args) => fanout::run(args).await,
             Command::Idle(args) => idle::run(args).await,

@@ -323,7 +323,16 @@ async fn serve_http(mut stream: TcpStream, state: Arc<Full>) {
         let user = header("authorization")
             .and_then(|a| a.strip_prefix("Bearer tok_").map(|i| format!("usr_{i}")));
         let (status, reply) = match (method, path) {
-            ("GET", _) => ("200 OK", r#"{"items":[]}"#.to_owned()),
+            ("GET", _) => {
+                // Any GET answers like a list: a few ids (enough to sample for gets) and a
+                // total counting every POST so far.
+                let n = state.records.load(Ordering::SeqCst);
+                let items: Vec<String> = (0..n.min(3))
+                    .map(|k| format!(r#"{{"id":"rec_{k}"}}"#))
+                    .collect();
+                let list = format!(r#"{{"items":[{}],"totalItems":{n}}}"#, items.join(","));
+                ("200 OK", list)
+            }
             ("POST", "/api/auth/register") => {
                 let i = state.records.fetch_add(1, Ordering::SeqCst);
                 (

@@ -124,6 +124,7 @@ async fn execute(args: &Args) -> Result<OwnerReport> {
         &templates[0],
         &args.ts_field,
         &target.origin,
+        StatusCode::CREATED,
     )
     .await?;
 
@@ -197,7 +198,8 @@ async fn execute(args: &Args) -> Result<OwnerReport> {
         publishers.spawn(async move {
             (
                 i,
-                publish::publish(user.conn, template, ts_field, schedule).await,
+                publish::publish(user.conn, template, ts_field, schedule, StatusCode::CREATED)
+                    .await,
             )
         });
     }

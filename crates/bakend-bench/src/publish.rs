@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::StatusCode;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::http::{KeepAlive, RequestTemplate};
@@ -60,15 +61,17 @@ pub fn body(ts_field: &str, sent_us: u64) -> Bytes {
     Bytes::from(format!(r#"{{"title":"bench","{ts_field}":{sent_us}}}"#))
 }
 
-/// Sends on `schedule` until its end, each POST stamped with its send time.
+/// Sends on `schedule` until its end, each POST stamped with its send time. `created` is the
+/// status the server answers a successful create with (`bak`: 201; PocketBase: 200).
 pub async fn publish(
     mut conn: KeepAlive,
     template: RequestTemplate,
     ts_field: Arc<str>,
     schedule: Schedule,
+    created: StatusCode,
 ) -> Published {
     let mut out = Published {
-        rec: Recorder::new(StatusCode::CREATED.as_u16()),
+        rec: Recorder::new(created.as_u16()),
         created: 0,
         late: 0,
         reconnects: 0,
@@ -90,7 +93,7 @@ pub async fn publish(
         match tokio::time::timeout_at(schedule.give_up, conn.send(&req)).await {
             Ok(Ok((status, _))) => {
                 out.rec.response(status.as_u16(), sent.elapsed());
-                if status == StatusCode::CREATED {
+                if status == created {
                     out.created += 1;
                 }
             }
@@ -107,13 +110,44 @@ pub async fn publish(
     out
 }
 
+/// Starts one publisher per connection, sharing `schedule`'s rate and window: publisher `i`
+/// takes slots `i`, `i + n`, `i + 2n`, … so together they send evenly at `schedule.rate`.
+pub fn spawn_all(
+    conns: Vec<KeepAlive>,
+    template: &RequestTemplate,
+    ts_field: &str,
+    schedule: Schedule,
+    created: StatusCode,
+) -> JoinSet<Published> {
+    let ts_field: Arc<str> = Arc::from(ts_field);
+    let stride = conns.len() as u64;
+    let mut set = JoinSet::new();
+    for (i, conn) in conns.into_iter().enumerate() {
+        let schedule = Schedule {
+            first_slot: i as u64,
+            stride,
+            ..schedule
+        };
+        set.spawn(publish(
+            conn,
+            template.clone(),
+            ts_field.clone(),
+            schedule,
+            created,
+        ));
+    }
+    set
+}
+
 /// Creates one record before the run so a collection without the timestamp field, or a
-/// rejected body, fails with the server's own message instead of a run of 400s.
+/// rejected body, fails with the server's own message instead of a run of 400s. `created` as
+/// for [`publish`].
 pub async fn preflight(
     conn: &mut KeepAlive,
     template: &RequestTemplate,
     ts_field: &str,
     origin: &str,
+    created: StatusCode,
 ) -> Result<()> {
     let mut req = template.clone();
     req.json_body = Some(body(ts_field, 0));
@@ -122,12 +156,12 @@ pub async fn preflight(
         .await
         .with_context(|| format!("POST {url}: no response within 5s"))?
         .with_context(|| format!("POST {url} failed"))?;
-    if status != StatusCode::CREATED {
-        let text = String::from_utf8_lossy(&body);
-        let snippet: String = text.chars().take(300).collect();
+    if status != created {
+        let snippet = crate::ws::snippet(&body);
         bail!(
-            "POST {url} returned {status}, expected 201 (does the collection have an integer \
-             field {ts_field:?} and a string field \"title\", and allow this caller to create?): {snippet}"
+            "POST {url} returned {status}, expected {} (does the collection have an integer \
+             field {ts_field:?} and a string field \"title\", and allow this caller to create?): {snippet}",
+            created.as_u16()
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! request parsing, validation, the SQLite write (including group commit) and event
 //! publication together, the path most likely to saturate first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::RunArgs;
-use crate::http::{KeepAlive, RequestTemplate, Target};
+use crate::http::{KeepAlive, RequestTemplate, Target, connect_all};
 use crate::stats::{Recorder, Report};
 
 const SCENARIO: &str = "rest-create";
@@ -38,13 +39,7 @@ pub struct Args {
 pub async fn run(args: &Args) -> Result<()> {
     let run = &args.run;
     let collection = &args.collection;
-    if collection.is_empty()
-        || !collection
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        bail!("--collection {collection:?} must be letters, digits, '_' or '-'");
-    }
+    check_collection_name(collection)?;
     let target = Target::resolve(&run.url).await?;
     check_server(&target, collection).await?;
 
@@ -59,6 +54,18 @@ pub async fn run(args: &Args) -> Result<()> {
     closed_loop(SCENARIO, run, &target, template, StatusCode::CREATED).await
 }
 
+/// Refuses a `--collection` that would not stay one path segment.
+pub(crate) fn check_collection_name(collection: &str) -> Result<()> {
+    if collection.is_empty()
+        || !collection
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("--collection {collection:?} must be letters, digits, '_' or '-'");
+    }
+    Ok(())
+}
+
 /// Runs `run.clients` keep-alive clients sending `template` back-to-back through warm-up and
 /// the measured window, then prints the report. Shared by the closed-loop HTTP scenarios.
 pub(crate) async fn closed_loop(
@@ -68,41 +75,82 @@ pub(crate) async fn closed_loop(
     template: RequestTemplate,
     ok_status: StatusCode,
 ) -> Result<()> {
-    // Connect everyone before starting the clock, so connection setup is not measured even
-    // with no warm-up, and so a server that refuses connections fails the run up front.
-    let mut conns = Vec::with_capacity(run.clients as usize);
-    for i in 0..run.clients {
-        let mut c = KeepAlive::new(target.addr);
-        c.connect()
-            .await
-            .with_context(|| format!("opening connection {} of {}", i + 1, run.clients))?;
-        conns.push(c);
+    let conns = connect_all(target.addr, run.clients, "connection").await?;
+    let window = Window::starting_now(run);
+    let report = measure(scenario, conns, Arc::from([template]), ok_status, window).await?;
+    print_report(&report, run.json);
+    Ok(())
+}
+
+pub(crate) fn print_report(report: &Report, json: bool) {
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
     }
+}
 
-    let warmup = Duration::from_secs(run.warmup);
-    let measured = Duration::from_secs(run.duration);
-    let warmup_end = Instant::now() + warmup;
-    let end = warmup_end + measured;
+/// The warm-up and measured window of a closed-loop run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    pub warmup: Duration,
+    pub measured: Duration,
+    /// Responses completing before this instant are discarded.
+    pub warmup_end: Instant,
+    /// Requests still in flight at this instant are abandoned.
+    pub end: Instant,
+}
 
+impl Window {
+    /// The window of `run`, starting now; take it after connecting, so connection setup is
+    /// not measured even with no warm-up.
+    pub fn starting_now(run: &RunArgs) -> Window {
+        let warmup = Duration::from_secs(run.warmup);
+        let measured = Duration::from_secs(run.duration);
+        let warmup_end = Instant::now() + warmup;
+        Window {
+            warmup,
+            measured,
+            warmup_end,
+            end: warmup_end + measured,
+        }
+    }
+}
+
+/// Runs one client per connection, each sending requests back-to-back until `window` ends,
+/// and merges what they saw. The clients go through `templates` in order, wrapping around,
+/// client `i` starting at `i × len / clients` so they spread over the list rather than all
+/// asking for the same thing at once.
+pub(crate) async fn measure(
+    scenario: &'static str,
+    conns: Vec<KeepAlive>,
+    templates: Arc<[RequestTemplate]>,
+    ok_status: StatusCode,
+    window: Window,
+) -> Result<Report> {
+    if templates.is_empty() {
+        bail!("no request to send");
+    }
+    let clients = conns.len();
     let mut tasks = JoinSet::new();
-    for conn in conns {
-        tasks.spawn(client(conn, template.clone(), ok_status, warmup_end, end));
+    for (i, conn) in conns.into_iter().enumerate() {
+        let first = i * templates.len() / clients.max(1);
+        tasks.spawn(client(conn, templates.clone(), first, ok_status, window));
     }
-    let mut recorders = Vec::with_capacity(run.clients as usize);
+    let mut recorders = Vec::with_capacity(clients);
     let mut reconnects = 0;
     while let Some(joined) = tasks.join_next().await {
         let (rec, rc) = joined.context("a client task panicked")?;
         recorders.push(rec);
         reconnects += rc;
     }
-
-    let report = Report::merge(scenario, measured, warmup, recorders, reconnects);
-    if run.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.human());
-    }
-    Ok(())
+    Ok(Report::merge(
+        scenario,
+        window.measured,
+        window.warmup,
+        recorders,
+        reconnects,
+    ))
 }
 
 /// Fails early with a message that says what to fix, rather than reporting a run made of
@@ -125,25 +173,37 @@ pub(crate) async fn check_server(target: &Target, collection: &str) -> Result<()
 pub(crate) async fn check_gets(target: &Target, checks: &[(String, &str)]) -> Result<()> {
     let mut conn = KeepAlive::new(target.addr);
     for (path, hint) in checks {
-        let url = format!("{}{path}", target.origin);
-        let template = RequestTemplate {
-            method: Method::GET,
-            uri: target.path_uri(path)?,
-            host: target.host.clone(),
-            json_body: None,
-            authorization: None,
-        };
-        let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, conn.fetch(&template))
-            .await
-            .with_context(|| format!("GET {url}: no response within {CHECK_TIMEOUT:?}"))?
-            .with_context(|| format!("GET {url} failed ({hint})"))?;
-        if status != StatusCode::OK {
-            let text = String::from_utf8_lossy(&body);
-            let snippet: String = text.chars().take(300).collect();
-            bail!("GET {url} returned {status}, expected 200 ({hint}): {snippet}");
-        }
+        get_ok(&mut conn, target, path, hint, CHECK_TIMEOUT).await?;
     }
     Ok(())
+}
+
+/// GETs `path` and returns the body of a 200; any other outcome is an error naming the URL,
+/// `hint` (what to check) and the start of the server's answer.
+pub(crate) async fn get_ok(
+    conn: &mut KeepAlive,
+    target: &Target,
+    path: &str,
+    hint: &str,
+    timeout: Duration,
+) -> Result<Bytes> {
+    let url = format!("{}{path}", target.origin);
+    let template = RequestTemplate {
+        method: Method::GET,
+        uri: target.path_uri(path)?,
+        host: target.host.clone(),
+        json_body: None,
+        authorization: None,
+    };
+    let (status, body) = tokio::time::timeout(timeout, conn.fetch(&template))
+        .await
+        .with_context(|| format!("GET {url}: no response within {timeout:?}"))?
+        .with_context(|| format!("GET {url} failed ({hint})"))?;
+    if status != StatusCode::OK {
+        let snippet = crate::ws::snippet(&body);
+        bail!("GET {url} returned {status}, expected 200 ({hint}): {snippet}");
+    }
+    Ok(body)
 }
 
 /// One virtual client: sends requests back-to-back on its own connection until `end`.
@@ -151,29 +211,33 @@ pub(crate) async fn check_gets(target: &Target, checks: &[(String, &str)]) -> Re
 /// abandoned, which keeps the run strictly bounded even if the server stops answering.
 async fn client(
     mut conn: KeepAlive,
-    template: RequestTemplate,
+    templates: Arc<[RequestTemplate]>,
+    first: usize,
     ok_status: StatusCode,
-    warmup_end: Instant,
-    end: Instant,
+    window: Window,
 ) -> (Recorder, u64) {
+    let Window {
+        warmup_end, end, ..
+    } = window;
     let mut rec = Recorder::new(ok_status.as_u16());
     let deadline = tokio::time::sleep_until(end);
     tokio::pin!(deadline);
-    loop {
+    for template in templates.iter().cycle().skip(first) {
         let sent = Instant::now();
         tokio::select! {
             biased;
             _ = &mut deadline => break,
-            result = conn.send(&template) => {
+            result = conn.send(template) => {
                 let done = Instant::now();
                 if done > end {
                     break;
                 }
                 let measuring = done >= warmup_end;
                 match result {
-                    Ok((status, _len)) => {
+                    Ok((status, len)) => {
                         if measuring {
                             rec.response(status.as_u16(), done - sent);
+                            rec.body_bytes(len);
                         }
                     }
                     Err(e) => {

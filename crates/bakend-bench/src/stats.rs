@@ -25,6 +25,8 @@ pub struct Recorder {
     ok_status: u16,
     network_errors: u64,
     error_messages: Vec<String>,
+    /// Response body bytes, summed over the responses recorded.
+    body_bytes: u64,
 }
 
 impl Recorder {
@@ -35,7 +37,14 @@ impl Recorder {
             ok_status,
             network_errors: 0,
             error_messages: Vec::new(),
+            body_bytes: 0,
         }
+    }
+
+    /// Adds the body size of a response already counted with [`Recorder::response`].
+    #[inline]
+    pub fn body_bytes(&mut self, len: usize) {
+        self.body_bytes += len as u64;
     }
 
     /// Records a completed request-response exchange, whatever its status; error responses
@@ -106,6 +115,8 @@ pub struct Report {
     pub statuses: BTreeMap<u16, u64>,
     pub error_messages: Vec<String>,
     pub latency_us: Percentiles,
+    /// Response body bytes over every response (0 where the scenario does not count them).
+    pub body_bytes: u64,
 }
 
 impl Report {
@@ -124,8 +135,10 @@ impl Report {
         let mut errors = 0;
         let mut network_errors = 0;
         let mut error_messages: Vec<String> = Vec::new();
+        let mut body_bytes = 0;
         for r in recorders {
             all.extend_from_slice(&r.latencies_us);
+            body_bytes += r.body_bytes;
             for (status, n) in r.statuses {
                 *statuses.entry(status).or_insert(0) += n;
                 if status == r.ok_status {
@@ -155,7 +168,15 @@ impl Report {
             statuses,
             error_messages,
             latency_us: Percentiles::from_sorted(&all),
+            body_bytes,
         }
+    }
+
+    /// Mean response body size; 0 when no response was counted.
+    pub fn bytes_per_response(&self) -> u64 {
+        self.body_bytes
+            .checked_div(self.ok + self.errors)
+            .unwrap_or(0)
     }
 
     /// Successful responses per measured second; failures are excluded so a server that
@@ -211,6 +232,9 @@ impl Report {
             ms(l.p99),
             ms(l.max)
         );
+        if self.body_bytes > 0 {
+            let _ = writeln!(out, "bytes/resp   {}", self.bytes_per_response());
+        }
         out
     }
 
@@ -235,6 +259,7 @@ impl Report {
             "networkErrors": self.network_errors,
             "reconnects": self.reconnects,
             "rps": (self.rps() * 10.0).round() / 10.0,
+            "bytesPerResponse": self.bytes_per_response(),
             "latencyMs": {
                 "p50": ms(l.p50),
                 "p90": ms(l.p90),
@@ -267,11 +292,15 @@ mod tests {
         a.response(500, Duration::from_micros(300));
         let mut b = Recorder::new(201);
         b.response(201, Duration::from_micros(200));
+        b.body_bytes(40);
+        a.body_bytes(20);
         b.network_error(&anyhow::anyhow!("reset"));
         let r = Report::merge("t", Duration::from_secs(1), Duration::ZERO, vec![a, b], 0);
         assert_eq!((r.requests, r.ok, r.errors, r.network_errors), (4, 2, 1, 1));
         assert_eq!(r.statuses.get(&500), Some(&1));
         assert_eq!(r.latency_us.max, 300);
         assert_eq!(r.rps(), 2.0);
+        assert_eq!(r.bytes_per_response(), 20);
+        assert!(r.human().contains("bytes/resp   20"));
     }
 }

@@ -184,9 +184,10 @@ fn source_addresses(server: SocketAddr, k: u8) -> Vec<IpAddr> {
     }
 }
 
-/// Tokens are base64url JWTs, which need no escaping; anything else is escaped byte-wise so
-/// a malformed token still reaches the server as sent.
-fn percent_encode(s: &str) -> String {
+/// Escapes a query value or path segment byte-wise (all but RFC 3986's unreserved
+/// characters). Tokens are base64url JWTs, which need no escaping; anything else still
+/// reaches the server as sent.
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
