@@ -55,9 +55,9 @@ trap cleanup EXIT
 
 if [[ $target == bak ]]; then
   mkdir -p "$dir/collections"
-  cat > "$dir/collections/posts.json" <<'JSON'
-{"name":"posts","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}]}
-JSON
+  # INDEXES='[{"fields":["title"]}]' adds indexes to the definition (made at start-up).
+  echo '{"name":"posts","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}],"indexes":'"${INDEXES:-[]}"'}' \
+    > "$dir/collections/posts.json"
   (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >>"$dir/server.out" 2>>"$dir/server.err") &
 else
   mkdir -p "$dir/pb_migrations"
