@@ -35,8 +35,6 @@ pub enum StoreError {
     Locked(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database pool error: {0}")]
-    Pool(#[from] r2d2::Error),
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the database writer has stopped")]

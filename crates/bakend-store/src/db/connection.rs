@@ -1,6 +1,6 @@
 //! Opening SQLite connections with the pragmas every Bakend connection needs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -25,27 +25,9 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The r2d2 manager for read connections (the ready-made pool crates do not resolve next to
-/// rusqlite 0.43).
-pub struct ReadManager {
-    pub path: PathBuf,
-}
-
-impl r2d2::ManageConnection for ReadManager {
-    type Connection = Connection;
-    type Error = rusqlite::Error;
-
-    fn connect(&self) -> Result<Connection, rusqlite::Error> {
-        let conn = open(&self.path)?;
-        conn.pragma_update(None, "query_only", "ON")?;
-        Ok(conn)
-    }
-
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
-        conn.execute_batch("")
-    }
-
-    fn has_broken(&self, _conn: &mut Connection) -> bool {
-        false
-    }
+/// A read connection: like [`open`], and refusing writes (`query_only`).
+pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open(path)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
 }

@@ -5,6 +5,7 @@ mod connection;
 pub mod journal;
 mod lock;
 pub mod migrations;
+mod readers;
 pub mod snapshot;
 mod writer;
 
@@ -23,7 +24,7 @@ pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 use crate::error::StoreError;
 use writer::Writer;
 
-const READERS: u32 = 4;
+const READERS: usize = 4;
 
 /// The database: one writer thread, a pool of readers.
 pub struct Database {
@@ -32,7 +33,7 @@ pub struct Database {
     journal: Option<journal::JournalInfo>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
-    readers: r2d2::Pool<connection::ReadManager>,
+    readers: readers::Readers,
     path: PathBuf,
     /// Set for `:memory:` databases, which live in a private temporary directory.
     _temp: Option<TempDirGuard>,
@@ -90,10 +91,7 @@ impl Database {
         conn.pragma_update(None, "cache_size", -16_384)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
-        let readers = r2d2::Pool::builder()
-            .max_size(READERS)
-            .min_idle(Some(1))
-            .build(connection::ReadManager { path: path.clone() })?;
+        let readers = readers::Readers::spawn(&path, READERS)?;
         let (writer, handle) = Writer::spawn(conn, bus, journal)?;
         tracing::debug!("Database initialized at {}", path.display());
         Ok(Database {
@@ -142,19 +140,13 @@ impl Database {
         .await
     }
 
-    /// Runs `f` on a read connection on a blocking thread.
+    /// Runs `f` on a read connection, on one of the reader threads (see [`readers`]).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+        self.readers.run(f).await
     }
 
     /// Runs `f` on the writer thread inside the current group transaction. Resolves after the
