@@ -669,13 +669,16 @@ mod plan_tests {
     use serde_json::json;
 
     fn setup() -> (Connection, Collection) {
-        let def = parse(&json!({"name": "posts", "fields": [
+        setup_with(json!({"name": "posts", "fields": [
             {"name": "title", "type": "string"},
             {"name": "slug", "type": "string", "unique": true},
             {"name": "user_id", "type": "string"}
         ]}))
-        .unwrap()
-        .def;
+    }
+
+    /// An empty database holding the collection `definition` (its table, indexes and count).
+    fn setup_with(definition: Value) -> (Connection, Collection) {
+        let def = parse(&definition).unwrap().def;
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
@@ -775,21 +778,10 @@ mod plan_tests {
 
     #[test]
     fn a_sort_by_a_defined_index_reads_it_in_order_both_ways() {
-        let def = parse(&json!({"name": "posts", "fields": [
+        let (conn, c) = setup_with(json!({"name": "posts", "fields": [
             {"name": "title", "type": "string"},
             {"name": "project", "type": "string"}
-        ], "indexes": [{"fields": ["title"]}, {"fields": ["project", "-createdAt"]}]}))
-        .unwrap()
-        .def;
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
-        )
-        .unwrap();
-        for sql in create_sql(&def) {
-            conn.execute(&sql, []).unwrap();
-        }
-        let c = Collection::new(def, json!({}), "x".into(), "x".into());
+        ], "indexes": [{"fields": ["title"]}, {"fields": ["project", "-createdAt"]}]}));
         for desc in [false, true] {
             let q = ListQuery {
                 sort: vec![("title".into(), desc)],
