@@ -371,5 +371,15 @@ async fn an_older_database_is_counted_at_start_up() {
     assert_eq!(page["totalItems"], 4);
     s.create("posts", json!({"title": "after"})).await;
     assert_eq!(s.get("/api/posts").await.json()["totalItems"], 5);
-    s.shutdown().await;
+    let dir = s.shutdown().await;
+    // The count is kept again (not the slow count a missing row falls back to).
+    let conn = rusqlite::Connection::open(dir.path().join("bakend.db")).unwrap();
+    let kept: i64 = conn
+        .query_row(
+            "SELECT n FROM _record_counts WHERE collection = 'posts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 5);
 }
