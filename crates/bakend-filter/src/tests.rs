@@ -518,3 +518,100 @@ fn a_filter_can_be_shared_between_threads() {
     shared::<Schema>();
     shared::<FilterError>();
 }
+
+/// The fuzz target's invariants (`fuzz/fuzz_targets/filter_expression.rs`) on inputs built from
+/// the language's own tokens and stray characters, so they run with every `cargo test`.
+mod any_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TOKENS: &[&str] = &[
+        "title",
+        "body",
+        "views",
+        "score",
+        "done",
+        "due",
+        "meta",
+        "owner",
+        "avatar",
+        "id",
+        "createdAt",
+        "updatedAt",
+        "vews",
+        "true",
+        "false",
+        "null",
+        "=",
+        "!=",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "~",
+        "!~",
+        "&&",
+        "||",
+        "(",
+        ")",
+        "'a'",
+        "\"É\"",
+        "'2024-01-01'",
+        "'x",
+        "\\",
+        "'%'",
+        "1",
+        "-2.5",
+        "9223372036854775808",
+        "1.2.3",
+        "@now",
+        "@request.auth.id",
+        "@request.auth.email",
+        "@request.auth.role",
+        "@request",
+        "!",
+        "&",
+        "|",
+        "ß",
+        " ",
+    ];
+
+    fn input() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                8 => prop::sample::select(TOKENS).prop_map(String::from),
+                1 => any::<char>().prop_map(String::from),
+            ],
+            0..24,
+        )
+        .prop_map(|parts| parts.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn never_panics_and_errors_point_inside(src in input()) {
+            let end = src.chars().count() + 1;
+            match parse(&src) {
+                Err(e) => prop_assert!((1..=end).contains(&e.position()), "{src:?}: {e}"),
+                Ok(expr) => {
+                    let printed = expr.to_string();
+                    if printed.len() <= MAX_LENGTH {
+                        prop_assert_eq!(parse(&printed).unwrap().to_string(), printed.clone());
+                    }
+                    match Filter::check(&expr, &schema()) {
+                        Err(e) => prop_assert!((1..=end).contains(&e.position()), "{src:?}: {e}"),
+                        Ok(f) => {
+                            for vars in [anon(), user()] {
+                                let w = f.to_sql(&Sqlite, &vars, 1);
+                                prop_assert_eq!(w.sql.matches('?').count(), w.params.len());
+                                f.matches(&record(), &vars);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

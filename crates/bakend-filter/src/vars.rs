@@ -10,7 +10,7 @@ use crate::parse::Var;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestVars {
     pub auth_id: Option<String>,
-    /// `"admin"`, `"authenticated"` (`bakend_core::access::Role::as_str`).
+    /// `"admin"`, `"authenticated"`, `"public"` (`bakend_core::access::Role::as_str`).
     pub auth_role: Option<String>,
     pub auth_email: Option<String>,
     /// The request's time in the canonical form (`bakend_core::time::now_iso`), taken once so
