@@ -1,7 +1,6 @@
 //! Records: validating input, turning rows into the wire shape, and the record store itself.
 
 pub mod cursor;
-pub mod datetime;
 pub mod json;
 pub mod row;
 pub mod store;

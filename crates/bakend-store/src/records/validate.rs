@@ -6,7 +6,6 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::datetime;
 use crate::collections::definition::{CollectionDef, FieldDef, FieldType};
 use crate::collections::registry::Collection;
 use crate::error::FieldError;
@@ -100,7 +99,7 @@ pub fn check_value(f: &FieldDef, v: Option<&Value>) -> Result<Sql, Vec<FieldErro
         FieldType::Datetime => {
             let s = v
                 .as_str()
-                .and_then(datetime::normalize)
+                .and_then(bakend_core::time::normalize)
                 .ok_or_else(|| type_err("a valid ISO-8601 datetime"))?;
             Sql::Text(s)
         }
