@@ -159,7 +159,7 @@ impl RecordsApi for Records {
             let c = store.collection(&collection).map_err(service_error)?;
             let page = store.list(c, q).await.map_err(service_error)?;
             // The same shape as the REST list, bytes and all.
-            serde_json::from_slice(&page.to_json())
+            serde_json::from_slice(&page.into_json())
                 .map_err(|e| ServiceError::internal(format!("list serialization: {e}")))
         })
     }

@@ -47,7 +47,7 @@ pub async fn list(
     let mut q = parse_list_query(state, query)?;
     q.owned_by = owned_by;
     let page = state.records.list(c, q).await?;
-    Ok(json_bytes_response(StatusCode::OK, page.to_json()))
+    Ok(json_bytes_response(StatusCode::OK, page.into_json()))
 }
 
 /// `?page=` (1-based), `?perPage=` (clamped to the configured maximum), `?sort=` (comma

@@ -2,6 +2,7 @@
 //! request reads a consistent definition without touching the database.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bakend_core::sync;
@@ -29,6 +30,9 @@ pub struct Collection {
     /// Sort keys the "this sort scans the table" hint was already logged for (once each,
     /// per loaded definition).
     pub(crate) hinted: std::sync::Mutex<Vec<String>>,
+    /// Bytes per record in the last list, so the next one sizes its buffer once instead of
+    /// growing it (a grown buffer is a copy of everything written so far).
+    record_bytes: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -63,6 +67,7 @@ impl Collection {
             layout,
             json_keys,
             hinted: std::sync::Mutex::new(Vec::new()),
+            record_bytes: AtomicUsize::new(128),
             sql: CollectionSql {
                 table,
                 columns,
@@ -100,6 +105,22 @@ impl Collection {
         }
         hinted.push(key.to_string());
         true
+    }
+
+    /// A list buffer's starting size for `per_page` records: the last list's bytes per
+    /// record with an eighth to spare, plus the envelope.
+    pub(crate) fn list_capacity(&self, per_page: u32) -> usize {
+        let per_record = self.record_bytes.load(Ordering::Relaxed);
+        (per_page as usize).saturating_mul(per_record + per_record / 8) + 256
+    }
+
+    /// Remembers a list's size for [`Collection::list_capacity`] (capped, so one huge page
+    /// does not make every later buffer huge).
+    pub(crate) fn note_list_size(&self, bytes: usize, records: u32) {
+        if records > 0 {
+            let per_record = (bytes / records as usize).clamp(64, 64 * 1024);
+            self.record_bytes.store(per_record, Ordering::Relaxed);
+        }
     }
 
     /// The collection as the admin API shows it (`CollectionMeta`).

@@ -24,6 +24,10 @@ type Job = Box<dyn FnOnce(&Connection) + Send>;
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Threads waiting for work. A busy thread takes the next job without being told, so a
+    /// job only wakes someone when someone sleeps (a notify is a system call even when
+    /// nobody waits).
+    idle: usize,
 }
 
 #[derive(Default)]
@@ -57,7 +61,7 @@ impl Readers {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        {
+        let wake = {
             let mut q = sync::lock(&self.shared.queue);
             if q.closed {
                 return Err(StoreError::Internal("the database is closed".into()));
@@ -66,8 +70,11 @@ impl Readers {
                 // The caller may have gone (a dropped request): nothing to tell.
                 let _ = tx.send(f(conn));
             }));
+            q.idle > 0
+        };
+        if wake {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         rx.await
             .map_err(|_| StoreError::Internal("a read was dropped by its thread".into()))?
     }
@@ -92,7 +99,9 @@ fn serve(conn: &Connection, shared: &Shared) {
                 if q.closed {
                     return;
                 }
+                q.idle += 1;
                 q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle -= 1;
             }
         };
         // A panicking read must not take the thread (and its connection) with it: its caller

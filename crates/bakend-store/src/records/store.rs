@@ -56,8 +56,9 @@ impl ListQuery {
 /// One page of a list, its records already serialized.
 #[derive(Clone, Debug)]
 pub struct Page {
-    /// The records as one JSON array.
-    pub items: Vec<u8>,
+    /// The start of the response: `{"items":[…]`. The rest is appended in place by
+    /// [`Page::into_json`], so the records are never copied into another buffer.
+    body: Vec<u8>,
     pub page: u32,
     pub per_page: u32,
     /// `None` when counting was skipped.
@@ -75,10 +76,9 @@ impl Page {
 
     /// The list response (spec `rest-api.md` §4, plus `next`): `{"items":[…],"page":…,
     /// "perPage":…,"totalItems":…,"totalPages":…,"next":…}`, skipped totals as -1.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.items.len() + 128);
-        out.extend_from_slice(b"{\"items\":");
-        out.extend_from_slice(&self.items);
+    pub fn into_json(self) -> Vec<u8> {
+        let total_pages = self.total_pages();
+        let mut out = self.body;
         let mut n = itoa::Buffer::new();
         let mut number = |out: &mut Vec<u8>, key: &[u8], v: i64| {
             out.extend_from_slice(key);
@@ -92,11 +92,7 @@ impl Page {
             b",\"totalItems\":",
             or_minus_one(self.total_items),
         );
-        number(
-            &mut out,
-            b",\"totalPages\":",
-            or_minus_one(self.total_pages()),
-        );
+        number(&mut out, b",\"totalPages\":", or_minus_one(total_pages));
         out.extend_from_slice(b",\"next\":");
         match &self.next {
             Some(c) => {
@@ -182,14 +178,11 @@ impl RecordStore {
                 let (sql, params) = page_sql(&c, &q, &order);
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut items = Vec::with_capacity(64 + q.per_page as usize * 128);
-                items.push(b'[');
+                let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
+                items.extend_from_slice(b"{\"items\":[");
                 let mut written = 0u32;
-                // The last written record's key, in buffers reused from row to row.
-                let mut last = Cursor {
-                    created_at: String::new(),
-                    id: String::new(),
-                };
+                // The key of the page's last record: only a full page has a next one.
+                let mut last: Option<Cursor> = None;
                 let mut more = false;
                 while let Some(row) = rows.next()? {
                     if written == q.per_page {
@@ -201,27 +194,28 @@ impl RecordStore {
                     }
                     write_record(&c, row, &mut items)?;
                     written += 1;
-                    if default_order {
-                        for (buf, col) in [
-                            (&mut last.created_at, RecordLayout::CREATED_AT_COLUMN),
-                            (&mut last.id, RecordLayout::ID_COLUMN),
-                        ] {
-                            buf.clear();
-                            // System columns are NOT NULL text; were one not, its cursor
-                            // would be refused as invalid rather than this page failing.
-                            buf.push_str(row.get_ref(col)?.as_str().unwrap_or_default());
-                        }
+                    if default_order && written == q.per_page {
+                        // System columns are NOT NULL text; were one not, its cursor would
+                        // be refused as invalid rather than this page failing.
+                        let text = |col| -> rusqlite::Result<String> {
+                            Ok(row.get_ref(col)?.as_str().unwrap_or_default().to_string())
+                        };
+                        last = Some(Cursor {
+                            created_at: text(RecordLayout::CREATED_AT_COLUMN)?,
+                            id: text(RecordLayout::ID_COLUMN)?,
+                        });
                     }
                 }
                 items.push(b']');
                 drop(rows);
                 drop(stmt);
+                c.note_list_size(items.len(), written);
                 Ok(Page {
-                    items,
+                    body: items,
                     page: if q.after.is_some() { 1 } else { q.page },
                     per_page: q.per_page,
                     total_items: total,
-                    next: more.then_some(last),
+                    next: last.filter(|_| more),
                 })
             })
             .await
