@@ -50,6 +50,9 @@ pub struct ListOptions {
     pub per_page: Option<u32>,
     /// REST syntax: `-createdAt,title`.
     pub sort: Option<String>,
+    /// REST syntax (`docs/filters.md`): `done = false && project = 'p1'`. Functions act as an
+    /// admin, so `@request.auth.*` is null.
+    pub filter: Option<String>,
 }
 
 /// `ctx.records`: the record store with full validation and events, acting as an admin.

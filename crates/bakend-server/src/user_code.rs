@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bakend_core::Origin;
+use bakend_filter::Filter;
 use bakend_functions::services::BoxFuture;
 use bakend_functions::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
 use bakend_storage::FileService;
@@ -157,6 +158,12 @@ impl RecordsApi for Records {
         q.sort = options.sort.as_deref().map(parse_sort).unwrap_or_default();
         Box::pin(async move {
             let c = store.collection(&collection).map_err(service_error)?;
+            if let Some(src) = options.filter.as_deref().filter(|s| !s.trim().is_empty()) {
+                q.filters
+                    .push(Arc::new(Filter::new(src, c.filter_schema()).map_err(
+                        |e| service_error(ApiError::bad_request(e.to_string())),
+                    )?));
+            }
             let page = store.list(c, q).await.map_err(service_error)?;
             // The same shape as the REST list, bytes and all.
             serde_json::from_slice(&page.into_json())

@@ -13,6 +13,7 @@ mod delivery;
 mod durability;
 mod events;
 mod fields;
+mod filters;
 mod functions;
 mod harness;
 mod jobs;

@@ -68,6 +68,7 @@ fn list_options<'js>(ctx: &Ctx<'js>, v: Option<Value<'js>>) -> rquickjs::Result<
         page: num("page"),
         per_page: num("perPage"),
         sort: m.get("sort").and_then(Json::as_str).map(str::to_string),
+        filter: m.get("filter").and_then(Json::as_str).map(str::to_string),
     })
 }
 

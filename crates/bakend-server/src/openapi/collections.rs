@@ -361,8 +361,7 @@ fn record_links(c: &Collection) -> Value {
     Value::Object(links)
 }
 
-/// `page`, `perPage`, `sort`, `skipTotal`, `after`. Later list parameters (a filter, say) are
-/// added here.
+/// `page`, `perPage`, `sort`, `skipTotal`, `after`, `filter`.
 fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
     let mut keys = vec!["id".to_string(), "createdAt".into(), "updatedAt".into()];
     keys.extend(c.def.fields.iter().map(|f| f.name.clone()));
@@ -398,6 +397,12 @@ fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
             "in": "query",
             "description": "The `next` cursor of a previous page: the records after it in the default order (newest first). Not with `page` or `sort` (400).",
             "schema": { "type": "string" },
+        },
+        {
+            "name": "filter",
+            "in": "query",
+            "description": format!("Only records matching this expression (docs/filters.md), e.g. `views > 10 && title ~ 'hello'`; fields: {}, plus `@request.auth.id|role|email` and `@now`. `totalItems` counts the matches; the read rule still applies. A bad expression is 400 with its position (`filter: unknown field \"vews\" at 1`).", keys.join(", ")),
+            "schema": { "type": "string", "maxLength": bakend_filter::MAX_LENGTH },
         },
     ])
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bakend_auth::permissions::{Decision, Request, authorize};
 use bakend_auth::{AuthContext, Operation};
+use bakend_filter::{Filter, RequestVars};
 use bakend_store::{Collection, Cursor, FileAccess, ListQuery, RecordLayout};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -44,17 +45,23 @@ pub async fn list(
         },
     ))?
     .owned_by();
-    let mut q = parse_list_query(state, query)?;
+    let mut q = parse_list_query(state, &c, query)?;
     q.owned_by = owned_by;
+    q.vars = RequestVars::new(ctx, bakend_core::time::now_iso());
     let page = state.records.list(c, q).await?;
     Ok(json_bytes_response(StatusCode::OK, page.into_json()))
 }
 
 /// `?page=` (1-based), `?perPage=` (clamped to the configured maximum), `?sort=` (comma
-/// separated keys, `-` for descending), `?skipTotal=true` (no count: totals are -1) and
-/// `?after=<cursor>` (the page after a previous page's `next`, default order only). Other
-/// parameters are ignored.
-fn parse_list_query(state: &AppState, query: Option<&str>) -> Result<ListQuery, ApiError> {
+/// separated keys, `-` for descending), `?skipTotal=true` (no count: totals are -1),
+/// `?after=<cursor>` (the page after a previous page's `next`, default order only) and
+/// `?filter=<expression>` (`docs/filters.md`; an empty one is none). Other parameters are
+/// ignored.
+fn parse_list_query(
+    state: &AppState,
+    c: &Collection,
+    query: Option<&str>,
+) -> Result<ListQuery, ApiError> {
     let api = &state.config.api;
     let mut q = ListQuery::first(api.default_per_page);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
@@ -92,6 +99,11 @@ fn parse_list_query(state: &AppState, query: Option<&str>) -> Result<ListQuery, 
                 q.per_page = n.min(api.max_per_page);
             }
             "sort" => q.sort.extend(parse_sort(&v)),
+            "filter" if !v.trim().is_empty() => {
+                let f = Filter::new(&v, c.filter_schema())
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                q.filters.push(Arc::new(f));
+            }
             _ => {}
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bakend_core::sync;
+use bakend_filter::{Kind, Schema};
 
 use serde_json::Value;
 
@@ -27,6 +28,8 @@ pub struct Collection {
     pub(crate) sql: CollectionSql,
     /// The record's keys as JSON fragments, for writing rows straight to bytes.
     pub(crate) json_keys: RecordKeys,
+    /// What a filter expression may name, and each name's type and column.
+    filter_schema: Schema,
     /// Sort keys the "this sort scans the table" hint was already logged for (once each,
     /// per loaded definition).
     pub(crate) hinted: std::sync::Mutex<Vec<String>>,
@@ -59,6 +62,12 @@ impl Collection {
             .map(|f| (f.name.clone(), f.kind))
             .collect();
         let json_keys = RecordKeys::new(&system, &fields);
+        let mut filter_schema = Schema::new();
+        for (name, kind) in &fields {
+            if let Some(kind) = Kind::parse(kind.as_str()) {
+                filter_schema.add(name, kind);
+            }
+        }
         Collection {
             def,
             raw,
@@ -66,6 +75,7 @@ impl Collection {
             updated_at,
             layout,
             json_keys,
+            filter_schema,
             hinted: std::sync::Mutex::new(Vec::new()),
             record_bytes: AtomicUsize::new(128),
             sql: CollectionSql {
@@ -78,6 +88,11 @@ impl Collection {
 
     pub fn name(&self) -> &str {
         &self.def.name
+    }
+
+    /// The fields a filter on this collection may use (`docs/filters.md`).
+    pub fn filter_schema(&self) -> &Schema {
+        &self.filter_schema
     }
 
     /// Whether an index starts with sort key `key` (`createdAt`, a field name, …), so a list

@@ -27,6 +27,8 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     // bind, and each list re-parsed and re-planned its cached statement (~9 % of a list-100).
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(256);
+    // `~` in filters lowercases with the same function as the in-memory evaluator.
+    bakend_filter::register_sqlite_functions(&conn)?;
     Ok(conn)
 }
 

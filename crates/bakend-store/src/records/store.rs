@@ -10,6 +10,8 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
+use bakend_filter::{Filter, RequestVars, SqlValue, Sqlite};
+
 use super::cursor::Cursor;
 use super::json::write_record;
 use super::row::{read_columns, record_json, to_json};
@@ -37,6 +39,11 @@ pub struct ListQuery {
     /// Keyset pagination: the records after this one in the default order (`page` is then
     /// not used; a non-default `sort` is refused).
     pub after: Option<Cursor>,
+    /// Only records every one of these accepts (a `?filter=`; later, an expression rule),
+    /// each checked against this collection's [`Collection::filter_schema`].
+    pub filters: Vec<Arc<Filter>>,
+    /// What the filters' `@request.auth.*` and `@now` stand for.
+    pub vars: RequestVars,
 }
 
 impl ListQuery {
@@ -49,6 +56,8 @@ impl ListQuery {
             owned_by: None,
             skip_total: false,
             after: None,
+            filters: Vec::new(),
+            vars: RequestVars::anonymous(bakend_core::time::now_iso()),
         }
     }
 }
@@ -162,17 +171,17 @@ impl RecordStore {
                     true => None,
                     false => Some(ReadSnapshot::begin(conn)?),
                 };
-                let total = match (&q.owned_by, q.skip_total) {
+                let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
+                let total = match (unfiltered, q.skip_total) {
                     (_, true) => None,
-                    (None, false) => Some(match counts::read(conn, &c.def.name)? {
+                    (true, false) => Some(match counts::read(conn, &c.def.name)? {
                         Some(n) => n,
                         None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
                     }),
-                    (Some(user), false) => Some(count(
-                        conn,
-                        &owner_count_sql(&c),
-                        &[Sql::Text(user.clone())],
-                    )?),
+                    (false, false) => {
+                        let (sql, params) = count_sql(&c, &q);
+                        Some(count(conn, &sql, &params)?)
+                    }
                 };
                 hint_if_scan(conn, &c, &q)?;
                 let (sql, params) = page_sql(&c, &q, &order);
@@ -451,16 +460,8 @@ impl RecordStore {
 /// The statement and parameters that read one page: in the default order one row more than
 /// the page (whether a next page exists), after the cursor when there is one.
 fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
-    let mut conditions = Vec::new();
     let mut params: Vec<Sql> = Vec::new();
-    if let Some(user) = &q.owned_by {
-        params.push(Sql::Text(user.clone()));
-        conditions.push(format!(
-            "{} = ?{}",
-            quote(RecordLayout::OWNER_FIELD),
-            params.len()
-        ));
-    }
+    let mut conditions = selection(q, &mut params);
     if let Some(after) = &q.after {
         params.push(Sql::Text(after.created_at.clone()));
         params.push(Sql::Text(after.id.clone()));
@@ -473,11 +474,7 @@ fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
             params.len()
         ));
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
+    let filter = where_clause(&conditions);
     let offset = if q.after.is_some() {
         0
     } else {
@@ -541,13 +538,50 @@ fn hint_if_scan(conn: &Connection, c: &Collection, q: &ListQuery) -> Result<(), 
     Ok(())
 }
 
-/// The owner-filtered count (an unfiltered one reads `counts`).
-fn owner_count_sql(c: &Collection) -> String {
-    format!(
-        "SELECT COUNT(*) FROM {} WHERE {} = ?1",
+/// The records a list selects, before paging: its owner and its filters, as `WHERE`
+/// conditions whose parameters are appended to `params`.
+fn selection(q: &ListQuery, params: &mut Vec<Sql>) -> Vec<String> {
+    let mut conditions = Vec::new();
+    if let Some(user) = &q.owned_by {
+        params.push(Sql::Text(user.clone()));
+        conditions.push(format!(
+            "{} = ?{}",
+            quote(RecordLayout::OWNER_FIELD),
+            params.len()
+        ));
+    }
+    for f in &q.filters {
+        let compiled = f.to_sql(&Sqlite, &q.vars, params.len());
+        params.extend(compiled.params.into_iter().map(|v| match v {
+            SqlValue::Integer(i) => Sql::Integer(i),
+            SqlValue::Real(r) => Sql::Real(r),
+            SqlValue::Text(t) => Sql::Text(t),
+            SqlValue::Bool(b) => Sql::Integer(i64::from(b)),
+        }));
+        conditions.push(compiled.sql);
+    }
+    conditions
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// The count of what a list selects (an unfiltered one reads `counts` instead). The owner
+/// condition uses the owner index; a filter on an indexed field uses that index.
+fn count_sql(c: &Collection, q: &ListQuery) -> (String, Vec<Sql>) {
+    let mut params = Vec::new();
+    let conditions = selection(q, &mut params);
+    let sql = format!(
+        "SELECT COUNT(*) FROM {}{}",
         c.sql.table,
-        quote(RecordLayout::OWNER_FIELD)
-    )
+        where_clause(&conditions)
+    );
+    (sql, params)
 }
 
 fn count(conn: &Connection, sql: &str, params: &[Sql]) -> Result<u64, StoreError> {
@@ -733,7 +767,8 @@ mod plan_tests {
             ..ListQuery::first(20)
         };
         reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_owner_created");
-        let p = plan(&conn, &owner_count_sql(&c), &[Sql::Text("usr_1".into())]);
+        let (sql, params) = count_sql(&c, &q);
+        let p = plan(&conn, &sql, &params);
         assert!(p.contains("COVERING INDEX idx_posts_owner_created"), "{p}");
         let with_cursor = ListQuery {
             after: Some(Cursor {
@@ -746,6 +781,31 @@ mod plan_tests {
             &page_plan(&conn, &c, &with_cursor),
             "idx_posts_owner_created",
         );
+    }
+
+    #[test]
+    fn a_filter_on_an_indexed_field_uses_its_index_for_the_page_and_the_count() {
+        let (conn, c) = setup();
+        bakend_filter::register_sqlite_functions(&conn).unwrap();
+        let q = ListQuery {
+            filters: vec![Arc::new(
+                Filter::new("slug = 'hello' && title != null", c.filter_schema()).unwrap(),
+            )],
+            ..ListQuery::first(20)
+        };
+        let p = page_plan(&conn, &c, &q);
+        assert!(p.contains("INDEX uniq_posts_slug (slug=?)"), "{p}");
+        let (sql, params) = count_sql(&c, &q);
+        let p = plan(&conn, &sql, &params);
+        assert!(p.contains("INDEX uniq_posts_slug (slug=?)"), "{p}");
+        // A `~` cannot use an index: the list walks the default order until the page is full.
+        let q = ListQuery {
+            filters: vec![Arc::new(
+                Filter::new("title ~ 'x'", c.filter_schema()).unwrap(),
+            )],
+            ..ListQuery::first(20)
+        };
+        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_created");
     }
 
     #[test]
