@@ -13,4 +13,5 @@ pub mod tokens;
 
 pub use accounts::{AdminOutcome, AuthService, TokenCheck, TokenPair, UserChange, safe_user};
 pub use bakend_core::access::{AuthContext, Caller, Operation, Role, Rule};
+pub use bakend_store::{Permission, Precondition, RuleExpression};
 pub use error::AuthError;

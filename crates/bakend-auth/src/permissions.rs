@@ -7,19 +7,24 @@
 //! ([`Decision::AllowOwnedBy`]) that the store enforces in the same transaction, so nothing can
 //! change hands between the check and the write.
 
+use std::sync::Arc;
+
 use bakend_core::access::{AuthContext, Operation, Rule};
-use bakend_store::FileAccess;
+use bakend_filter::RequestVars;
+use bakend_store::{FileAccess, Permission, Precondition, RuleExpression};
 use serde_json::Value;
 
 /// Something a caller wants to do: the question [`authorize`] answers.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {
-    /// `op` on a collection's records under the collection's `rule` for it. `owner`: the
-    /// record's owner, for read, update and delete of one record (ignored for list and create).
+    /// `op` on a collection's records under the collection's `rule` for it. For read, update
+    /// and delete of one record: its `owner` (keyword rules) and the `record` itself
+    /// (expression rules); both are ignored for list and create.
     Record {
-        rule: Rule,
+        rule: &'a Permission,
         op: Operation,
         owner: Option<&'a str>,
+        record: Option<&'a Value>,
     },
     /// Who owns a record the caller creates in a collection with an owner field; `requested`
     /// is the owner field's value in the body, if it has one.
@@ -54,6 +59,10 @@ pub enum Decision {
     AllowAsOwner(String),
     /// Yes, and the new record has no owner (`null`): anonymous creators cannot claim one.
     AllowUnowned,
+    /// Yes, for the records this permission expression accepts for the caller: a list adds it
+    /// to its `WHERE`, a write goes ahead only if the record matches when it runs (for a
+    /// create: the record as it will be stored).
+    AllowMatching(Arc<RuleExpression>),
     /// It needs a signed-in caller and there is none (401).
     Unauthenticated,
     /// The caller is known but not allowed (403).
@@ -74,6 +83,20 @@ impl Decision {
             _ => None,
         }
     }
+
+    /// What the writer must still find true when `ctx`'s write runs.
+    pub fn precondition(self, ctx: &AuthContext) -> Precondition {
+        match self {
+            Decision::AllowOwnedBy(id) => Precondition::Owner(id),
+            Decision::AllowMatching(rule) => Precondition::Matches(rule, request_vars(ctx)),
+            _ => Precondition::None,
+        }
+    }
+}
+
+/// The `@request.*` values of an expression decided now for `ctx`.
+pub fn request_vars(ctx: &AuthContext) -> RequestVars {
+    RequestVars::new(ctx, bakend_core::time::now_iso())
 }
 
 /// Which stored files an [`Request::AttachFiles`] decision lets the writer reference.
@@ -93,22 +116,24 @@ impl From<Decision> for FileAccess {
 /// ```
 /// use std::sync::Arc;
 /// use bakend_auth::permissions::{authorize, Decision, Request};
-/// use bakend_auth::{AuthContext, Caller, Operation, Role, Rule};
+/// use bakend_auth::{AuthContext, Caller, Operation, Permission, Role, Rule};
 /// use serde_json::json;
 ///
 /// let alice = AuthContext::User(Arc::new(Caller {
 ///     id: "usr_a".into(), email: "a@x.y".into(), role: Role::Authenticated, created_at: String::new(),
 /// }));
 /// let anon = AuthContext::Anonymous;
-/// let record = |rule, op, owner| Request::Record { rule, op, owner };
+/// let record = |rule: &'static Permission, op, owner| Request::Record { rule, op, owner, record: None };
+/// let (owner_rule, auth_rule): (&Permission, &Permission) =
+///     (Box::leak(Box::new(Rule::Owner.into())), Box::leak(Box::new(Rule::Authenticated.into())));
 ///
 /// // Collection rules: `owner` lets alice read her record, not bob's; lists show only hers,
 /// // and her update goes ahead only if the record is still hers when the write runs.
-/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Read, Some("usr_a"))), Decision::Allow);
-/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Read, Some("usr_b"))), Decision::Forbidden);
-/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::List, None)), Decision::AllowOwnedBy("usr_a".into()));
-/// assert_eq!(authorize(&alice, record(Rule::Owner, Operation::Update, Some("usr_a"))), Decision::AllowOwnedBy("usr_a".into()));
-/// assert_eq!(authorize(&anon, record(Rule::Authenticated, Operation::Read, None)), Decision::Unauthenticated);
+/// assert_eq!(authorize(&alice, record(owner_rule, Operation::Read, Some("usr_a"))), Decision::Allow);
+/// assert_eq!(authorize(&alice, record(owner_rule, Operation::Read, Some("usr_b"))), Decision::Forbidden);
+/// assert_eq!(authorize(&alice, record(owner_rule, Operation::List, None)), Decision::AllowOwnedBy("usr_a".into()));
+/// assert_eq!(authorize(&alice, record(owner_rule, Operation::Update, Some("usr_a"))), Decision::AllowOwnedBy("usr_a".into()));
+/// assert_eq!(authorize(&anon, record(auth_rule, Operation::Read, None)), Decision::Unauthenticated);
 ///
 /// // Owners of new records: a signed-in non-admin always owns what they create; anonymous
 /// // creators cannot claim anyone.
@@ -133,7 +158,15 @@ pub fn authorize(ctx: &AuthContext, request: Request<'_>) -> Decision {
     use Decision::*;
     let admin = ctx.is_admin();
     match (request, ctx.user()) {
-        (Request::Record { rule, op, owner }, _) => decide(ctx, rule, op, owner),
+        (
+            Request::Record {
+                rule,
+                op,
+                owner,
+                record,
+            },
+            _,
+        ) => decide(ctx, rule, op, owner, record),
         (Request::NewOwner { .. }, None) => AllowUnowned,
         (Request::NewOwner { requested: Some(v) }, Some(_)) if admin && !v.is_null() => Allow,
         (Request::NewOwner { .. }, Some(u)) => AllowAsOwner(u.id.clone()),
@@ -155,13 +188,26 @@ pub fn authorize(ctx: &AuthContext, request: Request<'_>) -> Decision {
     }
 }
 
-/// [`authorize`] for `Request::Record`: may `ctx` do `op` under the collection rule `rule`?
-/// `owner` is the record's owner for operations on one existing record (read, update, delete);
-/// it is ignored for list and create.
-pub fn decide(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>) -> Decision {
+/// [`authorize`] for `Request::Record`: may `ctx` do `op` under the collection's permission
+/// `rule`? `owner` (keyword rules) and `record` (expression rules) describe the existing record
+/// for operations on one (read, update, delete); both are ignored for list and create.
+pub fn decide(
+    ctx: &AuthContext,
+    rule: &Permission,
+    op: Operation,
+    owner: Option<&str>,
+    record: Option<&Value>,
+) -> Decision {
     if ctx.is_admin() {
         return Decision::Allow;
     }
+    match rule {
+        Permission::Keyword(rule) => decide_keyword(ctx, *rule, op, owner),
+        Permission::Expression(e) => decide_expression(ctx, e, op, record),
+    }
+}
+
+fn decide_keyword(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>) -> Decision {
     let user = ctx.user();
     match rule {
         Rule::Public => Decision::Allow,
@@ -191,6 +237,33 @@ pub fn decide(ctx: &AuthContext, rule: Rule, op: Operation, owner: Option<&str>)
     }
 }
 
+/// An expression rule: evaluated on the record when there is one (a write re-checks it in its
+/// transaction); a list or a create carries it to the store. A record it rejects is 401 for an
+/// anonymous caller and 403 for a signed-in one, as with the keyword rules.
+fn decide_expression(
+    ctx: &AuthContext,
+    rule: &Arc<RuleExpression>,
+    op: Operation,
+    record: Option<&Value>,
+) -> Decision {
+    let record = match (op, record) {
+        (Operation::List | Operation::Create, _) | (_, None) => {
+            return Decision::AllowMatching(rule.clone());
+        }
+        (_, Some(record)) => record,
+    };
+    if !rule.filter.matches(record, &request_vars(ctx)) {
+        return match ctx.user() {
+            Some(_) => Decision::Forbidden,
+            None => Decision::Unauthenticated,
+        };
+    }
+    match op {
+        Operation::Read => Decision::Allow,
+        _ => Decision::AllowMatching(rule.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +285,7 @@ mod tests {
         for rule in [Rule::Authenticated, Rule::Owner, Rule::Admin] {
             for op in [Operation::List, Operation::Create, Operation::Read] {
                 assert_eq!(
-                    decide(&AuthContext::Anonymous, rule, op, None),
+                    decide(&AuthContext::Anonymous, &rule.into(), op, None, None),
                     Decision::Unauthenticated
                 );
             }
@@ -220,35 +293,101 @@ mod tests {
         assert_eq!(
             decide(
                 &AuthContext::Anonymous,
-                Rule::Public,
+                &Rule::Public.into(),
                 Operation::Delete,
+                None,
                 None
             ),
             Decision::Allow
         );
     }
 
+    fn expression(src: &str) -> Permission {
+        let def = bakend_store::collections::definition::parse(&json!({
+            "name": "t",
+            "fields": [{"name": "published", "type": "boolean"}, {"name": "user_id", "type": "string"}],
+            "permissions": {"read": src}
+        }))
+        .unwrap()
+        .def;
+        def.permissions.read
+    }
+
+    #[test]
+    fn expression_rules_decide_on_the_record() {
+        let rule = expression("published = true || user_id = @request.auth.id");
+        let Permission::Expression(e) = &rule else {
+            panic!("not an expression: {rule:?}")
+        };
+        let alice = user("usr_a", Role::Authenticated);
+        let anon = AuthContext::Anonymous;
+        let hers = json!({"id": "r1", "published": false, "user_id": "usr_a"});
+        let public = json!({"id": "r2", "published": true, "user_id": "usr_b"});
+        let bobs = json!({"id": "r3", "published": false, "user_id": "usr_b"});
+        let read =
+            |ctx: &AuthContext, r: &Value| decide(ctx, &rule, Operation::Read, None, Some(r));
+        assert_eq!(read(&alice, &hers), Decision::Allow);
+        assert_eq!(read(&alice, &public), Decision::Allow);
+        assert_eq!(read(&alice, &bobs), Decision::Forbidden);
+        assert_eq!(read(&anon, &public), Decision::Allow);
+        assert_eq!(read(&anon, &hers), Decision::Unauthenticated);
+        // Lists and creates carry the rule to the store; writes re-check it there.
+        let matching = Decision::AllowMatching(e.clone());
+        assert_eq!(decide(&alice, &rule, Operation::List, None, None), matching);
+        assert_eq!(
+            decide(&anon, &rule, Operation::Create, None, None),
+            matching
+        );
+        assert_eq!(
+            decide(&alice, &rule, Operation::Update, None, Some(&hers)),
+            matching
+        );
+        assert_eq!(
+            decide(&alice, &rule, Operation::Delete, None, Some(&bobs)),
+            Decision::Forbidden
+        );
+        // Admins are never asked.
+        let admin = user("usr_x", Role::Admin);
+        assert_eq!(read(&admin, &bobs), Decision::Allow);
+        assert!(matches!(
+            matching.precondition(&alice),
+            Precondition::Matches(_, v) if v.auth_id.as_deref() == Some("usr_a")
+        ));
+    }
+
     #[test]
     fn owner_rule_per_operation() {
         let alice = user("usr_a", Role::Authenticated);
         assert_eq!(
-            decide(&alice, Rule::Owner, Operation::List, None),
+            decide(&alice, &Rule::Owner.into(), Operation::List, None, None),
             Decision::AllowOwnedBy("usr_a".into())
         );
         assert_eq!(
-            decide(&alice, Rule::Owner, Operation::Create, None),
+            decide(&alice, &Rule::Owner.into(), Operation::Create, None, None),
             Decision::AllowAsOwner("usr_a".into())
         );
         assert_eq!(
-            decide(&alice, Rule::Owner, Operation::Read, Some("usr_a")),
+            decide(
+                &alice,
+                &Rule::Owner.into(),
+                Operation::Read,
+                Some("usr_a"),
+                None
+            ),
             Decision::Allow
         );
         assert_eq!(
-            decide(&alice, Rule::Owner, Operation::Update, Some("usr_b")),
+            decide(
+                &alice,
+                &Rule::Owner.into(),
+                Operation::Update,
+                Some("usr_b"),
+                None
+            ),
             Decision::Forbidden
         );
         assert_eq!(
-            decide(&alice, Rule::Owner, Operation::Delete, None),
+            decide(&alice, &Rule::Owner.into(), Operation::Delete, None, None),
             Decision::Forbidden
         );
     }
@@ -371,11 +510,11 @@ mod tests {
         let alice = user("usr_a", Role::Authenticated);
         for op in [Operation::Update, Operation::Delete] {
             assert_eq!(
-                decide(&alice, Rule::Owner, op, Some("usr_a")),
+                decide(&alice, &Rule::Owner.into(), op, Some("usr_a"), None),
                 Decision::AllowOwnedBy("usr_a".into())
             );
             assert_eq!(
-                decide(&alice, Rule::Authenticated, op, Some("usr_b")),
+                decide(&alice, &Rule::Authenticated.into(), op, Some("usr_b"), None),
                 Decision::Allow
             );
         }
@@ -386,17 +525,17 @@ mod tests {
         let admin = user("usr_x", Role::Admin);
         for rule in [Rule::Public, Rule::Authenticated, Rule::Owner, Rule::Admin] {
             assert_eq!(
-                decide(&admin, rule, Operation::Update, Some("other")),
+                decide(&admin, &rule.into(), Operation::Update, Some("other"), None),
                 Decision::Allow
             );
         }
         let p = user("usr_p", Role::Public);
         assert_eq!(
-            decide(&p, Rule::Authenticated, Operation::Read, None),
+            decide(&p, &Rule::Authenticated.into(), Operation::Read, None, None),
             Decision::Allow
         );
         assert_eq!(
-            decide(&p, Rule::Admin, Operation::Read, None),
+            decide(&p, &Rule::Admin.into(), Operation::Read, None, None),
             Decision::Forbidden
         );
     }

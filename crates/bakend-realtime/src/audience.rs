@@ -7,7 +7,7 @@
 //! protected upload, no error text on `function.*`/`job.*`.
 
 use bakend_auth::permissions::{Decision, decide};
-use bakend_auth::{AuthContext, Operation, Rule};
+use bakend_auth::{AuthContext, Operation, Permission, Rule};
 use bakend_core::access::OWNER_FIELD;
 use bakend_core::{Event, EventSource};
 use serde_json::{Map, Value, json};
@@ -18,15 +18,17 @@ use crate::protocol::event_frame;
 /// What the hub needs to know about collections: the read rule, and whether the collection
 /// has an owner field. `None` means the collection does not exist (its events go nowhere).
 pub trait ReadRules: Send + Sync + 'static {
-    fn read_rule(&self, collection: &str) -> Option<(Rule, bool)>;
+    fn read_rule(&self, collection: &str) -> Option<(Permission, bool)>;
 }
 
 #[derive(Debug)]
 pub enum Audience {
-    /// Readable under `rule` for a record owned by `owner`.
+    /// Readable under `rule` for a record owned by `owner`; an expression rule is evaluated on
+    /// `record` (the record now, or as it was before a deletion).
     Rule {
-        rule: Rule,
+        rule: Permission,
         owner: Option<String>,
+        record: Option<Value>,
     },
     /// Everyone subscribed; non-admins other than the subject may get a redacted frame.
     Everyone,
@@ -84,8 +86,10 @@ pub fn can_read_record(
     let owner = record.get(OWNER_FIELD).and_then(Value::as_str);
     match rules.read_rule(collection) {
         None => false,
-        Some((Rule::Owner, false)) => ctx.is_admin(),
-        Some((rule, _)) => decide(ctx, rule, Operation::Read, owner) == Decision::Allow,
+        Some((Permission::Keyword(Rule::Owner), false)) => ctx.is_admin(),
+        Some((rule, _)) => {
+            decide(ctx, &rule, Operation::Read, owner, Some(record)) == Decision::Allow
+        }
     }
 }
 
@@ -97,14 +101,29 @@ impl Delivery {
             let audience = match rules.read_rule(collection) {
                 None => Audience::Nobody,
                 // An owner rule on a collection without an owner field: only admins read it.
-                Some((Rule::Owner, false)) => Audience::Rule {
-                    rule: Rule::Admin,
+                Some((Permission::Keyword(Rule::Owner), false)) => Audience::Rule {
+                    rule: Rule::Admin.into(),
                     owner: None,
+                    record: None,
                 },
-                Some((rule, _)) => Audience::Rule {
-                    rule,
-                    owner: e.subject.clone(),
-                },
+                Some((rule, _)) => {
+                    // An expression is decided on the record; a deletion's payload is only
+                    // `{id}`, so its record is the one before.
+                    let record = match &rule {
+                        Permission::Keyword(_) => None,
+                        Permission::Expression(_) => Some(
+                            e.previous
+                                .clone()
+                                .filter(|_| e.event_type.ends_with(".deleted"))
+                                .unwrap_or_else(|| e.payload.clone()),
+                        ),
+                    };
+                    Audience::Rule {
+                        rule,
+                        owner: e.subject.clone(),
+                        record,
+                    }
+                }
             };
             return Delivery {
                 audience,
@@ -130,10 +149,18 @@ impl Delivery {
     pub fn frame_for(&self, ctx: &AuthContext) -> Option<&Utf8Bytes> {
         match &self.audience {
             Audience::Nobody => None,
-            Audience::Rule { rule, owner } => {
-                (decide(ctx, *rule, Operation::Read, owner.as_deref()) == Decision::Allow)
-                    .then_some(&self.full)
-            }
+            Audience::Rule {
+                rule,
+                owner,
+                record,
+            } => (decide(
+                ctx,
+                rule,
+                Operation::Read,
+                owner.as_deref(),
+                record.as_ref(),
+            ) == Decision::Allow)
+                .then_some(&self.full),
             Audience::Everyone => {
                 let privileged = ctx.is_admin()
                     || (self.subject.is_some()
@@ -150,8 +177,9 @@ impl Delivery {
     pub fn sole_owner(&self) -> Option<Option<&str>> {
         match &self.audience {
             Audience::Rule {
-                rule: Rule::Owner,
+                rule: Permission::Keyword(Rule::Owner),
                 owner,
+                ..
             } => Some(owner.as_deref()),
             _ => None,
         }

@@ -720,7 +720,7 @@ mod tests {
     //! (in the manner of centrifuge's `hub_test.go`).
 
     use super::*;
-    use bakend_auth::Rule;
+    use bakend_auth::{Permission, Rule};
     use bakend_core::access::Role;
     use serde_json::json;
     use std::cell::RefCell;
@@ -779,15 +779,16 @@ mod tests {
 
     struct Rules;
     impl ReadRules for Rules {
-        fn read_rule(&self, collection: &str) -> Option<(Rule, bool)> {
-            match collection {
-                "posts" => Some((Rule::Public, true)),
-                "members" => Some((Rule::Authenticated, true)),
-                "notes" => Some((Rule::Owner, true)),
-                "ownerless" => Some((Rule::Owner, false)),
-                "secrets" => Some((Rule::Admin, true)),
-                _ => None,
-            }
+        fn read_rule(&self, collection: &str) -> Option<(Permission, bool)> {
+            let (rule, owned) = match collection {
+                "posts" => (Rule::Public, true),
+                "members" => (Rule::Authenticated, true),
+                "notes" => (Rule::Owner, true),
+                "ownerless" => (Rule::Owner, false),
+                "secrets" => (Rule::Admin, true),
+                _ => return None,
+            };
+            Some((rule.into(), owned))
         }
     }
 

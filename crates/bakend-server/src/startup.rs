@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::any;
-use bakend_auth::{AuthError, AuthService, Rule};
+use bakend_auth::{AuthError, AuthService, Permission};
 use bakend_core::config::{Config, DatabaseLocation};
 use bakend_events::{EventBus, LocalBus};
 use bakend_functions::watch::DirWatcher;
@@ -552,9 +552,9 @@ impl Drop for AbortOnDrop {
 struct RegistryRules(Arc<Registry>);
 
 impl ReadRules for RegistryRules {
-    fn read_rule(&self, collection: &str) -> Option<(Rule, bool)> {
+    fn read_rule(&self, collection: &str) -> Option<(Permission, bool)> {
         let c = self.0.get(collection)?;
-        Some((c.def.permissions.read, c.layout.has_owner()))
+        Some((c.def.permissions.read.clone(), c.layout.has_owner()))
     }
 }
 

@@ -9,7 +9,7 @@ use bakend_filter::Filter;
 use bakend_functions::services::BoxFuture;
 use bakend_functions::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
 use bakend_storage::FileService;
-use bakend_store::{FileAccess, ListQuery, RecordStore, StoreError};
+use bakend_store::{FileAccess, ListQuery, Precondition, RecordStore, StoreError};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -86,7 +86,7 @@ impl RecordsApi for Records {
         Box::pin(async move {
             let c = store.collection(&collection).map_err(service_error)?;
             store
-                .create(c, data, FileAccess::Any)
+                .create(c, data, FileAccess::Any, Precondition::None)
                 .await
                 .map_err(service_error)
         })
@@ -103,7 +103,7 @@ impl RecordsApi for Records {
         Box::pin(async move {
             let c = store.collection(&collection).map_err(service_error)?;
             store
-                .update(c, id, data, None, FileAccess::Any)
+                .update(c, id, data, Precondition::None, FileAccess::Any)
                 .await
                 .map_err(service_error)
         })
@@ -118,7 +118,7 @@ impl RecordsApi for Records {
         let store = self.writer(depth);
         Box::pin(async move {
             let c = store.collection(&collection).map_err(service_error)?;
-            match store.delete(c, id, None).await {
+            match store.delete(c, id, Precondition::None).await {
                 Ok(()) => Ok(true),
                 Err(StoreError::RecordNotFound(_)) => Ok(false),
                 Err(e) => Err(service_error(e)),

@@ -78,7 +78,14 @@ fn bench_create(c: &mut Criterion) {
                                 let store = store.clone();
                                 let c = collection.clone();
                                 tokio::spawn(async move {
-                                    store.create(c, body(), bakend_store::FileAccess::Any).await
+                                    store
+                                        .create(
+                                            c,
+                                            body(),
+                                            bakend_store::FileAccess::Any,
+                                            Default::default(),
+                                        )
+                                        .await
                                 })
                             })
                             .collect();

@@ -12,11 +12,13 @@ pub mod db;
 pub mod error;
 pub mod records;
 
-pub use collections::definition::{CollectionDef, FieldDef, FieldType, Permissions};
+pub use collections::definition::{
+    CollectionDef, FieldDef, FieldType, Permission, Permissions, RuleExpression,
+};
 pub use collections::layout::{RecordLayout, SystemColumn};
 pub use collections::registry::{Collection, Registry};
 pub use db::{Committed, Database};
 pub use error::{FieldError, StoreError};
 pub use records::cursor::Cursor;
-pub use records::store::{ListQuery, Page, RecordStore};
+pub use records::store::{ListQuery, Page, Precondition, RecordStore};
 pub use records::validate::FileAccess;

@@ -97,6 +97,15 @@ async fn bad_collection_files_stop_start_before_any_write() {
             json!({"name": "b", "fields": [], "permissions": {"read": "bogus"}}),
             "Permission \"read\" must be one of",
         ),
+        // Expression rules are checked against the fields at load, with the position.
+        (
+            json!({"name": "b", "fields": [{"name": "t", "type": "string"}], "permissions": {"update": "t = 'x' && publshed = true"}}),
+            "Permission \"update\" must be one of public, authenticated, owner, admin or a valid expression: filter: unknown field \"publshed\" at 12",
+        ),
+        (
+            json!({"name": "b", "fields": [{"name": "n", "type": "integer"}], "permissions": {"read": "n > 'many'"}}),
+            "Permission \"read\"",
+        ),
         (
             json!({"name": "b", "fields": [{"name": "r", "type": "relation", "collection": "ghost"}]}),
             "references unknown collection \"ghost\"",

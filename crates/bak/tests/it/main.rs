@@ -25,6 +25,7 @@ mod reads;
 mod realtime;
 mod rest;
 mod resume;
+mod rules;
 mod slow_clients;
 mod storage;
 mod storm;

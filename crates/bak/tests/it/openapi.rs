@@ -354,7 +354,10 @@ async fn lists_each_collection_with_its_fields_required_and_limits() {
     // List parameters, with the sort keys of this collection.
     let params = paths["/api/posts"]["get"]["parameters"].as_array().unwrap();
     let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["page", "perPage", "sort", "skipTotal", "after"]);
+    assert_eq!(
+        names,
+        ["page", "perPage", "sort", "skipTotal", "after", "filter"]
+    );
     assert_eq!(params[3]["schema"]["type"], "boolean");
     let list = &schemas["posts_list"];
     assert_eq!(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bakend_auth::permissions::{Decision, decide};
-use bakend_auth::{AuthContext, Caller, Operation, Role, Rule};
+use bakend_auth::{AuthContext, Caller, Operation, Role};
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,11 +14,35 @@ use serde_json::{Value, json};
 use crate::harness::{Session, TestServer};
 
 const RULES: [&str; 4] = ["public", "authenticated", "owner", "admin"];
+/// An expression rule: the caller's own records, and anyone's whose `t` is still "x" (updates
+/// set it to "y", so records leave other users' read sets).
+const EXPR_RULE: &str = "user_id = @request.auth.id || t = 'x'";
+/// The property test's collections: `c_<name>` with `rule` for every operation.
+const COLLS: [(&str, &str); 5] = [
+    ("public", "public"),
+    ("authenticated", "authenticated"),
+    ("owner", "owner"),
+    ("admin", "admin"),
+    ("expr", EXPR_RULE),
+];
 const ADMIN: &str = "admin@example.com";
 
 fn collection(rule: &str) -> Value {
-    json!({"name": format!("c_{rule}"), "fields": [{"name": "t", "type": "string"}, {"name": "user_id", "type": "string"}],
+    named_collection(rule, rule)
+}
+
+fn named_collection(name: &str, rule: &str) -> Value {
+    json!({"name": format!("c_{name}"), "fields": [{"name": "t", "type": "string"}, {"name": "user_id", "type": "string"}],
            "permissions": {"create": rule, "read": rule, "update": rule, "delete": rule}})
+}
+
+/// A collection's read permission as the server parsed it.
+fn read_permission(name: &str, rule: &str) -> bakend_store::Permission {
+    bakend_store::collections::definition::parse(&named_collection(name, rule))
+        .unwrap()
+        .def
+        .permissions
+        .read
 }
 
 /// A public collection with an owner and a `file` field, for attaching files.
@@ -29,6 +53,7 @@ fn with_files() -> Value {
 
 async fn server() -> TestServer {
     let mut cols: Vec<Value> = RULES.iter().map(|r| collection(r)).collect();
+    cols.push(named_collection("expr", EXPR_RULE));
     cols.push(with_files());
     TestServer::start_with_env(
         &cols,
@@ -654,7 +679,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..5usize, 0..4usize).prop_map(|(actor, coll)| Op::Create { actor, coll }),
+        4 => (0..5usize, 0..COLLS.len()).prop_map(|(actor, coll)| Op::Create { actor, coll }),
         2 => (0..5usize, any::<usize>()).prop_map(|(actor, pick)| Op::Update { actor, pick }),
         1 => (0..5usize, any::<usize>()).prop_map(|(actor, pick)| Op::Delete { actor, pick }),
         1 => (any::<usize>(), 0..4usize).prop_map(|(pick, to)| Op::Transfer { pick, to }),
@@ -686,8 +711,8 @@ async fn run_case(ops: Vec<Op>) {
     }
     users.push(s.register(ADMIN).await);
     let token = |i: usize| -> Option<String> { (i > 0).then(|| users[i - 1].token.clone()) };
-    // Model: record id -> (collection index, owner)
-    let mut model: HashMap<String, (usize, Option<String>)> = HashMap::new();
+    // Model: record id -> (collection index, the record as stored)
+    let mut model: HashMap<String, (usize, Value)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     for op in ops {
         match op {
@@ -695,7 +720,7 @@ async fn run_case(ops: Vec<Op>) {
                 let r = s
                     .call(
                         Method::POST,
-                        &format!("/api/c_{}", RULES[coll]),
+                        &format!("/api/c_{}", COLLS[coll].0),
                         token(actor).as_deref(),
                         Some(&json!({"t": "x"})),
                     )
@@ -703,10 +728,7 @@ async fn run_case(ops: Vec<Op>) {
                 if r.status == 201 {
                     let rec = r.json();
                     let id = rec["id"].as_str().unwrap().to_string();
-                    model.insert(
-                        id.clone(),
-                        (coll, rec["user_id"].as_str().map(str::to_string)),
-                    );
+                    model.insert(id.clone(), (coll, rec));
                     order.push(id);
                 }
             }
@@ -720,7 +742,7 @@ async fn run_case(ops: Vec<Op>) {
                 let r = s
                     .call(
                         m,
-                        &format!("/api/c_{}/{id}", RULES[coll]),
+                        &format!("/api/c_{}/{id}", COLLS[coll].0),
                         token(actor).as_deref(),
                         (!delete).then_some(&json!({"t": "y"})),
                     )
@@ -732,6 +754,8 @@ async fn run_case(ops: Vec<Op>) {
                 );
                 if r.status == 204 {
                     model.remove(&id);
+                } else if r.status == 200 {
+                    model.insert(id, (coll, r.json()));
                 }
             }
             Op::Transfer { pick, to } if !order.is_empty() => {
@@ -743,13 +767,13 @@ async fn run_case(ops: Vec<Op>) {
                 let r = s
                     .call(
                         Method::PUT,
-                        &format!("/api/c_{}/{id}", RULES[coll]),
+                        &format!("/api/c_{}/{id}", COLLS[coll].0),
                         token(4).as_deref(),
                         Some(&json!({"user_id": new_owner})),
                     )
                     .await;
                 assert_eq!(r.status, 200, "{}", r.text);
-                model.insert(id, (coll, Some(new_owner)));
+                model.insert(id, (coll, r.json()));
             }
             _ => {}
         }
@@ -757,21 +781,24 @@ async fn run_case(ops: Vec<Op>) {
     // What each caller reads over REST equals what the permission function says.
     for caller in 0..5 {
         let ctx = ctx_of(caller, &users);
-        for (ci, rule_name) in RULES.iter().enumerate() {
-            let rule = Rule::parse(rule_name).unwrap();
+        for (ci, (name, rule_src)) in COLLS.iter().enumerate() {
+            let rule = read_permission(name, rule_src);
             let r = s
                 .call(
                     Method::GET,
-                    &format!("/api/c_{rule_name}?perPage=1000"),
+                    &format!("/api/c_{name}?perPage=1000"),
                     token(caller).as_deref(),
                     None,
                 )
                 .await;
-            let decision = decide(&ctx, rule, Operation::List, None);
-            match decision {
+            let readable = |rec: &Value| {
+                let owner = rec["user_id"].as_str();
+                decide(&ctx, &rule, Operation::Read, owner, Some(rec)) == Decision::Allow
+            };
+            match decide(&ctx, &rule, Operation::List, None, None) {
                 Decision::Unauthenticated => assert_eq!(r.status, 401),
                 Decision::Forbidden => assert_eq!(r.status, 403),
-                Decision::Allow | Decision::AllowOwnedBy(_) => {
+                Decision::Allow | Decision::AllowOwnedBy(_) | Decision::AllowMatching(_) => {
                     assert_eq!(r.status, 200, "{}", r.text);
                     let got: BTreeSet<String> = r.json()["items"]
                         .as_array()
@@ -781,32 +808,34 @@ async fn run_case(ops: Vec<Op>) {
                         .collect();
                     let want: BTreeSet<String> = model
                         .iter()
-                        .filter(|(_, (c, owner))| {
-                            *c == ci
-                                && decide(&ctx, rule, Operation::Read, owner.as_deref())
-                                    == Decision::Allow
-                        })
+                        .filter(|(_, (c, rec))| *c == ci && readable(rec))
                         .map(|(id, _)| id.clone())
                         .collect();
-                    assert_eq!(got, want, "caller {caller} list of {rule_name}");
+                    assert_eq!(got, want, "caller {caller} list of {name}");
                 }
                 Decision::AllowAsOwner(_) | Decision::AllowUnowned => unreachable!(),
             }
-            for (id, (c, owner)) in model.iter().filter(|(_, (c, _))| *c == ci) {
+            for (id, (_, rec)) in model.iter().filter(|(_, (c, _))| *c == ci) {
                 let r = s
                     .call(
                         Method::GET,
-                        &format!("/api/c_{}/{id}", RULES[*c]),
+                        &format!("/api/c_{name}/{id}"),
                         token(caller).as_deref(),
                         None,
                     )
                     .await;
-                let want = match decide(&ctx, rule, Operation::Read, owner.as_deref()) {
+                let want = match decide(
+                    &ctx,
+                    &rule,
+                    Operation::Read,
+                    rec["user_id"].as_str(),
+                    Some(rec),
+                ) {
                     Decision::Allow => 200,
                     Decision::Unauthenticated => 401,
                     _ => 403,
                 };
-                assert_eq!(r.status, want, "caller {caller} get {rule_name}/{id}");
+                assert_eq!(r.status, want, "caller {caller} get {name}/{id}");
             }
         }
     }

@@ -342,7 +342,7 @@ async fn list_is_newest_first_and_paginated() {
     }
     // Unknown parameters are ignored.
     assert_eq!(
-        s.get("/api/posts?limit=1&filter=x").await.json()["items"]
+        s.get("/api/posts?limit=1&unknown=x").await.json()["items"]
             .as_array()
             .unwrap()
             .len(),

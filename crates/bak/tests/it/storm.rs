@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bakend_auth::permissions::{Decision, decide};
-use bakend_auth::{AuthContext, Caller, Operation, Role, Rule};
+use bakend_auth::{AuthContext, Caller, Operation, Role};
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ struct Client {
     url: String,
     got: Vec<(String, String)>,
     /// Per collection: a resume replays channel by channel, so positions are per channel.
-    last_seq: [u64; 4],
+    last_seq: [u64; COLLECTIONS.len()],
 }
 
 impl Client {
@@ -47,13 +47,25 @@ impl Client {
 
 const USERS: usize = 50;
 const ADMIN: &str = "admin@example.com";
-/// (name, read rule, update/delete rule)
-const COLLECTIONS: [(&str, &str, &str); 4] = [
+/// (name, read rule, update/delete rule). `drafts` has expression rules: everyone reads a
+/// draft while its title is still "c"; an update (title "u") takes it out of everyone's read
+/// set but its owner's, a transfer moves it between owners.
+const COLLECTIONS: [(&str, &str, &str); 5] = [
     ("posts", "public", "authenticated"),
     ("members", "authenticated", "authenticated"),
     ("notes", "owner", "owner"),
     ("secrets", "admin", "admin"),
+    (
+        "drafts",
+        "title = 'c' || user_id = @request.auth.id",
+        "user_id = @request.auth.id",
+    ),
 ];
+
+fn definition((name, read, write): (&str, &str, &str)) -> Value {
+    json!({"name": name, "fields": [{"name": "title", "type": "string"}, {"name": "user_id", "type": "string"}],
+           "permissions": {"create": "authenticated", "read": read, "update": write, "delete": write}})
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -81,7 +93,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..=USERS, 0..4usize).prop_map(|(actor, coll)| Op::Create { actor, coll }),
+        4 => (0..=USERS, 0..COLLECTIONS.len()).prop_map(|(actor, coll)| Op::Create { actor, coll }),
         3 => (0..=USERS, any::<usize>()).prop_map(|(actor, pick)| Op::Update { actor, pick }),
         1 => (0..=USERS, any::<usize>()).prop_map(|(actor, pick)| Op::Delete { actor, pick }),
         2 => (any::<usize>(), 0..USERS).prop_map(|(pick, to)| Op::Transfer { pick, to }),
@@ -92,18 +104,25 @@ fn op() -> impl Strategy<Value = Op> {
 struct Record {
     id: String,
     coll: usize,
-    owner: Option<String>,
+    /// As last written.
+    rec: Value,
 }
 
-/// (event type, record id, owner the decision is made on)
-type Emitted = (String, String, Option<String>, usize);
+/// (event type, record id, collection, the record the decision is made on: as written, or
+/// for a deletion as it was before)
+type Emitted = (String, String, usize, Value);
 
 async fn run_storm(ops: Vec<Op>) {
-    let defs: Vec<Value> = COLLECTIONS
+    let defs: Vec<Value> = COLLECTIONS.into_iter().map(definition).collect();
+    // The read permissions as the server parses them.
+    let read_rules: Vec<bakend_store::Permission> = defs
         .iter()
-        .map(|(name, read, write)| {
-            json!({"name": name, "fields": [{"name": "title", "type": "string"}, {"name": "user_id", "type": "string"}],
-                   "permissions": {"create": "authenticated", "read": read, "update": write, "delete": write}})
+        .map(|d| {
+            bakend_store::collections::definition::parse(d)
+                .unwrap()
+                .def
+                .permissions
+                .read
         })
         .collect();
     let s = TestServer::start_with_env(
@@ -152,7 +171,7 @@ async fn run_storm(ops: Vec<Op>) {
             ws,
             url,
             got: Vec::new(),
-            last_seq: [0; 4],
+            last_seq: [0; COLLECTIONS.len()],
         });
     }
 
@@ -172,11 +191,10 @@ async fn run_storm(ops: Vec<Op>) {
                     .await;
                 assert_eq!(r.status, 201, "{}", r.text);
                 let rec = r.json();
-                let owner = rec["user_id"].as_str().map(str::to_string);
-                assert_eq!(owner.as_deref(), Some(users[actor].id.as_str()));
+                assert_eq!(rec["user_id"].as_str(), Some(users[actor].id.as_str()));
                 let id = rec["id"].as_str().unwrap().to_string();
-                emitted.push((format!("{name}.created"), id.clone(), owner.clone(), coll));
-                records.push(Record { id, coll, owner });
+                emitted.push((format!("{name}.created"), id.clone(), coll, rec.clone()));
+                records.push(Record { id, coll, rec });
             }
             Op::Update { actor, pick } | Op::Delete { actor, pick } if !records.is_empty() => {
                 let i = pick % records.len();
@@ -198,15 +216,16 @@ async fn run_storm(ops: Vec<Op>) {
                 match r.status {
                     204 => {
                         let rec = records.remove(i);
-                        emitted.push((format!("{name}.deleted"), rec.id, rec.owner, rec.coll));
+                        emitted.push((format!("{name}.deleted"), rec.id, rec.coll, rec.rec));
                     }
                     200 => {
+                        records[i].rec = r.json();
                         let rec = &records[i];
                         emitted.push((
                             format!("{name}.updated"),
                             rec.id.clone(),
-                            rec.owner.clone(),
                             rec.coll,
+                            rec.rec.clone(),
                         ));
                     }
                     403 => {}
@@ -226,13 +245,14 @@ async fn run_storm(ops: Vec<Op>) {
                     )
                     .await;
                 assert_eq!(r.status, 200, "{}", r.text);
-                records[i].owner = Some(new_owner);
+                records[i].rec = r.json();
+                assert_eq!(records[i].rec["user_id"].as_str(), Some(new_owner.as_str()));
                 let rec = &records[i];
                 emitted.push((
                     format!("{name}.updated"),
                     rec.id.clone(),
-                    rec.owner.clone(),
                     rec.coll,
+                    rec.rec.clone(),
                 ));
             }
             Op::Reconnect { socket } => {
@@ -279,9 +299,15 @@ async fn run_storm(ops: Vec<Op>) {
         }));
         let want: Vec<(String, String)> = emitted
             .iter()
-            .filter(|(_, _, owner, coll)| {
-                let rule = Rule::parse(COLLECTIONS[*coll].1).unwrap();
-                decide(&ctx[i], rule, Operation::Read, owner.as_deref()) == Decision::Allow
+            .filter(|(_, _, coll, rec)| {
+                let owner = rec["user_id"].as_str();
+                decide(
+                    &ctx[i],
+                    &read_rules[*coll],
+                    Operation::Read,
+                    owner,
+                    Some(rec),
+                ) == Decision::Allow
             })
             .map(|(t, id, _, _)| (t.clone(), id.clone()))
             .collect();

@@ -6,7 +6,7 @@
 //! before a rule was tightened (a forced migration keeps it), so the record schema promises
 //! types, not rules.
 
-use bakend_auth::{Operation, Rule};
+use bakend_auth::{Operation, Permission, Rule};
 use bakend_core::config::ApiConfig;
 use bakend_store::{Collection, FieldDef, FieldType};
 use serde_json::{Map, Value, json};
@@ -260,10 +260,10 @@ fn field_description(f: &FieldDef, owner: bool, usage: Usage) -> String {
 /// `/api/<c>`: list and create.
 fn collection_path(c: &Collection, api: &ApiConfig) -> Value {
     let p = &c.def.permissions;
-    let list_errors = [&[400][..], auth_errors(p.read, Operation::List), &[404]].concat();
+    let list_errors = [&[400][..], auth_errors(&p.read, Operation::List), &[404]].concat();
     let create_errors = [
         &[400][..],
-        auth_errors(p.create, Operation::Create),
+        auth_errors(&p.create, Operation::Create),
         &[404, 413, 503],
     ]
     .concat();
@@ -272,8 +272,8 @@ fn collection_path(c: &Collection, api: &ApiConfig) -> Value {
             "operationId": format!("{}_list", c.name()),
             "tags": [c.name()],
             "summary": format!("List `{}` records, one page at a time", c.name()),
-            "description": rule_note(p.read, Operation::List),
-            "security": security(p.read),
+            "description": rule_note(&p.read, Operation::List),
+            "security": security(&p.read),
             "parameters": list_parameters(c, api),
             "responses": responses(
                 vec![(200, json_response("A page of records", schema_ref(&name(c, "list"))))],
@@ -284,8 +284,8 @@ fn collection_path(c: &Collection, api: &ApiConfig) -> Value {
             "operationId": format!("{}_create", c.name()),
             "tags": [c.name()],
             "summary": format!("Create a `{}` record", c.name()),
-            "description": rule_note(p.create, Operation::Create),
-            "security": security(p.create),
+            "description": rule_note(&p.create, Operation::Create),
+            "security": security(&p.create),
             "requestBody": json_body(schema_ref(&name(c, "create"))),
             "responses": responses(
                 vec![(201, with_links(
@@ -301,13 +301,13 @@ fn collection_path(c: &Collection, api: &ApiConfig) -> Value {
 /// `/api/<c>/{id}`: get, update, delete.
 fn record_path(c: &Collection) -> Value {
     let p = &c.def.permissions;
-    let get_errors = [auth_errors(p.read, Operation::Read), &[404]].concat();
-    let mut update_auth = auth_errors(p.update, Operation::Update).to_vec();
+    let get_errors = [auth_errors(&p.read, Operation::Read), &[404]].concat();
+    let mut update_auth = auth_errors(&p.update, Operation::Update).to_vec();
     if c.layout.has_owner() && !update_auth.contains(&403) {
         update_auth.push(403); // "Only admins can change user_id"
     }
     let update_errors = [&[400][..], &update_auth, &[404, 413, 503]].concat();
-    let delete_errors = [auth_errors(p.delete, Operation::Delete), &[404, 503]].concat();
+    let delete_errors = [auth_errors(&p.delete, Operation::Delete), &[404, 503]].concat();
     let record = || schema_ref(&name(c, "record"));
     json!({
         "parameters": [{
@@ -321,16 +321,16 @@ fn record_path(c: &Collection) -> Value {
             "operationId": format!("{}_get", c.name()),
             "tags": [c.name()],
             "summary": format!("Get one `{}` record", c.name()),
-            "description": rule_note(p.read, Operation::Read),
-            "security": security(p.read),
+            "description": rule_note(&p.read, Operation::Read),
+            "security": security(&p.read),
             "responses": responses(vec![(200, json_response("The record", record()))], &get_errors),
         },
         "put": {
             "operationId": format!("{}_update", c.name()),
             "tags": [c.name()],
             "summary": format!("Update a `{}` record (partial)", c.name()),
-            "description": format!("{} A body without any field of the collection returns the record unchanged.", rule_note(p.update, Operation::Update)),
-            "security": security(p.update),
+            "description": format!("{} A body without any field of the collection returns the record unchanged.", rule_note(&p.update, Operation::Update)),
+            "security": security(&p.update),
             "requestBody": json_body(schema_ref(&name(c, "update"))),
             "responses": responses(vec![(200, json_response("The updated record", record()))], &update_errors),
         },
@@ -338,8 +338,8 @@ fn record_path(c: &Collection) -> Value {
             "operationId": format!("{}_delete", c.name()),
             "tags": [c.name()],
             "summary": format!("Delete a `{}` record", c.name()),
-            "description": rule_note(p.delete, Operation::Delete),
-            "security": security(p.delete),
+            "description": rule_note(&p.delete, Operation::Delete),
+            "security": security(&p.delete),
             "responses": responses(vec![(204, empty_response("Deleted"))], &delete_errors),
         },
     })
@@ -408,7 +408,14 @@ fn list_parameters(c: &Collection, api: &ApiConfig) -> Value {
 }
 
 /// The 401/403 answers a rule can give a non-admin for an operation.
-fn auth_errors(rule: Rule, op: Operation) -> &'static [u16] {
+fn auth_errors(rule: &Permission, op: Operation) -> &'static [u16] {
+    let Some(rule) = rule.keyword() else {
+        // An expression: a list shows what it accepts; one record it rejects is 401 or 403.
+        return match op {
+            Operation::List => &[],
+            _ => &[401, 403],
+        };
+    };
     match (rule, op) {
         (Rule::Public, _) => &[],
         (Rule::Authenticated, _) => &[401],
@@ -419,15 +426,26 @@ fn auth_errors(rule: Rule, op: Operation) -> &'static [u16] {
     }
 }
 
-fn security(rule: Rule) -> Value {
-    match rule {
-        Rule::Public => bearer_optional(),
+fn security(rule: &Permission) -> Value {
+    match rule.keyword() {
+        Some(Rule::Public) | None => bearer_optional(),
         _ => bearer_required(),
     }
 }
 
-fn rule_note(rule: Rule, op: Operation) -> String {
-    let who = match (rule, op) {
+fn rule_note(rule: &Permission, op: Operation) -> String {
+    let Some(keyword) = rule.keyword() else {
+        let what = match op {
+            Operation::List => "lists show only the records it accepts for the caller",
+            Operation::Create => "the record as it would be stored must match it",
+            _ => "the record must match it for the caller",
+        };
+        return format!(
+            "Permission expression `{}`: {what} (admins always; docs/auth.md).",
+            rule.as_str()
+        );
+    };
+    let who = match (keyword, op) {
         (Rule::Public, _) => "anyone",
         (Rule::Authenticated, _) => "any signed-in user",
         (Rule::Owner, Operation::List) => "signed-in users, who see their own records",

@@ -4,10 +4,12 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use bakend_auth::permissions::{Decision, Request, authorize};
-use bakend_auth::{AuthContext, Operation};
-use bakend_filter::{Filter, RequestVars};
-use bakend_store::{Collection, Cursor, FileAccess, ListQuery, RecordLayout};
+use bakend_auth::permissions::{Decision, Request, authorize, request_vars};
+use bakend_auth::{AuthContext, Operation, Permission};
+use bakend_filter::Filter;
+use bakend_store::{
+    Collection, Cursor, FileAccess, ListQuery, Precondition, RecordLayout, StoreError,
+};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -18,6 +20,15 @@ use crate::state::AppState;
 
 fn collection(state: &AppState, name: &str) -> Result<Arc<Collection>, ApiError> {
     Ok(state.records.collection(name)?)
+}
+
+/// A write the store refused because its precondition failed when it ran is 401 for an
+/// anonymous caller and 403 for a signed-in one, like the refusals decided before it.
+fn refused(ctx: &AuthContext, e: StoreError) -> ApiError {
+    match (e, ctx.user()) {
+        (StoreError::Forbidden, None) => ApiError::unauthorized(),
+        (e, _) => e.into(),
+    }
 }
 
 /// Turns a refusal into 401/403 and hands back any other decision.
@@ -36,18 +47,22 @@ pub async fn list(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let c = collection(state, name)?;
-    let owned_by = require(authorize(
+    let decision = require(authorize(
         ctx,
         Request::Record {
-            rule: c.def.permissions.read,
+            rule: &c.def.permissions.read,
             op: Operation::List,
             owner: None,
+            record: None,
         },
-    ))?
-    .owned_by();
+    ))?;
     let mut q = parse_list_query(state, &c, query)?;
-    q.owned_by = owned_by;
-    q.vars = RequestVars::new(ctx, bakend_core::time::now_iso());
+    match decision {
+        Decision::AllowOwnedBy(user) => q.owned_by = Some(user),
+        Decision::AllowMatching(rule) => q.filters.push(rule.filter.clone()),
+        _ => {}
+    }
+    q.vars = request_vars(ctx);
     let page = state.records.list(c, q).await?;
     Ok(json_bytes_response(StatusCode::OK, page.into_json()))
 }
@@ -138,12 +153,13 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let c = collection(state, name)?;
-    require(authorize(
+    let decision = require(authorize(
         ctx,
         Request::Record {
-            rule: c.def.permissions.create,
+            rule: &c.def.permissions.create,
             op: Operation::Create,
             owner: None,
+            record: None,
         },
     ))?;
     let mut body = json_object(headers, body, state.config.api.max_body_bytes).await?;
@@ -151,8 +167,9 @@ pub async fn create(
     let record = state
         .records
         .with_origin(ctx.origin())
-        .create(c, body, file_access(ctx))
-        .await?;
+        .create(c, body, file_access(ctx), decision.precondition(ctx))
+        .await
+        .map_err(|e| refused(ctx, e))?;
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
@@ -179,18 +196,27 @@ async fn load_authorized(
     name: &str,
     id: &str,
     op: Operation,
-) -> Result<(Arc<Collection>, Value, Option<String>), ApiError> {
+) -> Result<(Arc<Collection>, Value, Precondition), ApiError> {
     let c = collection(state, name)?;
     let record = state.records.get(c.clone(), id.to_string()).await?;
     let p = &c.def.permissions;
     let rule = match op {
-        Operation::Update => p.update,
-        Operation::Delete => p.delete,
-        _ => p.read,
+        Operation::Update => &p.update,
+        Operation::Delete => &p.delete,
+        _ => &p.read,
     };
     let owner = c.layout.owner_in_record(&record);
-    let required_owner = require(authorize(ctx, Request::Record { rule, op, owner }))?.owned_by();
-    Ok((c, record, required_owner))
+    let pre = require(authorize(
+        ctx,
+        Request::Record {
+            rule,
+            op,
+            owner,
+            record: Some(&record),
+        },
+    ))?
+    .precondition(ctx);
+    Ok((c, record, pre))
 }
 
 pub async fn get(
@@ -202,12 +228,21 @@ pub async fn get(
     // As `load_authorized`, with the record kept as the bytes to send.
     let c = collection(state, name)?;
     let (record, owner) = state.records.get_json(c.clone(), id.to_string()).await?;
+    // An expression rule reads the record's fields; keyword rules only need its owner.
+    let parsed = match &c.def.permissions.read {
+        Permission::Expression(_) => Some(
+            serde_json::from_slice::<Value>(&record)
+                .map_err(|e| ApiError::internal(format!("record JSON: {e}")))?,
+        ),
+        Permission::Keyword(_) => None,
+    };
     require(authorize(
         ctx,
         Request::Record {
-            rule: c.def.permissions.read,
+            rule: &c.def.permissions.read,
             op: Operation::Read,
             owner: owner.as_deref(),
+            record: parsed.as_ref(),
         },
     ))?;
     Ok(json_bytes_response(StatusCode::OK, record))
@@ -221,8 +256,7 @@ pub async fn update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (c, existing, required_owner) =
-        load_authorized(state, ctx, name, id, Operation::Update).await?;
+    let (c, existing, pre) = load_authorized(state, ctx, name, id, Operation::Update).await?;
     let body = json_object(headers, body, state.config.api.max_body_bytes).await?;
     if c.layout.has_owner()
         && let Some(requested) = body.get(RecordLayout::OWNER_FIELD)
@@ -239,8 +273,9 @@ pub async fn update(
     let record = state
         .records
         .with_origin(ctx.origin())
-        .update(c, id.to_string(), body, required_owner, file_access(ctx))
-        .await?;
+        .update(c, id.to_string(), body, pre, file_access(ctx))
+        .await
+        .map_err(|e| refused(ctx, e))?;
     Ok(json_response(StatusCode::OK, &record))
 }
 
@@ -250,12 +285,13 @@ pub async fn delete(
     name: &str,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let (c, _, required_owner) = load_authorized(state, ctx, name, id, Operation::Delete).await?;
+    let (c, _, pre) = load_authorized(state, ctx, name, id, Operation::Delete).await?;
     state
         .records
         .with_origin(ctx.origin())
-        .delete(c, id.to_string(), required_owner)
-        .await?;
+        .delete(c, id.to_string(), pre)
+        .await
+        .map_err(|e| refused(ctx, e))?;
     Ok(no_content())
 }
 

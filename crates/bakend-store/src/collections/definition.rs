@@ -5,10 +5,13 @@
 //! may point at collections defined later in the same load. Unknown keys are kept verbatim (as
 //! upstream) but reported as warnings so a typo such as `"requried"` does not pass unnoticed.
 
+use std::sync::Arc;
+
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use bakend_core::access::Rule;
+use bakend_filter::{Filter, Kind, Schema};
 
 use super::indexes::{self, IndexDef};
 use super::layout::RecordLayout;
@@ -112,21 +115,80 @@ impl PartialEq for FieldDef {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One operation's permission: a keyword, or an expression in the filter language
+/// (`docs/filters.md`) over the record's own fields and `@request.*` (`docs/auth.md`).
+#[derive(Clone, Debug)]
+pub enum Permission {
+    Keyword(Rule),
+    Expression(Arc<RuleExpression>),
+}
+
+/// A permission expression, checked against its collection's fields when the definition was
+/// loaded.
+#[derive(Debug)]
+pub struct RuleExpression {
+    /// As written in the definition.
+    pub source: String,
+    pub filter: Arc<Filter>,
+}
+
+/// Expressions are equal when they read the same.
+impl PartialEq for RuleExpression {
+    fn eq(&self, other: &RuleExpression) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for RuleExpression {}
+
+impl Permission {
+    pub const PUBLIC: Permission = Permission::Keyword(Rule::Public);
+
+    /// The keyword, if this is one.
+    pub fn keyword(&self) -> Option<Rule> {
+        match self {
+            Permission::Keyword(r) => Some(*r),
+            Permission::Expression(_) => None,
+        }
+    }
+
+    /// As written in a definition: the keyword or the expression's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Permission::Keyword(r) => r.as_str(),
+            Permission::Expression(e) => &e.source,
+        }
+    }
+}
+
+/// Two permissions are the same when they read the same (what the migration planner compares).
+impl PartialEq for Permission {
+    fn eq(&self, other: &Permission) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl From<Rule> for Permission {
+    fn from(r: Rule) -> Permission {
+        Permission::Keyword(r)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Permissions {
-    pub create: Rule,
-    pub read: Rule,
-    pub update: Rule,
-    pub delete: Rule,
+    pub create: Permission,
+    pub read: Permission,
+    pub update: Permission,
+    pub delete: Permission,
 }
 
 impl Default for Permissions {
     fn default() -> Self {
         Permissions {
-            create: Rule::Public,
-            read: Rule::Public,
-            update: Rule::Public,
-            delete: Rule::Public,
+            create: Permission::PUBLIC,
+            read: Permission::PUBLIC,
+            update: Permission::PUBLIC,
+            delete: Permission::PUBLIC,
         }
     }
 }
@@ -226,7 +288,12 @@ pub fn parse(raw: &Value) -> Result<Parsed, Vec<String>> {
         _ => errors.push("Collection fields must be an array".into()),
     }
 
-    let permissions = parse_permissions(obj.get("permissions"), &mut errors, &mut warnings);
+    let permissions = parse_permissions(
+        obj.get("permissions"),
+        &filter_schema(&fields),
+        &mut errors,
+        &mut warnings,
+    );
     let mut indexes = indexes::parse(obj.get("indexes"), &fields, &mut errors, &mut warnings);
     indexes.sort_by_key(|i| i.sql_name(""));
 
@@ -413,8 +480,20 @@ fn check_renames(fields: &[FieldDef], errors: &mut Vec<String>) {
     }
 }
 
+/// What a filter or permission expression may name in a collection with these fields.
+pub(crate) fn filter_schema(fields: &[FieldDef]) -> Schema {
+    let mut schema = Schema::new();
+    for f in fields {
+        if let Some(kind) = Kind::parse(f.kind.as_str()) {
+            schema.add(&f.name, kind);
+        }
+    }
+    schema
+}
+
 fn parse_permissions(
     v: Option<&Value>,
+    schema: &Schema,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Permissions {
@@ -433,11 +512,23 @@ fn parse_permissions(
     ] {
         match obj.get(key) {
             None => {}
-            Some(Value::String(s)) if Rule::parse(s).is_some() => {
-                *slot = Rule::parse(s).unwrap_or(Rule::Public);
-            }
+            Some(Value::String(s)) => match Rule::parse(s) {
+                Some(rule) => *slot = Permission::Keyword(rule),
+                None => match Filter::new(s, schema) {
+                    Ok(filter) => {
+                        *slot = Permission::Expression(Arc::new(RuleExpression {
+                            source: s.clone(),
+                            filter: Arc::new(filter),
+                        }))
+                    }
+                    Err(e) => errors.push(format!(
+                        "Permission \"{key}\" must be one of {} or a valid expression: {e}",
+                        Rule::NAMES
+                    )),
+                },
+            },
             Some(other) => errors.push(format!(
-                "Permission \"{key}\" must be one of {}, got {other}",
+                "Permission \"{key}\" must be one of {} or an expression string, got {other}",
                 Rule::NAMES
             )),
         }
@@ -504,7 +595,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(p.def.fields.len(), 5);
-        assert_eq!(p.def.permissions.update, Rule::Owner);
+        assert_eq!(p.def.permissions.update, Permission::Keyword(Rule::Owner));
         assert_eq!(RecordLayout::of(&p.def).owner_field(), Some(4));
         assert!(p.warnings.is_empty());
     }

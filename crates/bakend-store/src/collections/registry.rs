@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bakend_core::sync;
-use bakend_filter::{Kind, Schema};
+use bakend_filter::Schema;
 
 use serde_json::Value;
 
-use super::definition::{CollectionDef, FieldType};
+use super::definition::{CollectionDef, FieldType, filter_schema};
 use super::layout::RecordLayout;
 use super::schema::quote;
 use crate::records::json::RecordKeys;
@@ -62,12 +62,7 @@ impl Collection {
             .map(|f| (f.name.clone(), f.kind))
             .collect();
         let json_keys = RecordKeys::new(&system, &fields);
-        let mut filter_schema = Schema::new();
-        for (name, kind) in &fields {
-            if let Some(kind) = Kind::parse(kind.as_str()) {
-                filter_schema.add(name, kind);
-            }
-        }
+        let filter_schema = filter_schema(&def.fields);
         Collection {
             def,
             raw,

@@ -17,6 +17,7 @@ use super::json::write_record;
 use super::row::{read_columns, record_json, to_json};
 use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
 use crate::collections::counts;
+use crate::collections::definition::RuleExpression;
 use crate::collections::layout::RecordLayout;
 use crate::collections::registry::{Collection, Registry};
 use crate::collections::schema::quote;
@@ -58,6 +59,36 @@ impl ListQuery {
             after: None,
             filters: Vec::new(),
             vars: RequestVars::anonymous(bakend_core::time::now_iso()),
+        }
+    }
+}
+
+/// What a write must still find true when it runs: the permission was decided on an earlier
+/// read (or, for a create, before the record's final form was known), so the writer checks
+/// it again in its transaction and nothing can change in between.
+#[derive(Clone, Debug, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// The record is owned by this user.
+    Owner(String),
+    /// The record matches this permission expression for this caller: the stored record for
+    /// an update or delete, the record as it will be stored for a create.
+    Matches(Arc<RuleExpression>, RequestVars),
+}
+
+impl Precondition {
+    /// `Err(Forbidden)` unless the record in `cols` satisfies it.
+    fn check(&self, c: &Collection, cols: &[Sql]) -> Result<(), StoreError> {
+        let holds = match self {
+            Precondition::None => true,
+            Precondition::Owner(user) => c.layout.owner_in_row(cols) == Some(user.as_str()),
+            Precondition::Matches(rule, vars) => rule.filter.matches(&record_json(c, cols), vars),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(StoreError::Forbidden)
         }
     }
 }
@@ -294,6 +325,7 @@ impl RecordStore {
         c: Arc<Collection>,
         body: Map<String, Value>,
         files: FileAccess,
+        pre: Precondition,
     ) -> Result<Value, StoreError> {
         let v = validate::validate(&c.def, &body, Mode::Create);
         if !v.is_ok() {
@@ -315,6 +347,7 @@ impl RecordStore {
                 for (i, val) in v.values {
                     cols[RecordLayout::field_column(i)] = val;
                 }
+                pre.check(&c, &cols)?;
                 conn.prepare_cached(&c.sql.insert)?
                     .execute(rusqlite::params_from_iter(cols.iter()))
                     .map_err(|e| constraint_error(&c, e))?;
@@ -331,14 +364,14 @@ impl RecordStore {
             .await
     }
 
-    /// Partial update. `required_owner`: the write only goes ahead if the record is (still)
-    /// owned by this user — the permission check happened on an earlier read.
+    /// Partial update. `pre`: what the stored record must still satisfy when the write runs
+    /// (the permission check happened on an earlier read).
     pub async fn update(
         &self,
         c: Arc<Collection>,
         id: String,
         body: Map<String, Value>,
-        required_owner: Option<String>,
+        pre: Precondition,
         files: FileAccess,
     ) -> Result<Value, StoreError> {
         let v = validate::validate(&c.def, &body, Mode::Update);
@@ -351,7 +384,7 @@ impl RecordStore {
                 let Some(mut cols) = fetch(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
-                check_owner(&c, &cols, required_owner.as_deref())?;
+                pre.check(&c, &cols)?;
                 if v.values.is_empty() {
                     return Ok(Committed::new(record_json(&c, &cols)));
                 }
@@ -404,7 +437,7 @@ impl RecordStore {
         &self,
         c: Arc<Collection>,
         id: String,
-        required_owner: Option<String>,
+        pre: Precondition,
     ) -> Result<(), StoreError> {
         let origin = self.origin.clone();
         self.db
@@ -412,7 +445,7 @@ impl RecordStore {
                 let Some(cols) = fetch(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
-                check_owner(&c, &cols, required_owner.as_deref())?;
+                pre.check(&c, &cols)?;
                 let owner = c.layout.owner_in_row(&cols).map(str::to_string);
                 conn.prepare_cached(&format!(
                     "DELETE FROM {} WHERE {} = ?1",
@@ -605,17 +638,6 @@ fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>
         .prepare_cached(&fetch_sql(c))?
         .query_row([id], |row| read_columns(c, row))
         .optional()?)
-}
-
-fn check_owner(c: &Collection, cols: &[Sql], required: Option<&str>) -> Result<(), StoreError> {
-    let Some(required) = required else {
-        return Ok(());
-    };
-    if c.layout.owner_in_row(cols) == Some(required) {
-        Ok(())
-    } else {
-        Err(StoreError::Forbidden)
-    }
 }
 
 /// A UNIQUE violation that slipped past the pre-check is still a validation error, never a 500.
