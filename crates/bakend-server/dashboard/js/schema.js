@@ -293,7 +293,7 @@ export function editor(root, ctx, { mode, definition, collections, onDone }) {
         if (inputs.length) inputs[inputs.length - 1].focus();
       } }, "Add field"),
       h("h3", {}, "Permissions"),
-      h("p", { class: "muted" }, "Who may create, read, update and delete records: public, authenticated, owner (the record's user_id) or admin. Empty means public."),
+      h("p", { class: "muted" }, "Who may create, read, update and delete records: public, authenticated, owner (the record's user_id), admin, or an expression such as published = true || user_id = @request.auth.id (docs/auth.md). Empty means public."),
       permissionInputs());
     renderFields();
   }
