@@ -93,6 +93,9 @@ impl Precondition {
     }
 }
 
+/// What a list response starts with; the records follow.
+const ITEMS_PREFIX: &[u8] = b"{\"items\":";
+
 /// One page of a list, its records already serialized.
 #[derive(Clone, Debug)]
 pub struct Page {
@@ -106,12 +109,19 @@ pub struct Page {
     /// Where the next page starts, in the default order; `None` on the last page and for
     /// other orders.
     pub next: Option<Cursor>,
+    /// Whether records follow this page (in any order).
+    pub more: bool,
 }
 
 impl Page {
     pub fn total_pages(&self) -> Option<u64> {
         self.total_items
             .map(|t| t.div_ceil(u64::from(self.per_page.max(1))))
+    }
+
+    /// The records as a JSON array (`[…]`), without the rest of the response.
+    pub fn items_json(&self) -> &[u8] {
+        self.body.get(ITEMS_PREFIX.len()..).unwrap_or(b"[]")
     }
 
     /// The list response (spec `rest-api.md` §4, plus `next`): `{"items":[…],"page":…,
@@ -215,48 +225,7 @@ impl RecordStore {
                     }
                 };
                 hint_if_scan(conn, &c, &q)?;
-                let (sql, params) = page_sql(&c, &q, &order);
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
-                items.extend_from_slice(b"{\"items\":[");
-                let mut written = 0u32;
-                // The key of the page's last record: only a full page has a next one.
-                let mut last: Option<Cursor> = None;
-                let mut more = false;
-                while let Some(row) = rows.next()? {
-                    if written == q.per_page {
-                        more = true;
-                        break;
-                    }
-                    if written > 0 {
-                        items.push(b',');
-                    }
-                    write_record(&c, row, &mut items)?;
-                    written += 1;
-                    if default_order && written == q.per_page {
-                        // System columns are NOT NULL text; were one not, its cursor would
-                        // be refused as invalid rather than this page failing.
-                        let text = |col| -> rusqlite::Result<String> {
-                            Ok(row.get_ref(col)?.as_str().unwrap_or_default().to_string())
-                        };
-                        last = Some(Cursor {
-                            created_at: text(RecordLayout::CREATED_AT_COLUMN)?,
-                            id: text(RecordLayout::ID_COLUMN)?,
-                        });
-                    }
-                }
-                items.push(b']');
-                drop(rows);
-                drop(stmt);
-                c.note_list_size(items.len(), written);
-                Ok(Page {
-                    body: items,
-                    page: if q.after.is_some() { 1 } else { q.page },
-                    per_page: q.per_page,
-                    total_items: total,
-                    next: last.filter(|_| more),
-                })
+                read_page(conn, &c, &q, &order, total)
             })
             .await
     }
@@ -313,6 +282,27 @@ impl RecordStore {
                 })();
                 let _ = conn.execute_batch("COMMIT");
                 read
+            })
+            .await
+    }
+
+    /// A page of `q` (not counted) together with the last journal seq, read in one
+    /// transaction: the records reflect exactly the events up to that seq (a realtime
+    /// collection `snapshot`).
+    pub async fn list_at_journal_seq(
+        &self,
+        c: Arc<Collection>,
+        mut q: ListQuery,
+    ) -> Result<(Page, u64), StoreError> {
+        let order = order_by(&c, &q.sort)?;
+        q.skip_total = true;
+        q.after = None;
+        self.db
+            .read(move |conn| {
+                let _snapshot = ReadSnapshot::begin(conn)?;
+                let page = read_page(conn, &c, &q, &order, None)?;
+                let seq = crate::db::journal::last_seq(conn)?;
+                Ok((page, seq))
             })
             .await
     }
@@ -490,8 +480,64 @@ impl RecordStore {
     }
 }
 
-/// The statement and parameters that read one page: in the default order one row more than
-/// the page (whether a next page exists), after the cursor when there is one.
+/// Reads one page of `q` (the count, if any, already made) on `conn`, within whatever
+/// transaction the caller holds.
+fn read_page(
+    conn: &Connection,
+    c: &Collection,
+    q: &ListQuery,
+    order: &str,
+    total: Option<u64>,
+) -> Result<Page, StoreError> {
+    let default_order = q.sort.is_empty();
+    let (sql, params) = page_sql(c, q, order);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
+    items.extend_from_slice(ITEMS_PREFIX);
+    items.push(b'[');
+    let mut written = 0u32;
+    // The key of the page's last record: only a full page has a next one.
+    let mut last: Option<Cursor> = None;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        if written == q.per_page {
+            more = true;
+            break;
+        }
+        if written > 0 {
+            items.push(b',');
+        }
+        write_record(c, row, &mut items)?;
+        written += 1;
+        if default_order && written == q.per_page {
+            // System columns are NOT NULL text; were one not, its cursor would
+            // be refused as invalid rather than this page failing.
+            let text = |col| -> rusqlite::Result<String> {
+                Ok(row.get_ref(col)?.as_str().unwrap_or_default().to_string())
+            };
+            last = Some(Cursor {
+                created_at: text(RecordLayout::CREATED_AT_COLUMN)?,
+                id: text(RecordLayout::ID_COLUMN)?,
+            });
+        }
+    }
+    items.push(b']');
+    drop(rows);
+    drop(stmt);
+    c.note_list_size(items.len(), written);
+    Ok(Page {
+        body: items,
+        page: if q.after.is_some() { 1 } else { q.page },
+        per_page: q.per_page,
+        total_items: total,
+        next: last.filter(|_| more),
+        more,
+    })
+}
+
+/// The statement and parameters that read one page and one row more (whether another page
+/// follows), after the cursor when there is one.
 fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
     let mut params: Vec<Sql> = Vec::new();
     let mut conditions = selection(q, &mut params);
@@ -513,7 +559,8 @@ fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
     } else {
         (i64::from(q.page) - 1) * i64::from(q.per_page)
     };
-    let limit = i64::from(q.per_page) + i64::from(q.sort.is_empty());
+    // One row more than the page: whether another page follows.
+    let limit = i64::from(q.per_page) + 1;
     params.push(Sql::Integer(limit));
     params.push(Sql::Integer(offset));
     let sql = format!(
