@@ -898,17 +898,25 @@ async fn oversized_upload_is_refused_while_streaming_in_bounded_memory() {
     let pid = bak.child.id();
     let before = vm_kib(pid, "VmRSS:");
     let (ct, body) = streamed_multipart(50 * MIB, None);
-    let r = http
+    let sent = http
         .post(format!("{}/api/storage/upload", bak.url()))
         .bearer_auth(&token)
         .header("content-type", ct)
         .body(body)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let j: Value = r.json().await.unwrap();
-    assert_eq!(j["error"]["message"], "File exceeds maximum size of 10 MB");
+        .await;
+    match sent {
+        Ok(r) => {
+            assert_eq!(r.status(), 400);
+            let j: Value = r.json().await.unwrap();
+            assert_eq!(j["error"]["message"], "File exceeds maximum size of 10 MB");
+        }
+        // The server answers 400 and closes as soon as the limit is passed; on a loaded
+        // machine the client can still be writing the rest and see the closed socket before
+        // it reads the answer. The refusal happened either way; memory is what is checked.
+        Err(e) if e.is_request() => eprintln!("upload cut off by the refusal: {e}"),
+        Err(e) => panic!("{e}"),
+    }
     let peak = vm_kib(pid, "VmHWM:");
     let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
     eprintln!("RSS before {before} kB, peak {peak} kB, growth {growth_mib:.1} MiB");
