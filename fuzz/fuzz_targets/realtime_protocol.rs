@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use bakend_realtime::protocol::{self, ClientMessage, MAX_CHANNEL_LEN, Since};
+use bakend_realtime::protocol::{self, ClientMessage, MAX_CHANNEL_LEN, Since, SubRef};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -22,10 +22,21 @@ fuzz_target!(|data: &[u8]| {
     }
     match protocol::parse(text) {
         Ok(msg) => {
-            if let ClientMessage::Subscribe { channel, .. } | ClientMessage::Unsubscribe(channel) =
-                &msg
+            if let ClientMessage::Subscribe { channel, .. }
+            | ClientMessage::Unsubscribe(SubRef::Channel(channel)) = &msg
             {
                 assert!(protocol::valid_channel(channel), "{channel:?}");
+            }
+            if let ClientMessage::Subscribe { id: Some(id), .. }
+            | ClientMessage::Unsubscribe(SubRef::Id(id)) = &msg
+            {
+                assert!(protocol::valid_id(id), "{id:?}");
+            }
+            if let ClientMessage::Subscribe {
+                filter: Some(f), ..
+            } = &msg
+            {
+                assert!(!f.trim().is_empty(), "{f:?}");
             }
             let again = serialize(&msg);
             assert_eq!(protocol::parse(&again), Ok(msg), "{again}");
@@ -42,6 +53,8 @@ fn serialize(m: &ClientMessage) -> String {
             channel,
             since,
             snapshot,
+            id,
+            filter,
         } => {
             let mut v = json!({"action": "subscribe", "channel": channel});
             if let Some(s) = since {
@@ -50,9 +63,20 @@ fn serialize(m: &ClientMessage) -> String {
             if *snapshot {
                 v["snapshot"] = json!(true);
             }
+            if let Some(id) = id {
+                v["id"] = json!(id);
+            }
+            if let Some(f) = filter {
+                v["filter"] = json!(f);
+            }
             v.to_string()
         }
-        ClientMessage::Unsubscribe(c) => json!({"action": "unsubscribe", "channel": c}).to_string(),
+        ClientMessage::Unsubscribe(SubRef::Channel(c)) => {
+            json!({"action": "unsubscribe", "channel": c}).to_string()
+        }
+        ClientMessage::Unsubscribe(SubRef::Id(id)) => {
+            json!({"action": "unsubscribe", "id": id}).to_string()
+        }
         ClientMessage::Ping => json!({"action": "ping"}).to_string(),
         ClientMessage::Auth(t) => json!({"action": "auth", "token": t}).to_string(),
     }
@@ -69,7 +93,9 @@ fn check_channel(c: &str) {
         Ok(ClientMessage::Subscribe {
             channel: c.to_string(),
             since: None,
-            snapshot: false
+            snapshot: false,
+            id: None,
+            filter: None,
         })
     );
     let (key, prefix) = protocol::index_key(c);

@@ -5,6 +5,9 @@
 //! every subscriber of its channel, but anyone who is neither an admin nor the event's subject
 //! gets a redacted payload: no email on `auth.*`, only `{id, visibility, createdAt}` for a
 //! protected upload, no error text on `function.*`/`job.*`.
+//!
+//! Filtered subscriptions decide per record whether the viewer may read it (before and after
+//! a change) through [`can_read_record`], the one function that answers that question.
 
 use bakend_auth::permissions::{Decision, decide};
 use bakend_auth::{AuthContext, Operation, Permission, Rule};
@@ -19,6 +22,44 @@ use crate::protocol::event_frame;
 /// has an owner field. `None` means the collection does not exist (its events go nowhere).
 pub trait ReadRules: Send + Sync + 'static {
     fn read_rule(&self, collection: &str) -> Option<(Permission, bool)>;
+    /// The names a subscription filter on `collection` may use (`None`: no such collection).
+    fn filter_schema(&self, collection: &str) -> Option<bakend_filter::Schema>;
+}
+
+/// A collection's read rule as the hub applies it to records, looked up once per event or
+/// request (`None` inside: the collection does not exist, and nobody reads its records).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordRule(Option<(Permission, bool)>);
+
+/// Who can read any record of a collection at all, whatever the record: lets the hub look up
+/// candidates by owner instead of walking every subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readers {
+    /// Depends on the rule, not on who owns the record.
+    Any,
+    /// Only the record's owner and admins.
+    OwnerAndAdmins,
+    /// Admins only.
+    Admins,
+    Nobody,
+}
+
+impl RecordRule {
+    pub fn of(rules: &dyn ReadRules, collection: &str) -> RecordRule {
+        RecordRule(rules.read_rule(collection))
+    }
+
+    pub fn readers(&self) -> Readers {
+        match &self.0 {
+            None => Readers::Nobody,
+            Some((rule, owned)) => match (rule.keyword(), owned) {
+                (Some(Rule::Owner), true) => Readers::OwnerAndAdmins,
+                (Some(Rule::Owner), false) | (Some(Rule::Admin), _) => Readers::Admins,
+                // An expression rule can let anyone read a record, whoever owns it.
+                _ => Readers::Any,
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,20 +116,17 @@ fn redact(e: &Event) -> Option<Value> {
     }
 }
 
-/// Whether `ctx` may read `record` of `collection` now (a per-record `snapshot`): the same
-/// decision as for the collection's events.
-pub fn can_read_record(
-    rules: &dyn ReadRules,
-    collection: &str,
-    record: &Value,
-    ctx: &AuthContext,
-) -> bool {
+/// Whether `ctx` may read `record` (its JSON wire shape) under its collection's `rule`: for a
+/// per-record `snapshot`, and for filtered subscriptions, the record before and after each
+/// change. The same decision as for the collection's events; the one place the hub asks it of
+/// a record.
+pub fn can_read_record(rule: &RecordRule, record: &Value, ctx: &AuthContext) -> bool {
     let owner = record.get(OWNER_FIELD).and_then(Value::as_str);
-    match rules.read_rule(collection) {
+    match &rule.0 {
         None => false,
         Some((Permission::Keyword(Rule::Owner), false)) => ctx.is_admin(),
         Some((rule, _)) => {
-            decide(ctx, &rule, Operation::Read, owner, Some(record)) == Decision::Allow
+            decide(ctx, rule, Operation::Read, owner, Some(record)) == Decision::Allow
         }
     }
 }

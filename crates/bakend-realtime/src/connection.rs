@@ -19,6 +19,7 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
 
 use crate::hub::{Control, Hub};
+use crate::live::Named;
 use crate::outbox::{Drained, Next as OutNext, Outbox};
 use crate::protocol::{self, ClientMessage};
 use crate::wire;
@@ -39,7 +40,7 @@ pub struct Identity {
     pub since_rejected: bool,
 }
 
-/// The connect-time `since` and the channels it has been applied to.
+/// The connect-time `since` and the subscriptions (by id) it has been applied to.
 struct ConnectResume {
     since: Box<protocol::Since>,
     done: Vec<String>,
@@ -312,25 +313,31 @@ async fn handle(
             channel,
             since,
             snapshot,
+            id: sub_id,
+            filter,
         }) => {
             let since = since.map(Box::new).or_else(|| {
                 let r = resume.as_mut()?;
-                if r.done.contains(&channel) {
+                let key = sub_id.as_ref().unwrap_or(&channel);
+                if r.done.contains(key) {
                     return None;
                 }
-                r.done.push(channel.clone());
+                r.done.push(key.clone());
                 Some(r.since.clone())
             });
+            let named = (sub_id.is_some() || filter.is_some())
+                .then(|| Box::new(Named { id: sub_id, filter }));
             hub.send(Control::Subscribe {
                 id,
                 channel,
+                named,
                 since,
                 snapshot,
             })
             .await
         }
-        Ok(ClientMessage::Unsubscribe(channel)) => {
-            hub.send(Control::Unsubscribe { id, channel }).await
+        Ok(ClientMessage::Unsubscribe(target)) => {
+            hub.send(Control::Unsubscribe { id, target }).await
         }
         Ok(ClientMessage::Ping) => {
             outbox.push(protocol::pong_frame());

@@ -14,8 +14,9 @@ use crate::audience::ReadRules;
 use crate::delivery::Watermark;
 use crate::hub_state::{HubState, Read};
 use crate::journal::{JournalSource, Replayed, SnapshotSource};
+use crate::live::Named;
 use crate::outbox::Outbox;
-use crate::protocol::{Since, matches_event, record_channel};
+use crate::protocol::{Since, SubRef, matches_event, record_channel};
 
 /// Close codes the hub uses (documented in docs/websocket-api.md).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -54,6 +55,7 @@ pub(crate) struct SnapshotRead {
 pub(crate) struct ReplayRead {
     id: u64,
     channel: String,
+    named: Option<u64>,
     upto: u64,
     result: Result<Option<Vec<Replayed>>, String>,
 }
@@ -68,6 +70,8 @@ pub(crate) enum Control {
     Subscribe {
         id: u64,
         channel: String,
+        /// The subscription's own id and filter, when it has either (boxed: rare).
+        named: Option<Box<Named>>,
         since: Option<Box<Since>>,
         snapshot: bool,
     },
@@ -79,7 +83,7 @@ pub(crate) enum Control {
     Replayed(Box<ReplayRead>),
     Unsubscribe {
         id: u64,
-        channel: String,
+        target: SubRef,
     },
     /// A new identity from an `auth` message; `ack` is queued after it takes effect.
     Identity {
@@ -320,10 +324,11 @@ impl Driver {
             Control::Subscribe {
                 id,
                 channel,
+                named,
                 since,
                 snapshot,
             } => {
-                if let Some(read) = state.subscribe(id, channel, since, snapshot) {
+                if let Some(read) = state.subscribe_named(id, channel, named, since, snapshot) {
                     self.start(read);
                 }
             }
@@ -340,12 +345,13 @@ impl Driver {
                 let ReplayRead {
                     id,
                     channel,
+                    named,
                     upto,
                     result,
                 } = *r;
-                state.replayed(id, &channel, upto, result)
+                state.replayed(id, &channel, named, upto, result)
             }
-            Control::Unsubscribe { id, channel } => state.unsubscribe(id, &channel),
+            Control::Unsubscribe { id, target } => state.unsubscribe(id, &target),
             Control::Identity { id, ctx, exp, ack } => state.identity(id, ctx, exp, ack),
             Control::Unregister { id } => state.unregister(id),
             Control::Shutdown { done } => {
@@ -366,6 +372,7 @@ impl Driver {
             Read::Replay {
                 id,
                 channel,
+                named,
                 after,
                 upto,
             } => {
@@ -383,6 +390,7 @@ impl Driver {
                     let read = ReplayRead {
                         id,
                         channel,
+                        named,
                         upto,
                         result,
                     };

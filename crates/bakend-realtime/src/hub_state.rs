@@ -9,6 +9,12 @@
 //! An event costs work in proportion to its recipients: exact and prefix subscriptions are
 //! indexed by channel, owner-only events look up the owner's connections (plus admins) instead
 //! of walking subscribers, and each frame is serialized once and shared.
+//!
+//! Filtered subscriptions (`crate::live`) are indexed per collection by one equality of their
+//! filter, so an event is only judged against the subscriptions whose value is the record's
+//! (before or after the change), those without an equality and — for owner-only collections —
+//! those of the owners' connections and admins. Each gets its own frame, built by copying the
+//! event's one serialized envelope.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,14 +24,16 @@ use std::time::Instant;
 use bakend_auth::{AuthContext, Caller, UserChange};
 use bakend_core::config::RealtimeConfig;
 use bakend_core::{Event, EventSource};
-use serde_json::Value;
+use bakend_filter::{Filter, RequestVars};
+use serde_json::{Value, json};
 use tungstenite::Utf8Bytes;
 
-use crate::audience::{Delivery, ReadRules};
+use crate::audience::{Delivery, ReadRules, Readers, RecordRule};
 use crate::hub::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, HubStats};
 use crate::journal::Replayed;
+use crate::live::{self, Live, LiveIndex, Named, NamedSub};
 use crate::outbox::{Outbox, Pushed};
-use crate::protocol::{self, Since, index_key, matches_event, record_channel};
+use crate::protocol::{self, Since, SubRef, index_key, matches_event, record_channel};
 
 /// A connection's outbound side as the hub sees it. The real one is the connection's
 /// [`Outbox`]; tests use a recorder. Generic, not boxed: the fan-out calls it per recipient.
@@ -64,10 +72,12 @@ impl Sink for Arc<Outbox> {
 /// [`HubState::snapshotted`]. The connection's live frames are held until then.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Read {
-    /// Journal events of `channel` with `after < seq <= upto`.
+    /// Journal events of `channel` with `after < seq <= upto`, for a plain subscription or
+    /// the named one `named`.
     Replay {
         id: u64,
         channel: String,
+        named: Option<u64>,
         after: u64,
         upto: u64,
     },
@@ -83,7 +93,10 @@ pub(crate) enum Read {
 struct Conn<S> {
     sink: S,
     ctx: AuthContext,
-    subs: Vec<Box<str>>,
+    subs: Vec<Sub>,
+    /// `ctx`'s `@request` values for filters, made on first use and dropped when `ctx`
+    /// changes (boxed: most connections never filter).
+    vars: Option<Box<RequestVars>>,
     /// The last event this connection was considered for: one delivery per event however many
     /// subscriptions match.
     last_seq: u64,
@@ -102,7 +115,40 @@ struct Held {
     pending: u32,
 }
 
+/// One subscription of a connection.
+enum Sub {
+    /// Made without `id` or `filter`: its id is its channel.
+    Plain(Box<str>),
+    /// Made with an `id` or a `filter`: its key in [`HubState::named`].
+    Named(u64),
+}
+
+/// A subscription's id.
+fn sub_id<'a>(s: &'a Sub, named: &'a HashMap<u64, NamedSub>) -> &'a str {
+    match s {
+        Sub::Plain(c) => c,
+        Sub::Named(k) => named.get(k).map_or("", |n| &n.id),
+    }
+}
+
+/// The channel a subscription receives plain (unfiltered) frames of, if it does.
+fn plain_channel<'a>(s: &'a Sub, named: &'a HashMap<u64, NamedSub>) -> Option<&'a str> {
+    match s {
+        Sub::Plain(c) => Some(c),
+        Sub::Named(k) => named
+            .get(k)
+            .filter(|n| n.live.is_none())
+            .map(|n| &*n.channel),
+    }
+}
+
 impl<S> Conn<S> {
+    /// A new identity; filters see it from the next event on.
+    fn set_ctx(&mut self, ctx: AuthContext) {
+        self.ctx = ctx;
+        self.vars = None;
+    }
+
     /// Starts (or joins) holding live frames until a replay or snapshot is sent.
     fn hold(&mut self) {
         self.held.get_or_insert_with(Box::default).pending += 1;
@@ -137,6 +183,17 @@ pub(crate) struct HubState<S> {
     last_frames_out: u64,
     /// Sinks with frames queued this round that the hub writes itself (see `flush_some`).
     dirty: Vec<S>,
+    /// Subscriptions made with an `id` or a `filter`, by key.
+    named: HashMap<u64, NamedSub>,
+    next_named: u64,
+    /// Filtered subscriptions by collection.
+    live: HashMap<Box<str>, LiveIndex>,
+    /// The filtered subscriptions an event concerns (kept between events for its memory).
+    candidates: Vec<u64>,
+    /// `@now` for filters (the canonical ISO form).
+    clock: fn() -> String,
+    /// Filtered subscriptions judged so far (what the index saves is visible here).
+    pub(crate) filter_evaluations: u64,
 }
 
 /// Sockets the hub writes before letting other tasks run.
@@ -191,6 +248,102 @@ fn slow_consumer<S: Sink>(c: &mut Conn<S>, stats: &HubStats) {
     c.sink.close(CLOSE_SLOW_CONSUMER, "slow_consumer");
 }
 
+/// Queues a live event frame for `c`, or holds it behind a pending resume or snapshot.
+fn deliver<S: Sink>(
+    c: &mut Conn<S>,
+    frame: Utf8Bytes,
+    hold_limit: usize,
+    stats: &HubStats,
+    dirty: &mut Vec<S>,
+) {
+    match c.held.as_mut() {
+        // Too far behind while resuming: like any slow consumer it is closed, and resumes
+        // again from its last seq.
+        Some(held) if held.frames.len() >= hold_limit => slow_consumer(c, stats),
+        Some(held) => held.frames.push(frame),
+        None => push(c, frame, stats, dirty),
+    }
+}
+
+/// The event with `{id}` as its payload, serialized: what a filtered subscription is sent when
+/// its viewer may no longer read the record.
+fn id_only_envelope(e: &Event) -> Arc<str> {
+    let mut copy = e.clone();
+    copy.previous = None;
+    copy.payload = json!({ "id": e.payload.get("id") });
+    copy.envelope_json()
+}
+
+/// The frames of a plain subscription's replay: each journaled event `c` may read now.
+fn replay_plain<S>(c: &Conn<S>, rules: &dyn ReadRules, entries: Vec<Replayed>) -> Vec<Utf8Bytes> {
+    let mut frames = Vec::with_capacity(entries.len());
+    for r in entries {
+        let Ok(mut e) = Event::from_journal(&r.envelope, r.subject) else {
+            continue;
+        };
+        // An expression read rule decides a deletion on the record as it was.
+        e.previous = r
+            .previous
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let d = Delivery::of(&e, rules);
+        if let Some(f) = d.frame_for(&c.ctx) {
+            frames.push(f.clone());
+        }
+    }
+    frames
+}
+
+/// The frames of a filtered subscription's replay: each journaled event judged as it would
+/// have been live, with `c`'s identity and `@now` as they are now. `None` when an update or
+/// deletion in the range was journaled without its previous record (before the journal kept
+/// it): the replay cannot be decided, and the client must refetch.
+fn replay_filtered<S>(
+    c: &mut Conn<S>,
+    l: &Live,
+    rules: &dyn ReadRules,
+    entries: Vec<Replayed>,
+    now: String,
+) -> Option<Vec<Utf8Bytes>> {
+    let rule = RecordRule::of(rules, &l.collection);
+    let mut frames = Vec::new();
+    for r in entries {
+        let Ok(mut e) = Event::from_journal(&r.envelope, r.subject) else {
+            continue;
+        };
+        let Some((collection, action)) = live::record_action(&e) else {
+            continue;
+        };
+        if *collection != *l.collection || e.seq.is_some_and(|s| s <= l.after_seq) {
+            continue;
+        }
+        if action != live::Action::Created {
+            let previous = r.previous.as_deref()?;
+            e.previous = Some(serde_json::from_str(previous).ok()?);
+        }
+        let vars = live::vars_at(&mut c.vars, &c.ctx, &now);
+        let current = live::current(&e, action);
+        let Some(out) = live::judge(
+            &rule,
+            action,
+            current,
+            e.previous.as_ref(),
+            &l.filter,
+            &c.ctx,
+            vars,
+        ) else {
+            continue;
+        };
+        let envelope = if out.id_only {
+            id_only_envelope(&e)
+        } else {
+            e.envelope_json()
+        };
+        frames.push(protocol::live_event_frame(&l.head, out.change, &envelope));
+    }
+    Some(frames)
+}
+
 /// One replay or snapshot finished; after the last one, the held live frames follow.
 fn release_held<S: Sink>(c: &mut Conn<S>, stats: &HubStats, dirty: &mut Vec<S>) {
     let done = match c.held.as_mut() {
@@ -236,7 +389,19 @@ impl<S: Sink> HubState<S> {
             last_events_in: 0,
             last_frames_out: 0,
             dirty: Vec::new(),
+            named: HashMap::new(),
+            next_named: 1,
+            live: HashMap::new(),
+            candidates: Vec::new(),
+            clock: bakend_core::time::now_iso,
+            filter_evaluations: 0,
         }
+    }
+
+    /// Replaces the clock `@now` is read from (tests).
+    #[cfg(test)]
+    pub(crate) fn set_clock(&mut self, clock: fn() -> String) {
+        self.clock = clock;
     }
 
     /// Writes up to `FLUSH_CHUNK` of the sinks this round queued frames for (one `writev`
@@ -261,6 +426,7 @@ impl<S: Sink> HubState<S> {
             sink,
             ctx,
             subs: Vec::new(),
+            vars: None,
             last_seq: 0,
             exp,
             grace_until: None,
@@ -272,7 +438,9 @@ impl<S: Sink> HubState<S> {
         self.stats.connections.fetch_add(1, Relaxed);
     }
 
-    /// Subscribes, then (if asked) starts a resume from `since` or a snapshot.
+    /// Subscribes (a plain subscription), then (if asked) starts a resume from `since` or a
+    /// snapshot.
+    #[cfg(test)]
     pub(crate) fn subscribe(
         &mut self,
         id: u64,
@@ -280,9 +448,85 @@ impl<S: Sink> HubState<S> {
         since: Option<Box<Since>>,
         snapshot: bool,
     ) -> Option<Read> {
-        self.add_subscription(id, &channel);
+        self.subscribe_named(id, channel, None, since, snapshot)
+    }
+
+    /// Subscribes — a named subscription when `named` has an `id` or a `filter`, replacing
+    /// the connection's subscription with the same id (for a plain one: its channel) —, then
+    /// (if asked) starts a resume from `since` or a snapshot. A filter that does not check
+    /// changes nothing: the client is told with `invalid_filter`.
+    pub(crate) fn subscribe_named(
+        &mut self,
+        id: u64,
+        channel: String,
+        named: Option<Box<Named>>,
+        since: Option<Box<Since>>,
+        snapshot: bool,
+    ) -> Option<Read> {
+        if !self.conns.contains_key(&id) {
+            return None;
+        }
+        let Named {
+            id: chosen_id,
+            filter,
+        } = named.map(|n| *n).unwrap_or_default();
+        let is_named = chosen_id.is_some() || filter.is_some();
+        let key = chosen_id.unwrap_or_else(|| channel.clone());
+        let live = match filter.map(|src| self.check_filter(&channel, &src, &key)) {
+            None => None,
+            Some(Ok(live)) => Some(Box::new(live)),
+            Some(Err(message)) => {
+                self.push_to(id, protocol::error_frame("invalid_filter", &message));
+                return None;
+            }
+        };
+        let max = self.cfg.max_subscriptions;
+        let c = self.conns.get_mut(&id)?;
+        let existing = c.subs.iter().position(|s| sub_id(s, &self.named) == key);
+        match existing {
+            Some(pos) => {
+                let old = c.subs.swap_remove(pos);
+                self.drop_sub(id, old);
+            }
+            None if c.subs.len() >= max => {
+                let msg = format!("Maximum {max} subscriptions per connection");
+                push(
+                    c,
+                    protocol::error_frame("subscription_limit", &msg),
+                    &self.stats,
+                    &mut self.dirty,
+                );
+                return None;
+            }
+            None => {
+                self.stats.subscriptions.fetch_add(1, Relaxed);
+            }
+        }
+        let (sub, named_key) = if live.is_none() && key == channel {
+            index_add(&mut self.exact, &mut self.prefix, &channel, id);
+            (Sub::Plain(Box::from(channel.as_str())), None)
+        } else {
+            let k = self.next_named;
+            self.next_named += 1;
+            match &live {
+                Some(l) => self.live.entry(l.collection.clone()).or_default().add(k, l),
+                None => index_add(&mut self.exact, &mut self.prefix, &channel, id),
+            }
+            let sub = NamedSub {
+                conn: id,
+                id: Box::from(key.as_str()),
+                channel: Box::from(channel.as_str()),
+                live,
+            };
+            self.named.insert(k, sub);
+            (Sub::Named(k), Some(k))
+        };
+        let c = self.conns.get_mut(&id)?;
+        c.subs.push(sub);
+        let ack = protocol::subscribed_frame(&channel, is_named.then_some(key.as_str()));
+        push(c, ack, &self.stats, &mut self.dirty);
         if let Some(since) = since {
-            self.resume(id, channel, *since)
+            self.resume(id, channel, named_key, *since)
         } else if snapshot {
             self.snapshot(id, channel)
         } else {
@@ -290,11 +534,63 @@ impl<S: Sink> HubState<S> {
         }
     }
 
+    /// Checks `src` as a filter of `channel`'s records: `Err` is the message for the client.
+    fn check_filter(&self, channel: &str, src: &str, id: &str) -> Result<Live, String> {
+        let target = channel
+            .strip_suffix(".*")
+            .and_then(|c| Some((c, self.rules.filter_schema(c)?)));
+        let Some((collection, schema)) = target else {
+            return Err(format!(
+                "filter: filters apply to the channel \"<collection>.*\" of an existing collection, not {channel:?}"
+            ));
+        };
+        let filter = Filter::new(src, &schema).map_err(|e| e.to_string())?;
+        Ok(Live::new(collection, filter, id))
+    }
+
+    fn push_to(&mut self, id: u64, frame: Utf8Bytes) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            push(c, frame, &self.stats, &mut self.dirty);
+        }
+    }
+
+    /// Forgets a subscription already taken out of connection `id`'s list: its index entries
+    /// (a channel stays indexed while another subscription of the connection still listens
+    /// to it).
+    fn drop_sub(&mut self, id: u64, sub: Sub) {
+        let channel = match sub {
+            Sub::Plain(channel) => channel,
+            Sub::Named(k) => match self.named.remove(&k) {
+                None => return,
+                Some(NamedSub {
+                    live: Some(live), ..
+                }) => {
+                    if let Some(ix) = self.live.get_mut(&live.collection) {
+                        ix.remove(k, &live);
+                        if ix.is_empty() {
+                            self.live.remove(&live.collection);
+                        }
+                    }
+                    return;
+                }
+                Some(NamedSub { channel, .. }) => channel,
+            },
+        };
+        let still = self.conns.get(&id).is_some_and(|c| {
+            c.subs
+                .iter()
+                .any(|s| plain_channel(s, &self.named) == Some(&*channel))
+        });
+        if !still {
+            index_remove(&mut self.exact, &mut self.prefix, &channel, id);
+        }
+    }
+
     /// A new identity from an `auth` message; `ack` is queued after it takes effect.
     pub(crate) fn identity(&mut self, id: u64, ctx: AuthContext, exp: Option<u64>, ack: Utf8Bytes) {
         self.unindex_identity(id);
         if let Some(c) = self.conns.get_mut(&id) {
-            c.ctx = ctx;
+            c.set_ctx(ctx);
             c.exp = exp;
             c.grace_until = None;
             push(c, ack, &self.stats, &mut self.dirty);
@@ -325,48 +621,24 @@ impl<S: Sink> HubState<S> {
         self.admins.remove(&id);
     }
 
-    fn add_subscription(&mut self, id: u64, channel: &str) {
-        let max = self.cfg.max_subscriptions;
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if !c.subs.iter().any(|s| **s == *channel) {
-            if c.subs.len() >= max {
-                let msg = format!("Maximum {max} subscriptions per connection");
-                push(
-                    c,
-                    protocol::error_frame("subscription_limit", &msg),
-                    &self.stats,
-                    &mut self.dirty,
-                );
-                return;
-            }
-            c.subs.push(Box::from(channel));
-            index_add(&mut self.exact, &mut self.prefix, channel, id);
-            self.stats.subscriptions.fetch_add(1, Relaxed);
-        }
-        push(
-            c,
-            protocol::subscribed_frame(channel),
-            &self.stats,
-            &mut self.dirty,
-        );
-    }
-
-    /// Starts replaying what `channel` missed since `since`: live frames for the connection
-    /// are held from now on, the journal is read up to the last seq fanned out, and
-    /// [`HubState::replayed`] sends the replay, `resumed`, then the held frames.
-    fn resume(&mut self, id: u64, channel: String, since: Since) -> Option<Read> {
+    /// Starts replaying what a just-made subscription missed since `since`: live frames for
+    /// the connection are held from now on, the journal is read up to the last seq fanned
+    /// out, and [`HubState::replayed`] sends the replay, `resumed`, then the held frames.
+    fn resume(
+        &mut self,
+        id: u64,
+        channel: String,
+        named: Option<u64>,
+        since: Since,
+    ) -> Option<Read> {
         let upto = self.journal_seq;
         let c = self.conns.get_mut(&id)?;
-        if !c.subs.iter().any(|s| **s == *channel) {
-            return None; // refused (subscription limit): nothing to resume
-        }
         let replayable = self.epoch.as_deref() == Some(since.epoch.as_str()) && since.seq <= upto;
         if !replayable {
+            let sub = named.and_then(|k| self.named.get(&k)).map(|n| &*n.id);
             push(
                 c,
-                protocol::resumed_frame(&channel, false, upto),
+                protocol::resumed_frame(&channel, sub, false, upto),
                 &self.stats,
                 &mut self.dirty,
             );
@@ -376,6 +648,7 @@ impl<S: Sink> HubState<S> {
         Some(Read::Replay {
             id,
             channel,
+            named,
             after: since.seq,
             upto,
         })
@@ -385,9 +658,6 @@ impl<S: Sink> HubState<S> {
     /// is sent, so it always comes first.
     fn snapshot(&mut self, id: u64, channel: String) -> Option<Read> {
         let c = self.conns.get_mut(&id)?;
-        if !c.subs.iter().any(|s| **s == *channel) {
-            return None;
-        }
         let target = protocol::parse_record_channel(&channel)
             .filter(|_| self.snapshots)
             .map(|(collection, record_id)| (collection.to_string(), record_id.to_string()));
@@ -426,9 +696,8 @@ impl<S: Sink> HubState<S> {
         };
         let frame = match result {
             Ok((record, seq)) => {
-                let visible = record.filter(|r| {
-                    crate::audience::can_read_record(self.rules.as_ref(), collection, r, &c.ctx)
-                });
+                let rule = RecordRule::of(self.rules.as_ref(), collection);
+                let visible = record.filter(|r| crate::audience::can_read_record(&rule, r, &c.ctx));
                 let seq = self.epoch.as_ref().map(|_| seq);
                 protocol::snapshot_frame(channel, collection, visible.as_ref(), seq)
             }
@@ -442,65 +711,71 @@ impl<S: Sink> HubState<S> {
     }
 
     /// The journal's answer to a resume (`Ok(None)`: not replayable): the frames this
-    /// connection may read, `resumed`, then the held live frames.
+    /// connection may read, `resumed`, then the held live frames. A named subscription that
+    /// was replaced or unsubscribed meanwhile gets nothing (its held frames are released).
     pub(crate) fn replayed(
         &mut self,
         id: u64,
         channel: &str,
+        named: Option<u64>,
         upto: u64,
         result: Result<Option<Vec<Replayed>>, String>,
     ) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let HubState {
+            conns,
+            named: subs,
+            rules,
+            stats,
+            dirty,
+            clock,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&id) else {
             return;
         };
-        let recovered = match result {
-            Ok(Some(entries)) => {
-                let mut frames = Vec::with_capacity(entries.len());
-                for r in entries {
-                    let Ok(e) = Event::from_journal(&r.envelope, r.subject) else {
-                        continue;
-                    };
-                    let d = Delivery::of(&e, self.rules.as_ref());
-                    if let Some(f) = d.frame_for(&c.ctx) {
-                        frames.push(f.clone());
-                    }
+        let sub = match named {
+            None => None,
+            Some(k) => match subs.get(&k).filter(|n| n.conn == id) {
+                Some(n) => Some(n),
+                None => {
+                    release_held(c, stats, dirty);
+                    return;
                 }
-                self.stats
-                    .frames_out
-                    .fetch_add(frames.len() as u64, Relaxed);
-                c.sink.push_replay(frames);
-                true
-            }
-            Ok(None) => false,
+            },
+        };
+        let entries = match result {
+            Ok(entries) => entries,
             Err(e) => {
                 tracing::error!("Reading the event journal for a resume failed: {e}");
-                false
+                None
             }
         };
-        push(
-            c,
-            protocol::resumed_frame(channel, recovered, upto),
-            &self.stats,
-            &mut self.dirty,
-        );
-        release_held(c, &self.stats, &mut self.dirty);
+        let frames = entries.and_then(|entries| match sub.and_then(|n| n.live.as_deref()) {
+            Some(live) => replay_filtered(c, live, rules.as_ref(), entries, clock()),
+            None => Some(replay_plain(c, rules.as_ref(), entries)),
+        });
+        let recovered = frames.is_some();
+        if let Some(frames) = frames {
+            stats.frames_out.fetch_add(frames.len() as u64, Relaxed);
+            c.sink.push_replay(frames);
+        }
+        let resumed = protocol::resumed_frame(channel, sub.map(|n| &*n.id), recovered, upto);
+        push(c, resumed, stats, dirty);
+        release_held(c, stats, dirty);
     }
 
-    pub(crate) fn unsubscribe(&mut self, id: u64, channel: &str) {
+    /// Removes the subscription `target` names (if there is one) and acknowledges.
+    pub(crate) fn unsubscribe(&mut self, id: u64, target: &SubRef) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if let Some(pos) = c.subs.iter().position(|s| **s == *channel) {
-            c.subs.swap_remove(pos);
-            index_remove(&mut self.exact, &mut self.prefix, channel, id);
+        let key = target.key();
+        if let Some(pos) = c.subs.iter().position(|s| sub_id(s, &self.named) == key) {
+            let sub = c.subs.swap_remove(pos);
+            self.drop_sub(id, sub);
             self.stats.subscriptions.fetch_sub(1, Relaxed);
         }
-        push(
-            c,
-            protocol::unsubscribed_frame(channel),
-            &self.stats,
-            &mut self.dirty,
-        );
+        self.push_to(id, protocol::unsubscribed_frame(target));
     }
 
     pub(crate) fn unregister(&mut self, id: u64) {
@@ -508,16 +783,17 @@ impl<S: Sink> HubState<S> {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
-        for s in &c.subs {
-            index_remove(&mut self.exact, &mut self.prefix, s, id);
-        }
         self.stats
             .subscriptions
             .fetch_sub(c.subs.len() as u64, Relaxed);
+        for s in c.subs {
+            self.drop_sub(id, s);
+        }
         self.stats.connections.fetch_sub(1, Relaxed);
     }
 
-    /// Queues `e` for every connection that subscribed to it and may read it, once each.
+    /// Queues `e` for every connection that subscribed to it and may read it: once each for
+    /// plain subscriptions, and once per filtered subscription whose results it changes.
     pub(crate) fn fan_out(&mut self, e: &Event) {
         self.seq += 1;
         let seq = self.seq;
@@ -528,6 +804,14 @@ impl<S: Sink> HubState<S> {
         if self.conns.is_empty() {
             return;
         }
+        self.fan_out_plain(e, seq);
+        if !self.live.is_empty() {
+            self.fan_out_live(e);
+        }
+    }
+
+    /// Plain subscriptions: one frame per connection, however many of them match.
+    fn fan_out_plain(&mut self, e: &Event, seq: u64) {
         let d = Delivery::of(e, self.rules.as_ref());
         let t = e.event_type.as_str();
         let per_record = (e.source == EventSource::Collections)
@@ -542,44 +826,44 @@ impl<S: Sink> HubState<S> {
             prefix,
             by_user,
             admins,
+            named,
             stats,
             dirty,
             ..
         } = self;
-        let mut deliver = |id: u64, check_subs: bool| {
+        let mut deliver_plain = |id: u64, check_subs: bool| {
             let Some(c) = conns.get_mut(&id) else { return };
             if c.last_seq == seq || c.closing {
                 return;
             }
-            if check_subs && !c.subs.iter().any(|s| matches_event(s, t, rc)) {
+            if check_subs
+                && !c
+                    .subs
+                    .iter()
+                    .any(|s| plain_channel(s, named).is_some_and(|ch| matches_event(ch, t, rc)))
+            {
                 return;
             }
             c.last_seq = seq;
             if let Some(frame) = d.frame_for(&c.ctx) {
-                match c.held.as_mut() {
-                    // Too far behind while resuming: like any slow consumer it is closed,
-                    // and resumes again from its last seq.
-                    Some(held) if held.frames.len() >= hold_limit => slow_consumer(c, stats),
-                    Some(held) => held.frames.push(frame.clone()),
-                    None => push(c, frame.clone(), stats, dirty),
-                }
+                deliver(c, frame.clone(), hold_limit, stats, dirty);
             }
         };
         if let Some(owner) = d.sole_owner() {
             // Only the owner's connections and admins can receive it: look them up directly.
             if let Some(ids) = owner.and_then(|o| by_user.get(o)) {
                 for &id in ids {
-                    deliver(id, true);
+                    deliver_plain(id, true);
                 }
             }
             for &id in admins.iter() {
-                deliver(id, true);
+                deliver_plain(id, true);
             }
             return;
         }
         if let Some(ids) = exact.get(t) {
             for &id in ids {
-                deliver(id, false);
+                deliver_plain(id, false);
             }
         }
         for (i, b) in t.bytes().enumerate() {
@@ -587,7 +871,7 @@ impl<S: Sink> HubState<S> {
                 && let Some(ids) = prefix.get(&t[..=i])
             {
                 for &id in ids {
-                    deliver(id, false);
+                    deliver_plain(id, false);
                 }
             }
         }
@@ -595,16 +879,112 @@ impl<S: Sink> HubState<S> {
             // `posts.rec_1.updated` and `posts.rec_1.*`.
             if let Some(ids) = exact.get(rc) {
                 for &id in ids {
-                    deliver(id, false);
+                    deliver_plain(id, false);
                 }
             }
             if let Some((record_prefix, _)) = rc.rsplit_once('.')
                 && let Some(ids) = prefix.get(&rc[..=record_prefix.len()])
             {
                 for &id in ids {
-                    deliver(id, false);
+                    deliver_plain(id, false);
                 }
             }
+        }
+    }
+
+    /// Filtered subscriptions of the event's collection that it can concern (see the module
+    /// comment): each judged, and sent its own frame when the event changes its results.
+    fn fan_out_live(&mut self, e: &Event) {
+        let Some((collection, action)) = live::record_action(e) else {
+            return;
+        };
+        let hold_limit = self.cfg.queue_capacity.saturating_mul(4);
+        let HubState {
+            conns,
+            named,
+            live: by_collection,
+            rules,
+            by_user,
+            admins,
+            stats,
+            dirty,
+            candidates,
+            clock,
+            filter_evaluations,
+            ..
+        } = self;
+        let Some(index) = by_collection.get(collection) else {
+            return;
+        };
+        let rule = RecordRule::of(rules.as_ref(), collection);
+        let current = live::current(e, action);
+        let previous = e.previous.as_ref();
+        candidates.clear();
+        match rule.readers() {
+            Readers::Nobody => return,
+            Readers::Any => index.candidates(current, previous, candidates),
+            readers => {
+                // Nobody but the owners (before and after) and admins can be concerned: their
+                // subscriptions, not the collection's.
+                let owners = match readers {
+                    Readers::OwnerAndAdmins => live::owners(current, previous),
+                    _ => [None, None],
+                };
+                let conn_ids = owners
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| by_user.get(o))
+                    .flatten()
+                    .chain(admins.iter());
+                for cid in conn_ids {
+                    let Some(c) = conns.get(cid) else { continue };
+                    for s in &c.subs {
+                        if let Sub::Named(k) = s
+                            && let Some(l) = named.get(k).and_then(|n| n.live.as_deref())
+                            && *l.collection == *collection
+                        {
+                            candidates.push(*k);
+                        }
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        // Subscription order, once each (an admin who owns the record is listed twice).
+        candidates.sort_unstable();
+        candidates.dedup();
+        let now = clock();
+        let full = e.envelope_json();
+        let mut id_only = None;
+        for k in candidates.iter() {
+            let Some(sub) = named.get(k) else { continue };
+            let Some(l) = sub.live.as_deref() else {
+                continue;
+            };
+            if e.seq.is_some_and(|s| s <= l.after_seq) {
+                continue;
+            }
+            let Some(c) = conns.get_mut(&sub.conn) else {
+                continue;
+            };
+            if c.closing {
+                continue;
+            }
+            *filter_evaluations += 1;
+            let vars = live::vars_at(&mut c.vars, &c.ctx, &now);
+            let Some(out) = live::judge(&rule, action, current, previous, &l.filter, &c.ctx, vars)
+            else {
+                continue;
+            };
+            let envelope = if out.id_only {
+                id_only.get_or_insert_with(|| id_only_envelope(e)).clone()
+            } else {
+                full.clone()
+            };
+            let frame = protocol::live_event_frame(&l.head, out.change, &envelope);
+            deliver(c, frame, hold_limit, stats, dirty);
         }
     }
 
@@ -629,14 +1009,15 @@ impl<S: Sink> HubState<S> {
             match &change {
                 UserChange::RoleChanged { role, .. } => {
                     if let Some(u) = c.ctx.user() {
-                        c.ctx = AuthContext::User(Arc::new(Caller {
+                        let ctx = AuthContext::User(Arc::new(Caller {
                             role: *role,
                             ..u.clone()
                         }));
+                        c.set_ctx(ctx);
                     }
                 }
                 UserChange::Deleted { .. } | UserChange::SessionsRevoked { .. } => {
-                    c.ctx = AuthContext::Anonymous;
+                    c.set_ctx(AuthContext::Anonymous);
                     c.exp = None;
                     push(
                         c,
@@ -678,7 +1059,7 @@ impl<S: Sink> HubState<S> {
         for id in expired {
             self.unindex_identity(id);
             if let Some(c) = self.conns.get_mut(&id) {
-                c.ctx = AuthContext::Anonymous;
+                c.set_ctx(AuthContext::Anonymous);
                 c.exp = None;
                 c.grace_until = Some(instant + self.cfg.token_grace);
                 let msg = format!(
@@ -786,9 +1167,26 @@ mod tests {
                 "notes" => (Rule::Owner, true),
                 "ownerless" => (Rule::Owner, false),
                 "secrets" => (Rule::Admin, true),
+                "rooms" => (Rule::Public, true),
+                "tasks" => (Rule::Owner, true),
                 _ => return None,
             };
             Some((rule.into(), owned))
+        }
+
+        fn filter_schema(&self, collection: &str) -> Option<bakend_filter::Schema> {
+            use bakend_filter::Kind;
+            self.read_rule(collection)?;
+            Some(
+                bakend_filter::Schema::new()
+                    .with_field("title", Kind::String)
+                    .with_field("room", Kind::String)
+                    .with_field("n", Kind::Integer)
+                    .with_field("done", Kind::Boolean)
+                    .with_field("user_id", Kind::String)
+                    .with_field("assignee", Kind::String)
+                    .with_field("due", Kind::Datetime),
+            )
         }
     }
 
@@ -1036,7 +1434,7 @@ mod tests {
         w.sub(1, "posts.*");
         w.sub(1, "posts.r1.updated");
         w.sub(2, "notes.*");
-        w.hub.unsubscribe(1, "posts.*");
+        w.hub.unsubscribe(1, &SubRef::Channel("posts.*".into()));
         assert_eq!(
             w.take(1),
             [json!({"type": "unsubscribed", "channel": "posts.*"})]
@@ -1054,7 +1452,7 @@ mod tests {
         assert_eq!(w.stats.connections.load(Relaxed), 0);
         // An event for nobody, and requests for a connection that is gone, do nothing.
         w.hub.fan_out(&record_event("posts.created", "r2", None));
-        w.hub.unsubscribe(1, "posts.*");
+        w.hub.unsubscribe(1, &SubRef::Channel("posts.*".into()));
         assert_eq!(w.hub.subscribe(1, "x.*".into(), None, false), None);
     }
 
@@ -1209,6 +1607,7 @@ mod tests {
             Some(Read::Replay {
                 id: 1,
                 channel: "posts.*".into(),
+                named: None,
                 after: 7,
                 upto: 10
             })
@@ -1227,8 +1626,10 @@ mod tests {
         let entry = Replayed {
             subject: None,
             envelope: missed.envelope_json().to_string(),
+            previous: None,
         };
-        w.hub.replayed(1, "posts.*", 10, Ok(Some(vec![entry])));
+        w.hub
+            .replayed(1, "posts.*", None, 10, Ok(Some(vec![entry])));
         let replay = std::mem::take(&mut w.sinks[&1].0.borrow_mut().replay);
         assert_eq!(replay[0]["event"]["seq"], 8);
         let f = w.take(1);
@@ -1280,7 +1681,7 @@ mod tests {
         );
         w.take(1);
         w.hub.fan_out(&record_event("posts.created", "r1", None));
-        w.hub.replayed(1, "posts.*", 10, Ok(None));
+        w.hub.replayed(1, "posts.*", None, 10, Ok(None));
         let f = w.take(1);
         assert_eq!(
             (f[0]["type"].clone(), f[0]["recovered"].clone()),
@@ -1381,5 +1782,607 @@ mod tests {
         assert_eq!(w.closed(2), Some((CLOSE_GOING_AWAY, "going away")));
         w.hub.fan_out(&record_event("posts.created", "r1", None));
         assert_eq!(w.take(1), Vec::<Value>::new());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Filtered subscriptions
+
+    impl World {
+        /// Makes a filtered subscription and checks (and takes) the ack.
+        fn sub_f(&mut self, conn: u64, channel: &str, id: &str, filter: &str) {
+            let named = Named {
+                id: Some(id.into()),
+                filter: Some(filter.into()),
+            };
+            let read =
+                self.hub
+                    .subscribe_named(conn, channel.into(), Some(Box::new(named)), None, false);
+            assert_eq!(read, None);
+            assert_eq!(
+                self.take(conn),
+                [json!({"type": "subscribed", "channel": channel, "id": id})]
+            );
+        }
+
+        /// `(subscription, change, payload)` of the filtered event frames queued for `conn`;
+        /// asserts there is nothing else.
+        fn live(&mut self, conn: u64) -> Vec<(String, String, Value)> {
+            self.take(conn)
+                .into_iter()
+                .map(|f| {
+                    assert_eq!(f["type"], "event", "{f}");
+                    let sub = f["subscription"].as_str().expect("a filtered frame");
+                    (
+                        sub.to_string(),
+                        f["change"].as_str().unwrap().to_string(),
+                        f["event"]["payload"].clone(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    /// A record event; for updates and deletions `before` is the previous record.
+    fn rec(t: &str, after: Value, before: Option<Value>) -> Event {
+        let payload = if t.ends_with(".deleted") {
+            json!({"id": after["id"]})
+        } else {
+            after.clone()
+        };
+        let owner = after["user_id"].as_str().map(str::to_string);
+        let mut e = Event::new(t, EventSource::Collections, payload).about(owner);
+        e.previous = before;
+        e
+    }
+
+    fn change(sub: &str, change: &str, payload: Value) -> (String, String, Value) {
+        (sub.to_string(), change.to_string(), payload)
+    }
+
+    #[test]
+    fn each_change_follows_the_record_in_and_out_of_the_filter() {
+        let r = |n: i64, room: &str| json!({"id": "r1", "room": room, "n": n});
+        // (event type, record after, record before, expected change)
+        let table: &[(&str, Value, Option<Value>, Option<&str>)] = &[
+            ("rooms.created", r(1, "a"), None, Some("added")),
+            ("rooms.created", r(1, "b"), None, None),
+            (
+                "rooms.updated",
+                r(2, "a"),
+                Some(r(1, "a")),
+                Some("modified"),
+            ),
+            ("rooms.updated", r(2, "a"), Some(r(1, "b")), Some("added")),
+            ("rooms.updated", r(2, "b"), Some(r(1, "a")), Some("removed")),
+            ("rooms.updated", r(2, "b"), Some(r(1, "b")), None),
+            ("rooms.deleted", r(1, "a"), Some(r(1, "a")), Some("removed")),
+            ("rooms.deleted", r(1, "b"), Some(r(1, "b")), None),
+            // Another collection's events never concern it.
+            ("posts.created", r(1, "a"), None, None),
+        ];
+        for (t, after, before, want) in table {
+            let mut w = World::new();
+            w.connect(1, Who::Anon);
+            w.sub_f(1, "rooms.*", "in-a", "room = 'a'");
+            w.hub.fan_out(&rec(t, after.clone(), before.clone()));
+            let got = w.live(1);
+            let want: Vec<_> = want
+                .iter()
+                .map(|c| {
+                    // Updates carry the record as it is now (still readable, out of the
+                    // filter for `removed`); deletions carry `{id}` as always.
+                    let payload = if t.ends_with(".deleted") {
+                        json!({"id": "r1"})
+                    } else {
+                        after.clone()
+                    };
+                    change("in-a", c, payload)
+                })
+                .collect();
+            assert_eq!(got, want, "{t} {before:?} → {after}");
+        }
+    }
+
+    #[test]
+    fn ownership_transfer_removes_for_the_old_owner_and_adds_for_the_new() {
+        let mut w = World::new();
+        w.connect(1, Who::User("u1"));
+        w.connect(2, Who::User("u2"));
+        w.connect(3, Who::Admin("a1"));
+        w.connect(4, Who::User("u3"));
+        for c in 1..=4 {
+            w.sub_f(c, "tasks.*", "open", "done = false");
+        }
+        let before = json!({"id": "t1", "user_id": "u1", "done": false, "title": "secret"});
+        let after = json!({"id": "t1", "user_id": "u2", "done": false, "title": "secret"});
+        w.hub
+            .fan_out(&rec("tasks.updated", after.clone(), Some(before)));
+        // u1 may no longer read it: `{id}` only, never the record's fields.
+        assert_eq!(w.live(1), [change("open", "removed", json!({"id": "t1"}))]);
+        assert_eq!(w.live(2), [change("open", "added", after.clone())]);
+        assert_eq!(w.live(3), [change("open", "modified", after)]);
+        assert_eq!(w.live(4), []);
+        // Owner-only collections look candidates up by owner: u3's subscription was not even
+        // judged (u1, u2 and the admin were).
+        assert_eq!(w.hub.filter_evaluations, 3);
+    }
+
+    #[test]
+    fn filters_see_the_connections_identity_and_follow_its_changes() {
+        let mut w = World::new();
+        w.connect(1, Who::User("u1"));
+        w.connect(2, Who::User("u2"));
+        w.connect(3, Who::Anon);
+        for c in 1..=3 {
+            w.sub_f(c, "rooms.*", "mine", "assignee = @request.auth.id");
+        }
+        let t1 = json!({"id": "t1", "assignee": "u1"});
+        w.hub.fan_out(&rec("rooms.created", t1.clone(), None));
+        assert_eq!(w.live(1), [change("mine", "added", t1.clone())]);
+        assert_eq!(w.live(2), []);
+        assert_eq!(w.live(3), [], "anonymous: @request.auth.id is null");
+        // Reassigned to u2.
+        let t1b = json!({"id": "t1", "assignee": "u2"});
+        w.hub
+            .fan_out(&rec("rooms.updated", t1b.clone(), Some(t1.clone())));
+        assert_eq!(w.live(1), [change("mine", "removed", t1b.clone())]);
+        assert_eq!(w.live(2), [change("mine", "added", t1b.clone())]);
+
+        // Connection 1 becomes u2: nothing is sent for the change itself; the next event is
+        // judged with the new identity (before and after).
+        w.hub
+            .identity(1, ctx(Who::User("u2")), None, Utf8Bytes::from_static("{}"));
+        w.take(1);
+        let t1c = json!({"id": "t1", "assignee": "u2", "n": 1});
+        w.hub.fan_out(&rec("rooms.updated", t1c.clone(), Some(t1b)));
+        assert_eq!(w.live(1), [change("mine", "modified", t1c.clone())]);
+        assert_eq!(w.live(2), [change("mine", "modified", t1c.clone())]);
+        // Signed out everywhere: anonymous from then on.
+        w.hub.user_change(UserChange::SessionsRevoked {
+            user_id: "u2".into(),
+        });
+        assert_eq!(w.take(1)[0]["code"], "session_revoked");
+        assert_eq!(w.take(2)[0]["code"], "session_revoked");
+        let t1d = json!({"id": "t1", "assignee": "u2", "n": 2});
+        w.hub.fan_out(&rec("rooms.updated", t1d, Some(t1c)));
+        assert_eq!(w.live(1), []);
+        assert_eq!(w.live(2), []);
+        // A role change reaches `@request.auth.role`.
+        w.connect(4, Who::User("u4"));
+        w.sub_f(4, "rooms.*", "admin-view", "@request.auth.role = 'admin'");
+        let r2 = json!({"id": "r2"});
+        w.hub.fan_out(&rec("rooms.created", r2.clone(), None));
+        assert_eq!(w.live(4), []);
+        w.hub.user_change(UserChange::RoleChanged {
+            user_id: "u4".into(),
+            role: Role::Admin,
+        });
+        w.hub.fan_out(&rec("rooms.created", r2.clone(), None));
+        assert_eq!(w.live(4), [change("admin-view", "added", r2)]);
+    }
+
+    #[test]
+    fn now_is_read_from_the_clock_at_each_event() {
+        static NOW: std::sync::Mutex<&str> = std::sync::Mutex::new("2024-01-01T00:00:00.000Z");
+        fn clock() -> String {
+            NOW.lock().unwrap().to_string()
+        }
+        let mut w = World::new();
+        w.hub.set_clock(clock);
+        w.connect(1, Who::Anon);
+        w.sub_f(1, "rooms.*", "future", "due > @now");
+        let r = json!({"id": "r1", "due": "2024-06-01T00:00:00.000Z"});
+        w.hub.fan_out(&rec("rooms.created", r.clone(), None));
+        assert_eq!(w.live(1), [change("future", "added", r.clone())]);
+        *NOW.lock().unwrap() = "2025-01-01T00:00:00.000Z";
+        let r2 = json!({"id": "r1", "due": "2024-06-01T00:00:00.000Z", "n": 1});
+        w.hub.fan_out(&rec("rooms.updated", r2.clone(), Some(r)));
+        assert_eq!(
+            w.live(1),
+            [],
+            "both sides are judged now: past due before and after"
+        );
+    }
+
+    #[test]
+    fn plain_and_filtered_subscriptions_of_one_channel_get_their_own_frames() {
+        let mut w = World::new();
+        w.connect(1, Who::Anon);
+        w.sub(1, "rooms.*");
+        w.sub(1, "rooms.r1.*");
+        w.sub_f(1, "rooms.*", "a", "room = 'a'");
+        w.hub.fan_out(&rec(
+            "rooms.created",
+            json!({"id": "r1", "room": "b"}),
+            None,
+        ));
+        assert_eq!(w.events(1), ["rooms.created"], "one plain frame");
+        let r = json!({"id": "r1", "room": "a"});
+        w.hub.fan_out(&rec(
+            "rooms.updated",
+            r.clone(),
+            Some(json!({"id": "r1", "room": "b"})),
+        ));
+        let f = w.take(1);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[0], json!({"type": "event", "event": f[0]["event"]}));
+        assert_eq!(f[1]["subscription"], "a");
+        assert_eq!(f[1]["change"], "added");
+        assert_eq!(f[1]["event"], f[0]["event"], "the same envelope");
+        // A filter without an id is named by its channel — and replaces the plain one.
+        let named = Named {
+            id: None,
+            filter: Some("room = 'b'".into()),
+        };
+        w.hub
+            .subscribe_named(1, "rooms.*".into(), Some(Box::new(named)), None, false);
+        assert_eq!(
+            w.take(1),
+            [json!({"type": "subscribed", "channel": "rooms.*", "id": "rooms.*"})]
+        );
+        assert_eq!(w.stats.subscriptions.load(Relaxed), 3);
+        w.hub.fan_out(&rec(
+            "rooms.updated",
+            json!({"id": "r2", "room": "b"}),
+            Some(json!({"id": "r2", "room": "b"})),
+        ));
+        assert_eq!(
+            w.live(1),
+            [change(
+                "rooms.*",
+                "modified",
+                json!({"id": "r2", "room": "b"})
+            )],
+            "no plain frame any more (rooms.r2 is not rooms.r1)"
+        );
+    }
+
+    #[test]
+    fn replacing_unsubscribing_and_the_limit() {
+        let mut w = World::new();
+        w.connect(1, Who::Anon);
+        w.sub_f(1, "rooms.*", "x", "room = 'a'");
+        // Same id: replaced (acknowledged again, still one subscription).
+        w.sub_f(1, "rooms.*", "x", "room = 'b'");
+        assert_eq!(w.stats.subscriptions.load(Relaxed), 1);
+        w.hub.fan_out(&rec(
+            "rooms.created",
+            json!({"id": "r1", "room": "a"}),
+            None,
+        ));
+        assert_eq!(w.live(1), []);
+        w.hub.fan_out(&rec(
+            "rooms.created",
+            json!({"id": "r2", "room": "b"}),
+            None,
+        ));
+        assert_eq!(w.live(1).len(), 1);
+        // Filtered subscriptions count against the limit (3 here).
+        w.sub_f(1, "rooms.*", "y", "n > 1");
+        w.sub(1, "posts.*");
+        let named = Named {
+            id: Some("z".into()),
+            filter: Some("n > 2".into()),
+        };
+        assert_eq!(
+            w.hub
+                .subscribe_named(1, "rooms.*".into(), Some(Box::new(named)), None, false),
+            None
+        );
+        assert_eq!(w.take(1)[0]["code"], "subscription_limit");
+        // Replacing is not a new subscription, even at the limit.
+        w.sub_f(1, "rooms.*", "y", "n > 3");
+        // Unsubscribe by id; by channel, only the subscription whose id is the channel.
+        w.hub.unsubscribe(1, &SubRef::Channel("rooms.*".into()));
+        assert_eq!(
+            w.take(1),
+            [json!({"type": "unsubscribed", "channel": "rooms.*"})]
+        );
+        assert_eq!(w.stats.subscriptions.load(Relaxed), 3);
+        w.hub.unsubscribe(1, &SubRef::Id("x".into()));
+        assert_eq!(w.take(1), [json!({"type": "unsubscribed", "id": "x"})]);
+        w.hub.fan_out(&rec(
+            "rooms.created",
+            json!({"id": "r3", "room": "b", "n": 9}),
+            None,
+        ));
+        assert_eq!(
+            w.live(1),
+            [change(
+                "y",
+                "added",
+                json!({"id": "r3", "room": "b", "n": 9})
+            )]
+        );
+        // Unregistering cleans every index.
+        w.hub.unregister(1);
+        assert!(w.hub.named.is_empty() && w.hub.live.is_empty());
+        assert!(w.hub.exact.is_empty() && w.hub.prefix.is_empty());
+        assert_eq!(w.stats.subscriptions.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn an_unfiltered_subscription_with_an_id_is_delivered_plainly() {
+        let mut w = World::new();
+        w.connect(1, Who::Anon);
+        let named = Named {
+            id: Some("feed".into()),
+            filter: None,
+        };
+        w.hub
+            .subscribe_named(1, "rooms.*".into(), Some(Box::new(named)), None, false);
+        assert_eq!(
+            w.take(1),
+            [json!({"type": "subscribed", "channel": "rooms.*", "id": "feed"})]
+        );
+        w.sub(1, "rooms.*");
+        w.hub
+            .fan_out(&rec("rooms.created", json!({"id": "r1"}), None));
+        assert_eq!(w.events(1), ["rooms.created"], "once, plain");
+        // Removing one of the two keeps the channel.
+        w.hub.unsubscribe(1, &SubRef::Channel("rooms.*".into()));
+        w.take(1);
+        w.hub
+            .fan_out(&rec("rooms.created", json!({"id": "r2"}), None));
+        assert_eq!(w.events(1), ["rooms.created"]);
+        w.hub.unsubscribe(1, &SubRef::Id("feed".into()));
+        w.take(1);
+        w.hub
+            .fan_out(&rec("rooms.created", json!({"id": "r3"}), None));
+        assert_eq!(w.events(1), Vec::<String>::new());
+        assert!(w.hub.prefix.is_empty());
+    }
+
+    #[test]
+    fn invalid_filters_are_refused_and_change_nothing() {
+        // (channel, filter, message)
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "rooms.*",
+                "vews > 10",
+                r#"filter: unknown field "vews" at 1"#,
+            ),
+            (
+                "rooms.*",
+                "n > 'x'",
+                r#"filter: cannot compare integer field "n" with string 'x' at 3"#,
+            ),
+            (
+                "rooms.*",
+                "(n = 1",
+                r#"filter: expected "&&", "||" or ")", found end of filter at 7"#,
+            ),
+            (
+                "rooms.created",
+                "n = 1",
+                r#"filter: filters apply to the channel "<collection>.*" of an existing collection, not "rooms.created""#,
+            ),
+            (
+                "rooms.r1.*",
+                "n = 1",
+                r#"filter: filters apply to the channel "<collection>.*" of an existing collection, not "rooms.r1.*""#,
+            ),
+            (
+                "nope.*",
+                "n = 1",
+                r#"filter: filters apply to the channel "<collection>.*" of an existing collection, not "nope.*""#,
+            ),
+            (
+                "system.*",
+                "n = 1",
+                r#"filter: filters apply to the channel "<collection>.*" of an existing collection, not "system.*""#,
+            ),
+        ];
+        for &(channel, filter, message) in table {
+            let mut w = World::new();
+            w.connect(1, Who::Anon);
+            w.sub_f(1, "rooms.*", "x", "room = 'a'");
+            let named = Named {
+                id: Some("x".into()),
+                filter: Some(filter.into()),
+            };
+            assert_eq!(
+                w.hub
+                    .subscribe_named(1, channel.into(), Some(Box::new(named)), None, false),
+                None
+            );
+            assert_eq!(
+                w.take(1),
+                [json!({"type": "error", "code": "invalid_filter", "message": message})],
+                "{channel} {filter}"
+            );
+            // The subscription it would have replaced stands.
+            w.hub.fan_out(&rec(
+                "rooms.created",
+                json!({"id": "r1", "room": "a"}),
+                None,
+            ));
+            assert_eq!(w.live(1).len(), 1);
+            assert_eq!(w.stats.subscriptions.load(Relaxed), 1);
+        }
+    }
+
+    #[test]
+    fn the_index_judges_only_subscriptions_that_can_match() {
+        let mut w = World::new();
+        for c in 1..=100u64 {
+            w.connect(c, Who::Anon);
+            w.sub_f(c, "rooms.*", "room", &format!("room = 'r{c}' && n > 0"));
+        }
+        w.connect(101, Who::Anon);
+        w.sub_f(101, "rooms.*", "any", "n > 5");
+        w.hub.fan_out(&rec(
+            "rooms.created",
+            json!({"id": "m1", "room": "r1", "n": 1}),
+            None,
+        ));
+        // r1's subscription and the one without an equality; not the 99 other rooms.
+        assert_eq!(w.hub.filter_evaluations, 2);
+        assert_eq!(w.live(1).len(), 1);
+        assert_eq!(w.live(101), []);
+        // A message moved from r2 to r3: both rooms are told.
+        w.hub.filter_evaluations = 0;
+        w.hub.fan_out(&rec(
+            "rooms.updated",
+            json!({"id": "m2", "room": "r3", "n": 1}),
+            Some(json!({"id": "m2", "room": "r2", "n": 1})),
+        ));
+        assert_eq!(w.hub.filter_evaluations, 3);
+        assert_eq!(w.live(2)[0].1, "removed");
+        assert_eq!(w.live(3)[0].1, "added");
+        // Events of collections without filtered subscriptions cost no evaluation at all.
+        w.hub.filter_evaluations = 0;
+        w.hub.fan_out(&rec(
+            "posts.created",
+            json!({"id": "p", "room": "r1"}),
+            None,
+        ));
+        assert_eq!(w.hub.filter_evaluations, 0);
+    }
+
+    #[test]
+    fn a_filtered_resume_replays_changes_with_its_subscription_id() {
+        let mut w = World::with_journal(Some("ep"), 10);
+        w.connect(1, Who::User("u1"));
+        let named = Named {
+            id: Some("open".into()),
+            filter: Some("done = false".into()),
+        };
+        let since = Since {
+            epoch: "ep".into(),
+            seq: 6,
+        };
+        let read = w.hub.subscribe_named(
+            1,
+            "tasks.*".into(),
+            Some(Box::new(named)),
+            Some(Box::new(since)),
+            false,
+        );
+        let Some(Read::Replay {
+            named: Some(key), ..
+        }) = read
+        else {
+            panic!("{read:?}");
+        };
+        w.take(1);
+        let journaled = |seq: u64, e: Event| {
+            let mut e = e;
+            e.seq = Some(seq);
+            Replayed {
+                subject: e.subject.clone(),
+                envelope: e.envelope_json().to_string(),
+                previous: e.previous.as_ref().map(|p| p.to_string()),
+            }
+        };
+        let t = |done: bool, owner: &str| json!({"id": "t1", "done": done, "user_id": owner});
+        let entries = vec![
+            journaled(7, rec("tasks.created", t(false, "u1"), None)),
+            journaled(8, rec("tasks.updated", t(true, "u1"), Some(t(false, "u1")))),
+            journaled(9, rec("tasks.updated", t(false, "u2"), Some(t(true, "u1")))),
+            journaled(
+                10,
+                rec("tasks.deleted", t(false, "u2"), Some(t(false, "u2"))),
+            ),
+        ];
+        // A live event meanwhile waits behind the replay.
+        let mut live_e = rec(
+            "tasks.created",
+            json!({"id": "t2", "done": false, "user_id": "u1"}),
+            None,
+        );
+        live_e.seq = Some(11);
+        w.hub.fan_out(&live_e);
+        assert_eq!(w.take(1), Vec::<Value>::new());
+        w.hub
+            .replayed(1, "tasks.*", Some(key), 10, Ok(Some(entries.clone())));
+        let replay = std::mem::take(&mut w.sinks[&1].0.borrow_mut().replay);
+        let got: Vec<(Value, Value, u64)> = replay
+            .iter()
+            .map(|f| {
+                assert_eq!(f["subscription"], "open");
+                (
+                    f["change"].clone(),
+                    f["event"]["payload"].clone(),
+                    f["event"]["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (json!("added"), t(false, "u1"), 7),
+                (json!("removed"), t(true, "u1"), 8),
+                // Given away (not done again): u1 never sees it again, nor its deletion.
+            ]
+        );
+        let f = w.take(1);
+        assert_eq!(
+            f[0],
+            json!({"type": "resumed", "channel": "tasks.*", "subscription": "open", "recovered": true, "lastSeq": 10})
+        );
+        assert_eq!(
+            (f[1]["subscription"].clone(), f[1]["change"].clone()),
+            (json!("open"), json!("added"))
+        );
+
+        // Rows journaled before the journal kept the previous record cannot be judged:
+        // recovered false (refetch).
+        let mut w = World::with_journal(Some("ep"), 10);
+        w.connect(1, Who::User("u1"));
+        let named = Named {
+            id: Some("open".into()),
+            filter: Some("done = false".into()),
+        };
+        let since = Since {
+            epoch: "ep".into(),
+            seq: 6,
+        };
+        let Some(Read::Replay { named: key, .. }) = w.hub.subscribe_named(
+            1,
+            "tasks.*".into(),
+            Some(Box::new(named)),
+            Some(Box::new(since)),
+            false,
+        ) else {
+            panic!()
+        };
+        w.take(1);
+        let mut old = entries;
+        old[1].previous = None;
+        w.hub.replayed(1, "tasks.*", key, 10, Ok(Some(old)));
+        assert!(w.sinks[&1].0.borrow().replay.is_empty());
+        assert_eq!(w.take(1)[0]["recovered"], false);
+
+        // A subscription replaced while its replay was read gets nothing from it.
+        let mut w = World::with_journal(Some("ep"), 10);
+        w.connect(1, Who::User("u1"));
+        let named = || {
+            Some(Box::new(Named {
+                id: Some("open".into()),
+                filter: Some("done = false".into()),
+            }))
+        };
+        let since = Some(Box::new(Since {
+            epoch: "ep".into(),
+            seq: 6,
+        }));
+        let Some(Read::Replay { named: key, .. }) =
+            w.hub
+                .subscribe_named(1, "tasks.*".into(), named(), since, false)
+        else {
+            panic!()
+        };
+        w.hub
+            .subscribe_named(1, "tasks.*".into(), named(), None, false);
+        w.take(1);
+        w.hub.replayed(1, "tasks.*", key, 10, Ok(Some(vec![])));
+        assert_eq!(w.take(1), Vec::<Value>::new());
+        assert!(w.hub.conns[&1].held.is_none());
+    }
+
+    #[test]
+    fn connections_stay_small() {
+        assert_eq!(std::mem::size_of::<Sub>(), 16);
     }
 }

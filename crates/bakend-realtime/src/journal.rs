@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 
-/// One journaled event as stored: its envelope (with `seq`) and the owner it was about.
+/// One journaled event as stored: its envelope (with `seq`), the owner it was about and, for a
+/// record update or deletion, the record before it (JSON; `None` for rows journaled before the
+/// journal kept it — a filtered resume cannot replay those).
 #[derive(Clone, Debug)]
 pub struct Replayed {
     pub subject: Option<String>,
     pub envelope: String,
+    pub previous: Option<String>,
 }
 
 /// `Ok(None)`: the range cannot be replayed (trimmed, or more than the limit).

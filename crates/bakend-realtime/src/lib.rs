@@ -5,6 +5,7 @@
 //! - [`audience`]: who may receive an event and which payload they see.
 //! - [`hub`]: the single task that owns subscriptions and fans events out.
 //! - `hub_state`: the hub's state and decisions, without I/O (unit-tested with fake sinks).
+//! - `live`: filtered subscriptions — what an event means to one, and their index.
 //! - [`connection`]: the per-socket task.
 //! - `delivery`: the watermark a REST write waits on until its event is in the sockets.
 //! - [`outbox`]: a connection's socket and bounded outbound queue, written without copies.
@@ -17,6 +18,7 @@ mod delivery;
 pub mod hub;
 mod hub_state;
 pub mod journal;
+mod live;
 pub mod outbox;
 pub mod protocol;
 pub mod upgrade;

@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use tungstenite::Utf8Bytes;
 
 pub const MAX_CHANNEL_LEN: usize = 200;
+/// A subscription id is 1 to this many characters.
+pub const MAX_ID_CHARS: usize = 200;
 
 /// Where a resuming client left off: the journal epoch it was reading and the last `seq` it
 /// received.
@@ -35,11 +37,33 @@ pub enum ClientMessage {
         since: Option<Since>,
         /// Send the record's current state first (per-record channels only).
         snapshot: bool,
+        /// The subscription's id, when the client chose one (otherwise it is the channel).
+        id: Option<String>,
+        /// A filter expression (`docs/filters.md`; checked by the hub against the collection).
+        /// An empty or blank one is none, as for REST lists.
+        filter: Option<String>,
     },
-    Unsubscribe(String),
+    Unsubscribe(SubRef),
     Ping,
     /// Switch identity; `None` when the message had no string token.
     Auth(Option<String>),
+}
+
+/// Which subscription an `unsubscribe` means: by `id`, or (as v1) by `channel` — the id of a
+/// subscription made without one.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum SubRef {
+    Channel(String),
+    Id(String),
+}
+
+impl SubRef {
+    /// The subscription id it names.
+    pub fn key(&self) -> &str {
+        match self {
+            SubRef::Channel(k) | SubRef::Id(k) => k,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -49,6 +73,10 @@ pub enum ProtocolError {
     InvalidChannel,
     /// `since` is present but not `{"epoch": string, "seq": non-negative integer}`.
     InvalidSince,
+    /// `id` is present but not a string of 1 to [`MAX_ID_CHARS`] characters.
+    InvalidId,
+    /// `filter` is present but not a string.
+    FilterNotString,
 }
 
 impl ProtocolError {
@@ -63,6 +91,12 @@ impl ProtocolError {
                 "invalid_since",
                 "since must be {\"epoch\": string, \"seq\": non-negative integer}",
             ),
+            ProtocolError::InvalidId => {
+                error_frame("invalid_id", "id must be a string of 1 to 200 characters")
+            }
+            ProtocolError::FilterNotString => {
+                error_frame("invalid_filter", "filter: must be a string")
+            }
         }
     }
 }
@@ -78,6 +112,11 @@ pub fn valid_channel(c: &str) -> bool {
                 b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (i > 0 && b == b'*')
             })
     })
+}
+
+/// A subscription id: 1 to [`MAX_ID_CHARS`] characters, any of them.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().nth(MAX_ID_CHARS).is_none()
 }
 
 /// Whether subscription `sub` receives events of type `event_type`: the same name, or a
@@ -147,13 +186,29 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         },
         Some(_) => Err(ProtocolError::InvalidSince),
     };
+    let id = || match msg.get("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if valid_id(s) => Ok(Some(s.clone())),
+        Some(_) => Err(ProtocolError::InvalidId),
+    };
+    let filter = || match msg.get("filter") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ProtocolError::FilterNotString),
+    };
     match msg.get("action").and_then(Value::as_str) {
         Some("subscribe") => Ok(ClientMessage::Subscribe {
             channel: channel()?,
             since: since()?,
             snapshot: msg.get("snapshot") == Some(&Value::Bool(true)),
+            id: id()?,
+            filter: filter()?,
         }),
-        Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(channel()?)),
+        Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(match id()? {
+            Some(id) => SubRef::Id(id),
+            None => SubRef::Channel(channel()?),
+        })),
         Some("ping") => Ok(ClientMessage::Ping),
         Some("auth") => Ok(ClientMessage::Auth(
             msg.get("token").and_then(Value::as_str).map(str::to_string),
@@ -183,18 +238,78 @@ pub fn authenticated_frame(user: &Caller) -> Utf8Bytes {
     frame(json!({ "type": "authenticated", "user": safe_user(user) }))
 }
 
-pub fn resumed_frame(channel: &str, recovered: bool, last_seq: u64) -> Utf8Bytes {
-    frame(
-        json!({ "type": "resumed", "channel": channel, "recovered": recovered, "lastSeq": last_seq }),
-    )
+/// `subscription`: the id of a named subscription (one made with an `id` or a `filter`).
+pub fn resumed_frame(
+    channel: &str,
+    subscription: Option<&str>,
+    recovered: bool,
+    last_seq: u64,
+) -> Utf8Bytes {
+    let mut v = json!({ "type": "resumed", "channel": channel });
+    if let Some(id) = subscription {
+        v["subscription"] = json!(id);
+    }
+    v["recovered"] = json!(recovered);
+    v["lastSeq"] = json!(last_seq);
+    frame(v)
 }
 
-pub fn subscribed_frame(channel: &str) -> Utf8Bytes {
-    frame(json!({ "type": "subscribed", "channel": channel }))
+/// `id`: for a named subscription (one made with an `id` or a `filter`); v1's ack has none.
+pub fn subscribed_frame(channel: &str, id: Option<&str>) -> Utf8Bytes {
+    match id {
+        Some(id) => frame(json!({ "type": "subscribed", "channel": channel, "id": id })),
+        None => frame(json!({ "type": "subscribed", "channel": channel })),
+    }
 }
 
-pub fn unsubscribed_frame(channel: &str) -> Utf8Bytes {
-    frame(json!({ "type": "unsubscribed", "channel": channel }))
+pub fn unsubscribed_frame(target: &SubRef) -> Utf8Bytes {
+    match target {
+        SubRef::Channel(c) => frame(json!({ "type": "unsubscribed", "channel": c })),
+        SubRef::Id(id) => frame(json!({ "type": "unsubscribed", "id": id })),
+    }
+}
+
+/// What an event means to a filtered subscription: the record entered its filter (or was
+/// created in it), changed within it, or left it (or was deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Modified,
+    Removed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Modified => "modified",
+            Change::Removed => "removed",
+        }
+    }
+}
+
+/// The start of every event frame of subscription `id`, made once per subscription:
+/// `{"type":"event","subscription":<id>,"change":"`.
+pub fn live_frame_head(id: &str) -> Box<str> {
+    let mut s = String::from(r#"{"type":"event","subscription":"#);
+    // Serializing a string cannot fail.
+    s.push_str(&serde_json::to_string(id).unwrap_or_default());
+    s.push_str(r#","change":""#);
+    s.into_boxed_str()
+}
+
+/// `{"type":"event","subscription":…,"change":…,"event":<envelope>}` around an already
+/// serialized envelope and the subscription's [`live_frame_head`]: bytes copied, nothing
+/// serialized.
+pub fn live_event_frame(head: &str, change: Change, envelope_json: &str) -> Utf8Bytes {
+    let change = change.as_str();
+    let mut s = String::with_capacity(head.len() + change.len() + envelope_json.len() + 12);
+    s.push_str(head);
+    s.push_str(change);
+    s.push_str(r#"","event":"#);
+    s.push_str(envelope_json);
+    s.push('}');
+    Utf8Bytes::from(s)
 }
 
 pub fn pong_frame() -> Utf8Bytes {
@@ -304,7 +419,9 @@ mod tests {
             Ok(ClientMessage::Subscribe {
                 channel: "a.*".into(),
                 since: None,
-                snapshot: false
+                snapshot: false,
+                id: None,
+                filter: None,
             })
         );
         assert_eq!(
@@ -315,7 +432,9 @@ mod tests {
                     epoch: "ep_1".into(),
                     seq: 7
                 }),
-                snapshot: false
+                snapshot: false,
+                id: None,
+                filter: None,
             })
         );
         for bad in [
@@ -334,5 +453,91 @@ mod tests {
         );
         assert_eq!(Since::parse_param("12"), None);
         assert_eq!(parse(r#"{"action":"auth"}"#), Ok(ClientMessage::Auth(None)));
+    }
+
+    #[test]
+    fn ids_and_filters() {
+        let sub = |text: &str| match parse(text) {
+            Ok(ClientMessage::Subscribe { id, filter, .. }) => Ok((id, filter)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            sub(r#"{"action":"subscribe","channel":"t.*","filter":"a = 1","id":"open-p1"}"#),
+            Ok((some("open-p1"), some("a = 1")))
+        );
+        // Empty or blank filters are none (as `?filter=`), null is absent.
+        for f in [json!(""), json!(" \t"), Value::Null] {
+            let text = json!({"action": "subscribe", "channel": "t.*", "filter": f, "id": null})
+                .to_string();
+            assert_eq!(sub(&text), Ok((None, None)), "{text}");
+        }
+        let long = "é".repeat(200);
+        assert_eq!(
+            sub(&json!({"action": "subscribe", "channel": "t.*", "id": long}).to_string()),
+            Ok((Some(long.clone()), None)),
+            "200 characters (400 bytes) is the limit"
+        );
+        for bad_id in [json!(""), json!(5), json!(["x"]), json!("x".repeat(201))] {
+            let text = json!({"action": "subscribe", "channel": "t.*", "id": bad_id}).to_string();
+            assert_eq!(sub(&text), Err(ProtocolError::InvalidId), "{text}");
+            let text = json!({"action": "unsubscribe", "id": bad_id}).to_string();
+            assert_eq!(parse(&text), Err(ProtocolError::InvalidId), "{text}");
+        }
+        assert_eq!(
+            sub(r#"{"action":"subscribe","channel":"t.*","filter":5}"#),
+            Err(ProtocolError::FilterNotString)
+        );
+        // The channel is checked first.
+        assert_eq!(
+            sub(r#"{"action":"subscribe","channel":"*","id":""}"#),
+            Err(ProtocolError::InvalidChannel)
+        );
+        // Unsubscribe by id (which wins over a channel) or by channel.
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","id":"x","channel":"*"}"#),
+            Ok(ClientMessage::Unsubscribe(SubRef::Id("x".into())))
+        );
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","channel":"t.*"}"#),
+            Ok(ClientMessage::Unsubscribe(SubRef::Channel("t.*".into())))
+        );
+        assert_eq!(
+            ProtocolError::InvalidId.frame().as_str(),
+            r#"{"type":"error","code":"invalid_id","message":"id must be a string of 1 to 200 characters"}"#
+        );
+    }
+
+    #[test]
+    fn live_frames_wrap_the_envelope_bytes() {
+        let head = live_frame_head("open \"p1\"");
+        let f = live_event_frame(
+            &head,
+            Change::Removed,
+            r#"{"id":"evt_1","payload":{"id":"r1"}}"#,
+        );
+        assert_eq!(
+            f.as_str(),
+            r#"{"type":"event","subscription":"open \"p1\"","change":"removed","event":{"id":"evt_1","payload":{"id":"r1"}}}"#
+        );
+        let v: Value = serde_json::from_str(f.as_str()).unwrap();
+        assert_eq!(v["subscription"], "open \"p1\"");
+        assert_eq!(
+            subscribed_frame("t.*", Some("x")).as_str(),
+            r#"{"type":"subscribed","channel":"t.*","id":"x"}"#
+        );
+        assert_eq!(
+            subscribed_frame("t.*", None).as_str(),
+            r#"{"type":"subscribed","channel":"t.*"}"#
+        );
+        assert_eq!(
+            resumed_frame("t.*", Some("x"), true, 4).as_str(),
+            r#"{"type":"resumed","channel":"t.*","subscription":"x","recovered":true,"lastSeq":4}"#
+        );
+        assert_eq!(
+            resumed_frame("t.*", None, false, 4).as_str(),
+            r#"{"type":"resumed","channel":"t.*","recovered":false,"lastSeq":4}"#
+        );
     }
 }

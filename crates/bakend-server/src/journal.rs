@@ -35,6 +35,7 @@ impl JournalSource for StoreJournal {
                     .map(|r| Replayed {
                         subject: r.subject,
                         envelope: r.envelope,
+                        previous: r.previous,
                     })
                     .collect()
             }))

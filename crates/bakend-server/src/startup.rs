@@ -556,6 +556,10 @@ impl ReadRules for RegistryRules {
         let c = self.0.get(collection)?;
         Some((c.def.permissions.read.clone(), c.layout.has_owner()))
     }
+
+    fn filter_schema(&self, collection: &str) -> Option<bakend_filter::Schema> {
+        Some(self.0.get(collection)?.filter_schema().clone())
+    }
 }
 
 /// Expired sessions are deleted at start (`start_upkeep`) and then every ten minutes.

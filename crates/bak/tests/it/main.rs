@@ -17,6 +17,7 @@ mod filters;
 mod functions;
 mod harness;
 mod jobs;
+mod live;
 mod metrics;
 mod migrate;
 mod openapi;

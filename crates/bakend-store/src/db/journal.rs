@@ -8,6 +8,11 @@
 //! `n * S ..= n * S + S - 1`), so retention drops whole tables instead of deleting row by row —
 //! trimming then costs almost nothing next to the appends, even when it has to keep pace with
 //! the API at full speed. `S` is fixed when the journal is created (meta `journal_segment`).
+//!
+//! A row of a record update or deletion also keeps the record as it was before (`previous`,
+//! never sent to clients), so a filtered subscription that resumes can tell whether the record
+//! entered, changed within or left its filter. Segments written before that column existed get
+//! it (empty) when the journal is opened.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -36,6 +41,42 @@ pub struct JournalInfo {
 
 fn table(segment: u64) -> String {
     format!("{PREFIX}{segment}")
+}
+
+/// The columns of a segment table. `previous` (added later; older segments get it at
+/// [`open`]) is the record before an update or deletion, as JSON.
+fn create_segment_sql(segment: u64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+            seq INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,
+            subject TEXT,
+            record TEXT,
+            envelope TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            previous TEXT
+        )",
+        table(segment)
+    )
+}
+
+/// Adds `previous` to segment tables created before it existed (a schema change only: SQLite
+/// does not rewrite the rows, which read it as NULL).
+fn add_previous_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for s in segments(conn)? {
+        let has: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'previous'",
+            [table(s)],
+            |r| r.get(0),
+        )?;
+        if has == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {} ADD COLUMN previous TEXT",
+                table(s)
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 fn meta_u64(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
@@ -91,6 +132,7 @@ pub(crate) fn open(conn: &Connection, segment: u64) -> Result<JournalInfo, Store
     if meta_u64(conn, SEGMENT_KEY)? == 0 {
         meta_set(conn, SEGMENT_KEY, &segment.max(1).to_string())?;
     }
+    add_previous_columns(conn)?;
     let last = last_seq(conn)?;
     let trimmed = meta_u64(conn, TRIMMED_KEY)?;
     // Everything after `trimmed` should still be there: the oldest row is `trimmed + 1`, or
@@ -146,27 +188,24 @@ impl Appender {
         let seq = self.next;
         let segment = seq / self.size;
         if self.segment != Some(segment) {
-            conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                    seq INTEGER PRIMARY KEY,
-                    type TEXT NOT NULL,
-                    subject TEXT,
-                    record TEXT,
-                    envelope TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL
-                )",
-                table(segment)
-            ))?;
+            conn.execute_batch(&create_segment_sql(segment))?;
             self.segment = Some(segment);
         }
         event.seq = Some(seq);
-        let record = if event.source == bakend_core::EventSource::Collections {
+        let collections = event.source == bakend_core::EventSource::Collections;
+        let record = if collections {
             event.payload.get("id").and_then(|v| v.as_str())
         } else {
             None
         };
+        // Serializing a `Value` cannot fail.
+        let previous = event
+            .previous
+            .as_ref()
+            .filter(|_| collections)
+            .and_then(|p| serde_json::to_string(p).ok());
         conn.prepare_cached(&format!(
-            "INSERT INTO {} (seq, type, subject, record, envelope, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO {} (seq, type, subject, record, envelope, created_ms, previous) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             table(segment)
         ))?
         .execute(params![
@@ -176,6 +215,7 @@ impl Appender {
             record,
             &*event.envelope_json(),
             now_ms(),
+            previous,
         ])?;
         self.next += 1;
         Ok(())
@@ -214,6 +254,9 @@ pub struct JournalEntry {
     pub seq: u64,
     pub subject: Option<String>,
     pub envelope: String,
+    /// The record before an update or deletion, as JSON (`None` for other events, and for rows
+    /// journaled before the column existed).
+    pub previous: Option<String>,
 }
 
 /// Events with `after < seq <= upto` accepted by `wanted(type, record)`, oldest first, at most
@@ -237,7 +280,7 @@ pub fn read_range(
         .filter(|s| (first..=last).contains(s))
     {
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT seq, type, record, subject, envelope FROM {} WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            "SELECT seq, type, record, subject, envelope, previous FROM {} WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
             table(segment)
         ))?;
         let mut rows = stmt.query(params![after as i64, upto as i64])?;
@@ -254,6 +297,7 @@ pub fn read_range(
                 seq: row.get::<_, i64>(0)? as u64,
                 subject: row.get(3)?,
                 envelope: row.get(4)?,
+                previous: row.get(5)?,
             });
         }
     }
@@ -304,4 +348,99 @@ pub(crate) fn trim_segment(
         &segment_end.max(meta_u64(conn, TRIMMED_KEY)?).to_string(),
     )?;
     Ok(n.max(1) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use bakend_core::{Event, EventSource};
+    use serde_json::json;
+
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::connection::open(&dir.path().join("j.db")).unwrap();
+        crate::db::migrations::migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    fn all(conn: &Connection) -> Vec<JournalEntry> {
+        read_range(conn, 0, u64::MAX >> 1, 100, &|_, _| true)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn updates_and_deletions_keep_the_previous_record() {
+        let (_dir, conn) = db();
+        open(&conn, 4).unwrap();
+        let mut a = Appender::start(&conn).unwrap();
+        let before = json!({"id": "r1", "title": "old", "user_id": "u1"});
+        let mut events = [
+            Event::new(
+                "posts.created",
+                EventSource::Collections,
+                json!({"id": "r1", "title": "old"}),
+            ),
+            Event::new(
+                "posts.updated",
+                EventSource::Collections,
+                json!({"id": "r1", "title": "new"}),
+            )
+            .with_previous(before.clone()),
+            Event::new(
+                "posts.deleted",
+                EventSource::Collections,
+                json!({"id": "r1"}),
+            )
+            .with_previous(before.clone()),
+            // Only record events keep it.
+            Event::new("auth.login", EventSource::Auth, json!({"id": "u1"}))
+                .with_previous(json!({"x": 1})),
+        ];
+        for e in events.iter_mut() {
+            a.append(&conn, e).unwrap();
+        }
+        a.finish(&conn, 1).unwrap();
+        let got: Vec<Option<serde_json::Value>> = all(&conn)
+            .iter()
+            .map(|r| {
+                r.previous
+                    .as_deref()
+                    .map(|p| serde_json::from_str(p).unwrap())
+            })
+            .collect();
+        assert_eq!(got, [None, Some(before.clone()), Some(before), None]);
+    }
+
+    #[test]
+    fn segments_from_before_the_previous_column_get_it_at_open() {
+        let (_dir, conn) = db();
+        meta_set(&conn, SEGMENT_KEY, "4").unwrap();
+        // The layout older versions created, with a row in it.
+        conn.execute_batch(
+            "CREATE TABLE _events_0 (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, subject TEXT,
+                 record TEXT, envelope TEXT NOT NULL, created_ms INTEGER NOT NULL);
+             INSERT INTO _events_0 VALUES (1, 'posts.updated', NULL, 'r1', '{}', 0);",
+        )
+        .unwrap();
+        meta_set(&conn, LAST_KEY, "1").unwrap();
+        let info = open(&conn, 4).unwrap();
+        assert_eq!(info.last_seq, 1);
+        let old = all(&conn);
+        assert_eq!((old.len(), old[0].previous.clone()), (1, None));
+        // Appending to the old segment works, and so does opening again.
+        let mut a = Appender::start(&conn).unwrap();
+        let mut e = Event::new(
+            "posts.updated",
+            EventSource::Collections,
+            json!({"id": "r1"}),
+        )
+        .with_previous(json!({"id": "r1"}));
+        a.append(&conn, &mut e).unwrap();
+        a.finish(&conn, 2).unwrap();
+        open(&conn, 4).unwrap();
+        let rows = all(&conn);
+        assert_eq!(rows[1].previous.as_deref(), Some(r#"{"id":"r1"}"#));
+    }
 }
