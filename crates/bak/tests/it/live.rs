@@ -498,3 +498,94 @@ async fn a_filtered_subscription_resumes_across_sigkill() {
     bak.signal(libc::SIGTERM);
     bak.wait_exit().await;
 }
+
+/// An expression read rule (`published = true || user_id = @request.auth.id`): a record that
+/// stops being readable leaves a filtered subscription with `removed` and only its id, one
+/// that becomes readable is `added`, and plain subscribers follow the same rule.
+#[tokio::test]
+async fn expression_rules_decide_what_a_subscription_sees() {
+    let s = TestServer::start_with_env(
+        &[json!({"name": "posts", "fields": [
+            {"name": "title", "type": "string"},
+            {"name": "published", "type": "boolean"},
+            {"name": "user_id", "type": "string"}],
+            "permissions": {"create": "authenticated",
+                            "read": "published = true || user_id = @request.auth.id",
+                            "update": "user_id = @request.auth.id",
+                            "delete": "user_id = @request.auth.id"}})],
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+        &[("BAKEND_ADMIN_EMAIL", ADMIN)],
+    )
+    .await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    let (mut ws, _) = Ws::connect(&format!("{}?token={}", s.ws_url(), bob.token)).await;
+    subscribe(&mut ws, "posts.*", "title ~ 'news'", "news").await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*"}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let write = |m: Method, path: String, body: Option<Value>| {
+        let (s, token) = (&s, alice.token.clone());
+        async move {
+            let r = s.call(m, &path, Some(&token), body.as_ref()).await;
+            assert!(r.status < 300, "{}", r.text);
+            if r.text.is_empty() {
+                Value::Null
+            } else {
+                r.json()
+            }
+        }
+    };
+    // A draft of alice's: bob cannot read it, so nothing reaches him.
+    let draft = write(
+        Method::POST,
+        "/api/posts".into(),
+        Some(json!({"title": "news draft"})),
+    )
+    .await;
+    let path = format!("/api/posts/{}", draft["id"].as_str().unwrap());
+    // Published: it enters bob's read set and his filter.
+    write(Method::PUT, path.clone(), Some(json!({"published": true}))).await;
+    // Unpublished again: bob loses access — removed, with the id only.
+    write(
+        Method::PUT,
+        path.clone(),
+        Some(json!({"published": false, "title": "news (secret)"})),
+    )
+    .await;
+    write(Method::DELETE, path.clone(), None).await;
+    // A barrier bob can read.
+    let barrier = write(
+        Method::POST,
+        "/api/posts".into(),
+        Some(json!({"title": "x", "published": true})),
+    )
+    .await;
+    let frames = frames_until(&mut ws, &barrier["id"]).await;
+    let id = draft["id"].clone();
+    let filtered: Vec<(String, String, Value)> = frames
+        .iter()
+        .filter(|f| f.get("subscription").is_some())
+        .map(change_of)
+        .map(|(s, c, p)| (s, c, p["id"].clone()))
+        .collect();
+    assert_eq!(
+        filtered,
+        [ch("news", "added", &id), ch("news", "removed", &id)],
+        "{frames:#?}"
+    );
+    let removed = frames.iter().find(|f| f["change"] == "removed").unwrap();
+    assert_eq!(
+        removed["event"]["payload"],
+        json!({"id": id}),
+        "only the id"
+    );
+    // The plain subscription sees the update that made it readable, nothing else of it.
+    let plain: Vec<&str> = frames
+        .iter()
+        .filter(|f| f.get("subscription").is_none() && f["event"]["payload"]["id"] == id)
+        .map(|f| f["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(plain, ["posts.updated"], "{frames:#?}");
+    let _ = bob;
+}
