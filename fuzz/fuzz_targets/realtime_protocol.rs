@@ -55,8 +55,16 @@ fn serialize(m: &ClientMessage) -> String {
             snapshot,
             id,
             filter,
+            sort,
+            per_page,
         } => {
             let mut v = json!({"action": "subscribe", "channel": channel});
+            if let Some(s) = sort {
+                v["sort"] = json!(s);
+            }
+            if let Some(n) = per_page {
+                v["perPage"] = json!(n);
+            }
             if let Some(s) = since {
                 v["since"] = json!({"epoch": s.epoch, "seq": s.seq});
             }
@@ -96,6 +104,8 @@ fn check_channel(c: &str) {
             snapshot: false,
             id: None,
             filter: None,
+            sort: None,
+            per_page: None,
         })
     );
     let (key, prefix) = protocol::index_key(c);

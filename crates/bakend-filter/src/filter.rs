@@ -230,6 +230,13 @@ fn num_of(v: &Value) -> Option<Num> {
 // Checking
 
 impl Filter {
+    /// The filter every record passes (an unfiltered live query).
+    pub fn everything() -> Filter {
+        Filter {
+            root: Node::Test(Test::Const(true)),
+        }
+    }
+
     /// Parses and checks `src` against `schema`.
     pub fn new(src: &str, schema: &Schema) -> Result<Filter, FilterError> {
         Filter::check(&parse(src)?, schema)

@@ -315,6 +315,8 @@ async fn handle(
             snapshot,
             id: sub_id,
             filter,
+            sort,
+            per_page,
         }) => {
             let since = since.map(Box::new).or_else(|| {
                 let r = resume.as_mut()?;
@@ -325,8 +327,16 @@ async fn handle(
                 r.done.push(key.clone());
                 Some(r.since.clone())
             });
-            let named = (sub_id.is_some() || filter.is_some())
-                .then(|| Box::new(Named { id: sub_id, filter }));
+            let named =
+                (sub_id.is_some() || filter.is_some() || sort.is_some() || per_page.is_some())
+                    .then(|| {
+                        Box::new(Named {
+                            id: sub_id,
+                            filter,
+                            sort,
+                            per_page,
+                        })
+                    });
             hub.send(Control::Subscribe {
                 id,
                 channel,

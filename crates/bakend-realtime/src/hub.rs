@@ -13,7 +13,7 @@ use tungstenite::Utf8Bytes;
 use crate::audience::ReadRules;
 use crate::delivery::Watermark;
 use crate::hub_state::{HubState, Read};
-use crate::journal::{JournalSource, Replayed, SnapshotSource};
+use crate::journal::{JournalSource, ListError, ListPage, Replayed, SnapshotSource};
 use crate::live::Named;
 use crate::outbox::Outbox;
 use crate::protocol::{Since, SubRef, matches_event, record_channel};
@@ -52,6 +52,12 @@ pub(crate) struct SnapshotRead {
     result: Result<(Option<Value>, u64), String>,
 }
 
+pub(crate) struct ListRead {
+    id: u64,
+    named: u64,
+    result: Result<ListPage, ListError>,
+}
+
 pub(crate) struct ReplayRead {
     id: u64,
     channel: String,
@@ -79,6 +85,8 @@ pub(crate) enum Control {
     /// like `Replayed`: rare, and the size of every queued control message is its largest
     /// variant's.)
     Snapshot(Box<SnapshotRead>),
+    /// A collection snapshot was read: send it, then release the held live frames.
+    Listed(Box<ListRead>),
     /// The journal's answer to a resume: replay it, then release the held live frames.
     Replayed(Box<ReplayRead>),
     Unsubscribe {
@@ -341,6 +349,10 @@ impl Driver {
                 } = *r;
                 state.snapshotted(id, &channel, &collection, result)
             }
+            Control::Listed(r) => {
+                let ListRead { id, named, result } = *r;
+                state.listed(id, named, result)
+            }
             Control::Replayed(r) => {
                 let ReplayRead {
                     id,
@@ -416,6 +428,17 @@ impl Driver {
                         result,
                     };
                     let _ = control.send(Control::Snapshot(Box::new(read))).await;
+                });
+            }
+            Read::List { id, named, request } => {
+                let Some(source) = self.snapshots.clone() else {
+                    return;
+                };
+                let read = source.list(*request);
+                tokio::spawn(async move {
+                    let result = read.await;
+                    let read = ListRead { id, named, result };
+                    let _ = control.send(Control::Listed(Box::new(read))).await;
                 });
             }
         }

@@ -30,7 +30,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::audience::{Delivery, ReadRules, Readers, RecordRule};
 use crate::hub::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, HubStats};
-use crate::journal::Replayed;
+use crate::journal::{ListError, ListPage, ListRequest, Replayed};
 use crate::live::{self, Live, LiveIndex, Named, NamedSub};
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, Since, SubRef, index_key, matches_event, record_channel};
@@ -88,6 +88,13 @@ pub(crate) enum Read {
         collection: String,
         record_id: String,
     },
+    /// A page of a collection's records for the named subscription `named` (a
+    /// `<collection>.*` channel's `snapshot`).
+    List {
+        id: u64,
+        named: u64,
+        request: Box<ListRequest>,
+    },
 }
 
 struct Conn<S> {
@@ -110,7 +117,9 @@ struct Conn<S> {
 
 #[derive(Default)]
 struct Held {
-    frames: Vec<Utf8Bytes>,
+    /// `(named subscription key or 0, event seq, frame)`: a collection snapshot drops the
+    /// frames of its subscription that it already reflects.
+    frames: Vec<(u64, u64, Utf8Bytes)>,
     /// Replays and snapshots still being read.
     pending: u32,
 }
@@ -252,6 +261,7 @@ fn slow_consumer<S: Sink>(c: &mut Conn<S>, stats: &HubStats) {
 fn deliver<S: Sink>(
     c: &mut Conn<S>,
     frame: Utf8Bytes,
+    tag: (u64, u64),
     hold_limit: usize,
     stats: &HubStats,
     dirty: &mut Vec<S>,
@@ -260,7 +270,7 @@ fn deliver<S: Sink>(
         // Too far behind while resuming: like any slow consumer it is closed, and resumes
         // again from its last seq.
         Some(held) if held.frames.len() >= hold_limit => slow_consumer(c, stats),
-        Some(held) => held.frames.push(frame),
+        Some(held) => held.frames.push((tag.0, tag.1, frame)),
         None => push(c, frame, stats, dirty),
     }
 }
@@ -354,7 +364,7 @@ fn release_held<S: Sink>(c: &mut Conn<S>, stats: &HubStats, dirty: &mut Vec<S>) 
         None => false,
     };
     if done && let Some(held) = c.held.take() {
-        for f in held.frames {
+        for (_, _, f) in held.frames {
             push(c, f, stats, dirty);
         }
     }
@@ -469,11 +479,23 @@ impl<S: Sink> HubState<S> {
         let Named {
             id: chosen_id,
             filter,
+            sort,
+            per_page,
         } = named.map(|n| *n).unwrap_or_default();
-        let is_named = chosen_id.is_some() || filter.is_some();
+        // A collection snapshot (`<collection>.*` of an existing collection, without `since`)
+        // makes a live query — with a filter or without — whose frames start after it.
+        let listed = (snapshot && since.is_none() && self.snapshots)
+            .then(|| channel.strip_suffix(".*"))
+            .flatten()
+            .filter(|c| self.rules.filter_schema(c).is_some())
+            .map(str::to_string);
+        let is_named = chosen_id.is_some() || filter.is_some() || listed.is_some();
         let key = chosen_id.unwrap_or_else(|| channel.clone());
+        let filter_src = filter.clone();
         let live = match filter.map(|src| self.check_filter(&channel, &src, &key)) {
-            None => None,
+            None => listed
+                .as_deref()
+                .map(|c| Box::new(Live::new(c, Filter::everything(), &key))),
             Some(Ok(live)) => Some(Box::new(live)),
             Some(Err(message)) => {
                 self.push_to(id, protocol::error_frame("invalid_filter", &message));
@@ -527,6 +549,20 @@ impl<S: Sink> HubState<S> {
         push(c, ack, &self.stats, &mut self.dirty);
         if let Some(since) = since {
             self.resume(id, channel, named_key, *since)
+        } else if let (Some(collection), Some(named)) = (listed, named_key) {
+            self.conns.get_mut(&id)?.hold();
+            let request = ListRequest {
+                collection,
+                filter: filter_src,
+                sort,
+                per_page,
+                ctx: self.conns.get(&id)?.ctx.clone(),
+            };
+            Some(Read::List {
+                id,
+                named,
+                request: Box::new(request),
+            })
         } else if snapshot {
             self.snapshot(id, channel)
         } else {
@@ -666,7 +702,7 @@ impl<S: Sink> HubState<S> {
                 c,
                 protocol::error_frame(
                     "invalid_snapshot",
-                    "snapshot is only available on per-record channels (collection.recordId.*)",
+                    "snapshot is only available on per-record channels (collection.recordId.*) and collection channels (collection.*)",
                 ),
                 &self.stats,
                 &mut self.dirty,
@@ -708,6 +744,51 @@ impl<S: Sink> HubState<S> {
         };
         push(c, frame, &self.stats, &mut self.dirty);
         release_held(c, &self.stats, &mut self.dirty);
+    }
+
+    /// A collection snapshot was read for the named subscription `named`: from now on its
+    /// frames start after the snapshot's seq (those held meanwhile that it reflects are
+    /// dropped); send it, then release the held live frames. An unreadable page (a bad sort
+    /// key, a refusal, a failure) is an error frame instead: the subscription stands, its
+    /// frames unchanged. A subscription replaced or removed meanwhile gets nothing.
+    pub(crate) fn listed(&mut self, id: u64, named: u64, result: Result<ListPage, ListError>) {
+        let HubState {
+            conns,
+            named: subs,
+            stats,
+            dirty,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&id) else {
+            return;
+        };
+        let Some(sub) = subs.get_mut(&named).filter(|n| n.conn == id) else {
+            release_held(c, stats, dirty);
+            return;
+        };
+        let frame = match result {
+            Ok(page) => {
+                if let Some(l) = sub.live.as_deref_mut() {
+                    l.after_seq = page.seq;
+                }
+                if let Some(h) = c.held.as_mut() {
+                    h.frames
+                        .retain(|(k, seq, _)| *k != named || *seq > page.seq);
+                }
+                protocol::collection_snapshot_frame(&sub.id, &page.items, page.seq, page.more)
+            }
+            Err(ListError::Invalid(message)) => protocol::error_frame("invalid_snapshot", &message),
+            Err(ListError::Refused) => protocol::error_frame(
+                "snapshot_failed",
+                "This connection may not list the collection",
+            ),
+            Err(ListError::Failed(e)) => {
+                tracing::error!("Reading records for a realtime snapshot failed: {e}");
+                protocol::error_frame("snapshot_failed", "The records could not be read")
+            }
+        };
+        push(c, frame, stats, dirty);
+        release_held(c, stats, dirty);
     }
 
     /// The journal's answer to a resume (`Ok(None)`: not replayable): the frames this
@@ -846,7 +927,7 @@ impl<S: Sink> HubState<S> {
             }
             c.last_seq = seq;
             if let Some(frame) = d.frame_for(&c.ctx) {
-                deliver(c, frame.clone(), hold_limit, stats, dirty);
+                deliver(c, frame.clone(), (0, 0), hold_limit, stats, dirty);
             }
         };
         if let Some(owner) = d.sole_owner() {
@@ -984,7 +1065,8 @@ impl<S: Sink> HubState<S> {
                 full.clone()
             };
             let frame = protocol::live_event_frame(&l.head, out.change, &envelope);
-            deliver(c, frame, hold_limit, stats, dirty);
+            let tag = (*k, e.seq.unwrap_or(u64::MAX));
+            deliver(c, frame, tag, hold_limit, stats, dirty);
         }
     }
 
@@ -1751,11 +1833,13 @@ mod tests {
             );
             assert_eq!(f.len(), 1 + usize::from(visible), "{who:?}: {f:?}");
         }
-        // Only per-record channels have snapshots.
+        // Only per-record and collection channels have snapshots.
         let mut w = World::new();
         w.connect(1, Who::Anon);
-        assert_eq!(w.hub.subscribe(1, "posts.*".into(), None, true), None);
-        assert_eq!(w.take(1)[1]["code"], "invalid_snapshot");
+        for channel in ["posts.created", "nothing.*"] {
+            assert_eq!(w.hub.subscribe(1, channel.into(), None, true), None);
+            assert_eq!(w.take(1)[1]["code"], "invalid_snapshot");
+        }
     }
 
     #[test]
@@ -1793,6 +1877,7 @@ mod tests {
             let named = Named {
                 id: Some(id.into()),
                 filter: Some(filter.into()),
+                ..Default::default()
             };
             let read =
                 self.hub
@@ -2013,6 +2098,7 @@ mod tests {
         let named = Named {
             id: None,
             filter: Some("room = 'b'".into()),
+            ..Default::default()
         };
         w.hub
             .subscribe_named(1, "rooms.*".into(), Some(Box::new(named)), None, false);
@@ -2063,6 +2149,7 @@ mod tests {
         let named = Named {
             id: Some("z".into()),
             filter: Some("n > 2".into()),
+            ..Default::default()
         };
         assert_eq!(
             w.hub
@@ -2101,6 +2188,191 @@ mod tests {
         assert_eq!(w.stats.subscriptions.load(Relaxed), 0);
     }
 
+    /// `e` as journaled at `seq`.
+    fn at(mut e: Event, seq: u64) -> Event {
+        e.seq = Some(seq);
+        e
+    }
+
+    /// Subscribes `conn` with a collection snapshot; returns the read's subscription key.
+    fn sub_snapshot(w: &mut World, conn: u64, channel: &str, named: Named) -> (u64, ListRequest) {
+        let read = w
+            .hub
+            .subscribe_named(conn, channel.into(), Some(Box::new(named)), None, true);
+        let Some(Read::List { id, named, request }) = read else {
+            panic!("expected a list read, got {read:?}");
+        };
+        assert_eq!(id, conn);
+        (named, *request)
+    }
+
+    fn page(items: &str, seq: u64) -> Result<ListPage, ListError> {
+        Ok(ListPage {
+            items: items.into(),
+            more: true,
+            seq,
+        })
+    }
+
+    #[test]
+    fn a_collection_snapshot_hands_over_at_its_seq() {
+        let mut w = World::with_journal(Some("ep"), 5);
+        w.connect(1, Who::Anon);
+        w.sub(1, "rooms.*");
+        let named = Named {
+            id: Some("open".into()),
+            filter: Some("done = false".into()),
+            sort: Some("-n".into()),
+            per_page: Some(10),
+        };
+        let (k, request) = sub_snapshot(&mut w, 1, "rooms.*", named);
+        assert_eq!(
+            request,
+            ListRequest {
+                collection: "rooms".into(),
+                filter: Some("done = false".into()),
+                sort: Some("-n".into()),
+                per_page: Some(10),
+                ctx: ctx(Who::Anon),
+            }
+        );
+        assert_eq!(
+            w.take(1),
+            [json!({"type": "subscribed", "channel": "rooms.*", "id": "open"})]
+        );
+        let r = |id: &str| json!({"id": id, "done": false});
+        // Held while the page is read: 6 and 7, which the page (as of 9) reflects.
+        w.hub.fan_out(&at(rec("rooms.created", r("r1"), None), 6));
+        w.hub.fan_out(&at(rec("rooms.created", r("r2"), None), 7));
+        assert_eq!(w.take(1), Vec::<Value>::new());
+        w.hub.listed(1, k, page(r#"[{"id":"r2"},{"id":"r1"}]"#, 9));
+        let f = w.take(1);
+        assert_eq!(
+            f[0],
+            json!({"type": "snapshot", "subscription": "open", "items": [{"id": "r2"}, {"id": "r1"}], "seq": 9, "truncated": true})
+        );
+        // The plain subscription of the same connection is not affected: both events.
+        let rest: Vec<(&Value, &Value)> = f[1..]
+            .iter()
+            .map(|f| (&f["subscription"], &f["event"]["seq"]))
+            .collect();
+        assert_eq!(rest, [(&Value::Null, &json!(6)), (&Value::Null, &json!(7))]);
+        // 8 and 9 reach the hub after the read: in the page already, not sent; 10 is.
+        w.hub.fan_out(&at(rec("rooms.created", r("r3"), None), 8));
+        w.hub
+            .fan_out(&at(rec("rooms.updated", r("r3"), Some(r("r3"))), 9));
+        w.hub.fan_out(&at(rec("rooms.created", r("r4"), None), 10));
+        let f = w.take(1);
+        let got: Vec<(&Value, &Value)> = f
+            .iter()
+            .map(|f| (&f["subscription"], &f["event"]["seq"]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&Value::Null, &json!(8)),
+                (&Value::Null, &json!(9)),
+                (&Value::Null, &json!(10)),
+                (&json!("open"), &json!(10)),
+            ]
+        );
+        assert_eq!(f[3]["change"], "added");
+        assert!(w.hub.conns[&1].held.is_none());
+    }
+
+    #[test]
+    fn an_unfiltered_collection_snapshot_is_a_live_query_of_every_readable_record() {
+        let mut w = World::with_journal(Some("ep"), 0);
+        w.connect(1, Who::User("u1"));
+        // Without an id its id is the channel (and the ack names it).
+        let (k, request) = sub_snapshot(&mut w, 1, "notes.*", Named::default());
+        assert_eq!((request.filter, request.ctx), (None, ctx(Who::User("u1"))));
+        assert_eq!(
+            w.take(1),
+            [json!({"type": "subscribed", "channel": "notes.*", "id": "notes.*"})]
+        );
+        let mine = json!({"id": "n1", "user_id": "u1"});
+        w.hub
+            .fan_out(&at(rec("notes.created", mine.clone(), None), 1));
+        w.hub.fan_out(&at(
+            rec("notes.updated", mine.clone(), Some(mine.clone())),
+            2,
+        ));
+        w.hub.listed(1, k, page("[]", 1));
+        let f = w.take(1);
+        assert_eq!(f[0]["type"], "snapshot");
+        assert_eq!(f[0]["subscription"], "notes.*");
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            (&f[1]["change"], &f[1]["event"]["seq"]),
+            (&json!("modified"), &json!(2))
+        );
+        // Another owner's record is not readable: nothing.
+        let theirs = json!({"id": "n2", "user_id": "u2"});
+        w.hub.fan_out(&at(rec("notes.created", theirs, None), 3));
+        assert_eq!(w.take(1), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn collection_snapshots_that_cannot_be_read() {
+        let named = || Named {
+            id: Some("open".into()),
+            filter: Some("done = false".into()),
+            ..Default::default()
+        };
+        let created = |seq| {
+            at(
+                rec("rooms.created", json!({"id": "r1", "done": false}), None),
+                seq,
+            )
+        };
+        // A bad sort key: an error, the subscription stands and every held frame follows.
+        let mut w = World::with_journal(Some("ep"), 0);
+        w.connect(1, Who::Anon);
+        let (k, _) = sub_snapshot(&mut w, 1, "rooms.*", named());
+        w.take(1);
+        w.hub.fan_out(&created(1));
+        let bad = ListError::Invalid("Cannot sort by \"nope\"".into());
+        w.hub.listed(1, k, Err(bad));
+        let f = w.take(1);
+        assert_eq!(
+            f[0],
+            json!({"type": "error", "code": "invalid_snapshot", "message": "Cannot sort by \"nope\""})
+        );
+        assert_eq!((f.len(), &f[1]["subscription"]), (2, &json!("open")));
+        w.hub.fan_out(&created(2));
+        assert_eq!(w.take(1).len(), 1);
+        // Refused or failed: `snapshot_failed`.
+        for err in [ListError::Refused, ListError::Failed("disk".into())] {
+            let (k, _) = sub_snapshot(&mut w, 1, "rooms.*", named());
+            w.take(1);
+            w.hub.listed(1, k, Err(err));
+            assert_eq!(w.take(1)[0]["code"], "snapshot_failed");
+        }
+        // Replaced before the page came: the page is not sent, the held frames are.
+        let (k, _) = sub_snapshot(&mut w, 1, "rooms.*", named());
+        w.take(1);
+        w.hub.fan_out(&created(3));
+        w.sub_f(1, "rooms.*", "open", "done = true");
+        w.hub.listed(1, k, page("[]", 3));
+        let f = w.take(1);
+        assert_eq!((f.len(), &f[0]["event"]["seq"]), (1, &json!(3)), "{f:?}");
+        assert!(w.hub.conns[&1].held.is_none());
+        // With `since`, the resume wins (no snapshot).
+        let since = Since {
+            epoch: "ep".into(),
+            seq: 0,
+        };
+        let read = w.hub.subscribe_named(
+            1,
+            "rooms.*".into(),
+            Some(Box::new(named())),
+            Some(Box::new(since)),
+            true,
+        );
+        assert!(matches!(read, Some(Read::Replay { .. })), "{read:?}");
+    }
+
     #[test]
     fn an_unfiltered_subscription_with_an_id_is_delivered_plainly() {
         let mut w = World::new();
@@ -2108,6 +2380,7 @@ mod tests {
         let named = Named {
             id: Some("feed".into()),
             filter: None,
+            ..Default::default()
         };
         w.hub
             .subscribe_named(1, "rooms.*".into(), Some(Box::new(named)), None, false);
@@ -2180,6 +2453,7 @@ mod tests {
             let named = Named {
                 id: Some("x".into()),
                 filter: Some(filter.into()),
+                ..Default::default()
             };
             assert_eq!(
                 w.hub
@@ -2247,6 +2521,7 @@ mod tests {
         let named = Named {
             id: Some("open".into()),
             filter: Some("done = false".into()),
+            ..Default::default()
         };
         let since = Since {
             epoch: "ep".into(),
@@ -2333,6 +2608,7 @@ mod tests {
         let named = Named {
             id: Some("open".into()),
             filter: Some("done = false".into()),
+            ..Default::default()
         };
         let since = Since {
             epoch: "ep".into(),
@@ -2361,6 +2637,7 @@ mod tests {
             Some(Box::new(Named {
                 id: Some("open".into()),
                 filter: Some("done = false".into()),
+                ..Default::default()
             }))
         };
         let since = Some(Box::new(Since {

@@ -27,5 +27,5 @@ pub mod wire;
 pub use audience::ReadRules;
 pub use connection::{Identity, serve};
 pub use hub::{Hub, HubSources, HubStats};
-pub use journal::{JournalSource, Replayed, SnapshotSource};
+pub use journal::{JournalSource, ListError, ListPage, ListRequest, Replayed, SnapshotSource};
 pub use upgrade::{UpgradeError, WsUpgrade};

@@ -32,6 +32,9 @@ use crate::protocol::Change;
 pub(crate) struct Named {
     pub id: Option<String>,
     pub filter: Option<String>,
+    /// A collection snapshot's `sort` and `perPage`.
+    pub sort: Option<String>,
+    pub per_page: Option<u32>,
 }
 
 /// A subscription made with an `id` or a `filter` (plain subscriptions are just their channel).
@@ -51,8 +54,8 @@ pub(crate) struct Live {
     pub key: Option<(Box<str>, Literal)>,
     /// `{"type":"event","subscription":<id>,"change":"` (see `protocol::live_frame_head`).
     pub head: Box<str>,
-    /// Events with a journal `seq` at or below this are not delivered: a hook for a snapshot
-    /// that already reflects them (0 until snapshots of collections exist).
+    /// Events with a journal `seq` at or below this are not delivered: the subscription's
+    /// collection snapshot already reflects them (0 without one).
     pub after_seq: u64,
 }
 

@@ -42,6 +42,9 @@ pub enum ClientMessage {
         /// A filter expression (`docs/filters.md`; checked by the hub against the collection).
         /// An empty or blank one is none, as for REST lists.
         filter: Option<String>,
+        /// A collection snapshot's order and size (REST's `sort` and `perPage`).
+        sort: Option<String>,
+        per_page: Option<u32>,
     },
     Unsubscribe(SubRef),
     Ping,
@@ -77,6 +80,8 @@ pub enum ProtocolError {
     InvalidId,
     /// `filter` is present but not a string.
     FilterNotString,
+    /// `sort` is present but not a string, or `perPage` not a positive integer.
+    InvalidSnapshotOptions,
 }
 
 impl ProtocolError {
@@ -97,6 +102,10 @@ impl ProtocolError {
             ProtocolError::FilterNotString => {
                 error_frame("invalid_filter", "filter: must be a string")
             }
+            ProtocolError::InvalidSnapshotOptions => error_frame(
+                "invalid_snapshot",
+                "sort must be a string and perPage a positive integer",
+            ),
         }
     }
 }
@@ -154,6 +163,24 @@ pub fn snapshot_frame(
     frame(v)
 }
 
+/// `{"type":"snapshot","subscription":I,"items":[…],"seq":N,"truncated":B}`: a collection's
+/// records (`items_json`, a JSON array) as of journal position `seq`.
+pub fn collection_snapshot_frame(
+    subscription: &str,
+    items_json: &str,
+    seq: u64,
+    truncated: bool,
+) -> Utf8Bytes {
+    let id = Value::String(subscription.to_string()).to_string();
+    let mut s = String::with_capacity(items_json.len() + id.len() + 80);
+    s.push_str(r#"{"type":"snapshot","subscription":"#);
+    s.push_str(&id);
+    s.push_str(r#","items":"#);
+    s.push_str(items_json);
+    s.push_str(&format!(r#","seq":{seq},"truncated":{truncated}}}"#));
+    Utf8Bytes::from(s)
+}
+
 /// [`matches`] for an event, including its per-record channel when it has one.
 pub fn matches_event(sub: &str, event_type: &str, record_channel: Option<&str>) -> bool {
     matches(sub, event_type) || record_channel.is_some_and(|r| matches(sub, r))
@@ -197,6 +224,19 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(ProtocolError::FilterNotString),
     };
+    let sort = || match msg.get("sort") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ProtocolError::InvalidSnapshotOptions),
+    };
+    let per_page = || match msg.get("perPage") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().filter(|n| *n >= 1) {
+            Some(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+            None => Err(ProtocolError::InvalidSnapshotOptions),
+        },
+    };
     match msg.get("action").and_then(Value::as_str) {
         Some("subscribe") => Ok(ClientMessage::Subscribe {
             channel: channel()?,
@@ -204,6 +244,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
             snapshot: msg.get("snapshot") == Some(&Value::Bool(true)),
             id: id()?,
             filter: filter()?,
+            sort: sort()?,
+            per_page: per_page()?,
         }),
         Some("unsubscribe") => Ok(ClientMessage::Unsubscribe(match id()? {
             Some(id) => SubRef::Id(id),
@@ -422,6 +464,8 @@ mod tests {
                 snapshot: false,
                 id: None,
                 filter: None,
+                sort: None,
+                per_page: None,
             })
         );
         assert_eq!(
@@ -435,6 +479,8 @@ mod tests {
                 snapshot: false,
                 id: None,
                 filter: None,
+                sort: None,
+                per_page: None,
             })
         );
         for bad in [

@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bakend_auth::Operation;
+use bakend_auth::permissions::{Decision, Request, authorize, request_vars};
 use bakend_core::config::RealtimeConfig;
-use bakend_realtime::journal::{EventFilter, ReplayFuture, SnapshotFuture};
-use bakend_realtime::{JournalSource, Replayed, SnapshotSource};
+use bakend_filter::Filter;
+use bakend_realtime::journal::{EventFilter, ListFuture, ReplayFuture, SnapshotFuture};
+use bakend_realtime::{JournalSource, ListError, ListPage, ListRequest, Replayed, SnapshotSource};
 use bakend_store::db::journal::JournalInfo;
-use bakend_store::{Database, RecordStore, StoreError};
+use bakend_store::{Database, ListQuery, RecordStore, StoreError};
 
 pub struct StoreJournal {
     pub db: Arc<Database>,
@@ -43,12 +46,77 @@ impl JournalSource for StoreJournal {
     }
 }
 
-/// Records for per-record `snapshot`s.
-pub struct RecordSnapshots(pub RecordStore);
+/// Records for `snapshot`s: one record, or a page of a collection as its REST list.
+pub struct RecordSnapshots {
+    pub store: RecordStore,
+    /// `api.defaultPerPage` and `api.maxPerPage`.
+    pub default_per_page: u32,
+    pub max_per_page: u32,
+}
 
 impl SnapshotSource for RecordSnapshots {
+    fn list(&self, req: ListRequest) -> ListFuture {
+        let store = self.store.clone();
+        let (default_per_page, max_per_page) = (self.default_per_page, self.max_per_page);
+        Box::pin(async move {
+            let c = match store.collection(&req.collection) {
+                Ok(c) => c,
+                Err(StoreError::CollectionNotFound(_)) => {
+                    return Ok(ListPage {
+                        items: "[]".into(),
+                        more: false,
+                        seq: 0,
+                    });
+                }
+                Err(e) => return Err(ListError::Failed(e.to_string())),
+            };
+            // Exactly what `GET /api/<collection>` selects for this identity (routes/records.rs
+            // `list`): the read rule's decision, then the filter, sort and page size.
+            let decision = authorize(
+                &req.ctx,
+                Request::Record {
+                    rule: &c.def.permissions.read,
+                    op: Operation::List,
+                    owner: None,
+                    record: None,
+                },
+            );
+            let per_page = req
+                .per_page
+                .unwrap_or(default_per_page)
+                .clamp(1, max_per_page.max(1));
+            let mut q = ListQuery::first(per_page);
+            match decision {
+                Decision::Unauthenticated | Decision::Forbidden => {
+                    return Err(ListError::Refused);
+                }
+                Decision::AllowOwnedBy(user) => q.owned_by = Some(user),
+                Decision::AllowMatching(rule) => q.filters.push(rule.filter.clone()),
+                _ => {}
+            }
+            if let Some(src) = &req.filter {
+                let f = Filter::new(src, c.filter_schema())
+                    .map_err(|e| ListError::Invalid(e.to_string()))?;
+                q.filters.push(Arc::new(f));
+            }
+            if let Some(sort) = &req.sort {
+                q.sort = crate::routes::records::parse_sort(sort);
+            }
+            q.vars = request_vars(&req.ctx);
+            match store.list_at_journal_seq(c, q).await {
+                Ok((page, seq)) => Ok(ListPage {
+                    items: String::from_utf8_lossy(page.items_json()).into_owned(),
+                    more: page.more,
+                    seq,
+                }),
+                Err(StoreError::BadRequest(m)) => Err(ListError::Invalid(m)),
+                Err(e) => Err(ListError::Failed(e.to_string())),
+            }
+        })
+    }
+
     fn snapshot(&self, collection: &str, id: &str) -> SnapshotFuture {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let (collection, id) = (collection.to_string(), id.to_string());
         Box::pin(async move {
             let c = match store.collection(&collection) {

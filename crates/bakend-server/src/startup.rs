@@ -433,10 +433,11 @@ fn start_realtime(
             info,
         }) as Arc<dyn bakend_realtime::JournalSource>
     });
-    let snapshots = Arc::new(crate::journal::RecordSnapshots(RecordStore::new(
-        db.clone(),
-        registry.clone(),
-    ))) as Arc<dyn bakend_realtime::SnapshotSource>;
+    let snapshots = Arc::new(crate::journal::RecordSnapshots {
+        store: RecordStore::new(db.clone(), registry.clone()),
+        default_per_page: config.api.default_per_page,
+        max_per_page: config.api.max_per_page,
+    }) as Arc<dyn bakend_realtime::SnapshotSource>;
     Hub::start(
         bus,
         auth.clone(),

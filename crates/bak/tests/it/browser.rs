@@ -164,3 +164,47 @@ async fn reference_resume_client_in_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `examples/live-tasks/index.html` in headless Chromium: one filtered subscription with a
+/// snapshot keeps "open tasks of project X" equal to the REST list while tasks are completed,
+/// reopened, moved and reassigned, and across a dropped connection (resumed with `since`).
+/// The script is `tests/browser/live-tasks.mjs`.
+#[tokio::test]
+async fn live_tasks_page_in_headless_chromium() {
+    let root = repo_root();
+    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
+    if let Some(missing) = missing_prerequisite(&root) {
+        assert!(!required, "browser test required but {missing}");
+        eprintln!("browser test skipped: {missing} (set BAKEND_REQUIRE_BROWSER=1 to require it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("live-tasks");
+    copy_project(&root.join("examples/live-tasks"), &project);
+    let mut bak = BakProcess::spawn(&project, &[]);
+    bak.wait_ready().await;
+    let child = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/live-tasks.mjs"))
+        .arg(bak.url())
+        .arg(project.join("index.html"))
+        .current_dir(root.join("tests/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn node");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("node tests/browser/live-tasks.mjs did not finish within 120 s")
+        .expect("wait for node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("live tasks passed"),
+        "live tasks page failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\n--- bak stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        bak.stderr()
+    );
+}

@@ -28,6 +28,7 @@ mod rest;
 mod resume;
 mod rules;
 mod slow_clients;
+mod snapshots;
 mod storage;
 mod storm;
 mod ws;

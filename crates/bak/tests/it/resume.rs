@@ -487,12 +487,13 @@ async fn a_per_record_snapshot_comes_first_and_respects_the_read_rule() {
         assert_eq!(snap["type"], "snapshot");
         assert_eq!(!snap["record"].is_null(), visible, "{snap}");
     }
-    // A missing record: null. Not a per-record channel: an error frame, the socket stays.
+    // A missing record: null. Neither a per-record nor a collection channel: an error frame,
+    // the socket stays. (`posts.*` has a collection snapshot: it/snapshots.rs.)
     ws.send(json!({"action": "subscribe", "channel": "posts.rec_nope.*", "snapshot": true}))
         .await;
     ws.next().await;
     assert!(ws.next().await["record"].is_null());
-    ws.send(json!({"action": "subscribe", "channel": "posts.*", "snapshot": true}))
+    ws.send(json!({"action": "subscribe", "channel": "posts.created", "snapshot": true}))
         .await;
     ws.next().await;
     assert_eq!(ws.next().await["code"], "invalid_snapshot");
