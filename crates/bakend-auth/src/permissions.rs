@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bakend_core::access::{AuthContext, Operation, Rule};
 use bakend_filter::RequestVars;
-use bakend_store::{FileAccess, Permission, Precondition, RuleExpression};
+use bakend_store::{FileAccess, ListQuery, Permission, Precondition, RuleExpression};
 use serde_json::Value;
 
 /// Something a caller wants to do: the question [`authorize`] answers.
@@ -81,6 +81,17 @@ impl Decision {
         match self {
             Decision::AllowOwnedBy(id) => Some(id),
             _ => None,
+        }
+    }
+
+    /// Narrows list `q` to what this list decision lets the caller see (its owner's records,
+    /// or those an expression rule accepts, with the caller's `@request` values in `q.vars`).
+    /// Refusals leave `q` as it is: check them first.
+    pub fn restrict_list(self, q: &mut ListQuery) {
+        match self {
+            Decision::AllowOwnedBy(user) => q.owned_by = Some(user),
+            Decision::AllowMatching(rule) => q.filters.push(rule.filter.clone()),
+            _ => {}
         }
     }
 

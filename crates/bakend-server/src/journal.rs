@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bakend_auth::Operation;
-use bakend_auth::permissions::{Decision, Request, authorize, request_vars};
+use bakend_auth::permissions::{Request, authorize, request_vars};
 use bakend_core::config::RealtimeConfig;
 use bakend_filter::Filter;
 use bakend_realtime::journal::{EventFilter, ListFuture, ReplayFuture, SnapshotFuture};
@@ -86,14 +86,10 @@ impl SnapshotSource for RecordSnapshots {
                 .unwrap_or(default_per_page)
                 .clamp(1, max_per_page.max(1));
             let mut q = ListQuery::first(per_page);
-            match decision {
-                Decision::Unauthenticated | Decision::Forbidden => {
-                    return Err(ListError::Refused);
-                }
-                Decision::AllowOwnedBy(user) => q.owned_by = Some(user),
-                Decision::AllowMatching(rule) => q.filters.push(rule.filter.clone()),
-                _ => {}
+            if decision.is_refusal() {
+                return Err(ListError::Refused);
             }
+            decision.restrict_list(&mut q);
             if let Some(src) = &req.filter {
                 let f = Filter::new(src, c.filter_schema())
                     .map_err(|e| ListError::Invalid(e.to_string()))?;

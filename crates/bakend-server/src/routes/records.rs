@@ -57,11 +57,7 @@ pub async fn list(
         },
     ))?;
     let mut q = parse_list_query(state, &c, query)?;
-    match decision {
-        Decision::AllowOwnedBy(user) => q.owned_by = Some(user),
-        Decision::AllowMatching(rule) => q.filters.push(rule.filter.clone()),
-        _ => {}
-    }
+    decision.restrict_list(&mut q);
     q.vars = request_vars(ctx);
     let page = state.records.list(c, q).await?;
     Ok(json_bytes_response(StatusCode::OK, page.into_json()))
