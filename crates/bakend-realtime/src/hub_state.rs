@@ -2,9 +2,9 @@
 //! channel, prefix, owner and admin indexes, live frames held during a resume or snapshot.
 //! Each method takes one input (a client request, an event, an account change, a clock tick)
 //! and acts through the connections' [`Sink`]s — frames to queue, sockets to close — or
-//! returns the reads the driver must start (journal replays, record snapshots). The driver
-//! (`hub.rs`) owns the task, the channels and the sources; tests drive this struct with fake
-//! sinks (see the tests below).
+//! returns the reads the driver must start (journal replays, record snapshots, collection
+//! pages for collection snapshots). The driver (`hub.rs`) owns the task, the channels and the
+//! sources; tests drive this struct with fake sinks (see the tests below).
 //!
 //! An event costs work in proportion to its recipients: exact and prefix subscriptions are
 //! indexed by channel, owner-only events look up the owner's connections (plus admins) instead

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::TestServer;
@@ -26,6 +27,14 @@ fn collections() -> Vec<Value> {
             {"name": "title", "type": "string"},
             {"name": "user_id", "type": "string"}],
             "permissions": {"create": "authenticated", "read": "owner", "update": "owner", "delete": "owner"}}),
+        json!({"name": "posts", "fields": [
+            {"name": "title", "type": "string"},
+            {"name": "published", "type": "boolean"},
+            {"name": "user_id", "type": "string"}],
+            "permissions": {"create": "authenticated",
+                            "read": "published = true || user_id = @request.auth.id",
+                            "update": "user_id = @request.auth.id",
+                            "delete": "user_id = @request.auth.id"}}),
     ]
 }
 
@@ -361,4 +370,52 @@ async fn snapshots_select_what_the_rest_list_selects() {
     ws.send(sub).await;
     assert_eq!(ws.next().await["type"], "subscribed");
     assert_eq!(ws.next().await["code"], "snapshot_failed");
+}
+
+/// An expression read rule (`published = true || user_id = @request.auth.id`): each identity's
+/// snapshot holds exactly what its REST list holds, the rule's `@request` values its own.
+#[tokio::test]
+async fn snapshots_follow_an_expression_read_rule() {
+    let s = server().await;
+    let alice = s.register("alice@example.com").await;
+    let bob = s.register("bob@example.com").await;
+    for (who, title, published) in [
+        (&alice, "news 1", true),
+        (&alice, "news draft", false),
+        (&bob, "news 2", true),
+        (&bob, "news bob draft", false),
+        (&alice, "other", true),
+    ] {
+        let body = json!({"title": title, "published": published});
+        let r = s
+            .call(Method::POST, "/api/posts", Some(&who.token), Some(&body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let sub = json!({"action": "subscribe", "channel": "posts.*", "id": "news",
+        "filter": "title ~ 'news'", "sort": "title", "snapshot": true, "perPage": 50});
+    let rest_path = "/api/posts?filter=title%20~%20%27news%27&sort=title&perPage=50";
+    for (who, want) in [
+        (Some(&alice), vec!["news 1", "news 2", "news draft"]),
+        (Some(&bob), vec!["news 1", "news 2", "news bob draft"]),
+        (None, vec!["news 1", "news 2"]),
+    ] {
+        let url = match who {
+            Some(w) => format!("{}?token={}", s.ws_url(), w.token),
+            None => s.ws_url(),
+        };
+        let (mut ws, _) = Ws::connect(&url).await;
+        let f = snapshot(&mut ws, sub.clone()).await;
+        let titles: Vec<&str> = f["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, want, "{f}");
+        let rest = s
+            .call(Method::GET, rest_path, who.map(|w| w.token.as_str()), None)
+            .await;
+        assert_eq!(f["items"], rest.json()["items"]);
+    }
 }
