@@ -4,6 +4,7 @@
 # Usage: scripts/bench-realtime.sh SCENARIO [bakend-bench flags…]
 #   e.g. scripts/bench-realtime.sh fanout --subscribers 1000 --rate 100 --duration 10
 #        scripts/bench-realtime.sh idle --connections 19000 --subscribe bench.created
+#        scripts/bench-realtime.sh filtered-fanout --distinct 10000 --shared 1000 --rate 200
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=$1
@@ -21,6 +22,9 @@ cat > "$dir/collections/bench_owned.json" <<'JSON'
 {"name":"bench_owned","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"},{"name":"user_id","type":"string"}],
  "permissions":{"create":"authenticated","read":"owner","update":"owner","delete":"owner"}}
 JSON
+cat > "$dir/collections/rooms.json" <<'JSON'
+{"name":"rooms","fields":[{"name":"title","type":"string"},{"name":"room","type":"string"},{"name":"n","type":"integer"}]}
+JSON
 # JOURNAL=off measures without the event journal (no resume), for comparison.
 journal=true; [[ "${JOURNAL:-on}" == off ]] && journal=false
 max_events=${JOURNAL_MAX_EVENTS:-100000}
@@ -33,5 +37,5 @@ for _ in $(seq 1 100); do
 done
 pid=$server  # the subshell execs taskset, which execs bak
 extra=()
-[[ $scenario == idle ]] && extra=(--server-pid "$pid")
+[[ $scenario == idle || $scenario == filtered-fanout ]] && extra=(--server-pid "$pid")
 taskset -c 1 target/release/bakend-bench "$scenario" --url "http://127.0.0.1:$port" "${extra[@]}" "$@"

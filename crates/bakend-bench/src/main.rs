@@ -1,11 +1,13 @@
 //! `bakend-bench`: a load generator for a running `bak` server. Each scenario is a subcommand
 //! in its own module; they share the keep-alive client ([`http`]) and the accounting and
 //! reporting ([`stats`]) so every scenario's figures mean the same thing. The realtime
-//! scenarios (`fanout`, `idle`, `owner-fanout`, `churn`) share the WebSocket client ([`ws`]),
+//! scenarios (`fanout`, `idle`, `owner-fanout`, `churn`,
+//! `filtered-fanout`) share the WebSocket client ([`ws`]),
 //! the paced publisher ([`publish`]) and the receive-side accounting ([`rt_stats`]).
 
 mod churn;
 mod fanout;
+mod filtered_fanout;
 mod floor;
 mod http;
 mod idle;
@@ -57,6 +59,10 @@ enum Command {
     OwnerFanout(owner_fanout::Args),
     /// `fanout` while extra connections keep subscribing and unsubscribing.
     Churn(churn::Args),
+    /// Filtered subscriptions on one collection (`--distinct N` with one room each,
+    /// `--shared M` on one shared room) while records are created over the rooms; reports
+    /// misses, extras, latency and the server's CPU time per event.
+    FilteredFanout(filtered_fanout::Args),
     /// A client away while records are written resumes with `since`; reports replay speed.
     Replay(replay::Args),
     /// No server: one thread writes a frame to each of N loopback sockets per round, the
@@ -74,6 +80,7 @@ impl Command {
             Command::Idle(a) => a.rt.threads,
             Command::OwnerFanout(a) => a.rt.threads,
             Command::Churn(a) => a.fanout.rt.threads,
+            Command::FilteredFanout(a) => a.rt.threads,
             Command::Replay(a) => a.rt.threads,
             Command::LoopbackFloor(_) => 1,
         }
@@ -85,6 +92,7 @@ impl Command {
             Command::Idle(a) => a.rt.spin,
             Command::OwnerFanout(a) => a.rt.spin,
             Command::Churn(a) => a.fanout.rt.spin,
+            Command::FilteredFanout(a) => a.rt.spin,
             Command::Replay(a) => a.rt.spin,
             Command::RestCreate(_)
             | Command::RestRead(_)
@@ -199,6 +207,7 @@ fn main() -> ExitCode {
             Command::Idle(args) => idle::run(args).await,
             Command::OwnerFanout(args) => owner_fanout::run(args).await,
             Command::Churn(args) => churn::run(args).await,
+            Command::FilteredFanout(args) => filtered_fanout::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::LoopbackFloor(args) => floor::run(args).await,
         }
