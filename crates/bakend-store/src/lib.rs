@@ -11,6 +11,7 @@ pub mod collections;
 pub mod db;
 pub mod error;
 pub mod records;
+pub mod sql;
 
 pub use collections::definition::{
     CollectionDef, FieldDef, FieldType, Permission, Permissions, RuleExpression,

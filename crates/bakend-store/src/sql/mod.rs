@@ -1,0 +1,494 @@
+//! One SQL interface over both stores: SQLite (the embedded default) and PostgreSQL.
+//!
+//! Everything that talks to the database — records, accounts, files, jobs, the journal —
+//! receives a [`Conn`] and writes its SQL once, with `?`/`?N` placeholders. On SQLite the calls
+//! go straight to rusqlite; on PostgreSQL the placeholders become `$N`, statements are cached
+//! per connection, and values cross in SQLite's storage classes (integer, real, text, blob,
+//! null): the PostgreSQL schema uses `BIGINT`, `DOUBLE PRECISION`, `TEXT` and `BYTEA` so that a
+//! value reads back the same from either store and every `FromSql` the code already uses works
+//! on both. Where the SQL itself must differ (DDL, upserts, locking), the caller asks
+//! [`Conn::backend`].
+
+mod error;
+mod pg;
+mod placeholders;
+
+use std::fmt;
+
+pub use error::{Constraint, Error, OptionalExtension, Result};
+pub use pg::{PgConfig, PgConn};
+pub use rusqlite::types::{FromSql, FromSqlError, Type, Value, ValueRef};
+pub use rusqlite::{ToSql, params};
+
+/// Which database a connection talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection to either store. Like rusqlite's, its methods take `&self`; a connection is
+/// used by one thread at a time (it is `Send`, not `Sync`).
+pub struct Conn {
+    inner: Inner,
+}
+
+enum Inner {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<PgConn>),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Conn({:?})", self.backend())
+    }
+}
+
+impl From<rusqlite::Connection> for Conn {
+    fn from(c: rusqlite::Connection) -> Conn {
+        Conn {
+            inner: Inner::Sqlite(c),
+        }
+    }
+}
+
+impl From<PgConn> for Conn {
+    fn from(c: PgConn) -> Conn {
+        Conn {
+            inner: Inner::Postgres(Box::new(c)),
+        }
+    }
+}
+
+impl Conn {
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas, the online backup, the
+    /// authorizer); `None` on PostgreSQL.
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.inner {
+            Inner::Sqlite(c) => Some(c),
+            Inner::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL connection; `None` on SQLite.
+    pub fn postgres(&self) -> Option<&PgConn> {
+        match &self.inner {
+            Inner::Sqlite(_) => None,
+            Inner::Postgres(c) => Some(c),
+        }
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize> {
+        self.prepare(sql)?.execute(params)
+    }
+
+    /// Runs several `;`-separated statements without parameters.
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Inner::Postgres(c) => c.batch_execute(sql),
+        }
+    }
+
+    /// The first row of a query through `f`; [`Error::no_rows`] when there is none.
+    pub fn query_row<T, F>(&self, sql: &str, params: impl Params, f: F) -> Result<T>
+    where
+        F: FnOnce(Row<'_>) -> Result<T>,
+    {
+        self.prepare(sql)?.query_row(params, f)
+    }
+
+    /// A statement for this call only (SQLite) — on PostgreSQL every statement is cached, as
+    /// preparing one costs a round trip.
+    pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(Stmt::Sqlite(c.prepare(sql)?)),
+            Inner::Postgres(c) => Ok(Stmt::Postgres(c.prepare(sql)?)),
+        }
+    }
+
+    /// A statement from the connection's cache (prepared on first use).
+    pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(Stmt::SqliteCached(c.prepare_cached(sql)?)),
+            Inner::Postgres(c) => Ok(Stmt::Postgres(c.prepare(sql)?)),
+        }
+    }
+
+    /// Closes the connection, reporting what closing found (SQLite checkpoints the WAL).
+    pub fn close(self) -> Result<()> {
+        match self.inner {
+            Inner::Sqlite(c) => c.close().map_err(|(_, e)| e.into()),
+            Inner::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// The parameters of a statement, in order: `params![a, b]`, `[a, b]`, `&values[..]`,
+/// [`params_from_iter`], or `()` for none.
+pub trait Params {
+    fn each(&self, f: &mut dyn FnMut(&dyn ToSql));
+}
+
+impl Params for () {
+    fn each(&self, _: &mut dyn FnMut(&dyn ToSql)) {}
+}
+
+impl<T: ToSql> Params for &[T] {
+    fn each(&self, f: &mut dyn FnMut(&dyn ToSql)) {
+        self.iter().for_each(|p| f(p));
+    }
+}
+
+impl<T: ToSql, const N: usize> Params for [T; N] {
+    fn each(&self, f: &mut dyn FnMut(&dyn ToSql)) {
+        self.iter().for_each(|p| f(p));
+    }
+}
+
+impl<T: ToSql, const N: usize> Params for &[T; N] {
+    fn each(&self, f: &mut dyn FnMut(&dyn ToSql)) {
+        self.iter().for_each(|p| f(p));
+    }
+}
+
+/// Parameters from an iterator that can be walked more than once (`values.iter()`).
+pub struct FromIter<I>(I);
+
+pub fn params_from_iter<I>(iter: I) -> FromIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: ToSql,
+{
+    FromIter(iter)
+}
+
+impl<I> Params for FromIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: ToSql,
+{
+    fn each(&self, f: &mut dyn FnMut(&dyn ToSql)) {
+        self.0.clone().into_iter().for_each(|p| f(&p));
+    }
+}
+
+/// A prepared statement.
+pub enum Stmt<'c> {
+    Sqlite(rusqlite::Statement<'c>),
+    SqliteCached(rusqlite::CachedStatement<'c>),
+    Postgres(pg::PgStmt<'c>),
+}
+
+impl Stmt<'_> {
+    pub fn execute(&mut self, params: impl Params) -> Result<usize> {
+        match self {
+            Stmt::Sqlite(s) => sqlite_execute(s, &params),
+            Stmt::SqliteCached(s) => sqlite_execute(s, &params),
+            Stmt::Postgres(s) => s.execute(&params),
+        }
+    }
+
+    pub fn query(&mut self, params: impl Params) -> Result<Rows<'_>> {
+        match self {
+            Stmt::Sqlite(s) => sqlite_query(s, &params),
+            Stmt::SqliteCached(s) => sqlite_query(s, &params),
+            Stmt::Postgres(s) => Ok(Rows::Postgres {
+                rows: s.query(&params)?,
+                next: 0,
+            }),
+        }
+    }
+
+    /// Every row through `f`, as an iterator.
+    pub fn query_map<T, F>(&mut self, params: impl Params, f: F) -> Result<MappedRows<'_, F>>
+    where
+        F: FnMut(Row<'_>) -> Result<T>,
+    {
+        Ok(MappedRows {
+            rows: self.query(params)?,
+            f,
+        })
+    }
+
+    pub fn query_row<T, F>(&mut self, params: impl Params, f: F) -> Result<T>
+    where
+        F: FnOnce(Row<'_>) -> Result<T>,
+    {
+        let mut rows = self.query(params)?;
+        match rows.next()? {
+            Some(row) => f(row),
+            None => Err(Error::NoRows),
+        }
+    }
+
+    pub fn column_count(&self) -> usize {
+        match self {
+            Stmt::Sqlite(s) => s.column_count(),
+            Stmt::SqliteCached(s) => s.column_count(),
+            Stmt::Postgres(s) => s.column_names().len(),
+        }
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        match self {
+            Stmt::Sqlite(s) => s.column_names().into_iter().map(str::to_string).collect(),
+            Stmt::SqliteCached(s) => s.column_names().into_iter().map(str::to_string).collect(),
+            Stmt::Postgres(s) => s.column_names(),
+        }
+    }
+}
+
+/// Binds every parameter, checking their number (rusqlite's raw binding would keep a cached
+/// statement's previous values for the ones not given).
+fn bind_sqlite(s: &mut rusqlite::Statement<'_>, params: &impl Params) -> Result<()> {
+    let mut n = 0;
+    let mut failed = None;
+    params.each(&mut |p| {
+        n += 1;
+        if failed.is_none()
+            && let Err(e) = s.raw_bind_parameter(n, p)
+        {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let expected = s.parameter_count();
+    if n != expected {
+        return Err(rusqlite::Error::InvalidParameterCount(n, expected).into());
+    }
+    Ok(())
+}
+
+fn sqlite_execute(s: &mut rusqlite::Statement<'_>, params: &impl Params) -> Result<usize> {
+    bind_sqlite(s, params)?;
+    Ok(s.raw_execute()?)
+}
+
+fn sqlite_query<'s>(
+    s: &'s mut rusqlite::Statement<'_>,
+    params: &impl Params,
+) -> Result<Rows<'s>> {
+    bind_sqlite(s, params)?;
+    Ok(Rows::Sqlite(s.raw_query()))
+}
+
+/// The rows of a query, read one at a time.
+pub enum Rows<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    Postgres {
+        rows: Vec<postgres::Row>,
+        next: usize,
+    },
+}
+
+impl Rows<'_> {
+    #[allow(clippy::should_implement_trait)] // a lending iterator: rows borrow from `self`
+    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
+        match self {
+            Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
+            Rows::Postgres { rows, next } => {
+                let row = rows.get(*next);
+                *next += 1;
+                Ok(row.map(Row::Postgres))
+            }
+        }
+    }
+}
+
+/// [`Stmt::query_map`]'s iterator.
+pub struct MappedRows<'s, F> {
+    rows: Rows<'s>,
+    f: F,
+}
+
+impl<T, F> Iterator for MappedRows<'_, F>
+where
+    F: FnMut(Row<'_>) -> Result<T>,
+{
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        match self.rows.next() {
+            Ok(Some(row)) => Some((self.f)(row)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// One row of a result.
+#[derive(Clone, Copy)]
+pub enum Row<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
+}
+
+impl<'r> Row<'r> {
+    /// Column `i` as SQLite would hand it over.
+    pub fn get_ref(&self, i: usize) -> Result<ValueRef<'r>> {
+        match *self {
+            Row::Sqlite(r) => Ok(r.get_ref(i)?),
+            Row::Postgres(r) => pg::value_ref(r, i),
+        }
+    }
+
+    /// Column `i` converted with `FromSql`, with the same conversions on both stores.
+    pub fn get<T: FromSql>(&self, i: usize) -> Result<T> {
+        match *self {
+            Row::Sqlite(r) => Ok(r.get(i)?),
+            Row::Postgres(r) => {
+                let v = pg::value_ref(r, i)?;
+                T::column_result(v).map_err(|e| error::conversion(i, v, e))
+            }
+        }
+    }
+
+    pub fn column_count(&self) -> usize {
+        match *self {
+            Row::Sqlite(r) => r.as_ref().column_count(),
+            Row::Postgres(r) => r.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Connections for tests: a SQLite file in a temp dir, and — when `BAKEND_TEST_POSTGRES`
+    //! names a server — a PostgreSQL connection in a schema of its own, dropped afterwards.
+
+    use super::*;
+
+    pub struct PgSchema {
+        pub cfg: PgConfig,
+        admin: PgConn,
+    }
+
+    impl Drop for PgSchema {
+        fn drop(&mut self) {
+            let _ = self.admin.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                pg::quote_ident(&self.cfg.schema)
+            ));
+        }
+    }
+
+    /// A fresh schema on the test server; `None` (and a line saying so) without one.
+    pub fn postgres(what: &str) -> Option<PgSchema> {
+        let Ok(url) = std::env::var("BAKEND_TEST_POSTGRES") else {
+            eprintln!("{what}: skipped on PostgreSQL (BAKEND_TEST_POSTGRES is not set)");
+            return None;
+        };
+        let mut cfg = PgConfig::new(&url);
+        cfg.schema = bakend_core::ids::new_id("t_").to_lowercase().replace('-', "_");
+        let admin = PgConn::connect(&PgConfig::new(&url)).expect("test PostgreSQL reachable");
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {}", pg::quote_ident(&cfg.schema)))
+            .expect("create the test schema");
+        Some(PgSchema { cfg, admin })
+    }
+
+    pub fn sqlite() -> (tempfile::TempDir, Conn) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+        (dir, Conn::from(conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same statements and values give the same answers on both stores.
+    fn round_trip(conn: &Conn) {
+        conn.execute_batch(
+            "CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, f DOUBLE PRECISION, s TEXT, b BYTEA);
+             CREATE UNIQUE INDEX t_s ON t (s);",
+        )
+        .unwrap();
+        let insert = "INSERT INTO t (id, n, f, s, b) VALUES (?1, ?2, ?3, ?4, ?5)";
+        conn.execute(insert, params!["a", 42i64, 1.5f64, "ünï'?", vec![0u8, 255]])
+            .unwrap();
+        conn.execute(
+            insert,
+            params!["b", None::<i64>, None::<f64>, None::<String>, None::<Vec<u8>>],
+        )
+        .unwrap();
+        let row: (i64, f64, String, Vec<u8>) = conn
+            .query_row("SELECT n, f, s, b FROM t WHERE id = ?", ["a"], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(row, (42, 1.5, "ünï'?".to_string(), vec![0, 255]));
+        let nulls: (Option<i64>, Option<String>) = conn
+            .query_row("SELECT n, s FROM t WHERE id = ?1", ["b"], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(nulls, (None, None));
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM t WHERE n > ?", [40], |r| r
+                .get::<i64>(0))
+                .unwrap(),
+            1
+        );
+        // A boolean reads as SQLite stores one.
+        assert!(
+            conn.query_row("SELECT n = 42 FROM t WHERE id = 'a'", (), |r| r.get::<bool>(0))
+                .unwrap()
+        );
+        let missing = conn
+            .query_row("SELECT id FROM t WHERE id = ?", ["zz"], |r| r.get::<String>(0))
+            .optional()
+            .unwrap();
+        assert_eq!(missing, None);
+        let dup = conn
+            .execute(insert, params!["c", 1i64, 0.0f64, "ünï'?", None::<Vec<u8>>])
+            .unwrap_err();
+        assert_eq!(dup.constraint(), Some(Constraint::Unique), "{dup}");
+        assert_eq!(dup.unique_columns(), Some(vec!["s".to_string()]), "{dup}");
+        let mut stmt = conn.prepare_cached("SELECT id FROM t ORDER BY id LIMIT ?").unwrap();
+        let ids: Vec<String> = stmt
+            .query_map([5], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(ids, ["a", "b"]);
+        let values = [Value::Text("a".into()), Value::Integer(42)];
+        let n = conn
+            .query_row(
+                "SELECT count(*) FROM t WHERE id = ?1 AND n = ?2",
+                params_from_iter(values.iter()),
+                |r| r.get::<i64>(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let wrong = conn.execute("DELETE FROM t WHERE id = ?1", ["a", "b"]);
+        assert!(wrong.is_err(), "too many parameters are refused");
+    }
+
+    #[test]
+    fn values_round_trip_on_sqlite() {
+        let (_dir, conn) = testing::sqlite();
+        round_trip(&conn);
+    }
+
+    #[test]
+    fn values_round_trip_on_postgres() {
+        let Some(schema) = testing::postgres("values_round_trip_on_postgres") else {
+            return;
+        };
+        let conn = Conn::from(PgConn::connect(&schema.cfg).unwrap());
+        round_trip(&conn);
+    }
+}

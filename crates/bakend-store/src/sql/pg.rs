@@ -1,0 +1,312 @@
+//! The PostgreSQL side of [`super::Conn`]: a synchronous client (each store thread owns its
+//! connection, as with SQLite), SQLite's placeholders translated, statements cached per
+//! connection, and values converted to and from SQLite's storage classes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, Type, to_sql_checked};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+
+use super::error::{Error, Result};
+use super::{Params, placeholders};
+
+/// Statements kept per connection; past this the cache starts over (dynamic SQL such as
+/// filters would otherwise grow it without end).
+const STATEMENT_CACHE: usize = 256;
+
+/// Where and how to connect: the URL from the configuration plus Bakend's settings.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    /// `postgres://…` or `postgresql://…`, password included; only [`PgConfig::redacted`] is
+    /// ever shown.
+    pub url: String,
+    /// The schema Bakend's tables live in (created if missing).
+    pub schema: String,
+    /// `statement_timeout` of every connection; zero turns it off.
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: &str) -> PgConfig {
+        PgConfig {
+            url: url.to_string(),
+            schema: "public".into(),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The URL without its password, for messages and logs.
+    pub fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+pub struct PgConn {
+    client: RefCell<postgres::Client>,
+    cache: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+impl PgConn {
+    /// Connects and sets the connection up: search path, statement timeout, UTC.
+    pub fn connect(cfg: &PgConfig) -> Result<PgConn> {
+        let mut pg = postgres::Config::from_str(&cfg.url)?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(10));
+        }
+        pg.application_name("bakend");
+        let client = pg.connect(postgres::NoTls)?;
+        let conn = PgConn {
+            client: RefCell::new(client),
+            cache: RefCell::new(HashMap::new()),
+        };
+        let schema = quote_ident(&cfg.schema);
+        conn.batch_execute(&format!(
+            "SET search_path TO {schema}; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
+            cfg.statement_timeout.as_millis()
+        ))?;
+        Ok(conn)
+    }
+
+    pub(super) fn batch_execute(&self, sql: &str) -> Result<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+
+    pub(super) fn prepare(&self, sql: &str) -> Result<PgStmt<'_>> {
+        if let Some(stmt) = self.cache.borrow().get(sql) {
+            return Ok(PgStmt {
+                conn: self,
+                stmt: stmt.clone(),
+            });
+        }
+        let stmt = self
+            .client
+            .borrow_mut()
+            .prepare(&placeholders::to_postgres(sql))?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= STATEMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(sql.to_string(), stmt.clone());
+        Ok(PgStmt { conn: self, stmt })
+    }
+
+    /// Forgets every prepared statement (after a schema change that alters a result's
+    /// columns, which PostgreSQL refuses to re-plan silently).
+    pub fn clear_statement_cache(&self) {
+        self.cache.borrow_mut().clear();
+    }
+
+    /// Whether the server is still there (a cheap round trip).
+    pub fn is_valid(&self) -> bool {
+        self.client
+            .borrow_mut()
+            .is_valid(Duration::from_secs(5))
+            .is_ok()
+    }
+}
+
+pub struct PgStmt<'c> {
+    conn: &'c PgConn,
+    stmt: postgres::Statement,
+}
+
+impl PgStmt<'_> {
+    pub(super) fn execute(&self, params: &impl Params) -> Result<usize> {
+        let values = owned(params)?;
+        let refs = as_pg(&values);
+        let n = self.conn.client.borrow_mut().execute(&self.stmt, &refs)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn query(&self, params: &impl Params) -> Result<Vec<postgres::Row>> {
+        let values = owned(params)?;
+        let refs = as_pg(&values);
+        Ok(self.conn.client.borrow_mut().query(&self.stmt, &refs)?)
+    }
+
+    pub(super) fn column_names(&self) -> Vec<String> {
+        self.stmt
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect()
+    }
+}
+
+/// The parameters as owned values: they must all exist at once to cross to PostgreSQL.
+fn owned(params: &impl Params) -> Result<Vec<Param>> {
+    let mut values = Vec::new();
+    let mut failed = None;
+    params.each(&mut |p| match p.to_sql() {
+        Ok(ToSqlOutput::Borrowed(v)) => values.push(Param(to_owned(v))),
+        Ok(ToSqlOutput::Owned(v)) => values.push(Param(v)),
+        Ok(_) => {
+            failed.get_or_insert(Error::Unsupported(
+                "a parameter type PostgreSQL cannot take".into(),
+            ));
+        }
+        Err(e) => {
+            failed.get_or_insert(Error::Sqlite(e));
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(values),
+    }
+}
+
+fn to_owned(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn as_pg(values: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// One parameter in SQLite's value model, written as whatever type PostgreSQL inferred for
+/// its placeholder.
+#[derive(Debug)]
+struct Param(Value);
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+impl postgres::types::ToSql for Param {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, BoxError> {
+        let mismatch = |what: &str| -> BoxError {
+            format!("cannot bind {what} to a parameter of type {ty}").into()
+        };
+        match &self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Integer(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (*i as f32).to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    i.to_string().as_str().to_sql(ty, out)
+                }
+                _ => Err(mismatch("an integer")),
+            },
+            Value::Real(f) => match *ty {
+                Type::FLOAT8 => f.to_sql(ty, out),
+                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => f.to_string().as_str().to_sql(ty, out),
+                _ => Err(mismatch("a real number")),
+            },
+            Value::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+                | Type::JSON => {
+                    out.extend_from_slice(s.as_bytes());
+                    Ok(IsNull::No)
+                }
+                Type::JSONB => {
+                    out.extend_from_slice(&[1]);
+                    out.extend_from_slice(s.as_bytes());
+                    Ok(IsNull::No)
+                }
+                _ => Err(mismatch("text")),
+            },
+            Value::Blob(b) => match *ty {
+                Type::BYTEA => b.as_slice().to_sql(ty, out),
+                _ => Err(mismatch("a blob")),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Column `i` of a PostgreSQL row in SQLite's value model.
+pub(super) fn value_ref(row: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
+    let Some(col) = row.columns().get(i) else {
+        return Err(Error::Sqlite(rusqlite::Error::InvalidColumnIndex(i)));
+    };
+    let v = match *col.type_() {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(ValueRef::Integer),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|n| ValueRef::Integer(n.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|n| ValueRef::Integer(n.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|b| ValueRef::Integer(b.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(ValueRef::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|f| ValueRef::Real(f.into())),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => row
+            .try_get::<_, Option<&str>>(i)?
+            .map(|s| ValueRef::Text(s.as_bytes())),
+        Type::BYTEA => row.try_get::<_, Option<&[u8]>>(i)?.map(ValueRef::Blob),
+        Type::VOID => None,
+        ref other => {
+            return Err(Error::Unsupported(format!(
+                "column \"{}\" has type {other}, which Bakend does not read (cast it to BIGINT, \
+                 DOUBLE PRECISION, TEXT or BYTEA)",
+                col.name()
+            )));
+        }
+    };
+    Ok(v.unwrap_or(ValueRef::Null))
+}
+
+/// An identifier in double quotes, quotes inside doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_leave_the_url() {
+        assert_eq!(
+            redact("postgres://bak:s3cr:et@db.example:5432/app?sslmode=disable"),
+            "postgres://bak:***@db.example:5432/app?sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgresql://postgres@127.0.0.1/x"),
+            "postgresql://postgres@127.0.0.1/x"
+        );
+        assert_eq!(redact("postgres://u:p@h"), "postgres://u:***@h");
+    }
+}
