@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bakend_core::access::{Caller, Role};
 use bakend_core::config::AuthConfig;
 use bakend_core::{Event, EventSource, ids, time};
+use bakend_store::sql::{Conn, OptionalExtension};
 use bakend_store::{Committed, Database, StoreError};
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -160,14 +160,14 @@ fn check_new_password(password: &str) -> Result<(), AuthError> {
 /// The columns [`account_from_row`] reads, in its order.
 const ACCOUNT_COLUMNS: &str = "id, email, role, created_at, token_gen";
 
-fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_from_row(r: bakend_store::sql::Row<'_>) -> bakend_store::sql::Result<Account> {
     Ok(Account {
         caller: caller_from_row(r)?,
-        token_generation: r.get::<_, i64>(4)?.max(0) as u64,
+        token_generation: r.get::<i64>(4)?.max(0) as u64,
     })
 }
 
-fn caller_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Caller> {
+fn caller_from_row(r: bakend_store::sql::Row<'_>) -> bakend_store::sql::Result<Caller> {
     let role: String = r.get(2)?;
     Ok(Caller {
         id: r.get(0)?,
@@ -177,7 +177,7 @@ fn caller_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Caller> {
     })
 }
 
-fn account_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Account>> {
+fn account_by_id(conn: &Conn, id: &str) -> bakend_store::sql::Result<Option<Account>> {
     conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM _users WHERE id = ?1"
     ))?
@@ -185,25 +185,25 @@ fn account_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Account
     .optional()
 }
 
-fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<Caller>> {
+fn user_by_id(conn: &Conn, id: &str) -> bakend_store::sql::Result<Option<Caller>> {
     Ok(account_by_id(conn, id)?.map(|a| a.caller))
 }
 
-fn admin_count(conn: &Connection) -> rusqlite::Result<i64> {
+fn admin_count(conn: &Conn) -> bakend_store::sql::Result<i64> {
     conn.query_row(
         "SELECT COUNT(*) FROM _users WHERE role = 'admin'",
-        [],
+        (),
         |r| r.get(0),
     )
 }
 
 /// Inserts a session and returns its refresh token. `family` continues a rotation chain.
 fn insert_session(
-    conn: &Connection,
+    conn: &Conn,
     user_id: &str,
     family: Option<&str>,
     ttl: Duration,
-) -> rusqlite::Result<String> {
+) -> bakend_store::sql::Result<String> {
     let token = new_refresh_token();
     let id = ids::new_id(ids::SESSION);
     let now = chrono::Utc::now();
@@ -330,8 +330,8 @@ impl AuthService {
                     "INSERT INTO _users(id, email, password_hash, role, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
                     (&user.id, &user.email, &hash, role.as_str(), &user.created_at),
                 );
-                if let Err(rusqlite::Error::SqliteFailure(f, _)) = &inserted
-                    && f.code == rusqlite::ErrorCode::ConstraintViolation
+                if let Err(e) = &inserted
+                    && e.constraint().is_some()
                 {
                     return Err(StoreError::BadRequest("Email is already registered".into()));
                 }
@@ -362,7 +362,7 @@ impl AuthService {
                         "SELECT {ACCOUNT_COLUMNS}, password_hash FROM _users WHERE email = ?1",
                     ))?
                     .query_row([&email], |r| {
-                        Ok((account_from_row(r)?, r.get::<_, String>(5)?))
+                        Ok((account_from_row(r)?, r.get::<String>(5)?))
                     })
                     .optional()?)
             })
@@ -432,11 +432,11 @@ impl AuthService {
                     )?
                     .query_row([&hash], |r| {
                         Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, Option<String>>(4)?,
+                            r.get::<String>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<Option<String>>(2)?,
+                            r.get::<String>(3)?,
+                            r.get::<Option<String>>(4)?,
                         ))
                     })
                     .optional()?;
@@ -482,7 +482,7 @@ impl AuthService {
                         "SELECT user_id, family_id, expires_at FROM _sessions WHERE refresh_token_hash = ?1 AND rotated_at IS NULL",
                     )?
                     .query_row([&hash], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+                        Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?, r.get::<String>(2)?))
                     })
                     .optional()?;
                 let Some((user_id, family, expires_at)) = row else {
@@ -626,7 +626,7 @@ impl AuthService {
         Ok(self
             .db
             .read(move |conn| {
-                let total: i64 = conn.query_row("SELECT COUNT(*) FROM _users", [], |r| r.get(0))?;
+                let total: i64 = conn.query_row("SELECT COUNT(*) FROM _users", (), |r| r.get(0))?;
                 let users = conn
                     .prepare_cached(
                         "SELECT id, email, role, created_at FROM _users ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2",

@@ -31,8 +31,8 @@ pub enum AuthError {
     Internal(String),
 }
 
-impl From<rusqlite::Error> for AuthError {
-    fn from(e: rusqlite::Error) -> Self {
-        AuthError::Store(StoreError::Sqlite(e))
+impl From<bakend_store::sql::Error> for AuthError {
+    fn from(e: bakend_store::sql::Error) -> Self {
+        AuthError::Store(StoreError::Database(e))
     }
 }

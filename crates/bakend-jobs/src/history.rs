@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use bakend_core::Event;
+use bakend_store::sql::{Conn, params};
 use bakend_store::{Committed, Database, StoreError};
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +201,7 @@ impl History {
     }
 }
 
-fn cap(conn: &Connection, job: &str, limit: u32) -> Result<(), StoreError> {
+fn cap(conn: &Conn, job: &str, limit: u32) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM _job_runs WHERE job = ?1 AND rowid NOT IN (
              SELECT rowid FROM _job_runs WHERE job = ?1
@@ -211,7 +211,7 @@ fn cap(conn: &Connection, job: &str, limit: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn list(conn: &Connection, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+fn list(conn: &Conn, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT run_id, job, status, attempt, trigger, started_at, ended_at, duration_ms, error
          FROM (SELECT rowid AS r, * FROM _job_runs WHERE job = ?1
@@ -222,12 +222,12 @@ fn list(conn: &Connection, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreEr
         Ok(JobRun {
             run_id: r.get(0)?,
             job: r.get(1)?,
-            status: RunStatus::parse(&r.get::<_, String>(2)?),
+            status: RunStatus::parse(&r.get::<String>(2)?),
             attempt: r.get(3)?,
             trigger: r.get(4)?,
             started_at: r.get(5)?,
             ended_at: r.get(6)?,
-            duration_ms: r.get::<_, Option<i64>>(7)?.map(|d| d.max(0) as u64),
+            duration_ms: r.get::<Option<i64>>(7)?.map(|d| d.max(0) as u64),
             error: r.get(8)?,
         })
     })?;

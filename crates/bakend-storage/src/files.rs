@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use bakend_core::{Event, EventSource, ids, time};
+use bakend_store::sql::{Conn, OptionalExtension, Row};
 use bakend_store::{Committed, Database, StoreError};
-use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::{Value, json};
 
 use crate::blob::{BlobReader, BlobStore, Spooled, TempUpload};
@@ -73,20 +73,20 @@ impl FileMeta {
 
 const COLUMNS: &str = "id, filename, mime_type, size, visibility, user_id, created_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<FileMeta> {
+fn from_row(r: Row<'_>) -> bakend_store::sql::Result<FileMeta> {
     let vis: String = r.get(4)?;
     Ok(FileMeta {
         id: r.get(0)?,
         filename: r.get(1)?,
         mime_type: r.get(2)?,
-        size: r.get::<_, i64>(3)?.max(0) as u64,
+        size: r.get::<i64>(3)?.max(0) as u64,
         visibility: Visibility::parse(&vis).unwrap_or(Visibility::Protected),
         user_id: r.get(5)?,
         created_at: r.get(6)?,
     })
 }
 
-pub fn fetch(conn: &Connection, id: &str) -> Result<Option<FileMeta>, StoreError> {
+pub fn fetch(conn: &Conn, id: &str) -> Result<Option<FileMeta>, StoreError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM _files WHERE id = ?1"))?
         .query_row([id], from_row)
@@ -202,15 +202,14 @@ impl FileService {
         Ok(self
             .db
             .read(move |conn| {
-                let tx = conn.unchecked_transaction()?;
-                let total: i64 = tx.query_row("SELECT COUNT(*) FROM _files", [], |r| r.get(0))?;
-                let items = tx
+                let _snapshot = conn.read_snapshot()?;
+                let total: i64 = conn.query_row("SELECT COUNT(*) FROM _files", (), |r| r.get(0))?;
+                let items = conn
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM _files ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
                     ))?
                     .query_map((limit as i64, offset as i64), from_row)?
                     .collect::<Result<Vec<_>, _>>()?;
-                tx.finish()?;
                 Ok((items, total.max(0) as u64))
             })
             .await?)

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use bakend_core::{Event, EventSource};
 use bakend_store::collections::definition::{FieldType, parse};
 use bakend_store::collections::schema::quote;
+use bakend_store::sql::Conn;
 use bakend_store::{Committed, StoreError};
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::error::StorageError;
@@ -25,10 +25,10 @@ pub struct PruneReport {
 
 /// Every non-empty value of every `file` field of every collection (a value counts even if it
 /// is not a real file id).
-pub fn referenced_ids(conn: &Connection) -> Result<HashSet<String>, StoreError> {
+pub fn referenced_ids(conn: &Conn) -> Result<HashSet<String>, StoreError> {
     let defs: Vec<String> = conn
         .prepare("SELECT definition FROM _collections")?
-        .query_map([], |r| r.get(0))?
+        .query_map((), |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut out = HashSet::new();
     for text in defs {
@@ -44,9 +44,9 @@ pub fn referenced_ids(conn: &Connection) -> Result<HashSet<String>, StoreError> 
                 table = quote(&def.name)
             );
             let mut stmt = conn.prepare(&sql)?;
-            let values = stmt.query_map([], |r| r.get::<_, rusqlite::types::Value>(0))?;
+            let values = stmt.query_map((), |r| r.get::<bakend_store::sql::Value>(0))?;
             for v in values {
-                if let rusqlite::types::Value::Text(s) = v? {
+                if let bakend_store::sql::Value::Text(s) = v? {
                     out.insert(s);
                 }
             }
@@ -107,7 +107,7 @@ pub async fn prune(
         .read(|conn| {
             let mut stmt = conn.prepare("SELECT id FROM _files")?;
             let ids = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
+                .query_map((), |r| r.get::<String>(0))?
                 .collect::<Result<HashSet<_>, _>>()?;
             Ok(ids)
         })
@@ -137,7 +137,7 @@ pub async fn prune(
     })
 }
 
-fn orphan_rows(conn: &Connection, cutoff_iso: &str) -> Result<Vec<(String, String)>, StoreError> {
+fn orphan_rows(conn: &Conn, cutoff_iso: &str) -> Result<Vec<(String, String)>, StoreError> {
     let referenced = referenced_ids(conn)?;
     let mut stmt = conn
         .prepare("SELECT id, user_id FROM _files WHERE created_at < ?1 ORDER BY created_at, id")?;

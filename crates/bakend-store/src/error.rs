@@ -34,7 +34,7 @@ pub enum StoreError {
     #[error("{0}")]
     Locked(String),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[from] crate::sql::Error),
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the database writer has stopped")]
@@ -43,4 +43,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.into())
+    }
 }

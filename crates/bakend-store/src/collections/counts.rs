@@ -11,7 +11,7 @@
 //! On PostgreSQL one counter row would serialize every writer of a collection; the plan there
 //! is one delta row per writer transaction, summed and folded in by a background task.
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::sql::{Conn, OptionalExtension};
 
 use super::schema::quote;
 
@@ -64,9 +64,9 @@ pub fn create_sql(table: &str) -> Vec<String> {
 
 /// Makes the triggers exist and recounts the table: after anything that wrote rows without
 /// them (a rebuild copies rows into a fresh table, then renames it).
-pub fn sync(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+pub fn sync(conn: &Conn, table: &str) -> crate::sql::Result<()> {
     for sql in trigger_sql(table) {
-        conn.execute(&sql, [])?;
+        conn.execute(&sql, ())?;
     }
     conn.execute(
         &format!(
@@ -80,7 +80,7 @@ pub fn sync(conn: &Connection, table: &str) -> rusqlite::Result<()> {
 
 /// At start-up: recounts only a table whose triggers or count row are missing (a database
 /// from an older `bak`, or restored from one), so a normal start reads no table.
-pub fn ensure(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+pub fn ensure(conn: &Conn, table: &str) -> crate::sql::Result<bool> {
     let names = trigger_names(table);
     let triggers: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 AND name IN (?2, ?3)",
@@ -95,7 +95,7 @@ pub fn ensure(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
 }
 
 /// Forgets a dropped collection's count.
-pub fn remove(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+pub fn remove(conn: &Conn, table: &str) -> crate::sql::Result<()> {
     conn.execute(
         &format!("DELETE FROM {TABLE} WHERE collection = ?1"),
         [table],
@@ -104,9 +104,9 @@ pub fn remove(conn: &Connection, table: &str) -> rusqlite::Result<()> {
 }
 
 /// The table's row count, if it is kept.
-pub fn read(conn: &Connection, table: &str) -> rusqlite::Result<Option<u64>> {
+pub fn read(conn: &Conn, table: &str) -> crate::sql::Result<Option<u64>> {
     conn.prepare_cached(&format!("SELECT n FROM {TABLE} WHERE collection = ?1"))?
-        .query_row([table], |r| r.get::<_, i64>(0))
+        .query_row([table], |r| r.get::<i64>(0))
         .optional()
         .map(|n| n.map(|n| n.max(0) as u64))
 }
@@ -115,10 +115,10 @@ pub fn read(conn: &Connection, table: &str) -> rusqlite::Result<Option<u64>> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn db() -> Conn {
+        let conn = Conn::open_in_memory().unwrap();
         // As every server connection has it (db::connection::open).
-        conn.pragma_update(None, "recursive_triggers", "ON")
+        conn.execute_batch("PRAGMA recursive_triggers = ON")
             .unwrap();
         conn.execute_batch(
             "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;
@@ -128,7 +128,7 @@ mod tests {
         conn
     }
 
-    fn count(conn: &Connection) -> Option<u64> {
+    fn count(conn: &Conn) -> Option<u64> {
         read(conn, "it's").unwrap()
     }
 
@@ -136,7 +136,7 @@ mod tests {
     fn inserts_and_deletes_keep_the_count_whoever_writes() {
         let conn = db();
         for s in create_sql("it's") {
-            conn.execute(&s, []).unwrap();
+            conn.execute(&s, ()).unwrap();
         }
         assert_eq!(count(&conn), Some(0));
         conn.execute_batch(
@@ -147,7 +147,7 @@ mod tests {
         .unwrap();
         assert_eq!(count(&conn), Some(2));
         // Without a WHERE, SQLite would truncate in one step; the triggers prevent that.
-        conn.execute("DELETE FROM \"it's\"", []).unwrap();
+        conn.execute("DELETE FROM \"it's\"", ()).unwrap();
         assert_eq!(count(&conn), Some(0));
     }
 
@@ -163,7 +163,7 @@ mod tests {
             !ensure(&conn, "it's").unwrap(),
             "nothing to do the second time"
         );
-        conn.execute("INSERT INTO \"it's\" VALUES ('c')", [])
+        conn.execute("INSERT INTO \"it's\" VALUES ('c')", ())
             .unwrap();
         assert_eq!(count(&conn), Some(3));
         remove(&conn, "it's").unwrap();

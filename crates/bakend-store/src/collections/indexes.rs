@@ -7,7 +7,7 @@
 //! last key (lists break ties that way), so a list sorted by its keys — either way round —
 //! reads the rows in exactly the order it returns them and never sorts the table.
 
-use rusqlite::Connection;
+use crate::sql::Conn;
 use serde_json::Value;
 
 use super::definition::FieldDef;
@@ -184,11 +184,11 @@ pub fn parse(
 /// Records holding the same values in every key of a unique index (nulls never clash), as
 /// `(how many records are involved, a few "rec_a (same as rec_b)")`.
 pub fn duplicates(
-    conn: &Connection,
+    conn: &Conn,
     table: &str,
     index: &IndexDef,
     samples: usize,
-) -> rusqlite::Result<(u64, Vec<String>)> {
+) -> crate::sql::Result<(u64, Vec<String>)> {
     let cols: Vec<String> = index.columns().iter().map(|(c, _)| quote(c)).collect();
     let not_null: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
     let id = quote(RecordLayout::ID.column);
@@ -199,10 +199,10 @@ pub fn duplicates(
         cols.join(", ")
     );
     let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     let (mut count, mut found) = (0u64, Vec::new());
     while let Some(r) = rows.next()? {
-        count += r.get::<_, i64>(0)?.max(0) as u64;
+        count += r.get::<i64>(0)?.max(0) as u64;
         if found.len() < samples {
             let (first, other): (String, String) = (r.get(1)?, r.get(2)?);
             found.push(format!("{other} (same as {first})"));

@@ -6,7 +6,7 @@
 //! looks for a record's owner asks [`RecordLayout`] rather than counting columns or spelling
 //! `"user_id"` itself.
 
-use rusqlite::types::Value as Sql;
+use crate::sql::Value as Sql;
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use crate::sql::{Conn, OptionalExtension};
 use bakend_core::{Event, EventSource, time};
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::definition::{self, Parsed};
@@ -40,7 +40,7 @@ fn parse_body(raw: &Value) -> Result<Parsed, StoreError> {
     Ok(parsed)
 }
 
-fn check_relations(conn: &Connection, parsed: &Parsed) -> Result<(), StoreError> {
+fn check_relations(conn: &Conn, parsed: &Parsed) -> Result<(), StoreError> {
     let names: Vec<String> = load_all(conn)?.into_iter().map(|c| c.def.name).collect();
     definition::check_relations(&parsed.def, &|n| {
         n == parsed.def.name || names.iter().any(|x| x == n)
@@ -48,7 +48,7 @@ fn check_relations(conn: &Connection, parsed: &Parsed) -> Result<(), StoreError>
     .map_err(|e| StoreError::Definition(e.join("; ")))
 }
 
-fn stored(conn: &Connection, name: &str) -> Result<Option<Collection>, StoreError> {
+fn stored(conn: &Conn, name: &str) -> Result<Option<Collection>, StoreError> {
     Ok(load_all(conn)?.into_iter().find(|c| c.def.name == name))
 }
 
@@ -190,7 +190,7 @@ pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Resu
         }
         conn.execute(
             &format!("DROP TABLE IF EXISTS {}", super::schema::quote(&name)),
-            [],
+            (),
         )?;
         conn.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
         super::counts::remove(conn, &name)?;

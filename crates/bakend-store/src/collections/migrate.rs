@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, Statement};
+use crate::sql::Value as Sql;
+use crate::sql::{Conn, OptionalExtension, Stmt};
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
@@ -62,7 +62,7 @@ impl Plan {
 
     /// Rows repeating the values of a new unique index (read from `table`, which has the
     /// index's columns).
-    fn index_problems(&self, conn: &Connection, table: &str) -> Result<Vec<Blocker>, StoreError> {
+    fn index_problems(&self, conn: &Conn, table: &str) -> Result<Vec<Blocker>, StoreError> {
         let mut out = Vec::new();
         for ix in &self.unique_indexes {
             let (count, samples) = indexes::duplicates(conn, table, ix, SAMPLES)?;
@@ -433,7 +433,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// The new row (system columns, then the new fields; see [`RecordLayout`]) for an old one.
-    fn map(&mut self, conn: &Connection, old_row: &[Sql]) -> Result<Vec<Sql>, StoreError> {
+    fn map(&mut self, conn: &Conn, old_row: &[Sql]) -> Result<Vec<Sql>, StoreError> {
         let id = match &old_row[RecordLayout::ID_COLUMN] {
             Sql::Text(t) => t.clone(),
             _ => String::new(),
@@ -508,7 +508,7 @@ impl<'a> Mapper<'a> {
 
     fn transform(
         &mut self,
-        conn: &Connection,
+        conn: &Conn,
         i: usize,
         old_kind: FieldType,
         v: &Sql,
@@ -602,7 +602,7 @@ impl<'a> Mapper<'a> {
     }
 }
 
-fn file_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+fn file_exists(conn: &Conn, id: &str) -> crate::sql::Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM _files WHERE id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -614,18 +614,18 @@ fn file_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
 /// until a problem makes the migration certain to be refused (then only scans on, to report
 /// every blocking row).
 fn run_rows(
-    conn: &Connection,
+    conn: &Conn,
     mapper: &mut Mapper<'_>,
-    mut sink: Option<&mut Statement<'_>>,
+    mut sink: Option<&mut Stmt<'_>>,
     force: bool,
 ) -> Result<(), StoreError> {
     let width = RecordLayout::of(mapper.old).width();
     let mut stmt = conn.prepare(&mapper.select_sql())?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let old_row: Vec<Sql> = (0..width)
             .map(|i| r.get(i))
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<crate::sql::Result<_>>()?;
         let new_row = mapper.map(conn, &old_row)?;
         if mapper
             .problems
@@ -636,7 +636,7 @@ fn run_rows(
             sink = None;
         }
         if let Some(insert) = sink.as_deref_mut() {
-            insert.execute(rusqlite::params_from_iter(new_row.iter()))?;
+            insert.execute(crate::sql::params_from_iter(new_row.iter()))?;
         }
     }
     Ok(())
@@ -644,7 +644,7 @@ fn run_rows(
 
 /// What existing rows would stop `plan` (read-only; for `bak migrate status`).
 pub fn scan(
-    conn: &Connection,
+    conn: &Conn,
     old: &CollectionDef,
     new: &CollectionDef,
     plan: &Plan,
@@ -693,7 +693,7 @@ fn decide(collection: &str, blockers: Vec<Blocker>, force: bool) -> Result<(), S
 /// rollback does not undo) when rows block it, unless `force` and every blocker can be forced.
 /// Returns the problems that were forced through.
 pub fn execute(
-    conn: &Connection,
+    conn: &Conn,
     old: &CollectionDef,
     new: &CollectionDef,
     plan: &Plan,
@@ -701,7 +701,7 @@ pub fn execute(
 ) -> Result<Vec<Blocker>, StoreError> {
     if plan.rebuild {
         let temp = format!("_bakend_rebuild_{}", new.name);
-        conn.execute(&schema::table_sql(&temp, new), [])?;
+        conn.execute(&schema::table_sql(&temp, new), ())?;
         let mut insert = conn.prepare(&format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(&temp),
@@ -714,14 +714,14 @@ pub fn execute(
         let mut problems = mapper.problems.0;
         problems.extend(plan.index_problems(conn, &temp)?);
         decide(&new.name, problems.clone(), force)?;
-        conn.execute(&format!("DROP TABLE {}", quote(&old.name)), [])?;
+        conn.execute(&format!("DROP TABLE {}", quote(&old.name)), ())?;
         conn.execute(
             &format!(
                 "ALTER TABLE {} RENAME TO {}",
                 quote(&temp),
                 quote(&new.name)
             ),
-            [],
+            (),
         )?;
         schema::sync_indexes(conn, new)?;
         // The copy went into a table without the count triggers.
@@ -738,11 +738,11 @@ pub fn execute(
                 quote(from),
                 quote(to)
             ),
-            [],
+            (),
         )?;
     }
     for i in &plan.added {
-        conn.execute(&schema::add_column_sql(&new.name, &new.fields[*i]), [])?;
+        conn.execute(&schema::add_column_sql(&new.name, &new.fields[*i]), ())?;
     }
     let index_problems = plan.index_problems(conn, &new.name)?;
     decide(&new.name, index_problems, force)?;
@@ -760,15 +760,15 @@ mod tests {
         parse(&v).unwrap().def
     }
 
-    fn db(def: &CollectionDef, rows: &[Value]) -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn db(def: &CollectionDef, rows: &[Value]) -> Conn {
+        let conn = Conn::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE _files (id TEXT PRIMARY KEY, user_id TEXT); INSERT INTO _files VALUES ('fil_1', 'u');
              CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
         )
         .unwrap();
         for s in schema::create_sql(def) {
-            conn.execute(&s, []).unwrap();
+            conn.execute(&s, ()).unwrap();
         }
         for (n, r) in rows.iter().enumerate() {
             let mut cols = vec![
@@ -794,23 +794,23 @@ mod tests {
                     cols.join(","),
                     marks.join(",")
                 ),
-                rusqlite::params_from_iter(vals.iter()),
+                crate::sql::params_from_iter(vals.iter()),
             )
             .unwrap();
         }
         conn
     }
 
-    fn column(conn: &Connection, table: &str, col: &str) -> Vec<Sql> {
+    fn column(conn: &Conn, table: &str, col: &str) -> Vec<Sql> {
         conn.prepare(&format!(
             "SELECT {} FROM {} ORDER BY id",
             quote(col),
             quote(table)
         ))
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map((), |r| r.get(0))
         .unwrap()
-        .collect::<rusqlite::Result<_>>()
+        .collect::<crate::sql::Result<_>>()
         .unwrap()
     }
 
@@ -850,7 +850,7 @@ mod tests {
             "{err}"
         );
         // The caller's transaction rolls back; here, drop the temporary table by hand.
-        conn.execute("DROP TABLE _bakend_rebuild_p", []).unwrap();
+        conn.execute("DROP TABLE _bakend_rebuild_p", ()).unwrap();
         execute(&conn, &old, &new, &p, true).unwrap();
         assert_eq!(
             column(&conn, "p", "n"),
@@ -889,9 +889,9 @@ mod tests {
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL ORDER BY name")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map((), |r| r.get(0))
             .unwrap()
-            .collect::<rusqlite::Result<_>>()
+            .collect::<crate::sql::Result<_>>()
             .unwrap();
         assert_eq!(
             indexes,
@@ -931,11 +931,11 @@ mod tests {
         let p = plan(&old, &new);
         let conn = db(&old, &[json!({"a": "x"}), json!({"a": "2"})]);
         for force in [false, true] {
-            conn.execute("SAVEPOINT t", []).unwrap();
+            conn.execute("SAVEPOINT t", ()).unwrap();
             let err = execute(&conn, &old, &new, &p, force).unwrap_err();
             assert!(matches!(err, StoreError::Blocked(_)), "{err}");
-            conn.execute("ROLLBACK TO t", []).unwrap();
-            conn.execute("RELEASE t", []).unwrap();
+            conn.execute("ROLLBACK TO t", ()).unwrap();
+            conn.execute("RELEASE t", ()).unwrap();
         }
     }
 

@@ -1,6 +1,6 @@
 //! The DDL behind a collection: its table and its indexes.
 
-use rusqlite::Connection;
+use crate::sql::Conn;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
 use super::layout::RecordLayout;
@@ -110,21 +110,21 @@ pub fn add_column_sql(table: &str, f: &FieldDef) -> String {
 /// Makes the table's indexes exactly those `def` asks for: drops the ones it no longer needs
 /// (a field that lost `unique`, a renamed or removed field) and creates the missing ones.
 /// Creating a unique index fails if values repeat; callers check for duplicates first.
-pub fn sync_indexes(conn: &Connection, def: &CollectionDef) -> rusqlite::Result<()> {
+pub fn sync_indexes(conn: &Conn, def: &CollectionDef) -> crate::sql::Result<()> {
     let wanted = index_sql(def);
     let existing: Vec<String> = conn
         .prepare(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL",
         )?
         .query_map([&def.name], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::sql::Result<_>>()?;
     for name in &existing {
         if !wanted.iter().any(|(w, _)| w == name) {
-            conn.execute(&format!("DROP INDEX {}", quote(name)), [])?;
+            conn.execute(&format!("DROP INDEX {}", quote(name)), ())?;
         }
     }
     for (_, sql) in &wanted {
-        conn.execute(sql, [])?;
+        conn.execute(sql, ())?;
     }
     Ok(())
 }

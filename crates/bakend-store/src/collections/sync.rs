@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::sql::Conn;
 use bakend_core::{Event, EventSource, time};
-use rusqlite::Connection;
 use serde_json::Value;
 
 use super::definition::{self, Parsed};
@@ -80,16 +80,16 @@ pub fn check_relations_among(files: &[FileDefinition]) -> Result<(), StoreError>
 }
 
 /// Every collection stored in the database, sorted by name.
-pub fn load_all(conn: &Connection) -> Result<Vec<Collection>, StoreError> {
+pub fn load_all(conn: &Conn) -> Result<Vec<Collection>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT name, definition, created_at, updated_at FROM _collections ORDER BY name",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
+            r.get::<String>(0)?,
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<String>(3)?,
         ))
     })?;
     let mut out = Vec::new();
@@ -109,24 +109,24 @@ pub fn load_all(conn: &Connection) -> Result<Vec<Collection>, StoreError> {
     Ok(out)
 }
 
-fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+fn table_exists(conn: &Conn, name: &str) -> crate::sql::Result<bool> {
     conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?1",
         [name],
-        |r| r.get::<_, i64>(0),
+        |r| r.get::<i64>(0),
     )
     .map(|n| n > 0)
 }
 
 /// Inserts the metadata row and creates the table, inside the caller's transaction.
-pub fn create_in(conn: &Connection, parsed: &Parsed) -> Result<Collection, StoreError> {
+pub fn create_in(conn: &Conn, parsed: &Parsed) -> Result<Collection, StoreError> {
     let now = time::now_iso();
     conn.execute(
         "INSERT INTO _collections(name, definition, created_at, updated_at) VALUES(?1, ?2, ?3, ?3)",
         (&parsed.def.name, parsed.raw.to_string(), &now),
     )?;
     for stmt in schema::create_sql(&parsed.def) {
-        conn.execute(&stmt, [])?;
+        conn.execute(&stmt, ())?;
     }
     Ok(Collection::new(
         parsed.def.clone(),
@@ -182,11 +182,7 @@ fn collection_event(kind: &str, name: &str) -> Event {
 /// Re-creates missing tables and applies the file definitions inside the caller's transaction:
 /// new collections are created, changed ones migrated (see [`Mode`]). All or nothing: the
 /// first refusal returns an error and the caller's rollback undoes the rest.
-pub fn sync_in(
-    conn: &Connection,
-    files: &[FileDefinition],
-    mode: Mode,
-) -> Result<Synced, StoreError> {
+pub fn sync_in(conn: &Conn, files: &[FileDefinition], mode: Mode) -> Result<Synced, StoreError> {
     let existing = load_all(conn)?;
     let by_name: HashMap<String, &Collection> =
         existing.iter().map(|c| (c.def.name.clone(), c)).collect();
@@ -196,7 +192,7 @@ pub fn sync_in(
     for c in &existing {
         if !table_exists(conn, &c.def.name)? {
             for stmt in schema::create_sql(&c.def) {
-                conn.execute(&stmt, [])?;
+                conn.execute(&stmt, ())?;
             }
             report.recreated_tables.push(c.def.name.clone());
         } else {
@@ -329,7 +325,7 @@ pub struct StatusEntry {
 }
 
 /// Compares every collection in files and database, sorted by name. Read-only.
-pub fn status(conn: &Connection, files: &[FileDefinition]) -> Result<Vec<StatusEntry>, StoreError> {
+pub fn status(conn: &Conn, files: &[FileDefinition]) -> Result<Vec<StatusEntry>, StoreError> {
     let existing = load_all(conn)?;
     let mut out = Vec::new();
     for f in files {

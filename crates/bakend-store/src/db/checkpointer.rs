@@ -25,7 +25,7 @@ impl Checkpointer {
             .name("bakend-sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(INTERVAL) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |_| Ok(()))
                     {
                         tracing::warn!("Background WAL checkpoint failed: {e}");
                     }

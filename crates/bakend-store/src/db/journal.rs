@@ -14,7 +14,7 @@
 //! entered, changed within or left its filter. Segments written before that column existed get
 //! it (empty) when the journal is opened.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::sql::{Conn, OptionalExtension, params};
 
 use bakend_core::Event;
 
@@ -62,7 +62,7 @@ fn create_segment_sql(segment: u64) -> String {
 
 /// Adds `previous` to segment tables created before it existed (a schema change only: SQLite
 /// does not rewrite the rows, which read it as NULL).
-fn add_previous_columns(conn: &Connection) -> rusqlite::Result<()> {
+fn add_previous_columns(conn: &Conn) -> crate::sql::Result<()> {
     for s in segments(conn)? {
         let has: i64 = conn.query_row(
             "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'previous'",
@@ -79,7 +79,7 @@ fn add_previous_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn meta_u64(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+fn meta_u64(conn: &Conn, key: &str) -> crate::sql::Result<u64> {
     let v: Option<String> = conn
         .prepare_cached("SELECT value FROM _bakend_meta WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -87,7 +87,7 @@ fn meta_u64(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-fn segment_size(conn: &Connection) -> rusqlite::Result<u64> {
+fn segment_size(conn: &Conn) -> crate::sql::Result<u64> {
     Ok(match meta_u64(conn, SEGMENT_KEY)? {
         0 => DEFAULT_SEGMENT,
         n => n,
@@ -95,27 +95,27 @@ fn segment_size(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// The highest seq ever assigned.
-pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+pub fn last_seq(conn: &Conn) -> crate::sql::Result<u64> {
     Ok(meta_u64(conn, LAST_KEY)?.max(meta_u64(conn, TRIMMED_KEY)?))
 }
 
 /// The existing segments, oldest first.
-fn segments(conn: &Connection) -> rusqlite::Result<Vec<u64>> {
+fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_events\\_%' ESCAPE '\\'",
     )?;
     let mut out: Vec<u64> = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
+        .query_map((), |r| r.get::<String>(0))?
         .filter_map(|n| n.ok()?.strip_prefix(PREFIX)?.parse().ok())
         .collect();
     out.sort_unstable();
     Ok(out)
 }
 
-fn oldest_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+fn oldest_seq(conn: &Conn) -> crate::sql::Result<Option<u64>> {
     for s in segments(conn)? {
         let min: Option<i64> =
-            conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), [], |r| {
+            conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), (), |r| {
                 r.get(0)
             })?;
         if let Some(m) = min {
@@ -128,7 +128,7 @@ fn oldest_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
 /// Makes sure the journal has an epoch, starting a new one if rows went missing behind the
 /// trimmer's back, and fixes the segment size of a new journal. Runs at open, before the
 /// writer starts.
-pub(crate) fn open(conn: &Connection, segment: u64) -> Result<JournalInfo, StoreError> {
+pub(crate) fn open(conn: &Conn, segment: u64) -> Result<JournalInfo, StoreError> {
     if meta_u64(conn, SEGMENT_KEY)? == 0 {
         meta_set(conn, SEGMENT_KEY, &segment.max(1).to_string())?;
     }
@@ -176,7 +176,7 @@ pub(crate) struct Appender {
 impl Appender {
     /// Reads the position under the write lock, so another process's writes (a CLI command)
     /// are accounted for.
-    pub fn start(conn: &Connection) -> rusqlite::Result<Appender> {
+    pub fn start(conn: &Conn) -> crate::sql::Result<Appender> {
         Ok(Appender {
             next: last_seq(conn)? + 1,
             size: segment_size(conn)?,
@@ -184,7 +184,7 @@ impl Appender {
         })
     }
 
-    pub fn append(&mut self, conn: &Connection, event: &mut Event) -> rusqlite::Result<()> {
+    pub fn append(&mut self, conn: &Conn, event: &mut Event) -> crate::sql::Result<()> {
         let seq = self.next;
         let segment = seq / self.size;
         if self.segment != Some(segment) {
@@ -222,7 +222,7 @@ impl Appender {
     }
 
     /// Records the last seq assigned (when this batch assigned any).
-    pub fn finish(&self, conn: &Connection, first: u64) -> rusqlite::Result<()> {
+    pub fn finish(&self, conn: &Conn, first: u64) -> crate::sql::Result<()> {
         if self.next > first {
             conn.prepare_cached(
                 "INSERT INTO _bakend_meta(key, value, created_at) VALUES (?1, ?2, '')
@@ -263,7 +263,7 @@ pub struct JournalEntry {
 /// `limit`. `None` when events after `after` have been trimmed (the gap cannot be filled), or
 /// when more than `limit` events match.
 pub fn read_range(
-    conn: &Connection,
+    conn: &Conn,
     after: u64,
     upto: u64,
     limit: usize,
@@ -294,7 +294,7 @@ pub fn read_range(
                 return Ok(None);
             }
             out.push(JournalEntry {
-                seq: row.get::<_, i64>(0)? as u64,
+                seq: row.get::<i64>(0)? as u64,
                 subject: row.get(3)?,
                 envelope: row.get(4)?,
                 previous: row.get(5)?,
@@ -308,7 +308,7 @@ pub fn read_range(
 /// behind the newest, or older than `max_age_ms` (its newest row is checked). Returns the
 /// events dropped (0 when nothing is due).
 pub(crate) fn trim_segment(
-    conn: &Connection,
+    conn: &Conn,
     max_events: u64,
     max_age_ms: i64,
 ) -> Result<u64, StoreError> {
@@ -328,7 +328,7 @@ pub(crate) fn trim_segment(
                 "SELECT created_ms FROM {} ORDER BY seq DESC LIMIT 1",
                 table(oldest)
             ),
-            [],
+            (),
             |r| r.get(0),
         )
         .optional()?;
@@ -338,7 +338,7 @@ pub(crate) fn trim_segment(
     }
     let n: i64 = conn.query_row(
         &format!("SELECT count(*) FROM {}", table(oldest)),
-        [],
+        (),
         |r| r.get(0),
     )?;
     conn.execute_batch(&format!("DROP TABLE {}", table(oldest)))?;
@@ -357,14 +357,14 @@ mod tests {
 
     use super::*;
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    fn db() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::connection::open(&dir.path().join("j.db")).unwrap();
-        crate::db::migrations::migrate(&mut conn).unwrap();
+        let conn = Conn::from(crate::db::connection::open(&dir.path().join("j.db")).unwrap());
+        crate::db::migrations::migrate(&conn).unwrap();
         (dir, conn)
     }
 
-    fn all(conn: &Connection) -> Vec<JournalEntry> {
+    fn all(conn: &Conn) -> Vec<JournalEntry> {
         read_range(conn, 0, u64::MAX >> 1, 100, &|_, _| true)
             .unwrap()
             .unwrap()

@@ -1,7 +1,7 @@
 //! The system schema, versioned in `_bakend_meta.schema_version`. Each step runs inside one
 //! transaction together with its version bump, so a crash never leaves a half-migrated database.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use crate::sql::{Conn, OptionalExtension};
 
 use crate::error::StoreError;
 
@@ -94,11 +94,11 @@ const STEPS: &[&str] = &[
 
 pub const SCHEMA_VERSION: usize = STEPS.len();
 
-pub fn current_version(conn: &Connection) -> Result<usize, StoreError> {
+pub fn current_version(conn: &Conn) -> Result<usize, StoreError> {
     let has_meta: bool = conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_bakend_meta'",
-            [],
+            (),
             |_| Ok(true),
         )
         .optional()?
@@ -109,7 +109,7 @@ pub fn current_version(conn: &Connection) -> Result<usize, StoreError> {
     let v: Option<String> = conn
         .query_row(
             "SELECT value FROM _bakend_meta WHERE key='schema_version'",
-            [],
+            (),
             |r| r.get(0),
         )
         .optional()?;
@@ -117,7 +117,7 @@ pub fn current_version(conn: &Connection) -> Result<usize, StoreError> {
 }
 
 /// Brings the system schema up to date. Refuses a database written by a newer Bakend.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn migrate(conn: &Conn) -> Result<(), StoreError> {
     let from = current_version(conn)?;
     if from > SCHEMA_VERSION {
         return Err(StoreError::Internal(format!(
@@ -125,20 +125,30 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, step) in STEPS.iter().enumerate().skip(from) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(step)?;
-        tx.execute(
-            "INSERT INTO _bakend_meta(key, value, created_at) VALUES('schema_version', ?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            ((i + 1).to_string(), bakend_core::time::now_iso()),
-        )?;
-        tx.commit()?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = apply_step(conn, i, step);
+        if applied.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        applied?;
     }
     Ok(())
 }
 
+/// Step `i` and its version bump, inside the caller's transaction, then the commit.
+fn apply_step(conn: &Conn, i: usize, step: &str) -> Result<(), StoreError> {
+    conn.execute_batch(step)?;
+    conn.execute(
+        "INSERT INTO _bakend_meta(key, value, created_at) VALUES('schema_version', ?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        ((i + 1).to_string(), bakend_core::time::now_iso()),
+    )?;
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
 /// Reads a `_bakend_meta` value.
-pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+pub fn meta_get(conn: &Conn, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT value FROM _bakend_meta WHERE key = ?1",
@@ -149,7 +159,7 @@ pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreErr
 }
 
 /// Writes a `_bakend_meta` value (inside the caller's transaction).
-pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+pub fn meta_set(conn: &Conn, key: &str, value: &str) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO _bakend_meta(key, value, created_at) VALUES(?1, ?2, ?3)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -13,9 +13,9 @@ use bakend_core::sync;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::sql::Conn;
 use bakend_core::config::DatabaseLocation;
 use bakend_events::EventBus;
-use rusqlite::Connection;
 
 pub use connection::open as open_connection;
 pub use lock::DbLock;
@@ -79,17 +79,18 @@ impl Database {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut conn = connection::open(&path)?;
-        migrations::migrate(&mut conn)?;
-        let journal_info = match journal_segment {
-            Some(segment) => Some(journal::open(&conn, segment)?),
-            None => None,
-        };
+        let conn = connection::open(&path)?;
         // Checkpoints happen on their own thread (see `checkpointer`); the writer keeps a
         // larger page cache because it touches the hot end of every index on every commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "cache_size", -16_384)?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        let conn = Conn::from(conn);
+        migrations::migrate(&conn)?;
+        let journal_info = match journal_segment {
+            Some(segment) => Some(journal::open(&conn, segment)?),
+            None => None,
+        };
         let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
         let readers = readers::Readers::spawn(&path, READERS)?;
         let (writer, handle) = Writer::spawn(conn, bus, journal)?;
@@ -144,7 +145,7 @@ impl Database {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.readers.run(f).await
     }
@@ -154,7 +155,7 @@ impl Database {
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<Committed<T>, StoreError> + Send + 'static,
     {
         self.writer.write(Isolation::Savepoint, f).await
     }
@@ -164,7 +165,7 @@ impl Database {
     pub async fn write_single<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<Committed<T>, StoreError> + Send + 'static,
     {
         self.writer.write(Isolation::SingleStatement, f).await
     }

@@ -12,13 +12,13 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
-use rusqlite::Connection;
+use crate::sql::Conn;
 
 use bakend_core::sync;
 
 use crate::error::StoreError;
 
-type Job = Box<dyn FnOnce(&Connection) + Send>;
+type Job = Box<dyn FnOnce(&Conn) + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -45,7 +45,7 @@ impl Readers {
     pub fn spawn(path: &Path, n: usize) -> Result<Readers, StoreError> {
         let shared = Arc::new(Shared::default());
         for i in 0..n.max(1) {
-            let conn = super::connection::open_reader(path)?;
+            let conn = Conn::from(super::connection::open_reader(path)?);
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("bakend-reader-{i}"))
@@ -58,7 +58,7 @@ impl Readers {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let wake = {
@@ -66,7 +66,7 @@ impl Readers {
             if q.closed {
                 return Err(StoreError::Internal("the database is closed".into()));
             }
-            q.jobs.push_back(Box::new(move |conn: &Connection| {
+            q.jobs.push_back(Box::new(move |conn: &Conn| {
                 // The caller may have gone (a dropped request): nothing to tell.
                 let _ = tx.send(f(conn));
             }));
@@ -88,7 +88,7 @@ impl Drop for Readers {
     }
 }
 
-fn serve(conn: &Connection, shared: &Shared) {
+fn serve(conn: &Conn, shared: &Shared) {
     loop {
         let job = {
             let mut q = sync::lock(&shared.queue);
@@ -127,11 +127,9 @@ mod tests {
         for i in 0..50 {
             let r = readers.clone();
             tasks.push(tokio::spawn(async move {
-                r.run(
-                    move |c| Ok(c.query_row("SELECT n + ?1 FROM t", [i], |r| r.get::<_, i64>(0))?),
-                )
-                .await
-                .unwrap()
+                r.run(move |c| Ok(c.query_row("SELECT n + ?1 FROM t", [i], |r| r.get::<i64>(0))?))
+                    .await
+                    .unwrap()
             }));
         }
         for (i, t) in tasks.into_iter().enumerate() {
@@ -143,7 +141,7 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(
             readers
-                .run(|c| Ok(c.query_row("SELECT n FROM t", [], |r| r.get::<_, i64>(0))?))
+                .run(|c| Ok(c.query_row("SELECT n FROM t", (), |r| r.get::<i64>(0))?))
                 .await
                 .unwrap(),
             41,

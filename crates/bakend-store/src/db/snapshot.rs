@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::migrations;
 use crate::collections::sync::load_all;
 use crate::error::StoreError;
+use crate::sql::Conn;
 
 /// What a database holds, for a backup's manifest.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,17 +53,17 @@ pub fn snapshot(source: &Path, dest: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
+fn count(conn: &Conn, table: &str) -> Result<u64, StoreError> {
     let sql = format!(
         "SELECT COUNT(*) FROM {}",
         crate::collections::schema::quote(table)
     );
-    Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(conn.query_row(&sql, (), |r| r.get::<i64>(0))? as u64)
 }
 
 /// Counts what the database at `path` holds (read-only).
 pub fn counts(path: &Path) -> Result<Counts, StoreError> {
-    let conn = open_read_only(path)?;
+    let conn = Conn::from(open_read_only(path)?);
     let mut out = Counts {
         schema_version: migrations::current_version(&conn)?,
         ..Counts::default()
@@ -79,8 +80,8 @@ pub fn counts(path: &Path) -> Result<Counts, StoreError> {
     out.files = count(&conn, "_files")?;
     out.file_ids = conn
         .prepare("SELECT id FROM _files ORDER BY id")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map((), |r| r.get(0))?
+        .collect::<crate::sql::Result<_>>()?;
     Ok(out)
 }
 
@@ -89,7 +90,7 @@ pub fn integrity_check(path: &Path) -> Result<(), StoreError> {
     let conn = open_read_only(path)?;
     let lines: Vec<String> = conn
         .prepare("PRAGMA integrity_check")?
-        .query_map([], |r| r.get(0))?
+        .query_map((), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     if lines == ["ok"] {
         Ok(())
@@ -109,7 +110,7 @@ pub fn checkpoint(path: &Path) -> Result<(), StoreError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    conn.close().map_err(|(_, e)| StoreError::Sqlite(e))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", (), |_| Ok(()))?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
     Ok(())
 }

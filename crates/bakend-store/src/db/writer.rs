@@ -10,9 +10,9 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::sql::Conn;
 use bakend_core::Event;
 use bakend_events::EventBus;
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -67,7 +67,7 @@ pub enum Isolation {
 trait Job: Send {
     fn isolation(&self) -> Isolation;
     /// Runs the write; `Some` means it succeeded and should be committed.
-    fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)>;
+    fn run(&mut self, conn: &Conn) -> Option<(Vec<Event>, Option<AfterCommit>)>;
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
@@ -81,13 +81,13 @@ struct ClosureJob<T, F> {
 impl<T, F> Job for ClosureJob<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+    F: FnOnce(&Conn) -> Result<Committed<T>, StoreError> + Send + 'static,
 {
     fn isolation(&self) -> Isolation {
         self.isolation
     }
 
-    fn run(&mut self, conn: &Connection) -> Option<(Vec<Event>, Option<AfterCommit>)> {
+    fn run(&mut self, conn: &Conn) -> Option<(Vec<Event>, Option<AfterCommit>)> {
         let f = self.f.take()?;
         let outcome = catch_unwind(AssertUnwindSafe(|| f(conn)))
             .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())));
@@ -142,7 +142,7 @@ impl Writer {
     /// Starts the writer thread on `conn`. The thread ends when every `Writer` clone is dropped,
     /// and closes the connection (which checkpoints the WAL).
     pub fn spawn(
-        conn: Connection,
+        conn: Conn,
         bus: Arc<dyn EventBus>,
         journal: bool,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
@@ -158,7 +158,7 @@ impl Writer {
     pub async fn write<T, F>(&self, isolation: Isolation, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<Committed<T>, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<Committed<T>, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(ClosureJob {
@@ -197,7 +197,7 @@ impl Writer {
 }
 
 fn run_writer(
-    mut conn: Connection,
+    mut conn: Conn,
     mut rx: mpsc::Receiver<Msg>,
     bus: Arc<dyn EventBus>,
     journal: bool,
@@ -232,13 +232,13 @@ fn run_writer(
         run_batch(&mut conn, &mut batch, bus.as_ref(), journal, stats);
     }
     rx.close();
-    if let Err((_, e)) = conn.close() {
+    if let Err(e) = conn.close() {
         tracing::error!("Closing the database failed: {e}");
     }
 }
 
 fn run_batch(
-    conn: &mut Connection,
+    conn: &mut Conn,
     batch: &mut Vec<Box<dyn Job>>,
     bus: &dyn EventBus,
     journal: bool,
@@ -321,11 +321,8 @@ fn run_batch(
     }
 }
 
-fn run_in_savepoint(
-    conn: &Connection,
-    job: &mut dyn Job,
-) -> Option<(Vec<Event>, Option<AfterCommit>)> {
-    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+fn run_in_savepoint(conn: &Conn, job: &mut dyn Job) -> Option<(Vec<Event>, Option<AfterCommit>)> {
+    let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute(()));
     if exec("SAVEPOINT w").is_err() {
         // Without a savepoint a failure could not be undone alone: fail this write.
         return None;

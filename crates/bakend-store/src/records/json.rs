@@ -3,7 +3,7 @@
 //! row's text. The result is byte for byte what [`super::row::record_json`] serialized gives
 //! (tested below for every field type), so the wire shape has one definition of truth: `row.rs`.
 
-use rusqlite::types::{Value as Sql, ValueRef};
+use crate::sql::{Value as Sql, ValueRef};
 use serde_json::Value;
 
 use super::row::{float_json, to_json};
@@ -42,9 +42,9 @@ impl RecordKeys {
 /// Appends the record in `row` (selected with the collection's column list) to `out`.
 pub fn write_record(
     c: &Collection,
-    row: &rusqlite::Row<'_>,
+    row: crate::sql::Row<'_>,
     out: &mut Vec<u8>,
-) -> rusqlite::Result<()> {
+) -> crate::sql::Result<()> {
     let keys = &c.json_keys;
     for (i, (key, kind)) in keys.fragments.iter().zip(&keys.kinds).enumerate() {
         out.extend_from_slice(key);
@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use crate::collections::definition::parse;
     use crate::records::row::{read_columns, record_json};
-    use rusqlite::Connection;
+    use crate::sql::Conn;
     use serde_json::json;
 
     fn collection() -> Collection {
@@ -236,20 +236,20 @@ mod tests {
     #[test]
     fn bytes_equal_the_serialized_record_for_every_field_type() {
         let c = collection();
-        let conn = Connection::open_in_memory().unwrap();
+        let conn = Conn::open_in_memory().unwrap();
         let cols: Vec<String> = (0..c.layout.width()).map(|i| format!("c{i}")).collect();
-        conn.execute(&format!("CREATE TABLE t ({})", cols.join(", ")), [])
+        conn.execute(&format!("CREATE TABLE t ({})", cols.join(", ")), ())
             .unwrap();
         let marks = vec!["?"; cols.len()].join(", ");
         for r in rows() {
             conn.execute(
                 &format!("INSERT INTO t VALUES ({marks})"),
-                rusqlite::params_from_iter(r.iter()),
+                crate::sql::params_from_iter(r.iter()),
             )
             .unwrap();
         }
         let mut stmt = conn.prepare("SELECT * FROM t").unwrap();
-        let mut rows = stmt.query([]).unwrap();
+        let mut rows = stmt.query(()).unwrap();
         let mut seen = 0;
         while let Some(row) = rows.next().unwrap() {
             let old =

@@ -1,7 +1,7 @@
 //! Turning stored values into the wire shape of a record (spec `rest-api.md` §5):
 //! `id`, `createdAt`, `updatedAt`, then every schema field in definition order.
 
-use rusqlite::types::Value as Sql;
+use crate::sql::Value as Sql;
 use serde_json::{Map, Number, Value};
 
 use crate::collections::definition::FieldType;
@@ -58,8 +58,6 @@ pub fn record_json(c: &Collection, cols: &[Sql]) -> Value {
 }
 
 /// Reads every column of a row selected with the collection's column list.
-pub fn read_columns(c: &Collection, row: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Sql>> {
-    (0..c.layout.width())
-        .map(|i| row.get::<_, Sql>(i))
-        .collect()
+pub fn read_columns(c: &Collection, row: crate::sql::Row<'_>) -> crate::sql::Result<Vec<Sql>> {
+    (0..c.layout.width()).map(|i| row.get::<Sql>(i)).collect()
 }

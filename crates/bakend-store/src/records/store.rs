@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::sql::Value as Sql;
+use crate::sql::{Conn, OptionalExtension};
 use bakend_core::{Event, EventSource, Origin, ids, time};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use bakend_filter::{Filter, RequestVars, SqlValue, Sqlite};
@@ -210,7 +210,7 @@ impl RecordStore {
                 // one statement is its own snapshot).
                 let _snapshot = match q.skip_total {
                     true => None,
-                    false => Some(ReadSnapshot::begin(conn)?),
+                    false => Some(conn.read_snapshot()?),
                 };
                 let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
                 let total = match (unfiltered, q.skip_total) {
@@ -274,14 +274,10 @@ impl RecordStore {
     ) -> Result<(Option<Value>, u64), StoreError> {
         self.db
             .read(move |conn| {
-                conn.execute_batch("BEGIN")?;
-                let read = (|| {
-                    let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
-                    let seq = crate::db::journal::last_seq(conn)?;
-                    Ok::<_, StoreError>((record, seq))
-                })();
-                let _ = conn.execute_batch("COMMIT");
-                read
+                let _snapshot = conn.read_snapshot()?;
+                let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
+                let seq = crate::db::journal::last_seq(conn)?;
+                Ok((record, seq))
             })
             .await
     }
@@ -299,7 +295,7 @@ impl RecordStore {
         q.after = None;
         self.db
             .read(move |conn| {
-                let _snapshot = ReadSnapshot::begin(conn)?;
+                let _snapshot = conn.read_snapshot()?;
                 let page = read_page(conn, &c, &q, &order, None)?;
                 let seq = crate::db::journal::last_seq(conn)?;
                 Ok((page, seq))
@@ -339,7 +335,7 @@ impl RecordStore {
                 }
                 pre.check(&c, &cols)?;
                 conn.prepare_cached(&c.sql.insert)?
-                    .execute(rusqlite::params_from_iter(cols.iter()))
+                    .execute(crate::sql::params_from_iter(cols.iter()))
                     .map_err(|e| constraint_error(&c, e))?;
                 let record = record_json(&c, &cols);
                 let event = Event::new(
@@ -403,7 +399,7 @@ impl RecordStore {
                     params.len()
                 );
                 conn.prepare_cached(&sql)?
-                    .execute(rusqlite::params_from_iter(params.iter()))
+                    .execute(crate::sql::params_from_iter(params.iter()))
                     .map_err(|e| constraint_error(&c, e))?;
                 cols[RecordLayout::UPDATED_AT_COLUMN] = Sql::Text(now);
                 for (i, val) in v.values {
@@ -483,7 +479,7 @@ impl RecordStore {
 /// Reads one page of `q` (the count, if any, already made) on `conn`, within whatever
 /// transaction the caller holds.
 fn read_page(
-    conn: &Connection,
+    conn: &Conn,
     c: &Collection,
     q: &ListQuery,
     order: &str,
@@ -492,7 +488,7 @@ fn read_page(
     let default_order = q.sort.is_empty();
     let (sql, params) = page_sql(c, q, order);
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut rows = stmt.query(crate::sql::params_from_iter(params.iter()))?;
     let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
     items.extend_from_slice(ITEMS_PREFIX);
     items.push(b'[');
@@ -513,7 +509,7 @@ fn read_page(
         if default_order && written == q.per_page {
             // System columns are NOT NULL text; were one not, its cursor would
             // be refused as invalid rather than this page failing.
-            let text = |col| -> rusqlite::Result<String> {
+            let text = |col| -> crate::sql::Result<String> {
                 Ok(row.get_ref(col)?.as_str().unwrap_or_default().to_string())
             };
             last = Some(Cursor {
@@ -573,34 +569,11 @@ fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
     (sql, params)
 }
 
-/// A read transaction over several statements, begun and ended with cached statements (an
-/// `unchecked_transaction` parses `BEGIN` and `COMMIT` anew every time). A read-only
-/// transaction has nothing to undo: ending it either way is the same.
-struct ReadSnapshot<'c>(&'c Connection);
-
-impl<'c> ReadSnapshot<'c> {
-    fn begin(conn: &'c Connection) -> rusqlite::Result<ReadSnapshot<'c>> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(ReadSnapshot(conn))
-    }
-}
-
-impl Drop for ReadSnapshot<'_> {
-    fn drop(&mut self) {
-        let end = |sql: &str| self.0.prepare_cached(sql).and_then(|mut s| s.execute([]));
-        // A connection back in the pool still inside a transaction would hold its snapshot
-        // (and WAL checkpoints) forever.
-        if let Err(e) = end("COMMIT").or_else(|_| end("ROLLBACK")) {
-            tracing::error!("Ending a read transaction failed: {e}");
-        }
-    }
-}
-
 /// A sort no index starts with sorts the whole collection on every request: on a large one,
 /// say once which index would help.
 const HINT_ROWS: u64 = 10_000;
 
-fn hint_if_scan(conn: &Connection, c: &Collection, q: &ListQuery) -> Result<(), StoreError> {
+fn hint_if_scan(conn: &Conn, c: &Collection, q: &ListQuery) -> Result<(), StoreError> {
     let Some((key, _)) = q.sort.first() else {
         return Ok(());
     };
@@ -664,10 +637,10 @@ fn count_sql(c: &Collection, q: &ListQuery) -> (String, Vec<Sql>) {
     (sql, params)
 }
 
-fn count(conn: &Connection, sql: &str, params: &[Sql]) -> Result<u64, StoreError> {
+fn count(conn: &Conn, sql: &str, params: &[Sql]) -> Result<u64, StoreError> {
     let n: i64 = conn
         .prepare_cached(sql)?
-        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+        .query_row(crate::sql::params_from_iter(params.iter()), |r| r.get(0))?;
     Ok(n.max(0) as u64)
 }
 
@@ -680,7 +653,7 @@ fn fetch_sql(c: &Collection) -> String {
     )
 }
 
-fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
     Ok(conn
         .prepare_cached(&fetch_sql(c))?
         .query_row([id], |row| read_columns(c, row))
@@ -688,26 +661,20 @@ fn fetch(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>
 }
 
 /// A UNIQUE violation that slipped past the pre-check is still a validation error, never a 500.
-fn constraint_error(c: &Collection, e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e
-        && f.code == rusqlite::ErrorCode::ConstraintViolation
-        && let Some(cols) = msg.strip_prefix("UNIQUE constraint failed: ")
-    {
+fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
+    if let Some(cols) = e.unique_columns() {
         let errors: Vec<FieldError> = c
             .def
             .fields
             .iter()
-            .filter(|f| {
-                cols.split(", ")
-                    .any(|col| col.rsplit('.').next() == Some(f.name.as_str()))
-            })
+            .filter(|f| cols.contains(&f.name))
             .map(validate::unique_error)
             .collect();
         if !errors.is_empty() {
             return StoreError::Validation(errors);
         }
     }
-    StoreError::Sqlite(e)
+    StoreError::Database(e)
 }
 
 fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreError> {
@@ -765,7 +732,7 @@ mod plan_tests {
     use crate::collections::schema::create_sql;
     use serde_json::json;
 
-    fn setup() -> (Connection, Collection) {
+    fn setup() -> (Conn, Collection) {
         setup_with(json!({"name": "posts", "fields": [
             {"name": "title", "type": "string"},
             {"name": "slug", "type": "string", "unique": true},
@@ -774,15 +741,15 @@ mod plan_tests {
     }
 
     /// An empty database holding the collection `definition` (its table, indexes and count).
-    fn setup_with(definition: Value) -> (Connection, Collection) {
+    fn setup_with(definition: Value) -> (Conn, Collection) {
         let def = parse(&definition).unwrap().def;
-        let conn = Connection::open_in_memory().unwrap();
+        let conn = Conn::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
         )
         .unwrap();
         for sql in create_sql(&def) {
-            conn.execute(&sql, []).unwrap();
+            conn.execute(&sql, ()).unwrap();
         }
         (
             conn,
@@ -790,17 +757,17 @@ mod plan_tests {
         )
     }
 
-    fn plan(conn: &Connection, sql: &str, params: &[Sql]) -> String {
+    fn plan(conn: &Conn, sql: &str, params: &[Sql]) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                r.get::<_, String>(3)
+            .query_map(crate::sql::params_from_iter(params.iter()), |r| {
+                r.get::<String>(3)
             })
             .unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
     }
 
-    fn page_plan(conn: &Connection, c: &Collection, q: &ListQuery) -> String {
+    fn page_plan(conn: &Conn, c: &Collection, q: &ListQuery) -> String {
         let order = order_by(c, &q.sort).unwrap();
         let (sql, params) = page_sql(c, q, &order);
         plan(conn, &sql, &params)
@@ -855,7 +822,7 @@ mod plan_tests {
     #[test]
     fn a_filter_on_an_indexed_field_uses_its_index_for_the_page_and_the_count() {
         let (conn, c) = setup();
-        bakend_filter::register_sqlite_functions(&conn).unwrap();
+        bakend_filter::register_sqlite_functions(conn.sqlite().unwrap()).unwrap();
         let q = ListQuery {
             filters: vec![Arc::new(
                 Filter::new("slug = 'hello' && title != null", c.filter_schema()).unwrap(),

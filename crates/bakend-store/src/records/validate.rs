@@ -2,8 +2,8 @@
 //! request's thread; the database checks (`exists`, `owner`, `unique`) run in [`db_checks`] inside the
 //! write's transaction, where no other write can race them.
 
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension};
+use crate::sql::Value as Sql;
+use crate::sql::{Conn, OptionalExtension};
 use serde_json::{Map, Value};
 
 use crate::collections::definition::{CollectionDef, FieldDef, FieldType};
@@ -173,12 +173,12 @@ pub enum FileAccess {
 /// attach, a `unique` value must not be used by another record. `exclude_id` is the record
 /// being updated.
 pub fn db_checks(
-    conn: &Connection,
+    conn: &Conn,
     c: &Collection,
     values: &[(usize, Sql)],
     exclude_id: Option<&str>,
     files: &FileAccess,
-) -> rusqlite::Result<Vec<(usize, FieldError)>> {
+) -> crate::sql::Result<Vec<(usize, FieldError)>> {
     let mut errors = Vec::new();
     for (i, v) in values {
         let f = &c.def.fields[*i];

@@ -61,6 +61,11 @@ impl From<PgConn> for Conn {
 }
 
 impl Conn {
+    /// A private in-memory SQLite database (tests and scratch work).
+    pub fn open_in_memory() -> Result<Conn> {
+        Ok(rusqlite::Connection::open_in_memory()?.into())
+    }
+
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
@@ -123,11 +128,50 @@ impl Conn {
         }
     }
 
+    /// Begins a read transaction: the statements until the guard is dropped see one snapshot
+    /// of the database (PostgreSQL: `REPEATABLE READ READ ONLY`).
+    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>> {
+        match &self.inner {
+            // Cached statements: `execute_batch` would parse `BEGIN` and `COMMIT` anew every
+            // time, on the hot path of every list.
+            Inner::Sqlite(c) => {
+                c.prepare_cached("BEGIN")?.execute([])?;
+            }
+            Inner::Postgres(c) => {
+                c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            }
+        }
+        Ok(ReadSnapshot(self))
+    }
+
     /// Closes the connection, reporting what closing found (SQLite checkpoints the WAL).
     pub fn close(self) -> Result<()> {
         match self.inner {
             Inner::Sqlite(c) => c.close().map_err(|(_, e)| e.into()),
             Inner::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// An open read transaction ([`Conn::read_snapshot`]); ends when dropped. A read-only
+/// transaction has nothing to undo: ending it either way is the same.
+pub struct ReadSnapshot<'c>(&'c Conn);
+
+impl Drop for ReadSnapshot<'_> {
+    fn drop(&mut self) {
+        let end = |sql: &str| -> Result<()> {
+            match &self.0.inner {
+                Inner::Sqlite(c) => {
+                    c.prepare_cached(sql)?.execute([])?;
+                    Ok(())
+                }
+                Inner::Postgres(c) => c.batch_execute(sql),
+            }
+        };
+        // A connection left inside a transaction would hold its snapshot (and, on SQLite, WAL
+        // checkpoints) forever.
+        if let Err(e) = end("COMMIT").or_else(|_| end("ROLLBACK")) {
+            tracing::error!("Ending a read transaction failed: {e}");
         }
     }
 }
@@ -159,6 +203,24 @@ impl<T: ToSql, const N: usize> Params for &[T; N] {
         self.iter().for_each(|p| f(p));
     }
 }
+
+macro_rules! tuple_params {
+    ($($name:ident $i:tt),+) => {
+        impl<$($name: ToSql),+> Params for ($($name,)+) {
+            fn each(&self, f: &mut dyn FnMut(&dyn ToSql)) {
+                $(f(&self.$i);)+
+            }
+        }
+    };
+}
+tuple_params!(A 0);
+tuple_params!(A 0, B 1);
+tuple_params!(A 0, B 1, C 2);
+tuple_params!(A 0, B 1, C 2, D 3);
+tuple_params!(A 0, B 1, C 2, D 3, E 4);
+tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_params!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
 /// Parameters from an iterator that can be walked more than once (`values.iter()`).
 pub struct FromIter<I>(I);
@@ -230,6 +292,11 @@ impl Stmt<'_> {
         }
     }
 
+    /// Whether the query returns at least one row.
+    pub fn exists(&mut self, params: impl Params) -> Result<bool> {
+        Ok(self.query(params)?.next()?.is_some())
+    }
+
     pub fn column_count(&self) -> usize {
         match self {
             Stmt::Sqlite(s) => s.column_count(),
@@ -240,8 +307,8 @@ impl Stmt<'_> {
 
     pub fn column_names(&self) -> Vec<String> {
         match self {
-            Stmt::Sqlite(s) => s.column_names().into_iter().map(str::to_string).collect(),
-            Stmt::SqliteCached(s) => s.column_names().into_iter().map(str::to_string).collect(),
+            Stmt::Sqlite(s) => s.column_names().map(str::to_string).collect(),
+            Stmt::SqliteCached(s) => s.column_names().map(str::to_string).collect(),
             Stmt::Postgres(s) => s.column_names(),
         }
     }
@@ -275,10 +342,7 @@ fn sqlite_execute(s: &mut rusqlite::Statement<'_>, params: &impl Params) -> Resu
     Ok(s.raw_execute()?)
 }
 
-fn sqlite_query<'s>(
-    s: &'s mut rusqlite::Statement<'_>,
-    params: &impl Params,
-) -> Result<Rows<'s>> {
+fn sqlite_query<'s>(s: &'s mut rusqlite::Statement<'_>, params: &impl Params) -> Result<Rows<'s>> {
     bind_sqlite(s, params)?;
     Ok(Rows::Sqlite(s.raw_query()))
 }
@@ -390,7 +454,9 @@ pub(crate) mod testing {
             return None;
         };
         let mut cfg = PgConfig::new(&url);
-        cfg.schema = bakend_core::ids::new_id("t_").to_lowercase().replace('-', "_");
+        cfg.schema = bakend_core::ids::new_id("t_")
+            .to_lowercase()
+            .replace('-', "_");
         let admin = PgConn::connect(&PgConfig::new(&url)).expect("test PostgreSQL reachable");
         admin
             .batch_execute(&format!("CREATE SCHEMA {}", pg::quote_ident(&cfg.schema)))
@@ -421,7 +487,13 @@ mod tests {
             .unwrap();
         conn.execute(
             insert,
-            params!["b", None::<i64>, None::<f64>, None::<String>, None::<Vec<u8>>],
+            params![
+                "b",
+                None::<i64>,
+                None::<f64>,
+                None::<String>,
+                None::<Vec<u8>>
+            ],
         )
         .unwrap();
         let row: (i64, f64, String, Vec<u8>) = conn
@@ -444,11 +516,14 @@ mod tests {
         );
         // A boolean reads as SQLite stores one.
         assert!(
-            conn.query_row("SELECT n = 42 FROM t WHERE id = 'a'", (), |r| r.get::<bool>(0))
+            conn.query_row("SELECT n = 42 FROM t WHERE id = 'a'", (), |r| r
+                .get::<bool>(0))
                 .unwrap()
         );
         let missing = conn
-            .query_row("SELECT id FROM t WHERE id = ?", ["zz"], |r| r.get::<String>(0))
+            .query_row("SELECT id FROM t WHERE id = ?", ["zz"], |r| {
+                r.get::<String>(0)
+            })
             .optional()
             .unwrap();
         assert_eq!(missing, None);
@@ -457,7 +532,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(dup.constraint(), Some(Constraint::Unique), "{dup}");
         assert_eq!(dup.unique_columns(), Some(vec!["s".to_string()]), "{dup}");
-        let mut stmt = conn.prepare_cached("SELECT id FROM t ORDER BY id LIMIT ?").unwrap();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM t ORDER BY id LIMIT ?")
+            .unwrap();
         let ids: Vec<String> = stmt
             .query_map([5], |r| r.get(0))
             .unwrap()

@@ -222,11 +222,17 @@ impl postgres::types::ToSql for Param {
             Value::Real(f) => match *ty {
                 Type::FLOAT8 => f.to_sql(ty, out),
                 Type::FLOAT4 => (*f as f32).to_sql(ty, out),
-                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => f.to_string().as_str().to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::UNKNOWN => {
+                    f.to_string().as_str().to_sql(ty, out)
+                }
                 _ => Err(mismatch("a real number")),
             },
             Value::Text(s) => match *ty {
-                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+                Type::TEXT
+                | Type::VARCHAR
+                | Type::BPCHAR
+                | Type::NAME
+                | Type::UNKNOWN
                 | Type::JSON => {
                     out.extend_from_slice(s.as_bytes());
                     Ok(IsNull::No)

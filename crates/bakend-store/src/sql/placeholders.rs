@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_as_sqlite_numbers_them() {
         assert_eq!(to_postgres("SELECT ?, ?"), "SELECT $1, $2");
-        assert_eq!(to_postgres("a = ?2 AND b = ?1 OR c = ?"), "a = $2 AND b = $1 OR c = $3");
+        assert_eq!(
+            to_postgres("a = ?2 AND b = ?1 OR c = ?"),
+            "a = $2 AND b = $1 OR c = $3"
+        );
         assert_eq!(to_postgres("LIMIT ?1 OFFSET ?2"), "LIMIT $1 OFFSET $2");
         assert_eq!(to_postgres("x = ?10"), "x = $10");
     }
@@ -72,7 +75,10 @@ mod tests {
             to_postgres("SELECT '?', \"a?\", 'it''s ?' -- why?\n, ? /* ? */ , ?"),
             "SELECT '?', \"a?\", 'it''s ?' -- why?\n, $1 /* ? */ , $2"
         );
-        assert_eq!(to_postgres("SELECT 'unterminated ?"), "SELECT 'unterminated ?");
+        assert_eq!(
+            to_postgres("SELECT 'unterminated ?"),
+            "SELECT 'unterminated ?"
+        );
         assert_eq!(to_postgres("?"), "$1");
         assert_eq!(to_postgres(""), "");
     }
