@@ -51,6 +51,9 @@ fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
     match &config.database {
         DatabaseLocation::File(p) => Ok(p.clone()),
         DatabaseLocation::Memory => bail!("Database file not found: :memory:"),
+        DatabaseLocation::Postgres(_) => bail!(
+            "bak backup works on a SQLite database; for PostgreSQL use pg_dump and pg_restore (docs/postgres.md)"
+        ),
     }
 }
 

@@ -46,12 +46,69 @@ impl LogLevel {
     }
 }
 
-/// Where the SQLite database lives.
+/// Where the database lives: a SQLite file (the default), or a PostgreSQL server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseLocation {
     File(PathBuf),
     /// `:memory:` — gone when the process exits.
     Memory,
+    /// `postgres://…` or `postgresql://…`, with the `postgres` section's settings.
+    Postgres(PostgresSettings),
+}
+
+/// A PostgreSQL database: the URL of `database` and the `postgres` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// The URL as given, password included: show [`redact_url`] of it, never this.
+    pub url: String,
+    pub options: PostgresOptions,
+}
+
+/// The `postgres` section (used when `database` is a PostgreSQL URL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The schema Bakend's tables live in (`postgres.schema`).
+    pub schema: String,
+    /// Most connections of the store's pool (`postgres.poolSize`): the writer and the readers.
+    pub pool_size: u32,
+    /// `statement_timeout` of every connection (`postgres.statementTimeoutMs`; 0: none).
+    pub statement_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "public".into(),
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`: a database URL as it may
+/// appear in messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The scheme of a `scheme://…` string (letters, digits, `+`, `-`, `.` after a letter).
+fn url_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        .then_some(scheme)
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +271,8 @@ pub struct Config {
     pub project_dir: PathBuf,
     pub port: u16,
     pub database: DatabaseLocation,
+    /// The `postgres` section (also inside `database` when that is a PostgreSQL URL).
+    pub postgres: PostgresOptions,
     /// The storage folder (`storage`, or `storage.path`).
     pub storage: PathBuf,
     /// Largest accepted upload in bytes (`storage.maxFileSize`).
@@ -328,6 +387,7 @@ impl Config {
             project_dir: project_dir.clone(),
             port: DEFAULT_PORT,
             database: DatabaseLocation::File(project_dir.join("bakend.db")),
+            postgres: PostgresOptions::default(),
             storage: project_dir.join("storage"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             log_level: LogLevel::Info,
@@ -362,6 +422,10 @@ impl Config {
         cfg.apply_file(&root, &file)?;
         file.warn_unread(&root, &mut cfg.warnings);
         cfg.apply_env(env, &file)?;
+        // `database` may come before the `postgres` section, or from the environment.
+        if let DatabaseLocation::Postgres(p) = &mut cfg.database {
+            p.options = cfg.postgres.clone();
+        }
         Ok(cfg)
     }
 
@@ -381,7 +445,16 @@ impl Config {
         if let Some(v) = root.get("database") {
             let s = non_empty_str(v)
                 .ok_or_else(|| f.invalid("database", "database must be a non-empty string"))?;
-            self.database = self.database_location(s);
+            self.database = self
+                .database_location(s)
+                .map_err(|m| f.invalid("database", m))?;
+        }
+        if let Some(v) = root.get("postgres") {
+            let pg = v
+                .as_object()
+                .ok_or_else(|| f.invalid("postgres", "postgres must be an object"))?;
+            let pg = f.section(pg, "postgres.");
+            self.apply_postgres(&pg, f)?;
         }
         if let Some(v) = root.get("storage") {
             self.apply_storage(v, f)?;
@@ -740,7 +813,9 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(env_err("BAKEND_DATABASE", "must be non-empty".into()));
             }
-            self.database = self.database_location(&v);
+            self.database = self
+                .database_location(&v)
+                .map_err(|m| env_err("BAKEND_DATABASE", m))?;
         }
         if let Some(v) = env("BAKEND_STORAGE") {
             if v.trim().is_empty() {
@@ -807,12 +882,53 @@ impl Config {
         normalize(&self.project_dir.join(p))
     }
 
-    fn database_location(&self, s: &str) -> DatabaseLocation {
+    /// `:memory:`, a `postgres://` URL, or a SQLite path. Any other `scheme://` is refused:
+    /// a URL must never silently become a file named after it.
+    fn database_location(&self, s: &str) -> Result<DatabaseLocation, String> {
         if s == ":memory:" {
-            DatabaseLocation::Memory
-        } else {
-            DatabaseLocation::File(self.resolve(s))
+            return Ok(DatabaseLocation::Memory);
         }
+        match url_scheme(s) {
+            Some("postgres" | "postgresql") => Ok(DatabaseLocation::Postgres(PostgresSettings {
+                url: s.to_string(),
+                options: self.postgres.clone(),
+            })),
+            Some(other) => Err(format!(
+                "database \"{}\" has the unsupported scheme \"{other}://\": use a SQLite file path or a postgres:// URL",
+                redact_url(s)
+            )),
+            None => Ok(DatabaseLocation::File(self.resolve(s))),
+        }
+    }
+
+    /// The `postgres` section. Its settings apply when `database` is a PostgreSQL URL (from
+    /// the file or `BAKEND_DATABASE`); they are kept aside otherwise.
+    fn apply_postgres(&mut self, pg: &Section, f: &FileCtx) -> Result<(), ConfigError> {
+        let settings = &mut self.postgres;
+        if let Some(v) = pg.get("schema") {
+            let s = v
+                .as_str()
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 63
+                        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !s.starts_with(|c: char| c.is_ascii_digit())
+                })
+                .ok_or_else(|| {
+                    f.invalid(
+                        "postgres.schema",
+                        "postgres.schema must be a name of letters, digits and _ (at most 63, not starting with a digit)",
+                    )
+                })?;
+            settings.schema = s.to_string();
+        }
+        if let Some(n) = pg.int("poolSize", 2, 64)? {
+            settings.pool_size = n as u32;
+        }
+        if let Some(n) = pg.int("statementTimeoutMs", 0, 86_400_000)? {
+            settings.statement_timeout = Duration::from_millis(n);
+        }
+        Ok(())
     }
 }
 
@@ -1007,7 +1123,8 @@ mod tests {
                        "shutdownGraceSeconds": 1},
               "functions": {"workers": 1, "queueCapacity": 8, "timeoutMs": 100,
                             "memoryLimitMb": 8, "stackSizeKb": 256},
-              "metrics": {"enabled": true, "token": null}
+              "metrics": {"enabled": true, "token": null},
+              "postgres": {"schema": "bak", "poolSize": 4, "statementTimeoutMs": 1000}
             }"#;
 
     /// Keys are declared once, where they are read: a file setting every key the
@@ -1031,6 +1148,7 @@ mod tests {
                     "functions",
                     "metrics",
                     "storage",
+                    "postgres",
                 ]
                 .contains(&section);
             if documented {
@@ -1282,5 +1400,71 @@ mod tests {
         for bad in ["", "m", "15", "1w", "1.5h", "-1s", " 1s"] {
             assert_eq!(parse_ttl(bad), None, "{bad}");
         }
+    }
+
+    /// `postgres://` and `postgresql://` select PostgreSQL with the `postgres` section,
+    /// whether the section comes before or after `database`, or the URL from the environment.
+    #[test]
+    fn a_postgres_url_selects_postgresql() {
+        let pg = |cfg: &Config| match &cfg.database {
+            DatabaseLocation::Postgres(p) => p.clone(),
+            other => panic!("not PostgreSQL: {other:?}"),
+        };
+        let cfg = load(
+            r#"{"postgres": {"schema": "app", "poolSize": 3}, "database": "postgres://u:pw@h/db"}"#,
+            &[],
+        )
+        .unwrap();
+        let p = pg(&cfg);
+        assert_eq!(p.url, "postgres://u:pw@h/db");
+        assert_eq!(p.options.schema, "app");
+        assert_eq!(p.options.pool_size, 3);
+        assert_eq!(p.options.statement_timeout, Duration::from_secs(30));
+        let cfg = load(
+            r#"{"database": "./x.db", "postgres": {"statementTimeoutMs": 0}}"#,
+            &[("BAKEND_DATABASE", "postgresql://127.0.0.1/x")],
+        )
+        .unwrap();
+        let p = pg(&cfg);
+        assert_eq!(p.url, "postgresql://127.0.0.1/x");
+        assert_eq!(p.options.statement_timeout, Duration::ZERO);
+        assert_eq!(p.options.pool_size, 8);
+        assert!(matches!(
+            load(r#"{"database": "data/app.db"}"#, &[])
+                .unwrap()
+                .database,
+            DatabaseLocation::File(_)
+        ));
+    }
+
+    /// A URL with any other scheme is refused, never turned into a file named after it; the
+    /// message does not show the password.
+    #[test]
+    fn other_schemes_are_refused_without_showing_the_password() {
+        for (file, env) in [
+            (r#"{"database": "mysql://root:hunter2@db/app"}"#, vec![]),
+            (
+                "{}",
+                vec![("BAKEND_DATABASE", "mysql://root:hunter2@db/app")],
+            ),
+        ] {
+            let err = load(file, &env).unwrap_err().to_string();
+            assert!(err.contains("unsupported scheme \"mysql://\""), "{err}");
+            assert!(err.contains("mysql://root:***@db/app"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        for bad in [
+            r#"{"postgres": {"poolSize": 1}}"#,
+            r#"{"postgres": {"schema": "a-b"}}"#,
+            r#"{"postgres": {"schema": ""}}"#,
+            r#"{"postgres": 3}"#,
+        ] {
+            assert!(load(bad, &[]).is_err(), "{bad}");
+        }
+        assert_eq!(
+            redact_url("postgres://bak:s3cr:et@db.example:5432/app?sslmode=disable"),
+            "postgres://bak:***@db.example:5432/app?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://u:p@h"), "postgres://u:***@h");
     }
 }

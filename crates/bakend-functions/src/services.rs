@@ -14,6 +14,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Opens a SQLite connection to the server's database (with the server's pragmas).
 pub type OpenDatabase = Arc<dyn Fn() -> rusqlite::Result<rusqlite::Connection> + Send + Sync>;
 
+/// A `ctx.db` whose every use throws `reason` (the store cannot offer it).
+pub fn unavailable_database(reason: &'static str) -> OpenDatabase {
+    Arc::new(move || Err(rusqlite::Error::UserFunctionError(reason.into())))
+}
+
 /// A failure of a service call, thrown into JS as an `Error` with `status`, `code` and
 /// `details` properties (the REST error envelope's fields).
 #[derive(Clone, Debug, PartialEq)]

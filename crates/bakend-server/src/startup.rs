@@ -319,6 +319,8 @@ fn read_collection_files(config: &Config) -> Result<Vec<sync::FileDefinition>, S
     let fresh = match &config.database {
         DatabaseLocation::File(p) => !p.exists(),
         DatabaseLocation::Memory => true,
+        // Checked against what the database holds when the files are applied.
+        DatabaseLocation::Postgres(_) => false,
     };
     if fresh {
         sync::check_relations_among(&files)?;

@@ -25,13 +25,18 @@ pub fn host_services(
     default_per_page: u32,
     max_per_page: u32,
 ) -> HostServices {
-    let path = records.database().path().to_path_buf();
-    let open_path = path.clone();
+    let path = records.database().path().map(|p| p.to_path_buf());
+    let database: bakend_functions::services::OpenDatabase = match path.clone() {
+        Some(open_path) => Arc::new(move || bakend_store::db::open_connection(&open_path)),
+        // `ctx.db` is SQLite's own API (bun:sqlite-style, with SQLite's authorizer as its
+        // sandbox): refused with a clear message rather than half-translated.
+        None => bakend_functions::services::unavailable_database(
+            "ctx.db is not available when the store is PostgreSQL; use ctx.records (docs/functions.md)",
+        ),
+    };
     HostServices {
-        database: Some(Arc::new(move || {
-            bakend_store::db::open_connection(&open_path)
-        })),
-        database_path: Some(path),
+        database: Some(database),
+        database_path: path,
         storage: Some(Arc::new(Storage(files))),
         records: Some(Arc::new(Records {
             store: records,

@@ -14,7 +14,7 @@
 //! entered, changed within or left its filter. Segments written before that column existed get
 //! it (empty) when the journal is opened.
 
-use crate::sql::{Conn, OptionalExtension, params};
+use crate::sql::{Backend, Conn, OptionalExtension, params};
 
 use bakend_core::Event;
 
@@ -45,15 +45,20 @@ fn table(segment: u64) -> String {
 
 /// The columns of a segment table. `previous` (added later; older segments get it at
 /// [`open`]) is the record before an update or deletion, as JSON.
-fn create_segment_sql(segment: u64) -> String {
+fn create_segment_sql(segment: u64, backend: Backend) -> String {
+    // SQLite: `INTEGER PRIMARY KEY` is the rowid itself, no separate index.
+    let int = match backend {
+        Backend::Sqlite => "INTEGER",
+        Backend::Postgres => "BIGINT",
+    };
     format!(
         "CREATE TABLE IF NOT EXISTS {} (
-            seq INTEGER PRIMARY KEY,
+            seq {int} PRIMARY KEY,
             type TEXT NOT NULL,
             subject TEXT,
             record TEXT,
             envelope TEXT NOT NULL,
-            created_ms INTEGER NOT NULL,
+            created_ms {int} NOT NULL,
             previous TEXT
         )",
         table(segment)
@@ -64,11 +69,14 @@ fn create_segment_sql(segment: u64) -> String {
 /// does not rewrite the rows, which read it as NULL).
 fn add_previous_columns(conn: &Conn) -> crate::sql::Result<()> {
     for s in segments(conn)? {
-        let has: i64 = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'previous'",
-            [table(s)],
-            |r| r.get(0),
-        )?;
+        let sql = match conn.backend() {
+            Backend::Sqlite => "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'previous'",
+            Backend::Postgres => {
+                "SELECT count(*) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = ?1 AND column_name = 'previous'"
+            }
+        };
+        let has: i64 = conn.query_row(sql, [table(s)], |r| r.get(0))?;
         if has == 0 {
             conn.execute_batch(&format!(
                 "ALTER TABLE {} ADD COLUMN previous TEXT",
@@ -101,9 +109,15 @@ pub fn last_seq(conn: &Conn) -> crate::sql::Result<u64> {
 
 /// The existing segments, oldest first.
 fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_events\\_%' ESCAPE '\\'",
-    )?;
+    let mut stmt = conn.prepare_cached(match conn.backend() {
+        Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_events\\_%' ESCAPE '\\'"
+        }
+        Backend::Postgres => {
+            "SELECT tablename::text FROM pg_tables
+             WHERE schemaname = current_schema() AND tablename LIKE '\\_events\\_%' ESCAPE '\\'"
+        }
+    })?;
     let mut out: Vec<u64> = stmt
         .query_map((), |r| r.get::<String>(0))?
         .filter_map(|n| n.ok()?.strip_prefix(PREFIX)?.parse().ok())
@@ -188,7 +202,7 @@ impl Appender {
         let seq = self.next;
         let segment = seq / self.size;
         if self.segment != Some(segment) {
-            conn.execute_batch(&create_segment_sql(segment))?;
+            conn.execute_batch(&create_segment_sql(segment, conn.backend()))?;
             self.segment = Some(segment);
         }
         event.seq = Some(seq);

@@ -1,7 +1,7 @@
 //! The system schema, versioned in `_bakend_meta.schema_version`. Each step runs inside one
 //! transaction together with its version bump, so a crash never leaves a half-migrated database.
 
-use crate::sql::{Conn, OptionalExtension};
+use crate::sql::{Backend, Conn, OptionalExtension};
 
 use crate::error::StoreError;
 
@@ -94,13 +94,86 @@ const STEPS: &[&str] = &[
 
 pub const SCHEMA_VERSION: usize = STEPS.len();
 
+/// The same system schema on PostgreSQL, as `(version reached, statements)`. A new database
+/// gets the whole schema of SQLite's version 6 in one step; later steps are appended beside
+/// SQLite's, with the same version numbers, so `schema_version` means the same on both.
+/// Types mirror SQLite's storage classes (`BIGINT`, `DOUBLE PRECISION`, `TEXT`); text is
+/// `COLLATE "C"`, compared byte by byte as SQLite compares it.
+const PG_STEPS: &[(usize, &str)] = &[(
+    6,
+    r#"
+    CREATE TABLE IF NOT EXISTS _bakend_meta (
+        key TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        value TEXT COLLATE "C" NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _collections (
+        name TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        definition TEXT NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS _users (
+        id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        email TEXT COLLATE "C" UNIQUE NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT COLLATE "C" NOT NULL DEFAULT 'authenticated',
+        created_at TEXT COLLATE "C" NOT NULL,
+        token_gen BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS _sessions (
+        id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        user_id TEXT COLLATE "C" NOT NULL REFERENCES _users(id) ON DELETE CASCADE,
+        refresh_token_hash TEXT COLLATE "C" UNIQUE NOT NULL,
+        expires_at TEXT COLLATE "C" NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        family_id TEXT COLLATE "C",
+        rotated_at TEXT COLLATE "C"
+    );
+    CREATE INDEX IF NOT EXISTS idx_sessions_user ON _sessions(user_id);
+    CREATE INDEX IF NOT EXISTS idx_sessions_family ON _sessions(family_id);
+    CREATE INDEX IF NOT EXISTS idx_sessions_expires ON _sessions(expires_at);
+    CREATE INDEX IF NOT EXISTS idx_users_created ON _users(created_at);
+    CREATE TABLE IF NOT EXISTS _files (
+        id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        filename TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        visibility TEXT NOT NULL CHECK (visibility IN ('public','protected')),
+        user_id TEXT COLLATE "C" NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS idx_files_user ON _files(user_id);
+    CREATE INDEX IF NOT EXISTS idx_files_created ON _files(created_at);
+    CREATE TABLE IF NOT EXISTS _job_runs (
+        run_id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        job TEXT COLLATE "C" NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running','completed','failed')),
+        attempt BIGINT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at TEXT COLLATE "C" NOT NULL,
+        ended_at TEXT COLLATE "C",
+        duration_ms BIGINT,
+        error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS idx_job_runs_job ON _job_runs(job, started_at);
+    CREATE INDEX IF NOT EXISTS idx_job_runs_running ON _job_runs(status) WHERE status = 'running';
+    CREATE TABLE IF NOT EXISTS _record_counts (
+        collection TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        n BIGINT NOT NULL
+    );
+    "#,
+)];
+
 pub fn current_version(conn: &Conn) -> Result<usize, StoreError> {
+    let exists_sql = match conn.backend() {
+        Backend::Sqlite => "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_bakend_meta'",
+        Backend::Postgres => {
+            "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = '_bakend_meta'"
+        }
+    };
     let has_meta: bool = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_bakend_meta'",
-            (),
-            |_| Ok(true),
-        )
+        .query_row(exists_sql, (), |_| Ok(true))
         .optional()?
         .unwrap_or(false);
     if !has_meta {
@@ -118,6 +191,9 @@ pub fn current_version(conn: &Conn) -> Result<usize, StoreError> {
 
 /// Brings the system schema up to date. Refuses a database written by a newer Bakend.
 pub fn migrate(conn: &Conn) -> Result<(), StoreError> {
+    if conn.backend() == Backend::Postgres {
+        return migrate_postgres(conn);
+    }
     let from = current_version(conn)?;
     if from > SCHEMA_VERSION {
         return Err(StoreError::Internal(format!(
@@ -133,6 +209,45 @@ pub fn migrate(conn: &Conn) -> Result<(), StoreError> {
         applied?;
     }
     Ok(())
+}
+
+/// PostgreSQL: several servers may start at once on an empty database. A session-level
+/// advisory lock (per schema) makes one migrate while the others wait; each then finds the
+/// schema current. (The schema exists: the store creates it before migrating.)
+fn migrate_postgres(conn: &Conn) -> Result<(), StoreError> {
+    let key = advisory_key(conn, "bakend:migrate")?;
+    conn.execute("SELECT pg_advisory_lock(?1)", [key])?;
+    let result = (|| {
+        let from = current_version(conn)?;
+        if from > SCHEMA_VERSION {
+            return Err(StoreError::Internal(format!(
+                "database schema version {from} is newer than this bak supports ({SCHEMA_VERSION}); upgrade bak"
+            )));
+        }
+        for (version, step) in PG_STEPS.iter().filter(|(v, _)| *v > from) {
+            conn.execute_batch("BEGIN")?;
+            let applied = apply_step(conn, version - 1, step);
+            if applied.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            applied?;
+        }
+        Ok(())
+    })();
+    let _ = conn.execute("SELECT pg_advisory_unlock(?1)", [key]);
+    result
+}
+
+/// A PostgreSQL advisory lock key for `purpose` in this connection's schema (several Bakend
+/// apps may share one database in different schemas).
+pub fn advisory_key(conn: &Conn, purpose: &str) -> Result<i64, StoreError> {
+    let schema: String = conn.query_row("SELECT current_schema()::text", (), |r| r.get(0))?;
+    // FNV-1a: stable across versions and platforms, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in purpose.bytes().chain([0]).chain(schema.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(h as i64)
 }
 
 /// Step `i` and its version bump, inside the caller's transaction, then the commit.

@@ -9,12 +9,14 @@ mod readers;
 pub mod snapshot;
 mod writer;
 
+#[cfg(test)]
+mod postgres_tests;
+
 use bakend_core::sync;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::sql::Conn;
-use bakend_core::config::DatabaseLocation;
+use bakend_core::config::{DatabaseLocation, PostgresSettings, redact_url};
 use bakend_events::EventBus;
 
 pub use connection::open as open_connection;
@@ -22,7 +24,8 @@ pub use lock::DbLock;
 pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;
-use writer::Writer;
+use crate::sql::{Backend, Conn, PgConn};
+use writer::{JournalLock, Writer};
 
 const READERS: usize = 4;
 
@@ -34,7 +37,8 @@ pub struct Database {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     readers: readers::Readers,
-    path: PathBuf,
+    /// The SQLite file (`None` on PostgreSQL).
+    path: Option<PathBuf>,
     /// Set for `:memory:` databases, which live in a private temporary directory.
     _temp: Option<TempDirGuard>,
 }
@@ -65,7 +69,6 @@ impl Database {
         bus: Arc<dyn EventBus>,
         journal_segment: Option<u64>,
     ) -> Result<Database, StoreError> {
-        let journal = journal_segment.is_some();
         let (path, temp) = match location {
             DatabaseLocation::File(p) => (p.clone(), None),
             // Readers and the writer must see the same database, which a true in-memory SQLite
@@ -74,6 +77,9 @@ impl Database {
                 let dir = std::env::temp_dir().join(bakend_core::ids::new_id("bakend-mem-"));
                 std::fs::create_dir_all(&dir)?;
                 (dir.join("memory.db"), Some(TempDirGuard(dir)))
+            }
+            DatabaseLocation::Postgres(settings) => {
+                return Self::open_postgres(settings, bus, journal_segment);
             }
         };
         if let Some(parent) = path.parent() {
@@ -93,7 +99,8 @@ impl Database {
         };
         let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
         let readers = readers::Readers::spawn(&path, READERS)?;
-        let (writer, handle) = Writer::spawn(conn, bus, journal)?;
+        let lock = journal_info.as_ref().map(|_| JournalLock::Sqlite);
+        let (writer, handle) = Writer::spawn(conn, bus, lock)?;
         tracing::debug!("Database initialized at {}", path.display());
         Ok(Database {
             writer,
@@ -101,8 +108,61 @@ impl Database {
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             readers,
-            path,
+            path: Some(path),
             _temp: temp,
+        })
+    }
+
+    /// PostgreSQL: the schema (created if missing) brought up to date under an advisory lock,
+    /// one writer connection, and up to `poolSize - 1` reader connections opened as reads need
+    /// them.
+    fn open_postgres(
+        settings: &PostgresSettings,
+        bus: Arc<dyn EventBus>,
+        journal_segment: Option<u64>,
+    ) -> Result<Database, StoreError> {
+        let conn = Conn::from(PgConn::connect(settings)?);
+        let schema = &settings.options.schema;
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            crate::sql::quote_ident(schema)
+        ))
+        .map_err(|e| {
+            StoreError::Internal(format!(
+                "cannot use schema \"{schema}\" in PostgreSQL at {}: {e}",
+                redact_url(&settings.url)
+            ))
+        })?;
+        migrations::migrate(&conn)?;
+        let journal_info = match journal_segment {
+            Some(segment) => Some(journal::open(&conn, segment)?),
+            None => None,
+        };
+        let lock = match journal_info {
+            Some(_) => Some(JournalLock::Postgres(migrations::advisory_key(
+                &conn,
+                "bakend:journal",
+            )?)),
+            None => None,
+        };
+        let readers_settings = settings.clone();
+        let readers = readers::Readers::spawn_lazy(
+            (settings.options.pool_size.max(2) - 1) as usize,
+            Arc::new(move || Ok(Conn::from(PgConn::connect(&readers_settings)?))),
+        )?;
+        let (writer, handle) = Writer::spawn(conn, bus, lock)?;
+        tracing::debug!(
+            "Database initialized in PostgreSQL at {} (schema {schema})",
+            redact_url(&settings.url)
+        );
+        Ok(Database {
+            writer,
+            journal: journal_info,
+            writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(None),
+            readers,
+            path: None,
+            _temp: None,
         })
     }
 
@@ -110,8 +170,17 @@ impl Database {
         self.writer.stats()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Which store this database is.
+    pub fn backend(&self) -> Backend {
+        match self.path {
+            Some(_) => Backend::Sqlite,
+            None => Backend::Postgres,
+        }
     }
 
     /// The journal's epoch and the last seq at open; `None` when the journal is off.

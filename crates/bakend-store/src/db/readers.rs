@@ -18,7 +18,10 @@ use bakend_core::sync;
 
 use crate::error::StoreError;
 
-type Job = Box<dyn FnOnce(&Conn) + Send>;
+type Job = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
+
+/// Opens a reader's connection.
+pub type Opener = dyn Fn() -> Result<Conn, StoreError> + Send + Sync;
 
 #[derive(Default)]
 struct Queue {
@@ -54,6 +57,21 @@ impl Readers {
         Ok(Readers { shared })
     }
 
+    /// `n` threads that each open their connection with `open` when the first read reaches
+    /// them (PostgreSQL: a server that reads little holds few connections), and open it again
+    /// after it broke.
+    pub fn spawn_lazy(n: usize, open: Arc<Opener>) -> Result<Readers, StoreError> {
+        let shared = Arc::new(Shared::default());
+        for i in 0..n.max(1) {
+            let shared = shared.clone();
+            let open = open.clone();
+            std::thread::Builder::new()
+                .name(format!("bakend-reader-{i}"))
+                .spawn(move || serve_lazy(&*open, &shared))?;
+        }
+        Ok(Readers { shared })
+    }
+
     /// Runs `f` on a read connection and hands back its result.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -66,10 +84,11 @@ impl Readers {
             if q.closed {
                 return Err(StoreError::Internal("the database is closed".into()));
             }
-            q.jobs.push_back(Box::new(move |conn: &Conn| {
-                // The caller may have gone (a dropped request): nothing to tell.
-                let _ = tx.send(f(conn));
-            }));
+            q.jobs
+                .push_back(Box::new(move |conn: Result<&Conn, StoreError>| {
+                    // The caller may have gone (a dropped request): nothing to tell.
+                    let _ = tx.send(conn.and_then(f));
+                }));
             q.idle > 0
         };
         if wake {
@@ -89,24 +108,47 @@ impl Drop for Readers {
 }
 
 fn serve(conn: &Conn, shared: &Shared) {
-    loop {
-        let job = {
-            let mut q = sync::lock(&shared.queue);
-            loop {
-                if let Some(job) = q.jobs.pop_front() {
-                    break job;
-                }
-                if q.closed {
-                    return;
-                }
-                q.idle += 1;
-                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-                q.idle -= 1;
-            }
-        };
+    while let Some(job) = next_job(shared) {
         // A panicking read must not take the thread (and its connection) with it: its caller
         // sees the dropped oneshot as an error.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(conn))));
+    }
+}
+
+fn serve_lazy(open: &Opener, shared: &Shared) {
+    let mut conn: Option<Conn> = None;
+    while let Some(job) = next_job(shared) {
+        if conn.as_ref().is_some_and(|c| !c.is_usable()) {
+            conn = None;
+        }
+        if conn.is_none() {
+            match open() {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    job(Err(e));
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = &conn {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(c))));
+        }
+    }
+}
+
+/// The next read to run; `None` once the readers are closed and the queue is empty.
+fn next_job(shared: &Shared) -> Option<Job> {
+    let mut q = sync::lock(&shared.queue);
+    loop {
+        if let Some(job) = q.jobs.pop_front() {
+            return Some(job);
+        }
+        if q.closed {
+            return None;
+        }
+        q.idle += 1;
+        q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        q.idle -= 1;
     }
 }
 

@@ -10,7 +10,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::sql::Conn;
+use crate::sql::{Backend, Conn};
 use bakend_core::Event;
 use bakend_events::EventBus;
 use tokio::sync::{mpsc, oneshot};
@@ -144,13 +144,13 @@ impl Writer {
     pub fn spawn(
         conn: Conn,
         bus: Arc<dyn EventBus>,
-        journal: bool,
+        journal: Option<JournalLock>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
-            .name("bakend-sqlite-writer".into())
+            .name("bakend-writer".into())
             .spawn(move || run_writer(conn, rx, bus, journal, &thread_stats))?;
         Ok((Writer { tx, stats }, handle))
     }
@@ -200,7 +200,7 @@ fn run_writer(
     mut conn: Conn,
     mut rx: mpsc::Receiver<Msg>,
     bus: Arc<dyn EventBus>,
-    journal: bool,
+    journal: Option<JournalLock>,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -241,57 +241,38 @@ fn run_batch(
     conn: &mut Conn,
     batch: &mut Vec<Box<dyn Job>>,
     bus: &dyn EventBus,
-    journal: bool,
+    journal: Option<JournalLock>,
     stats: &WriterStats,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let postgres = conn.backend() == Backend::Postgres;
+    // SQLite: take the write lock now, so the group never fails half-way for want of it.
+    let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
+    if let Err(e) = conn.execute_batch(begin) {
         let msg = e.to_string();
         for job in batch.drain(..) {
             job.finish(Err(msg.clone()));
         }
         return;
     }
-    // Read under the write lock, so another process's writes (a CLI command) are accounted for.
-    let mut appender = if journal {
-        match super::journal::Appender::start(conn) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                let msg = format!("reading the event journal failed: {e}");
-                let _ = conn.execute_batch("ROLLBACK");
-                for job in batch.drain(..) {
-                    job.finish(Err(msg.clone()));
-                }
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let first_seq = appender.as_ref().map(|a| a.next());
-    let mut journal_error = None;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        let mut outcome = match job.isolation() {
-            Isolation::Savepoint => run_in_savepoint(conn, job.as_mut()),
-            Isolation::SingleStatement => job.run(conn),
+        let outcome = match job.isolation() {
+            Isolation::SingleStatement if !postgres => job.run(conn),
+            // On PostgreSQL a failed statement aborts the whole transaction: only a savepoint
+            // lets the rest of the group commit without it.
+            _ => run_in_savepoint(conn, job.as_mut()),
         };
-        // Each event is journaled in the transaction of the change that caused it: no change
-        // commits without its events, and no event is journaled for a rolled-back change.
-        if let (Some(a), Some((events, _))) = (appender.as_mut(), outcome.as_mut()) {
-            for e in events.iter_mut() {
-                if let Err(err) = a.append(conn, e) {
-                    journal_error.get_or_insert_with(|| err.to_string());
-                }
-            }
-        }
         outcomes.push(outcome);
     }
-    if let (Some(a), Some(first)) = (appender.as_ref(), first_seq)
-        && let Err(err) = a.finish(conn, first)
-    {
-        journal_error.get_or_insert_with(|| err.to_string());
-    }
+    // Each event is journaled in the transaction of the change that caused it: no change
+    // commits without its events, and no event is journaled for a rolled-back change.
+    let journal_error = match journal {
+        Some(lock) => append_to_journal(conn, lock, &mut outcomes).err(),
+        None => None,
+    };
+    #[cfg(test)]
+    tests_support::delay_commit();
     let commit = match journal_error {
         Some(e) => Err(format!("writing the event journal failed: {e}")),
         None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
@@ -321,6 +302,51 @@ fn run_batch(
     }
 }
 
+/// How the journal's seqs are kept in commit order.
+#[derive(Clone, Copy, Debug)]
+pub enum JournalLock {
+    /// SQLite: `BEGIN IMMEDIATE` already holds the database's one write lock.
+    Sqlite,
+    /// PostgreSQL: several servers (and connections) commit concurrently, and a sequence
+    /// handed out before commit could become visible out of order. Seqs are assigned under
+    /// this transaction-scoped advisory lock, taken after the group's writes and right before
+    /// its commit: PostgreSQL makes a commit visible before it releases the transaction's
+    /// locks, so the next holder reads the last seq only after the previous batch is visible —
+    /// seqs are contiguous, in commit order, and no reader sees N+1 before N. One lock hold
+    /// serves the whole group.
+    Postgres(i64),
+}
+
+/// Numbers and journals the events of the group's successful writes, in order, after the
+/// writes and right before the commit (see [`JournalLock`]).
+fn append_to_journal(
+    conn: &Conn,
+    lock: JournalLock,
+    outcomes: &mut [Option<(Vec<Event>, Option<AfterCommit>)>],
+) -> Result<(), StoreError> {
+    let any = outcomes
+        .iter()
+        .flatten()
+        .any(|(events, _)| !events.is_empty());
+    if !any {
+        return Ok(());
+    }
+    if let JournalLock::Postgres(key) = lock {
+        conn.execute("SELECT pg_advisory_xact_lock(?1)", [key])?;
+    }
+    // Read under the lock, so another process's writes (a CLI command, another server) are
+    // accounted for.
+    let mut appender = super::journal::Appender::start(conn)?;
+    let first = appender.next();
+    for (events, _) in outcomes.iter_mut().flatten() {
+        for e in events.iter_mut() {
+            appender.append(conn, e)?;
+        }
+    }
+    appender.finish(conn, first)?;
+    Ok(())
+}
+
 fn run_in_savepoint(conn: &Conn, job: &mut dyn Job) -> Option<(Vec<Event>, Option<AfterCommit>)> {
     let exec = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute(()));
     if exec("SAVEPOINT w").is_err() {
@@ -333,4 +359,30 @@ fn run_in_savepoint(conn: &Conn, job: &mut dyn Job) -> Option<(Vec<Event>, Optio
     }
     let _ = exec("RELEASE w");
     outcome
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    //! A test hook: a random pause between the journal append and the commit, so tests can
+    //! widen the window in which a concurrent committer could be seen out of order.
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The longest pause, in microseconds (0: none).
+    pub static MAX_COMMIT_DELAY_US: AtomicU64 = AtomicU64::new(0);
+
+    pub fn delay_commit() {
+        let max = MAX_COMMIT_DELAY_US.load(Ordering::Relaxed);
+        if max == 0 {
+            return;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut x = u64::from(nanos) | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(std::time::Duration::from_micros(x % max));
+    }
 }

@@ -13,6 +13,10 @@ pub enum Error {
     /// A query that had to return a row returned none.
     #[error("query returned no rows")]
     NoRows,
+    /// PostgreSQL could not be reached or refused the connection; the URL is shown without
+    /// its password.
+    #[error("cannot connect to PostgreSQL at {url}: {message}")]
+    Connect { url: String, message: String },
     /// Something this layer cannot do on this store (a value type with no mapping).
     #[error("{0}")]
     Unsupported(String),
@@ -126,7 +130,7 @@ impl Error {
 }
 
 /// PostgreSQL's own message (and detail), not the driver's "db error".
-fn postgres_message(e: &postgres::Error) -> String {
+pub(super) fn postgres_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(d) => format!("{}: {}", db.message(), d),

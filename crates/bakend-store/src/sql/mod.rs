@@ -16,7 +16,7 @@ mod placeholders;
 use std::fmt;
 
 pub use error::{Constraint, Error, OptionalExtension, Result};
-pub use pg::{PgConfig, PgConn};
+pub use pg::{PgConn, quote_ident};
 pub use rusqlite::types::{FromSql, FromSqlError, Type, Value, ValueRef};
 pub use rusqlite::{ToSql, params};
 
@@ -142,6 +142,15 @@ impl Conn {
             }
         }
         Ok(ReadSnapshot(self))
+    }
+
+    /// Whether the connection can still be used (a PostgreSQL connection whose server went
+    /// away cannot; the caller opens a new one).
+    pub fn is_usable(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => true,
+            Inner::Postgres(c) => !c.is_closed(),
+        }
     }
 
     /// Closes the connection, reporting what closing found (SQLite checkpoints the WAL).
@@ -432,9 +441,10 @@ pub(crate) mod testing {
     //! names a server — a PostgreSQL connection in a schema of its own, dropped afterwards.
 
     use super::*;
+    use bakend_core::config::PostgresSettings;
 
     pub struct PgSchema {
-        pub cfg: PgConfig,
+        pub cfg: PostgresSettings,
         admin: PgConn,
     }
 
@@ -442,7 +452,7 @@ pub(crate) mod testing {
         fn drop(&mut self) {
             let _ = self.admin.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
-                pg::quote_ident(&self.cfg.schema)
+                pg::quote_ident(&self.cfg.options.schema)
             ));
         }
     }
@@ -453,13 +463,20 @@ pub(crate) mod testing {
             eprintln!("{what}: skipped on PostgreSQL (BAKEND_TEST_POSTGRES is not set)");
             return None;
         };
-        let mut cfg = PgConfig::new(&url);
-        cfg.schema = bakend_core::ids::new_id("t_")
+        let admin_cfg = PostgresSettings {
+            url,
+            options: Default::default(),
+        };
+        let mut cfg = admin_cfg.clone();
+        cfg.options.schema = bakend_core::ids::new_id("t_")
             .to_lowercase()
             .replace('-', "_");
-        let admin = PgConn::connect(&PgConfig::new(&url)).expect("test PostgreSQL reachable");
+        let admin = PgConn::connect(&admin_cfg).expect("test PostgreSQL reachable");
         admin
-            .batch_execute(&format!("CREATE SCHEMA {}", pg::quote_ident(&cfg.schema)))
+            .batch_execute(&format!(
+                "CREATE SCHEMA {}",
+                pg::quote_ident(&cfg.options.schema)
+            ))
             .expect("create the test schema");
         Some(PgSchema { cfg, admin })
     }

@@ -19,48 +19,7 @@ use super::{Params, placeholders};
 /// filters would otherwise grow it without end).
 const STATEMENT_CACHE: usize = 256;
 
-/// Where and how to connect: the URL from the configuration plus Bakend's settings.
-#[derive(Clone, Debug)]
-pub struct PgConfig {
-    /// `postgres://…` or `postgresql://…`, password included; only [`PgConfig::redacted`] is
-    /// ever shown.
-    pub url: String,
-    /// The schema Bakend's tables live in (created if missing).
-    pub schema: String,
-    /// `statement_timeout` of every connection; zero turns it off.
-    pub statement_timeout: Duration,
-}
-
-impl PgConfig {
-    pub fn new(url: &str) -> PgConfig {
-        PgConfig {
-            url: url.to_string(),
-            schema: "public".into(),
-            statement_timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// The URL without its password, for messages and logs.
-    pub fn redacted(&self) -> String {
-        redact(&self.url)
-    }
-}
-
-/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
+use bakend_core::config::{PostgresSettings, redact_url};
 
 pub struct PgConn {
     client: RefCell<postgres::Client>,
@@ -69,21 +28,29 @@ pub struct PgConn {
 
 impl PgConn {
     /// Connects and sets the connection up: search path, statement timeout, UTC.
-    pub fn connect(cfg: &PgConfig) -> Result<PgConn> {
-        let mut pg = postgres::Config::from_str(&cfg.url)?;
+    pub fn connect(cfg: &PostgresSettings) -> Result<PgConn> {
+        let failed = |message: String| Error::Connect {
+            url: redact_url(&cfg.url),
+            message,
+        };
+        // The driver's own messages for a bad URL may quote it, password and all.
+        let mut pg = postgres::Config::from_str(&cfg.url)
+            .map_err(|_| failed("the URL is not a valid PostgreSQL connection URL".into()))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(10));
         }
         pg.application_name("bakend");
-        let client = pg.connect(postgres::NoTls)?;
+        let client = pg
+            .connect(postgres::NoTls)
+            .map_err(|e| failed(super::error::postgres_message(&e)))?;
         let conn = PgConn {
             client: RefCell::new(client),
             cache: RefCell::new(HashMap::new()),
         };
-        let schema = quote_ident(&cfg.schema);
+        let schema = quote_ident(&cfg.options.schema);
         conn.batch_execute(&format!(
             "SET search_path TO {schema}; SET statement_timeout = {}; SET TIME ZONE 'UTC';",
-            cfg.statement_timeout.as_millis()
+            cfg.options.statement_timeout.as_millis()
         ))?;
         Ok(conn)
     }
@@ -115,6 +82,10 @@ impl PgConn {
     /// columns, which PostgreSQL refuses to re-plan silently).
     pub fn clear_statement_cache(&self) {
         self.cache.borrow_mut().clear();
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
     }
 
     /// Whether the server is still there (a cheap round trip).
@@ -297,22 +268,4 @@ pub(super) fn value_ref(row: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
 /// An identifier in double quotes, quotes inside doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_never_leave_the_url() {
-        assert_eq!(
-            redact("postgres://bak:s3cr:et@db.example:5432/app?sslmode=disable"),
-            "postgres://bak:***@db.example:5432/app?sslmode=disable"
-        );
-        assert_eq!(
-            redact("postgresql://postgres@127.0.0.1/x"),
-            "postgresql://postgres@127.0.0.1/x"
-        );
-        assert_eq!(redact("postgres://u:p@h"), "postgres://u:***@h");
-    }
 }
