@@ -123,8 +123,10 @@ pub fn apply(cli: &Cli, force: bool) -> anyhow::Result<()> {
     let _lock = match &p.config.database {
         DatabaseLocation::File(path) => Some(DbLock::acquire_or(path, "Cannot apply migrations")?),
         DatabaseLocation::Memory => None,
-        // TODO(issue 17): a PostgreSQL-side lock (servers running) before applying.
-        DatabaseLocation::Postgres(_) => None,
+        DatabaseLocation::Postgres(settings) => Some(DbLock::acquire_postgres_or(
+            settings,
+            "Cannot apply migrations",
+        )?),
     };
     let db = open(&p.config)?;
     let hold = std::env::var(HOLD_ENV)

@@ -14,8 +14,8 @@ use bakend_jobs::Jobs;
 use bakend_realtime::{Hub, ReadRules};
 use bakend_storage::{FileService, LocalBlobStore};
 use bakend_store::collections::sync;
-use bakend_store::db::DbLock;
 use bakend_store::db::migrations::{meta_get, meta_set};
+use bakend_store::db::{DbLock, Sharing};
 use bakend_store::{Committed, Database, RecordStore, Registry, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -328,22 +328,48 @@ fn read_collection_files(config: &Config) -> Result<Vec<sync::FileDefinition>, S
     Ok(files)
 }
 
+/// One attempt at the database lock (blocking).
+type TryLock = Arc<dyn Fn() -> Result<Option<DbLock>, StoreError> + Send + Sync>;
+
 async fn lock_database(location: &DatabaseLocation) -> Result<Option<DbLock>, StartError> {
-    let DatabaseLocation::File(p) = location else {
-        return Ok(None);
+    let try_lock: TryLock = match location {
+        DatabaseLocation::File(p) => {
+            let p = p.clone();
+            Arc::new(move || DbLock::try_acquire(&p))
+        }
+        DatabaseLocation::Memory => return Ok(None),
+        // Servers share the database; only `bak migrate apply` / `bak backup restore` running
+        // keeps a server from starting.
+        DatabaseLocation::Postgres(settings) => {
+            let settings = settings.clone();
+            Arc::new(move || DbLock::try_acquire_postgres(&settings, Sharing::Server))
+        }
     };
     // A holder that is letting go (a server stopping, or a process of ours that forked while
     // holding it, until its exec closes the file) does so within milliseconds: look again
-    // briefly before saying the database is in use.
-    for _ in 0..LOCK_RETRIES {
-        if let Some(lock) = DbLock::try_acquire(p)? {
+    // briefly before saying the database is in use. (Blocking calls: off the async threads.)
+    for attempt in 0..=LOCK_RETRIES {
+        let t = try_lock.clone();
+        if let Some(lock) = tokio::task::spawn_blocking(move || t()).await?? {
             return Ok(Some(lock));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if attempt < LOCK_RETRIES {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
-    Ok(Some(DbLock::try_acquire(p)?.ok_or_else(|| {
-        StartError::Locked(p.display().to_string())
-    })?))
+    Err(StartError::Locked(location_display(location)))
+}
+
+fn location_display(location: &DatabaseLocation) -> String {
+    match location {
+        DatabaseLocation::File(p) => p.display().to_string(),
+        DatabaseLocation::Memory => ":memory:".into(),
+        DatabaseLocation::Postgres(s) => format!(
+            "{} (schema {})",
+            bakend_core::config::redact_url(&s.url),
+            s.options.schema
+        ),
+    }
 }
 
 /// Looks at a held database lock again for up to 1 s (× 50 ms) before refusing to start.

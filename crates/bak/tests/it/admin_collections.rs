@@ -449,15 +449,14 @@ async fn realtime_subscribers_get_the_system_events() {
 /// log sink), so this test runs `bak start`.
 #[tokio::test]
 async fn logs_endpoint_filters_and_limits() {
-    use crate::harness::{BakProcess, bak_bin};
+    use crate::harness::BakProcess;
     use std::io::Write;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("bakend.json"), r#"{"logLevel": "DEBUG"}"#).unwrap();
-    let mut admin = std::process::Command::new(bak_bin())
+    let mut admin = crate::harness::bak_in(d)
         .args(["admin", "create", ADMIN, "--password-stdin"])
-        .current_dir(d)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

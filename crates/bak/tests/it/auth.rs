@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{TestServer, bak_bin};
+use crate::harness::TestServer;
 
 fn notes() -> Value {
     json!({"name": "notes", "fields": [{"name": "t", "type": "string"}, {"name": "user_id", "type": "string"}],
@@ -795,9 +795,8 @@ async fn bak_admin_create_makes_and_promotes_admins() {
     )
     .unwrap();
     let run = |email: &str, stdin: &str| {
-        let mut child = std::process::Command::new(bak_bin())
+        let mut child = crate::harness::bak_in(dir.path())
             .args(["admin", "create", email, "--password-stdin"])
-            .current_dir(dir.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -835,9 +834,8 @@ async fn bak_admin_create_makes_and_promotes_admins() {
     let dir = s.shutdown().await;
     let out = {
         let d = dir.path().to_path_buf();
-        let mut child = std::process::Command::new(bak_bin())
+        let mut child = crate::harness::bak_in(&d)
             .args(["admin", "create", "later@example.com", "--password-stdin"])
-            .current_dir(&d)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

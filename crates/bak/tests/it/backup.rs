@@ -3,7 +3,7 @@
 //! files byte for byte; refusals (existing data, running server, damaged archive).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,12 +12,11 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{BakProcess, bak_bin, write_collections};
+use crate::harness::{BakProcess, write_collections};
 
 fn bak(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bak_bin())
+    crate::harness::bak_in(dir)
         .args(args)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .unwrap()

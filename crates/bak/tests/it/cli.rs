@@ -1,13 +1,10 @@
 //! The `bak` command line, run as a real process.
 
-use std::process::{Command, Stdio};
-
-use crate::harness::bak_bin;
+use std::process::Stdio;
 
 fn bak(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(bak_bin())
+    crate::harness::bak_in(dir)
         .args(args)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -107,9 +104,8 @@ async fn a_taken_port_is_a_clear_startup_error() {
     let mut first = crate::harness::BakProcess::spawn(dir.path(), &[]);
     first.wait_ready().await;
     let other = tempfile::tempdir().unwrap();
-    let out = Command::new(bak_bin())
+    let out = crate::harness::bak_in(other.path())
         .args(["start", "--port", &first.port.to_string()])
-        .current_dir(other.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -107,9 +107,8 @@ fn bak_functions_list_prints_triggers_without_a_server() {
                onLogin("users", () => {});"#,
         ),
     ]);
-    let out = std::process::Command::new(crate::harness::bak_bin())
+    let out = crate::harness::bak_in(dir.path())
         .args(["functions", "list"])
-        .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(
@@ -124,9 +123,8 @@ fn bak_functions_list_prints_triggers_without_a_server() {
          posts\tcreate\tposts.created\tfunctions/posts/notify.ts\n"
     );
     std::fs::remove_dir_all(dir.path().join("functions")).unwrap();
-    let out = std::process::Command::new(crate::harness::bak_bin())
+    let out = crate::harness::bak_in(dir.path())
         .args(["functions", "list"])
-        .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -607,9 +605,8 @@ async fn huge_log_lines_are_cut_and_the_admin_logs_stay_small() {
          });\n",
     )]);
     let d = dir.path();
-    let mut admin = std::process::Command::new(crate::harness::bak_bin())
+    let mut admin = crate::harness::bak_in(d)
         .args(["admin", "create", ADMIN, "--password-stdin"])
-        .current_dir(d)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -56,10 +56,15 @@ impl TestServer {
     }
 
     pub async fn start_in_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if let Some(url) = crate::pg::database_for(dir.path())
+            && !env.iter().any(|(k, _)| k == "BAKEND_DATABASE")
+        {
+            env.push(("BAKEND_DATABASE".into(), url));
+        }
         let mut config = Config::load(Some(&dir.path().join("bakend.json")), &|k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
@@ -275,6 +280,18 @@ pub fn bak_bin() -> &'static str {
 /// A port for a `bak` child process to listen on. Chosen below the kernel's ephemeral range
 /// (32768–60999 here): a port the kernel handed out for `:0` could be given again, as the local
 /// port of some test's outgoing connection, before `bak` binds it.
+/// `bak` run in the project folder `dir` — on that folder's PostgreSQL database when the suite
+/// runs on PostgreSQL (`pg.rs`).
+pub fn bak_in(dir: impl AsRef<Path>) -> std::process::Command {
+    let dir = dir.as_ref();
+    let mut cmd = std::process::Command::new(bak_bin());
+    cmd.current_dir(dir);
+    if let Some(url) = crate::pg::database_for(dir) {
+        cmd.env("BAKEND_DATABASE", url);
+    }
+    cmd
+}
+
 pub fn free_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let base = 20_000 + (std::process::id() % 1_000) * 10;
@@ -324,12 +341,11 @@ impl BakProcess {
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = std::fs::File::create(dir.join(format!("stdout-{run}.log"))).unwrap();
         let err = std::fs::File::create(dir.join(format!("stderr-{run}.log"))).unwrap();
-        let mut cmd = std::process::Command::new(bak_bin());
+        let mut cmd = bak_in(dir);
         cmd.arg("start")
             .arg("--port")
             .arg(port.to_string())
             .args(&args)
-            .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err);

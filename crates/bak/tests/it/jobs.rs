@@ -8,7 +8,7 @@ use bakend_core::SharedEvent;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::harness::{BakProcess, TestServer, bak_bin, eventually_within};
+use crate::harness::{BakProcess, TestServer, eventually_within};
 use crate::ws::Ws;
 
 const ADMIN: &str = "root@example.com";
@@ -315,11 +315,7 @@ async fn job_events_reach_realtime_subscribers_redacted_for_non_admins() {
 }
 
 fn bak(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bak_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    crate::harness::bak_in(dir).args(args).output().unwrap()
 }
 
 fn text(o: &std::process::Output) -> String {

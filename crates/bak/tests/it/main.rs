@@ -22,6 +22,7 @@ mod metrics;
 mod migrate;
 mod openapi;
 mod permissions;
+mod pg;
 mod reads;
 mod realtime;
 mod rest;

@@ -5,20 +5,19 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use rusqlite::types::Value as Sql;
 use serde_json::{Value, json};
 
-use crate::harness::{BakProcess, bak_bin, write_collections};
+use crate::harness::{BakProcess, write_collections};
 
 const ROWS: i64 = 10_000;
 
 fn bak(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bak_bin())
+    crate::harness::bak_in(dir)
         .args(args)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -411,10 +410,9 @@ async fn a_killed_apply_leaves_the_database_unchanged() {
         json!({"name": "score", "type": "text", "required": true, "default": "none"});
     write_collections(d, &[def]);
 
-    let mut child = Command::new(bak_bin())
+    let mut child = crate::harness::bak_in(d)
         .args(["migrate", "apply"])
         .env("BAKEND_TEST_MIGRATE_HOLD_MS", "30000")
-        .current_dir(d)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join("apply.err")).unwrap())

@@ -502,9 +502,8 @@ async fn a_per_record_snapshot_comes_first_and_respects_the_read_rule() {
 }
 
 fn bak_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(crate::harness::bak_bin())
+    crate::harness::bak_in(dir)
         .args(args)
-        .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()

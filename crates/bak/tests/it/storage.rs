@@ -9,7 +9,7 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::harness::{BakProcess, Resp, Session, TestServer, bak_bin};
+use crate::harness::{BakProcess, Resp, Session, TestServer};
 use crate::ws::Ws;
 
 const ADMIN: &str = "root@example.com";
@@ -1025,10 +1025,9 @@ fn set_old(path: &Path) {
 }
 
 fn prune_cmd(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bak_bin())
+    let out = crate::harness::bak_in(dir)
         .args(["storage", "prune"])
         .args(args)
-        .current_dir(dir)
         .output()
         .unwrap();
     (

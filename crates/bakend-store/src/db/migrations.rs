@@ -145,7 +145,10 @@ const PG_STEPS: &[(usize, &str)] = &[(
     );
     CREATE INDEX IF NOT EXISTS idx_files_user ON _files(user_id);
     CREATE INDEX IF NOT EXISTS idx_files_created ON _files(created_at);
+    -- PostgreSQL has no rowid: a column of that name keeps insertion order, so the job
+    -- history's SQL (ties on started_at broken by rowid) is one text on both stores.
     CREATE TABLE IF NOT EXISTS _job_runs (
+        rowid BIGSERIAL NOT NULL,
         run_id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
         job TEXT COLLATE "C" NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('running','completed','failed')),
@@ -242,12 +245,17 @@ fn migrate_postgres(conn: &Conn) -> Result<(), StoreError> {
 /// apps may share one database in different schemas).
 pub fn advisory_key(conn: &Conn, purpose: &str) -> Result<i64, StoreError> {
     let schema: String = conn.query_row("SELECT current_schema()::text", (), |r| r.get(0))?;
+    Ok(advisory_key_for(&schema, purpose))
+}
+
+/// [`advisory_key`] for a schema known by name.
+pub fn advisory_key_for(schema: &str, purpose: &str) -> i64 {
     // FNV-1a: stable across versions and platforms, unlike `DefaultHasher`.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in purpose.bytes().chain([0]).chain(schema.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    Ok(h as i64)
+    h as i64
 }
 
 /// Step `i` and its version bump, inside the caller's transaction, then the commit.

@@ -20,7 +20,7 @@ use bakend_core::config::{DatabaseLocation, PostgresSettings, redact_url};
 use bakend_events::EventBus;
 
 pub use connection::open as open_connection;
-pub use lock::DbLock;
+pub use lock::{DbLock, Sharing};
 pub use writer::{Committed, Isolation, MAX_BATCH, WriterStats};
 
 use crate::error::StoreError;

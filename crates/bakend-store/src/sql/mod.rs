@@ -457,21 +457,38 @@ pub(crate) mod testing {
         }
     }
 
-    /// A fresh schema on the test server; `None` (and a line saying so) without one.
+    /// The server PostgreSQL tests run on: `BAKEND_TEST_POSTGRES`, or this machine's
+    /// `postgres://postgres@127.0.0.1:5432/postgres` when that answers (`off` skips them).
+    pub const ENV: &str = "BAKEND_TEST_POSTGRES";
+    const LOCAL: &str = "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2";
+
+    /// A fresh schema on the test server; `None` (and a line saying why) without one.
     pub fn postgres(what: &str) -> Option<PgSchema> {
-        let Ok(url) = std::env::var("BAKEND_TEST_POSTGRES") else {
-            eprintln!("{what}: skipped on PostgreSQL (BAKEND_TEST_POSTGRES is not set)");
-            return None;
+        let (url, explicit) = match std::env::var(ENV) {
+            Ok(v) if v == "off" => {
+                eprintln!("{what}: skipped on PostgreSQL ({ENV}=off)");
+                return None;
+            }
+            Ok(v) if !v.is_empty() => (v, true),
+            _ => (LOCAL.to_string(), false),
         };
         let admin_cfg = PostgresSettings {
             url,
             options: Default::default(),
         };
+        let admin = match PgConn::connect(&admin_cfg) {
+            Ok(c) => c,
+            // A server named on purpose must be there; the local default may not be.
+            Err(e) if !explicit => {
+                eprintln!("{what}: skipped on PostgreSQL (none reachable: {e}; set {ENV})");
+                return None;
+            }
+            Err(e) => panic!("{ENV}: {e}"),
+        };
         let mut cfg = admin_cfg.clone();
         cfg.options.schema = bakend_core::ids::new_id("t_")
             .to_lowercase()
             .replace('-', "_");
-        let admin = PgConn::connect(&admin_cfg).expect("test PostgreSQL reachable");
         admin
             .batch_execute(&format!(
                 "CREATE SCHEMA {}",

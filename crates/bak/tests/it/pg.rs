@@ -1,0 +1,100 @@
+//! The suite on PostgreSQL: with `BAKEND_TEST_POSTGRES=postgres://…` (a server the harness may
+//! create databases on), every project folder a test uses gets a database of its own on that
+//! server — created the first time a server starts on the folder, the same one when it starts
+//! again (restarts keep their data, as with a SQLite file) — and `BAKEND_DATABASE` points the
+//! server there. Without it the suite runs on SQLite, as always.
+//!
+//! Databases are named `bak_t_<pid>_<n>` and live until the next run, which first drops those
+//! of test processes that are gone (a test may hand its folder to a later server, so the
+//! harness cannot tell when a database is no longer needed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub const ENV: &str = "BAKEND_TEST_POSTGRES";
+
+static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The PostgreSQL server the suite runs on, if any.
+pub fn server_url() -> Option<String> {
+    std::env::var(ENV).ok().filter(|s| !s.is_empty())
+}
+
+/// `BAKEND_DATABASE` for a server on `dir`: a database of its own on the test server (made on
+/// first use); `None` on SQLite.
+pub fn database_for(dir: &Path) -> Option<String> {
+    let server = server_url()?;
+    let mut guard = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    let first = guard.is_none();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(url) = map.get(dir) {
+        return Some(url.clone());
+    }
+    let name = format!(
+        "bak_t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let url = with_database(&server, &name);
+    admin(&server, move |c| {
+        if first {
+            drop_stale(c);
+        }
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create a test database");
+    });
+    map.insert(dir.to_path_buf(), url.clone());
+    Some(url)
+}
+
+/// `server` with its database path replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (server, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// Runs `f` with a connection to the test server, on a thread of its own (the synchronous
+/// client must not run inside the tests' async runtime).
+fn admin(server: &str, f: impl FnOnce(&mut postgres::Client) + Send + 'static) {
+    let server = server.to_string();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&server, postgres::NoTls)
+            .expect("connect to BAKEND_TEST_POSTGRES");
+        f(&mut c);
+    })
+    .join()
+    .expect("test database set-up");
+}
+
+/// Drops the databases of earlier test processes that no longer run.
+fn drop_stale(c: &mut postgres::Client) {
+    let Ok(rows) = c.query(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'bak\\_t\\_%'",
+        &[],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
