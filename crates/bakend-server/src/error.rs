@@ -117,6 +117,16 @@ impl From<StoreError> for ApiError {
                 "unavailable",
                 "The server is shutting down",
             ),
+            // The database server is unreachable: logged with its (password-free) cause, and
+            // the client is told to retry rather than that its request was wrong.
+            StoreError::Connect(cause) => {
+                tracing::error!("{cause}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The database is unavailable; retry shortly",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

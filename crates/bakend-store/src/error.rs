@@ -34,7 +34,11 @@ pub enum StoreError {
     #[error("{0}")]
     Locked(String),
     #[error("database error: {0}")]
-    Database(#[from] crate::sql::Error),
+    Database(crate::sql::Error),
+    /// The database server could not be reached or refused the connection (the message names
+    /// it, without a password).
+    #[error("{0}")]
+    Connect(String),
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the database writer has stopped")]
@@ -43,6 +47,15 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::sql::Error> for StoreError {
+    fn from(e: crate::sql::Error) -> StoreError {
+        match e {
+            crate::sql::Error::Connect { .. } => StoreError::Connect(e.to_string()),
+            e => StoreError::Database(e),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

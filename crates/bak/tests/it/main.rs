@@ -23,6 +23,7 @@ mod migrate;
 mod openapi;
 mod permissions;
 mod pg;
+mod postgres;
 mod reads;
 mod realtime;
 mod rest;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Mutex;
 
 pub const ENV: &str = "BAKEND_TEST_POSTGRES";
@@ -97,4 +98,38 @@ fn drop_stale(c: &mut postgres::Client) {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
+}
+
+/// A PostgreSQL server for tests that are about PostgreSQL itself (connection errors, …):
+/// `BAKEND_TEST_POSTGRES`, or this machine's local server when it answers; `None` (and a line
+/// saying so) otherwise.
+pub fn reachable_server(what: &str) -> Option<String> {
+    if let Some(url) = server_url() {
+        return (url != "off").then_some(url);
+    }
+    let local = "postgres://postgres@127.0.0.1:5432/postgres";
+    let ok = std::thread::spawn(move || {
+        postgres::Config::from_str(local)
+            .map(|mut c| {
+                c.connect_timeout(std::time::Duration::from_secs(2));
+                c.connect(postgres::NoTls).is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap_or(false);
+    if ok {
+        Some(local.to_string())
+    } else {
+        eprintln!("{what}: skipped (no PostgreSQL reachable; set {ENV})");
+        None
+    }
+}
+
+/// Runs SQL on the test server as its admin user (set-up and clean-up of roles, databases).
+pub fn admin_sql(server: &str, sql: &str) {
+    let sql = sql.to_string();
+    admin(server, move |c| {
+        c.batch_execute(&sql).expect("admin SQL");
+    });
 }

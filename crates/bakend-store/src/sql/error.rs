@@ -136,7 +136,11 @@ pub(super) fn postgres_message(e: &postgres::Error) -> String {
             Some(d) => format!("{}: {}", db.message(), d),
             None => db.message().to_string(),
         },
-        None => e.to_string(),
+        // "error connecting to server" says little without its cause ("Connection refused").
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
