@@ -53,6 +53,10 @@ impl From<crate::sql::Error> for StoreError {
     fn from(e: crate::sql::Error) -> StoreError {
         match e {
             crate::sql::Error::Connect { .. } => StoreError::Connect(e.to_string()),
+            // The server went away under a statement (a restart): unavailable, not a bug.
+            e if e.is_unavailable() => {
+                StoreError::Connect(format!("the database is unavailable: {e}"))
+            }
             e => StoreError::Database(e),
         }
     }

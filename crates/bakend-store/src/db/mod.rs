@@ -100,7 +100,7 @@ impl Database {
         let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
         let readers = readers::Readers::spawn(&path, READERS)?;
         let lock = journal_info.as_ref().map(|_| JournalLock::Sqlite);
-        let (writer, handle) = Writer::spawn(conn, bus, lock)?;
+        let (writer, handle) = Writer::spawn(conn, bus, lock, None)?;
         tracing::debug!("Database initialized at {}", path.display());
         Ok(Database {
             writer,
@@ -145,12 +145,14 @@ impl Database {
             )?)),
             None => None,
         };
-        let readers_settings = settings.clone();
+        let reconnect_settings = settings.clone();
+        let open: Arc<readers::Opener> =
+            Arc::new(move || Ok(Conn::from(PgConn::connect(&reconnect_settings)?)));
         let readers = readers::Readers::spawn_lazy(
             (settings.options.pool_size.max(2) - 1) as usize,
-            Arc::new(move || Ok(Conn::from(PgConn::connect(&readers_settings)?))),
+            open.clone(),
         )?;
-        let (writer, handle) = Writer::spawn(conn, bus, lock)?;
+        let (writer, handle) = Writer::spawn(conn, bus, lock, Some(open))?;
         tracing::debug!(
             "Database initialized in PostgreSQL at {} (schema {schema})",
             redact_url(&settings.url)

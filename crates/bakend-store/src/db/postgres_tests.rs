@@ -176,3 +176,140 @@ async fn tail_while_writing(nodes: &[Arc<Database>]) {
             .all(|n| n.journal().is_some_and(|j| &j.epoch == epoch))
     );
 }
+
+/// A wrong password is one clear line naming the URL without the password.
+#[test]
+fn a_wrong_password_is_named_without_the_password() {
+    let Some(pg) = testing::PrivatePg::start("a_wrong_password_is_named_without_the_password")
+    else {
+        return;
+    };
+    let cfg = PostgresSettings {
+        url: pg.url("not-the-password"),
+        options: Default::default(),
+    };
+    let err = match crate::sql::PgConn::connect(&cfg) {
+        Ok(_) => panic!("a wrong password was accepted"),
+        Err(e) => crate::error::StoreError::from(e).to_string(),
+    };
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "postgres://postgres:***@127.0.0.1:{}/postgres",
+            pg.port
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-password") && !err.contains('\n'),
+        "{err}"
+    );
+}
+
+/// PostgreSQL restarting under a stream of writes: writes in flight fail cleanly (unavailable,
+/// never acknowledged and lost), the store reconnects by itself, and every acknowledged write
+/// is there afterwards.
+#[test]
+fn a_postgres_restart_mid_stream_loses_no_acknowledged_write() {
+    let Some(pg) =
+        testing::PrivatePg::start("a_postgres_restart_mid_stream_loses_no_acknowledged_write")
+    else {
+        return;
+    };
+    let cfg = PostgresSettings {
+        url: pg.url(testing::PRIVATE_PASSWORD),
+        options: Default::default(),
+    };
+    let db = Arc::new(open(&cfg));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(db.write(|c| {
+        c.execute_batch("CREATE TABLE acked (id BIGINT PRIMARY KEY)")?;
+        Ok(Committed::new(()))
+    }))
+    .expect("table");
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let after_restart = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let db = db.clone();
+            let stop = stop.clone();
+            let restarted = restarted.clone();
+            let after_restart = after_restart.clone();
+            rt.spawn(async move {
+                let (mut acked, mut unavailable) = (Vec::new(), 0u32);
+                let mut n = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = w * 1_000_000 + n;
+                    n += 1;
+                    let e = Event::new(
+                        "acked.created",
+                        EventSource::Collections,
+                        json!({"id": id.to_string()}),
+                    );
+                    match db
+                        .write(move |c| {
+                            c.execute("INSERT INTO acked (id) VALUES (?1)", [id])?;
+                            Ok(Committed::new(()).event(e))
+                        })
+                        .await
+                    {
+                        Ok(()) => {
+                            acked.push(id);
+                            if restarted.load(Ordering::Relaxed) {
+                                after_restart.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(crate::error::StoreError::Connect(_)) => {
+                            unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(other) => panic!("an unclean failure: {other}"),
+                    }
+                }
+                (acked, unavailable)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.restart();
+    restarted.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut unavailable = 0;
+    for w in writers {
+        let (a, u) = rt.block_on(w).expect("writer");
+        acked.extend(a);
+        unavailable += u;
+    }
+    let stored: Vec<i64> = rt
+        .block_on(db.read(|c| {
+            let mut s = c.prepare("SELECT id FROM acked ORDER BY id")?;
+            let ids = s
+                .query_map((), |r| r.get(0))?
+                .collect::<crate::sql::Result<Vec<i64>>>()?;
+            Ok(ids)
+        }))
+        .expect("read after the restart");
+    acked.sort_unstable();
+    let missing: Vec<&i64> = acked
+        .iter()
+        .filter(|id| stored.binary_search(id).is_err())
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert!(
+        acked.len() > 20,
+        "writes went through before and after: {}",
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged, {unavailable} refused as unavailable during the restart",
+        acked.len()
+    );
+    db.close();
+}

@@ -15,6 +15,7 @@ use bakend_core::Event;
 use bakend_events::EventBus;
 use tokio::sync::{mpsc, oneshot};
 
+use super::readers::Opener;
 use crate::error::StoreError;
 
 /// Most writes committed together.
@@ -68,7 +69,25 @@ trait Job: Send {
     fn isolation(&self) -> Isolation;
     /// Runs the write; `Some` means it succeeded and should be committed.
     fn run(&mut self, conn: &Conn) -> Option<(Vec<Event>, Option<AfterCommit>)>;
-    fn finish(self: Box<Self>, commit: Result<(), String>);
+    fn finish(self: Box<Self>, commit: Result<(), CommitError>);
+}
+
+/// Why a group did not commit, told to each of its writes.
+#[derive(Clone, Debug)]
+enum CommitError {
+    Failed(String),
+    /// The database server went away (PostgreSQL): the writes may be retried once it is back.
+    Unavailable(String),
+}
+
+impl CommitError {
+    fn of(conn: &Conn, message: String, unavailable: bool) -> CommitError {
+        if unavailable || !conn.is_usable() {
+            CommitError::Unavailable(message)
+        } else {
+            CommitError::Failed(message)
+        }
+    }
 }
 
 struct ClosureJob<T, F> {
@@ -103,9 +122,13 @@ where
         }
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
+    fn finish(self: Box<Self>, commit: Result<(), CommitError>) {
         let result = match (self.result, commit) {
-            (Some(Ok(_)), Err(msg)) => Err(StoreError::Commit(msg)),
+            // Not committed, whether the write ran (and succeeded) or never got to run.
+            (Some(Ok(_)) | None, Err(CommitError::Failed(msg))) => Err(StoreError::Commit(msg)),
+            (Some(Ok(_)) | None, Err(CommitError::Unavailable(msg))) => Err(StoreError::Connect(
+                format!("the database is unavailable: {msg}"),
+            )),
             (Some(r), _) => r,
             (None, _) => Err(StoreError::Internal("write was not run".into())),
         };
@@ -145,13 +168,14 @@ impl Writer {
         conn: Conn,
         bus: Arc<dyn EventBus>,
         journal: Option<JournalLock>,
+        reopen: Option<Arc<Opener>>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("bakend-writer".into())
-            .spawn(move || run_writer(conn, rx, bus, journal, &thread_stats))?;
+            .spawn(move || run_writer(conn, rx, bus, journal, reopen, &thread_stats))?;
         Ok((Writer { tx, stats }, handle))
     }
 
@@ -201,6 +225,7 @@ fn run_writer(
     mut rx: mpsc::Receiver<Msg>,
     bus: Arc<dyn EventBus>,
     journal: Option<JournalLock>,
+    reopen: Option<Arc<Opener>>,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -229,6 +254,22 @@ fn run_writer(
             }
         }
         last_batch = batch.len();
+        // PostgreSQL: a server that restarted closed this connection; open a new one for the
+        // group (or fail it as unavailable and try again with the next).
+        if !conn.is_usable()
+            && let Some(open) = &reopen
+        {
+            match open() {
+                Ok(c) => conn = c,
+                Err(e) => {
+                    let failure = CommitError::Unavailable(e.to_string());
+                    for job in batch.drain(..) {
+                        job.finish(Err(failure.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
         run_batch(&mut conn, &mut batch, bus.as_ref(), journal, stats);
     }
     rx.close();
@@ -249,9 +290,9 @@ fn run_batch(
     // SQLite: take the write lock now, so the group never fails half-way for want of it.
     let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
     if let Err(e) = conn.execute_batch(begin) {
-        let msg = e.to_string();
+        let failure = CommitError::of(conn, e.to_string(), e.is_unavailable());
         for job in batch.drain(..) {
-            job.finish(Err(msg.clone()));
+            job.finish(Err(failure.clone()));
         }
         return;
     }
@@ -274,8 +315,14 @@ fn run_batch(
     #[cfg(test)]
     tests_support::delay_commit();
     let commit = match journal_error {
-        Some(e) => Err(format!("writing the event journal failed: {e}")),
-        None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        Some(e) => Err(CommitError::of(
+            conn,
+            format!("writing the event journal failed: {e}"),
+            matches!(e, StoreError::Connect(_)),
+        )),
+        None => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| CommitError::of(conn, e.to_string(), e.is_unavailable())),
     };
     if commit.is_ok() {
         let ok = outcomes.iter().filter(|o| o.is_some()).count() as u64;
@@ -283,7 +330,7 @@ fn run_batch(
         stats.writes.fetch_add(ok, Relaxed);
         stats.failed.fetch_add(outcomes.len() as u64 - ok, Relaxed);
     }
-    if let Err(msg) = &commit {
+    if let Err(CommitError::Failed(msg) | CommitError::Unavailable(msg)) = &commit {
         tracing::error!("Commit of {} write(s) failed: {msg}", batch.len());
         let _ = conn.execute_batch("ROLLBACK");
     }

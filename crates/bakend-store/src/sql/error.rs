@@ -103,6 +103,25 @@ impl Error {
         }
     }
 
+    /// The database server went away or is going away (PostgreSQL restarting, the connection
+    /// cut): worth retrying later, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { .. } => true,
+            Error::Postgres(e) => {
+                use postgres::error::SqlState;
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CRASH_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                            || c.code().starts_with("08")
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// The statement was interrupted (SQLite's progress handler, PostgreSQL's
     /// `statement_timeout` or a cancel).
     pub fn is_interrupted(&self) -> bool {

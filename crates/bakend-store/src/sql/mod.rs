@@ -498,6 +498,135 @@ pub(crate) mod testing {
         Some(PgSchema { cfg, admin })
     }
 
+    /// A PostgreSQL server of the test's own (`initdb` + `pg_ctl` on a free port, password
+    /// authentication), for tests that break the server — restart it, or log in wrongly —
+    /// never the shared one. Stopped when dropped. `None` (and a line) without PostgreSQL's
+    /// programs on this machine.
+    pub struct PrivatePg {
+        dir: tempfile::TempDir,
+        bin: std::path::PathBuf,
+        pub port: u16,
+    }
+
+    pub const PRIVATE_PASSWORD: &str = "s3cret-pg";
+
+    impl PrivatePg {
+        pub fn start(what: &str) -> Option<PrivatePg> {
+            let bin = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|e| Some(e.ok()?.path().join("bin")))
+                .find(|b| b.join("initdb").exists());
+            let Some(bin) = bin else {
+                eprintln!("{what}: skipped (PostgreSQL's initdb is not installed)");
+                return None;
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let pg = PrivatePg { dir, bin, port };
+            std::fs::write(pg.dir.path().join("pw"), PRIVATE_PASSWORD).expect("password file");
+            if Self::as_root() {
+                // initdb refuses to run as root: the cluster belongs to `postgres`.
+                let ok = std::process::Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(pg.dir.path())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown the private cluster's folder");
+            }
+            let data = pg.dir.path().join("data");
+            let pw = pg.dir.path().join("pw");
+            pg.run(
+                "initdb",
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    &format!("--pwfile={}", pw.to_string_lossy()),
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            );
+            pg.ctl(&["start"]);
+            Some(pg)
+        }
+
+        fn as_root() -> bool {
+            std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+        }
+
+        fn run(&self, program: &str, args: &[&str]) {
+            let path = self.bin.join(program);
+            let mut cmd = if Self::as_root() {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&path);
+                c
+            } else {
+                std::process::Command::new(&path)
+            };
+            let out = cmd.args(args).output().expect("run a PostgreSQL program");
+            assert!(
+                out.status.success(),
+                "{program} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        fn ctl(&self, action: &[&str]) {
+            let data = self.dir.path().join("data");
+            let log = self.dir.path().join("log");
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.path().to_string_lossy()
+            );
+            let mut args = vec!["-D", data.to_str().expect("utf-8 path"), "-w", "-t", "60"];
+            args.extend(["-l", log.to_str().expect("utf-8 path"), "-o", &opts]);
+            args.extend(action);
+            self.run("pg_ctl", &args);
+        }
+
+        /// A URL for user `postgres` with `password`.
+        pub fn url(&self, password: &str) -> String {
+            format!(
+                "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+                self.port
+            )
+        }
+
+        /// Stops the server (`fast`: sessions are cut) and starts it again.
+        pub fn restart(&self) {
+            self.ctl(&["-m", "fast", "restart"]);
+        }
+    }
+
+    impl Drop for PrivatePg {
+        fn drop(&mut self) {
+            let data = self.dir.path().join("data");
+            let path = self.bin.join("pg_ctl");
+            let data = data.to_string_lossy().to_string();
+            let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+            let _ = if Self::as_root() {
+                std::process::Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(&path)
+                    .args(args)
+                    .output()
+            } else {
+                std::process::Command::new(&path).args(args).output()
+            };
+        }
+    }
+
     pub fn sqlite() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
