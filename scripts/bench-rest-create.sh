@@ -5,6 +5,9 @@
 # JOURNAL=off runs without the event journal (no realtime resume), for comparison.
 # TRIGGER=noop|db adds a function on `bench.created` (a no-op, or one running a db query) to
 # measure REST throughput with an active trigger.
+# DATABASE=postgres://user@host:port/db runs `bak` on PostgreSQL, in a fresh database created
+#   (and dropped afterwards) on that server; the server's processes are pinned to core 0 beside
+#   `bak` for the run (docs/postgres.md, BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-32}
@@ -15,7 +18,7 @@ port=${PORT:-18080}
 # BAK_BIN=path/to/bak measures another build (an A/B against the previous one) with this tool.
 [[ -n "${BAK_BIN:-}" ]] || cargo build --release -q -p bak -p bakend-bench
 dir=$(mktemp -d /tmp/bakend-bench.XXXXXX)
-trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"; [[ -n "${pg_cleanup:-}" ]] && pg_bench_cleanup' EXIT
 mkdir -p "$dir/collections"
 cat > "$dir/collections/bench.json" <<'JSON'
 {"name":"bench","fields":[{"name":"title","type":"string","required":true},{"name":"n","type":"integer"}]}
@@ -36,6 +39,13 @@ TS
   "") ;;
   *) echo "TRIGGER must be noop or db" >&2; exit 2 ;;
 esac
+pg_cleanup=
+if [[ -n "${DATABASE:-}" ]]; then
+  source scripts/pg-bench-lib.sh
+  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
+  export BAKEND_DATABASE=$BENCH_DB_URL
+  pg_cleanup=1
+fi
 (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do
@@ -48,7 +58,9 @@ for r in $(seq 1 "$runs"); do
     --collection bench --clients "$clients" --duration "$duration" --warmup 2
 done
 kill -INT $server; wait $server || true
-echo "--- database after the runs: $(du -h "$dir/bakend.db" | cut -f1)"; grep "Database closed" "$dir/server.err" || true
+if [[ -z "${DATABASE:-}" ]]; then
+  echo "--- database after the runs: $(du -h "$dir/bakend.db" | cut -f1)"; grep "Database closed" "$dir/server.err" || true
+fi
 if [ -n "${TRIGGER:-}" ]; then
   echo "--- function invocations dropped (queue full): $(grep -c "queue is full" "$dir/server.err" || true) log line(s)"
 fi
