@@ -450,24 +450,11 @@ async fn realtime_subscribers_get_the_system_events() {
 #[tokio::test]
 async fn logs_endpoint_filters_and_limits() {
     use crate::harness::BakProcess;
-    use std::io::Write;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("bakend.json"), r#"{"logLevel": "DEBUG"}"#).unwrap();
-    let mut admin = crate::harness::bak_in(d)
-        .args(["admin", "create", ADMIN, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    admin
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"password123\n")
-        .unwrap();
-    assert!(admin.wait().unwrap().success());
+    crate::harness::bak_admin_create(d, ADMIN, "password123");
     let mut server = BakProcess::spawn(d, &[]);
     server.wait_ready().await;
     let http = reqwest::Client::new();

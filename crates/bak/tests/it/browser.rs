@@ -45,6 +45,72 @@ pub(crate) fn missing_prerequisite(root: &Path) -> Option<String> {
     None
 }
 
+/// Whether the browser tests can run here. When something is missing: a skip message (and
+/// `false`), or a failure when `BAKEND_REQUIRE_BROWSER=1` (as in `.ci/run`).
+pub(crate) fn browser_available(root: &Path, what: &str) -> bool {
+    let Some(missing) = missing_prerequisite(root) else {
+        return true;
+    };
+    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
+    assert!(
+        !required,
+        "{what} required (BAKEND_REQUIRE_BROWSER=1) but {missing}"
+    );
+    eprintln!("{what} skipped: {missing} (set BAKEND_REQUIRE_BROWSER=1 to require it)");
+    false
+}
+
+/// What a `node` script printed, and how it ended.
+pub(crate) struct NodeRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `node <args>` in `tests/browser` and waits for it: the scripts stop themselves, and
+/// `backstop` is the limit after which the test fails (the child is killed).
+pub(crate) async fn run_node(
+    root: &Path,
+    args: &[&std::ffi::OsStr],
+    backstop: Duration,
+) -> NodeRun {
+    let child = tokio::process::Command::new("node")
+        .args(args)
+        .current_dir(root.join("tests/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn node");
+    let out = tokio::time::timeout(backstop, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("node {args:?} did not finish within {backstop:?}"))
+        .expect("wait for node");
+    let run = NodeRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    println!("{}", run.stdout);
+    run
+}
+
+impl NodeRun {
+    /// Fails the test unless the script exited 0 and printed `passed`, with everything
+    /// that helps: its output and the server's.
+    pub fn assert_passed(&self, passed: &str, bak: &BakProcess) {
+        assert!(
+            self.status.success() && self.stdout.contains(passed),
+            "node script failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- bak stderr ---\n{}",
+            self.status,
+            self.stdout,
+            self.stderr,
+            bak.stderr()
+        );
+    }
+}
+
 /// Copies the example project, leaving out anything a local run may have left in it.
 fn copy_project(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -66,15 +132,9 @@ fn copy_project(from: &Path, to: &Path) {
 #[tokio::test]
 async fn realtime_demo_page_in_headless_chromium() {
     let root = repo_root();
-    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
-    if let Some(missing) = missing_prerequisite(&root) {
-        if required {
-            panic!("browser test required (BAKEND_REQUIRE_BROWSER=1) but {missing}");
-        }
-        eprintln!("browser test skipped: {missing} (set BAKEND_REQUIRE_BROWSER=1 to require it)");
+    if !browser_available(&root, "browser test") {
         return;
     }
-
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("realtime-demo");
     copy_project(&root.join("examples/realtime-demo"), &project);
@@ -84,34 +144,21 @@ async fn realtime_demo_page_in_headless_chromium() {
     let client_html = project.join("client.html");
     let screenshot = root.join("target/realtime-demo.png");
     let _ = std::fs::remove_file(&screenshot);
-
-    let child = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/demo.mjs"))
-        .arg(bak.url())
-        .arg(&client_html)
-        .arg(&screenshot)
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    // demo.mjs stops itself after 60 s; this is the backstop.
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("node tests/browser/demo.mjs did not finish within 120 s")
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser demo failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- bak stderr ---\n{}",
-        out.status,
-        bak.stderr()
-    );
-    assert!(stdout.contains("browser demo passed"), "{stdout}");
+    // demo.mjs stops itself after 60 s; 120 s is the backstop.
+    let script = root.join("tests/browser/demo.mjs");
+    let url = bak.url();
+    let run = run_node(
+        &root,
+        &[
+            script.as_os_str(),
+            url.as_ref(),
+            client_html.as_os_str(),
+            screenshot.as_os_str(),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    run.assert_passed("browser demo passed", &bak);
     let size = std::fs::metadata(&screenshot)
         .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", screenshot.display()))
         .len();
@@ -142,27 +189,21 @@ async fn reference_resume_client_in_node() {
     copy_project(&root.join("examples/realtime-demo"), &project);
     let mut bak = BakProcess::spawn(&project, &[]);
     bak.wait_ready().await;
-    let child = tokio::process::Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(root.join("tests/browser/resume-node.mjs"))
-        .arg(bak.url())
-        .arg(root.join("examples/realtime-demo/resume.js"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("resume-node.mjs did not finish")
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = root.join("tests/browser/resume-node.mjs");
+    let client = root.join("examples/realtime-demo/resume.js");
+    let url = bak.url();
+    let run = run_node(
+        &root,
+        &[
+            "--experimental-websocket".as_ref(),
+            script.as_os_str(),
+            url.as_ref(),
+            client.as_os_str(),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    run.assert_passed("passed", &bak);
 }
 
 /// `examples/live-tasks/index.html` in headless Chromium: one filtered subscription with a
@@ -172,10 +213,7 @@ async fn reference_resume_client_in_node() {
 #[tokio::test]
 async fn live_tasks_page_in_headless_chromium() {
     let root = repo_root();
-    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
-    if let Some(missing) = missing_prerequisite(&root) {
-        assert!(!required, "browser test required but {missing}");
-        eprintln!("browser test skipped: {missing} (set BAKEND_REQUIRE_BROWSER=1 to require it)");
+    if !browser_available(&root, "browser test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -183,28 +221,14 @@ async fn live_tasks_page_in_headless_chromium() {
     copy_project(&root.join("examples/live-tasks"), &project);
     let mut bak = BakProcess::spawn(&project, &[]);
     bak.wait_ready().await;
-    let child = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/live-tasks.mjs"))
-        .arg(bak.url())
-        .arg(project.join("index.html"))
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("node tests/browser/live-tasks.mjs did not finish within 120 s")
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("live tasks passed"),
-        "live tasks page failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\n--- bak stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        bak.stderr()
-    );
+    let script = root.join("tests/browser/live-tasks.mjs");
+    let page = project.join("index.html");
+    let url = bak.url();
+    let run = run_node(
+        &root,
+        &[script.as_os_str(), url.as_ref(), page.as_os_str()],
+        Duration::from_secs(120),
+    )
+    .await;
+    run.assert_passed("live tasks passed", &bak);
 }

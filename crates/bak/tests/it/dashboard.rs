@@ -5,12 +5,11 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::browser::{missing_prerequisite, repo_root};
+use crate::browser::{browser_available, repo_root, run_node};
 use crate::harness::{BakProcess, TestServer};
 
 fn no_redirects() -> reqwest::Client {
@@ -219,14 +218,7 @@ fn write_project(dir: &Path) {
 #[tokio::test]
 async fn dashboard_in_headless_chromium() {
     let root = repo_root();
-    let required = std::env::var("BAKEND_REQUIRE_BROWSER").as_deref() == Ok("1");
-    if let Some(missing) = missing_prerequisite(&root) {
-        if required {
-            panic!("browser test required (BAKEND_REQUIRE_BROWSER=1) but {missing}");
-        }
-        eprintln!(
-            "dashboard browser test skipped: {missing} (set BAKEND_REQUIRE_BROWSER=1 to require it)"
-        );
+    if !browser_available(&root, "dashboard browser test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -236,33 +228,23 @@ async fn dashboard_in_headless_chromium() {
 
     let shots = root.join("target/dashboard");
     let _ = std::fs::remove_dir_all(&shots);
-    let child = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/dashboard.mjs"))
-        .arg(bak.url())
-        .arg(dir.path())
-        .arg(crate::harness::bak_bin())
-        .arg(&shots)
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    // dashboard.mjs stops itself after 240 s; this is the backstop.
-    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
-        .await
-        .expect("node tests/browser/dashboard.mjs did not finish within 300 s")
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("dashboard test passed"),
-        "dashboard test failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- bak stderr ---\n{}",
-        out.status,
-        bak.stderr()
-    );
+    // dashboard.mjs stops itself after 240 s; 300 s is the backstop.
+    let script = root.join("tests/browser/dashboard.mjs");
+    let url = bak.url();
+    let bin = std::path::PathBuf::from(crate::harness::bak_bin());
+    let run = run_node(
+        &root,
+        &[
+            script.as_os_str(),
+            url.as_ref(),
+            dir.path().as_os_str(),
+            bin.as_os_str(),
+            shots.as_os_str(),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
+    run.assert_passed("dashboard test passed", &bak);
     let shots_taken = std::fs::read_dir(&shots)
         .unwrap()
         .filter(|e| {

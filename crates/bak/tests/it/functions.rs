@@ -589,7 +589,6 @@ async fn a_runaway_function_does_not_slow_rest_for_other_clients() {
 /// so this runs `bak start`.
 #[tokio::test]
 async fn huge_log_lines_are_cut_and_the_admin_logs_stay_small() {
-    use std::io::Write;
     const ADMIN: &str = "root@example.com";
     let dir = project(&[(
         "functions/posts/loud.ts",
@@ -605,19 +604,7 @@ async fn huge_log_lines_are_cut_and_the_admin_logs_stay_small() {
          });\n",
     )]);
     let d = dir.path();
-    let mut admin = crate::harness::bak_in(d)
-        .args(["admin", "create", ADMIN, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    admin
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"password123\n")
-        .unwrap();
-    assert!(admin.wait().unwrap().success());
+    crate::harness::bak_admin_create(d, ADMIN, "password123");
     let mut bak = crate::harness::BakProcess::spawn(d, &[]);
     bak.wait_ready().await;
     let http = reqwest::Client::new();

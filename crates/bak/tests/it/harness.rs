@@ -292,6 +292,24 @@ pub fn bak_in(dir: impl AsRef<Path>) -> std::process::Command {
     cmd
 }
 
+/// `bak admin create EMAIL --password-stdin` in `dir`, which must succeed.
+pub fn bak_admin_create(dir: &Path, email: &str, password: &str) {
+    use std::io::Write;
+    let mut admin = bak_in(dir)
+        .args(["admin", "create", email, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(admin.wait().unwrap().success(), "bak admin create {email}");
+}
+
 pub fn free_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let base = 20_000 + (std::process::id() % 1_000) * 10;
