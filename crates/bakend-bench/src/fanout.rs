@@ -111,7 +111,51 @@ pub async fn receive(
     stop: Instant,
 ) -> RxStats {
     let mut st = RxStats::default();
-    let mut countdown = index as u64 % every + 1;
+    let mut sampler = Sampler::new(index, every);
+    read_events(&mut ws, &mut st, stop, |frame, st| {
+        if sampler.due() {
+            st.sample(scanner.u64(frame), clock.elapsed().as_micros() as u64);
+        }
+    })
+    .await;
+    st
+}
+
+/// Picks every `every`-th event of a socket for a latency sample, starting at an offset that
+/// depends on the socket, so samples spread over all events.
+pub struct Sampler {
+    every: u64,
+    countdown: u64,
+}
+
+impl Sampler {
+    pub fn new(index: usize, every: u64) -> Sampler {
+        Sampler {
+            every,
+            countdown: index as u64 % every + 1,
+        }
+    }
+
+    /// Whether this event is one to sample.
+    pub fn due(&mut self) -> bool {
+        self.countdown -= 1;
+        if self.countdown == 0 {
+            self.countdown = self.every;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Reads `ws` until `stop`, counting frames and event frames in `st` and handing each event
+/// frame to `on_event`; notes in `st` how the socket ended (closed, or the read error).
+pub async fn read_events(
+    ws: &mut Ws,
+    st: &mut RxStats,
+    stop: Instant,
+    mut on_event: impl FnMut(&[u8], &mut RxStats),
+) {
     let read = async {
         while let Some(msg) = ws.next().await {
             let frame: &[u8] = match &msg {
@@ -129,17 +173,11 @@ pub async fn receive(
                 continue;
             }
             st.events += 1;
-            countdown -= 1;
-            if countdown == 0 {
-                countdown = every;
-                let now_us = clock.elapsed().as_micros() as u64;
-                st.sample(scanner.u64(frame), now_us);
-            }
+            on_event(frame, st);
         }
         st.closed = true;
     };
     let _ = tokio::time::timeout_at(stop, read).await;
-    st
 }
 
 /// Everything a fan-out run measured; `churn` adds its own part.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::RealtimeArgs;
-use crate::fanout::{join_all, sample_every};
+use crate::fanout::{Sampler, join_all, read_events, sample_every};
 use crate::http::{KeepAlive, RequestTemplate, Target, connect_all};
 use crate::rt_stats::{self, RxStats, RxSummary};
 use crate::stats::{Recorder, Report};
@@ -237,39 +237,18 @@ async fn receive(
     stop: Instant,
 ) -> (RxStats, ConnCounts) {
     let mut st = RxStats::default();
-    let mut countdown = index as u64 % every + 1;
-    let read = async {
-        while let Some(msg) = ws.next().await {
-            let frame: &[u8] = match &msg {
-                Ok(Message::Text(t)) => t.as_bytes(),
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) => break,
-                Ok(_) => continue,
-                Err(e) => {
-                    st.error = Some(format!("WebSocket read: {e}"));
-                    return;
-                }
-            };
-            st.frames += 1;
-            if !ws::is_event(frame) {
-                continue;
-            }
-            st.events += 1;
-            let room = scan
-                .room
-                .str(frame)
-                .and_then(|r| room_index(r, scan.distinct, &scan.shared_room));
-            counts.count(scan.sub.str(frame), room);
-            countdown -= 1;
-            if countdown == 0 {
-                countdown = every;
-                let now_us = clock.elapsed().as_micros() as u64;
-                st.sample(scan.ts.u64(frame), now_us);
-            }
+    let mut sampler = Sampler::new(index, every);
+    read_events(&mut ws, &mut st, stop, |frame, st| {
+        let room = scan
+            .room
+            .str(frame)
+            .and_then(|r| room_index(r, scan.distinct, &scan.shared_room));
+        counts.count(scan.sub.str(frame), room);
+        if sampler.due() {
+            st.sample(scan.ts.u64(frame), clock.elapsed().as_micros() as u64);
         }
-        st.closed = true;
-    };
-    let _ = tokio::time::timeout_at(stop, read).await;
+    })
+    .await;
     (st, counts)
 }
 

@@ -12,15 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::RealtimeArgs;
-use crate::fanout::{join_all, merge_published, sample_every};
+use crate::fanout::{Sampler, join_all, merge_published, read_events, sample_every};
 use crate::http::{KeepAlive, RequestTemplate, Target};
 use crate::publish::{self, Schedule};
 use crate::rest_create::check_gets;
@@ -335,41 +333,18 @@ pub async fn receive_own(
     stop: Instant,
 ) -> RxStats {
     let mut st = RxStats::default();
-    let mut countdown = index as u64 % every + 1;
-    let read = async {
-        while let Some(msg) = ws.next().await {
-            let frame: &[u8] = match &msg {
-                Ok(Message::Text(t)) => t.as_bytes(),
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) => break,
-                Ok(_) => continue,
-                Err(e) => {
-                    st.error = Some(format!("WebSocket read: {e}"));
-                    return;
-                }
-            };
-            st.frames += 1;
-            if !ws::is_event(frame) {
-                continue;
-            }
-            st.events += 1;
-            match owner.str(frame) {
-                Some(id) if id == me => {
-                    st.own += 1;
-                    countdown -= 1;
-                    if countdown == 0 {
-                        countdown = every;
-                        let now_us = clock.elapsed().as_micros() as u64;
-                        st.sample(ts.u64(frame), now_us);
-                    }
-                }
-                Some(_) => st.leaks += 1,
-                None => st.unowned += 1,
+    let mut sampler = Sampler::new(index, every);
+    read_events(&mut ws, &mut st, stop, |frame, st| match owner.str(frame) {
+        Some(id) if id == me => {
+            st.own += 1;
+            if sampler.due() {
+                st.sample(ts.u64(frame), clock.elapsed().as_micros() as u64);
             }
         }
-        st.closed = true;
-    };
-    let _ = tokio::time::timeout_at(stop, read).await;
+        Some(_) => st.leaks += 1,
+        None => st.unowned += 1,
+    })
+    .await;
     st
 }
 
