@@ -93,7 +93,18 @@ impl Cmp {
         }
     }
 
-    fn holds(self, o: std::cmp::Ordering) -> bool {
+    /// The operator with its operands swapped: `a < b` is `b > a`.
+    pub(crate) fn flip(self) -> Cmp {
+        match self {
+            Cmp::Lt => Cmp::Gt,
+            Cmp::Le => Cmp::Ge,
+            Cmp::Gt => Cmp::Lt,
+            Cmp::Ge => Cmp::Le,
+            eq_or_ne => eq_or_ne,
+        }
+    }
+
+    pub(crate) fn holds(self, o: std::cmp::Ordering) -> bool {
         use std::cmp::Ordering::*;
         match self {
             Cmp::Eq => o == Equal,
@@ -197,9 +208,9 @@ impl Num {
 }
 
 /// 2^63 as a float: the first value above every i64.
-const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+pub(crate) const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
-fn int_float(i: i64, f: f64) -> Option<std::cmp::Ordering> {
+pub(crate) fn int_float(i: i64, f: f64) -> Option<std::cmp::Ordering> {
     use std::cmp::Ordering::*;
     if f.is_nan() {
         return None;

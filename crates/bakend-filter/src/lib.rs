@@ -12,7 +12,8 @@
 //! needed: compiled to a `WHERE` fragment for a list (values are always bound parameters, never
 //! SQL text) or evaluated on records in memory for realtime. The two select the same records —
 //! including nulls, booleans, datetimes and the Unicode lowercasing of `~` —, which the property
-//! test in `tests/agreement.rs` checks against a real SQLite database.
+//! test in `tests/agreement.rs` checks against a real SQLite database. [`Postgres`] is the
+//! dialect of the PostgreSQL store, which installs [`postgres_functions_sql`].
 //!
 //! ```
 //! use bakend_filter::{Filter, Kind, RequestVars, Schema, Sqlite};
@@ -37,6 +38,7 @@ mod filter;
 mod lexer;
 mod like;
 mod parse;
+mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
@@ -46,6 +48,7 @@ pub use error::{ErrorKind, FilterError};
 pub use filter::{Filter, Literal};
 pub use lexer::Op;
 pub use parse::{Comparison, Expr, MAX_DEPTH, MAX_LENGTH, Operand, Term, Var, parse};
+pub use postgres::{Postgres, postgres_functions_sql};
 pub use schema::{Kind, Schema, SchemaField};
 pub use sql::{Dialect, SqlValue, SqlWhere, Sqlite};
 pub use sqlite::{LOWER_FUNCTION, register_sqlite_functions};

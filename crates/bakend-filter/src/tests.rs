@@ -615,3 +615,133 @@ mod any_input {
         }
     }
 }
+
+fn pg(src: &str, vars: &RequestVars) -> (String, Vec<SqlValue>) {
+    let w = filter(src).to_sql(&Postgres, vars, 0);
+    (w.sql, w.params)
+}
+
+#[test]
+fn postgres_output() {
+    let a = anon();
+    // SQLite's shape, with TRUE/FALSE, binary text comparisons and booleans as 0/1.
+    assert_eq!(
+        pg("title = 'x' && views > 1 && done = true", &a),
+        (
+            r#"("title" = ?1 COLLATE "C" AND "views" > ?2 AND "done" = ?3)"#.into(),
+            vec![text("x"), SqlValue::Integer(1), SqlValue::Integer(1)]
+        )
+    );
+    assert_eq!(
+        pg(
+            "title ~ 'A_b' || @request.auth.id != null || due < @now",
+            &a
+        ),
+        (
+            r#"(bak_lower("title") LIKE ?1 ESCAPE '\' OR FALSE OR "due" < ?2 COLLATE "C")"#.into(),
+            vec![text(r"%a\_b%"), text(NOW)]
+        )
+    );
+    assert_eq!(pg("true = true", &a).0, "TRUE");
+    assert_eq!(pg("title = body", &a).0, r#""title" = "body" COLLATE "C""#);
+    assert_eq!(
+        filter("title < 'x'").to_sql(&Postgres, &a, 2).sql,
+        r#""title" < ?3 COLLATE "C""#,
+        "?N placeholders after the caller's, as on SQLite"
+    );
+}
+
+#[test]
+fn postgres_compares_integers_with_floats_exactly() {
+    let a = anon();
+    let int = SqlValue::Integer;
+    let real = SqlValue::Real;
+    // Same types: as written.
+    assert_eq!(
+        pg("views > 2", &a),
+        (r#""views" > ?1"#.into(), vec![int(2)])
+    );
+    assert_eq!(
+        pg("score > 2.5", &a),
+        (r#""score" > ?1"#.into(), vec![real(2.5)])
+    );
+    // A float literal next to an integer column becomes an integer comparison.
+    assert_eq!(pg("views = 2.5", &a).0, "FALSE");
+    assert_eq!(pg("views != 2.5", &a).0, r#""views" IS NOT NULL"#);
+    assert_eq!(
+        pg("views < 2.5", &a),
+        (r#""views" <= ?1"#.into(), vec![int(2)])
+    );
+    assert_eq!(
+        pg("-2.5 < views", &a),
+        (r#""views" > ?1"#.into(), vec![int(-3)])
+    );
+    assert_eq!(
+        pg("views < 10000000000000000000000", &a).0,
+        r#""views" IS NOT NULL"#
+    );
+    assert_eq!(pg("views >= 10000000000000000000000", &a).0, "FALSE");
+    // An integer literal next to a float column: a float comparison, exact or moved to the
+    // neighbouring floats.
+    assert_eq!(
+        pg("score = 5", &a),
+        (r#""score" = ?1"#.into(), vec![real(5.0)])
+    );
+    assert_eq!(pg("score = 9007199254740993", &a).0, "FALSE");
+    assert_eq!(
+        pg("score < 9007199254740993", &a),
+        (
+            r#""score" <= ?1"#.into(),
+            vec![real(9_007_199_254_740_992.0)]
+        )
+    );
+    assert_eq!(
+        pg("9007199254740993 <= score", &a),
+        (
+            r#""score" >= ?1"#.into(),
+            vec![real(9_007_199_254_740_994.0)]
+        )
+    );
+    // Two columns: a CASE that never rounds.
+    let case = |op: &str| {
+        format!(
+            r#"CASE WHEN CAST("views" AS DOUBLE PRECISION) <> "score" THEN CAST("views" AS DOUBLE PRECISION) {op} "score" WHEN CAST("views" AS DOUBLE PRECISION) = "score" AND "score" < CAST(9223372036854775808 AS DOUBLE PRECISION) THEN "views" {op} CAST("score" AS BIGINT) ELSE CAST("views" AS NUMERIC) {op} CAST("score" AS NUMERIC) END"#
+        )
+    };
+    assert_eq!(pg("views > score", &a), (case(">"), vec![]));
+    assert_eq!(pg("score > views", &a), (case("<"), vec![]));
+    assert_eq!(pg("views = views", &a).0, r#""views" = "views""#);
+}
+
+#[test]
+fn postgres_never_binds_a_nul() {
+    let a = anon();
+    assert_eq!(pg("title = 'a\0b'", &a).0, "FALSE");
+    assert_eq!(pg("title != 'a\0b'", &a).0, r#""title" IS NOT NULL"#);
+    assert_eq!(
+        pg("title < 'a\0b'", &a),
+        (r#""title" <= ?1 COLLATE "C""#.into(), vec![text("a")])
+    );
+    assert_eq!(
+        pg("'a\0b' <= title", &a),
+        (r#""title" > ?1 COLLATE "C""#.into(), vec![text("a")])
+    );
+    let vars = RequestVars {
+        auth_id: Some("x\0".into()),
+        auth_role: Some("admin".into()),
+        auth_email: Some("\0".into()),
+        now: NOW.into(),
+    };
+    assert_eq!(
+        pg(
+            "owner >= @request.auth.id || title ~ @request.auth.email",
+            &vars
+        ),
+        (
+            r#"("owner" > ?1 COLLATE "C" OR bak_lower("title") LIKE ?2 ESCAPE '\')"#.into(),
+            vec![text("x"), text("%%")]
+        )
+    );
+    // SQLite keeps them: its text holds NUL.
+    assert_eq!(sql("title = 'a\0b'", &a).1, vec![text("a\0b")]);
+}
