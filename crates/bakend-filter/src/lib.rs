@@ -11,9 +11,11 @@
 //! A [`Filter`] is checked once against a collection's [`Schema`] and then used as often as
 //! needed: compiled to a `WHERE` fragment for a list (values are always bound parameters, never
 //! SQL text) or evaluated on records in memory for realtime. The two select the same records —
-//! including nulls, booleans, datetimes and the Unicode lowercasing of `~` —, which the property
-//! test in `tests/agreement.rs` checks against a real SQLite database. [`Postgres`] is the
-//! dialect of the PostgreSQL store, which installs [`postgres_functions_sql`].
+//! including nulls, booleans, datetimes and the Unicode lowercasing of `~` —, on SQLite
+//! ([`Sqlite`], with [`register_sqlite_functions`]) and on PostgreSQL ([`Postgres`], with
+//! [`postgres_functions_sql`] installed), which the property test in
+//! `crates/bakend-store/tests/filter_agreement.rs` checks against real tables of both stores
+//! (it lives there to run its SQL through the store's `sql::Conn`).
 //!
 //! ```
 //! use bakend_filter::{Filter, Kind, RequestVars, Schema, Sqlite};

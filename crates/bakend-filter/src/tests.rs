@@ -1,5 +1,6 @@
 //! Checking, SQL output and evaluation of whole filters (the parser's own tests are in
-//! `parse.rs`, the agreement of the two back-ends in `tests/agreement.rs`).
+//! `parse.rs`, the agreement of the two back-ends on both stores in
+//! `crates/bakend-store/tests/filter_agreement.rs`).
 
 use std::sync::Arc;
 

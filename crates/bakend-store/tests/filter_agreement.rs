@@ -1,36 +1,47 @@
-//! The two back-ends agree: for random records in a real SQLite table (the column types
-//! `bakend-store` gives each field type) and random well-typed filters, the ids
+//! The filter's two back-ends agree, on both stores: for random records in a real table (the
+//! column types each store gives each field type) and random well-typed filters, the ids
 //! `SELECT id FROM t WHERE <compiled>` returns are exactly the ids whose record — read back from
-//! the table into the JSON wire shape, as the store does — the evaluator accepts.
+//! the table into the JSON wire shape, as the store does — the evaluator accepts. The SQL runs
+//! through `sql::Conn`, as the store's does: on SQLite with `bak_lower` registered, on
+//! PostgreSQL (the server the store's tests use: `BAKEND_TEST_POSTGRES`, or this machine's when
+//! it answers; `off` skips) in a schema of its own with `bak_lower` installed by
+//! `postgres_functions_sql`, placeholders translated and values bound as `Conn` binds them. One
+//! generator, the same cases for both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failed test
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bakend_filter::{Filter, Kind, RequestVars, Schema, Sqlite, register_sqlite_functions};
+use bakend_core::config::PostgresSettings;
+use bakend_filter::{
+    Dialect, Filter, Kind, Postgres, RequestVars, Schema, SqlValue, Sqlite, postgres_functions_sql,
+    register_sqlite_functions,
+};
+use bakend_store::sql::{Conn, PgConn, Value as Sql, params_from_iter, quote_ident};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use rusqlite::Connection;
-use rusqlite::types::Value as Sql;
 use serde_json::{Map, Number, Value};
 
-/// The fields, their types, and the column type `FieldType::sql_type` gives them.
-const FIELDS: &[(&str, Kind, &str)] = &[
-    ("s", Kind::String, "TEXT"),
-    ("t", Kind::Text, "TEXT"),
-    ("i", Kind::Integer, "INTEGER"),
-    ("f", Kind::Float, "REAL"),
-    ("b", Kind::Boolean, "INTEGER"),
-    ("d", Kind::Datetime, "TEXT"),
-    ("j", Kind::Json, "TEXT"),
-    ("r", Kind::Relation, "TEXT"),
-    ("fl", Kind::File, "TEXT"),
+/// The fields, their types, and the column types the store gives them: SQLite's
+/// (`FieldType::sql_type`) and PostgreSQL's (SQLite's storage classes, text in binary order).
+const FIELDS: &[(&str, Kind, &str, &str)] = &[
+    ("s", Kind::String, "TEXT", PG_TEXT),
+    ("t", Kind::Text, "TEXT", PG_TEXT),
+    ("i", Kind::Integer, "INTEGER", "BIGINT"),
+    ("f", Kind::Float, "REAL", "DOUBLE PRECISION"),
+    ("b", Kind::Boolean, "INTEGER", "BIGINT"),
+    ("d", Kind::Datetime, "TEXT", PG_TEXT),
+    ("j", Kind::Json, "TEXT", PG_TEXT),
+    ("r", Kind::Relation, "TEXT", PG_TEXT),
+    ("fl", Kind::File, "TEXT", PG_TEXT),
 ];
+
+const PG_TEXT: &str = "TEXT COLLATE \"C\"";
 
 fn schema() -> Schema {
     let mut s = Schema::new();
-    for (name, kind, _) in FIELDS {
+    for (name, kind, _, _) in FIELDS {
         s.add(name, *kind);
     }
     s
@@ -433,39 +444,148 @@ fn vars() -> impl Strategy<Value = RequestVars> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The table and the wire shape
+// The stores, the table and the wire shape
 
-fn table(rows: &[(String, String, Vec<Sql>)]) -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
-    register_sqlite_functions(&conn).unwrap();
-    let cols: Vec<String> = FIELDS
-        .iter()
-        .map(|(n, _, ty)| format!("\"{n}\" {ty}"))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE TABLE t (id TEXT PRIMARY KEY NOT NULL, created_at TEXT NOT NULL, \
-         updated_at TEXT NOT NULL, {})",
-        cols.join(", ")
-    ))
-    .unwrap();
-    let placeholders: Vec<String> = (1..=FIELDS.len() + 3).map(|i| format!("?{i}")).collect();
-    let mut insert = conn
-        .prepare(&format!(
-            "INSERT INTO t VALUES ({})",
-            placeholders.join(", ")
+/// A connection with the table `t`, and the dialect to compile for.
+struct Store {
+    conn: Conn,
+    dialect: &'static dyn Dialect,
+    /// PostgreSQL: the test's own schema, dropped with the store.
+    _schema: Option<PgSchema>,
+}
+
+/// A schema of its own on the test server, dropped afterwards (as `sql::testing` does inside
+/// the crate).
+struct PgSchema {
+    admin: Conn,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let _ = self.admin.execute_batch(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&self.name)
+        ));
+    }
+}
+
+/// The server of the store's PostgreSQL tests (`sql::testing::postgres`): `BAKEND_TEST_POSTGRES`,
+/// or this machine's when it answers; `off` skips.
+const ENV: &str = "BAKEND_TEST_POSTGRES";
+const LOCAL: &str = "postgres://postgres@127.0.0.1:5432/postgres?connect_timeout=2";
+
+impl Store {
+    fn sqlite() -> Store {
+        let conn = Conn::open_in_memory().unwrap();
+        register_sqlite_functions(conn.sqlite().unwrap()).unwrap();
+        Store::with_table(conn, &Sqlite, None)
+    }
+
+    /// `None` (and a line saying why) without a server.
+    fn postgres(what: &str) -> Option<Store> {
+        let (url, explicit) = match std::env::var(ENV) {
+            Ok(v) if v == "off" => {
+                eprintln!("{what}: skipped on PostgreSQL ({ENV}=off)");
+                return None;
+            }
+            Ok(v) if !v.is_empty() => (v, true),
+            _ => (LOCAL.to_string(), false),
+        };
+        let mut cfg = PostgresSettings {
+            url,
+            options: Default::default(),
+        };
+        let admin = match PgConn::connect(&cfg) {
+            Ok(c) => Conn::from(c),
+            // A server named on purpose must be there; the local default may not be.
+            Err(e) if !explicit => {
+                eprintln!("{what}: skipped on PostgreSQL (none reachable: {e}; set {ENV})");
+                return None;
+            }
+            Err(e) => panic!("{ENV}: {e}"),
+        };
+        let name = bakend_core::ids::new_id("t_filter_")
+            .to_lowercase()
+            .replace('-', "_");
+        admin
+            .execute_batch(&format!("CREATE SCHEMA {}", quote_ident(&name)))
+            .unwrap();
+        cfg.options.schema = name.clone();
+        let schema = PgSchema { admin, name };
+        let conn = Conn::from(PgConn::connect(&cfg).unwrap());
+        conn.execute_batch(postgres_functions_sql()).unwrap();
+        Some(Store::with_table(conn, &Postgres, Some(schema)))
+    }
+
+    fn with_table(conn: Conn, dialect: &'static dyn Dialect, schema: Option<PgSchema>) -> Store {
+        let pg = schema.is_some();
+        let text = if pg { PG_TEXT } else { "TEXT" };
+        let cols: Vec<String> = FIELDS
+            .iter()
+            .map(|(n, _, lite, post)| format!("\"{n}\" {}", if pg { post } else { lite }))
+            .collect();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t (id {text} PRIMARY KEY NOT NULL, created_at {text} NOT NULL, \
+             updated_at {text} NOT NULL, {})",
+            cols.join(", ")
         ))
         .unwrap();
-    for (n, (created, updated, values)) in rows.iter().enumerate() {
-        let mut all = vec![
-            Sql::Text(format!("rec_{n}")),
-            Sql::Text(created.clone()),
-            Sql::Text(updated.clone()),
-        ];
-        all.extend(values.iter().cloned());
-        insert.execute(rusqlite::params_from_iter(all)).unwrap();
+        Store {
+            conn,
+            dialect,
+            _schema: schema,
+        }
     }
-    drop(insert);
-    conn
+
+    fn is_postgres(&self) -> bool {
+        self._schema.is_some()
+    }
+
+    /// Replaces the table's rows.
+    fn fill(&self, rows: &[(String, String, Vec<Sql>)]) {
+        self.conn.execute("DELETE FROM t", ()).unwrap();
+        let placeholders: Vec<String> = (1..=FIELDS.len() + 3).map(|i| format!("?{i}")).collect();
+        let insert = format!("INSERT INTO t VALUES ({})", placeholders.join(", "));
+        for (n, (created, updated, values)) in rows.iter().enumerate() {
+            let mut all = vec![
+                Sql::Text(format!("rec_{n}")),
+                Sql::Text(created.clone()),
+                Sql::Text(updated.clone()),
+            ];
+            all.extend(values.iter().map(|v| match v {
+                // PostgreSQL's text cannot hold NUL: what such a text becomes there is the
+                // store's decision; here it ends at the NUL. The evaluator reads back what was
+                // stored either way.
+                Sql::Text(t) if self.is_postgres() => {
+                    Sql::Text(t.split('\0').next().unwrap_or("").to_string())
+                }
+                v => v.clone(),
+            }));
+            self.conn
+                .execute(&insert, params_from_iter(all.iter()))
+                .unwrap();
+        }
+    }
+
+    /// Every record, read back from the table as the store reads it.
+    fn records(&self) -> Vec<(String, Value)> {
+        let mut stmt = self.conn.prepare("SELECT * FROM t ORDER BY id").unwrap();
+        stmt.query_map((), |row| {
+            let id: String = row.get(0)?;
+            let mut m = Map::new();
+            m.insert("id".into(), Value::String(id.clone()));
+            m.insert("createdAt".into(), Value::String(row.get(1)?));
+            m.insert("updatedAt".into(), Value::String(row.get(2)?));
+            for (k, (name, kind, _, _)) in FIELDS.iter().enumerate() {
+                m.insert((*name).into(), to_json(*kind, row.get::<Sql>(k + 3)?));
+            }
+            Ok((id, Value::Object(m)))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
 }
 
 /// As `bakend-store`'s `records::row::float_json`.
@@ -492,60 +612,49 @@ fn to_json(kind: Kind, v: Sql) -> Value {
     }
 }
 
-/// Every record, read back from the table as the store reads it.
-fn records(conn: &Connection) -> Vec<(String, Value)> {
-    let mut stmt = conn.prepare("SELECT * FROM t ORDER BY id").unwrap();
-    stmt.query_map([], |row| {
-        let id: String = row.get(0)?;
-        let mut m = Map::new();
-        m.insert("id".into(), Value::String(id.clone()));
-        m.insert("createdAt".into(), Value::String(row.get(1)?));
-        m.insert("updatedAt".into(), Value::String(row.get(2)?));
-        for (k, (name, kind, _)) in FIELDS.iter().enumerate() {
-            m.insert((*name).into(), to_json(*kind, row.get::<_, Sql>(k + 3)?));
-        }
-        Ok((id, Value::Object(m)))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+/// Filters checked, and those that selected some but not all records: the cases that tell
+/// the two back-ends apart.
+#[derive(Default)]
+struct Counts {
+    filters: AtomicUsize,
+    splitting: AtomicUsize,
 }
 
-static FILTERS: AtomicUsize = AtomicUsize::new(0);
-/// Filters that selected some but not all records: the cases that tell the two apart.
-static SPLITTING: AtomicUsize = AtomicUsize::new(0);
-
 fn check_case(
+    store: &Store,
     rows: &[(String, String, Vec<Sql>)],
     filters: &[String],
     vars: &RequestVars,
     offset: usize,
+    counts: &Counts,
 ) -> Result<(), TestCaseError> {
     let schema = schema();
-    let conn = table(rows);
-    let records = records(&conn);
+    store.fill(rows);
+    let records = store.records();
     for src in filters {
         let filter = Filter::new(src, &schema)
             .map_err(|e| TestCaseError::fail(format!("{src:?} did not check: {e}")))?;
-        let w = filter.to_sql(&Sqlite, vars, offset);
-        // The caller's own parameters come first (only bindable when the SQL has some after).
-        let mut params: Vec<Sql> = Vec::new();
-        if !w.params.is_empty() {
-            params.extend((0..offset).map(|i| Sql::Integer(i as i64)));
-        }
+        let w = filter.to_sql(store.dialect, vars, offset);
+        // The caller's own parameters come first, used as a caller uses them (PostgreSQL must
+        // be able to type every placeholder).
+        let mut params: Vec<Sql> = (0..offset)
+            .map(|i| Sql::Text(format!("caller_{i}")))
+            .collect();
         params.extend(w.params.iter().map(|p| match p {
-            bakend_filter::SqlValue::Integer(i) => Sql::Integer(*i),
-            bakend_filter::SqlValue::Real(x) => Sql::Real(*x),
-            bakend_filter::SqlValue::Text(s) => Sql::Text(s.clone()),
-            bakend_filter::SqlValue::Bool(b) => Sql::Integer(i64::from(*b)),
+            SqlValue::Integer(i) => Sql::Integer(*i),
+            SqlValue::Real(x) => Sql::Real(*x),
+            SqlValue::Text(s) => Sql::Text(s.clone()),
+            SqlValue::Bool(b) => Sql::Integer(i64::from(*b)),
         }));
-        let query = format!("SELECT id FROM t WHERE {} ORDER BY id", w.sql);
-        let mut stmt = conn
+        let callers: String = (1..=offset).map(|i| format!("id <> ?{i} AND ")).collect();
+        let query = format!("SELECT id FROM t WHERE {callers}{} ORDER BY id", w.sql);
+        let by_sql: BTreeSet<String> = store
+            .conn
             .prepare(&query)
-            .map_err(|e| TestCaseError::fail(format!("{src:?} → {query}: {e}")))?;
-        let by_sql: BTreeSet<String> = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| r.get(0))
-            .and_then(|rows| rows.collect())
+            .and_then(|mut stmt| {
+                stmt.query_map(params_from_iter(params.iter()), |r| r.get(0))?
+                    .collect()
+            })
             .map_err(|e| TestCaseError::fail(format!("{src:?} → {query}: {e}")))?;
         let by_eval: BTreeSet<String> = records
             .iter()
@@ -563,17 +672,16 @@ fn check_case(
                 w.params
             )));
         }
-        FILTERS.fetch_add(1, Ordering::Relaxed);
+        counts.filters.fetch_add(1, Ordering::Relaxed);
         if !by_sql.is_empty() && by_sql.len() < records.len() {
-            SPLITTING.fetch_add(1, Ordering::Relaxed);
+            counts.splitting.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
 }
 
-#[test]
-fn sql_and_evaluator_select_the_same_records() {
-    // AGREEMENT_CASES=20000 for a longer run.
+/// The property: `AGREEMENT_CASES` random cases (512 by default; 20000 for a longer run).
+fn random_cases_agree(store: &Store) {
     let cases = std::env::var("AGREEMENT_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -589,15 +697,16 @@ fn sql_and_evaluator_select_the_same_records() {
         vars(),
         0usize..3,
     );
+    let counts = Counts::default();
     let result = runner.run(&strategy, |(rows, filters, vars, offset)| {
-        check_case(&rows, &filters, &vars, offset)
+        check_case(store, &rows, &filters, &vars, offset, &counts)
     });
     if let Err(e) = result {
         panic!("{e}");
     }
     let (all, splitting) = (
-        FILTERS.load(Ordering::Relaxed),
-        SPLITTING.load(Ordering::Relaxed),
+        counts.filters.load(Ordering::Relaxed),
+        counts.splitting.load(Ordering::Relaxed),
     );
     // The generator is only useful if filters often split the records.
     assert!(
@@ -606,9 +715,20 @@ fn sql_and_evaluator_select_the_same_records() {
     );
 }
 
-/// Regressions and the corners the generator reaches only by luck.
 #[test]
-fn known_corners_agree() {
+fn sql_and_evaluator_select_the_same_records_on_sqlite() {
+    random_cases_agree(&Store::sqlite());
+}
+
+#[test]
+fn sql_and_evaluator_select_the_same_records_on_postgres() {
+    if let Some(store) = Store::postgres("sql_and_evaluator_select_the_same_records_on_postgres") {
+        random_cases_agree(&store);
+    }
+}
+
+/// Regressions and the corners the generator reaches only by luck.
+fn known_corners_agree(store: &Store) {
     let rows = vec![
         (
             DATETIMES[0].to_string(),
@@ -678,6 +798,54 @@ fn known_corners_agree() {
             now: DATETIMES[4].into(),
         },
     ] {
-        check_case(&rows, &filters, &vars, 2).unwrap();
+        check_case(store, &rows, &filters, &vars, 2, &Counts::default()).unwrap();
+    }
+}
+
+#[test]
+fn known_corners_agree_on_sqlite() {
+    known_corners_agree(&Store::sqlite());
+}
+
+#[test]
+fn known_corners_agree_on_postgres() {
+    if let Some(store) = Store::postgres("known_corners_agree_on_postgres") {
+        known_corners_agree(&store);
+    }
+}
+
+/// PostgreSQL's `bak_lower`, as `postgres_functions_sql` installs it on this server, lowercases
+/// every character as Rust does: alone, and in each position that decides whether a `Σ` is
+/// final (after a character, before one, and before one that is followed by a letter).
+#[test]
+fn bak_lower_is_rusts_lowercasing_on_every_character_on_postgres() {
+    let Some(store) =
+        Store::postgres("bak_lower_is_rusts_lowercasing_on_every_character_on_postgres")
+    else {
+        return;
+    };
+    let lower = |text: &str| -> String {
+        store
+            .conn
+            .query_row("SELECT bak_lower(?1)", [text], |r| r.get(0))
+            .unwrap()
+    };
+    // Spaces (neither cased nor case-ignorable) keep the contexts apart. PostgreSQL's text
+    // cannot hold NUL.
+    let context = |c: char| format!("{c} A{c}Σ {c}Σ AΣ{c} AΣ{c}B ");
+    let chars: Vec<char> = (char::MIN..=char::MAX).filter(|&c| c != '\0').collect();
+    for chunk in chars.chunks(4096) {
+        let text: String = chunk.iter().map(|&c| context(c)).collect();
+        if lower(&text) == text.to_lowercase() {
+            continue;
+        }
+        let wrong: Vec<String> = chunk
+            .iter()
+            .map(|&c| context(c))
+            .filter(|t| lower(t) != t.to_lowercase())
+            .take(10)
+            .map(|t| format!("{t:?}: {:?}, Rust {:?}", lower(&t), t.to_lowercase()))
+            .collect();
+        panic!("bak_lower differs from Rust:\n{}", wrong.join("\n"));
     }
 }
