@@ -235,6 +235,11 @@ fn migrate_postgres(conn: &Conn) -> Result<(), StoreError> {
             }
             applied?;
         }
+        // The lowercasing filters' `~` uses, as Rust's: installed at every start (a new binary
+        // may bring new Unicode), under this lock (two concurrent `CREATE OR REPLACE` of one
+        // function can fail).
+        conn.execute_batch(bakend_filter::postgres_functions_sql())
+            .map_err(|e| StoreError::Internal(format!("installing bak_lower failed: {e}")))?;
         Ok(())
     })();
     let _ = conn.execute("SELECT pg_advisory_unlock(?1)", [key]);
