@@ -11,3 +11,5 @@ pub mod migrate;
 pub mod registry;
 pub mod schema;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -2,6 +2,7 @@
 
 pub mod cursor;
 pub mod json;
+mod query;
 pub mod row;
 pub mod store;
 pub mod validate;
