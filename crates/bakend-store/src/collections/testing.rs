@@ -11,7 +11,9 @@ use bakend_core::config::DatabaseLocation;
 use crate::db::{Database, migrations};
 use crate::sql::{Backend, Conn, PgConn, testing};
 
-/// What keeps a test database alive: its directory or its PostgreSQL schema.
+/// What keeps a test database alive: its directory or its PostgreSQL schema (both removed
+/// when dropped; nothing reads them).
+#[allow(dead_code)]
 pub enum Keep {
     Sqlite(tempfile::TempDir),
     Postgres(testing::PgSchema),

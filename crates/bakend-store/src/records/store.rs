@@ -197,6 +197,25 @@ impl RecordStore {
             .ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))
     }
 
+    /// Runs `read` on a read connection. On PostgreSQL, once more after a statement the
+    /// connection prepared before a migration no longer fits the table (see
+    /// [`stale_statement`]): its cache is dropped and the read starts over, snapshot and all.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db
+            .read(move |conn| match read(conn) {
+                Err(StoreError::Database(e)) if stale_statement(&e) => {
+                    crate::collections::schema::forget_statements(conn);
+                    read(conn)
+                }
+                outcome => outcome,
+            })
+            .await
+    }
+
     pub async fn list(&self, c: Arc<Collection>, q: ListQuery) -> Result<Page, StoreError> {
         let order = order_by(&c, &q.sort, self.db.backend())?;
         let default_order = q.sort.is_empty();
@@ -205,30 +224,29 @@ impl RecordStore {
                 "after= works with the default order only (no sort=)".into(),
             ));
         }
-        self.db
-            .read(move |conn| {
-                // The count and the page from one snapshot, so they agree (without a count
-                // one statement is its own snapshot).
-                let _snapshot = match q.skip_total {
-                    true => None,
-                    false => Some(conn.read_snapshot()?),
-                };
-                let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
-                let total = match (unfiltered, q.skip_total) {
-                    (_, true) => None,
-                    (true, false) => Some(match counts::read(conn, &c.def.name)? {
-                        Some(n) => n,
-                        None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
-                    }),
-                    (false, false) => {
-                        let (sql, params) = count_sql(&c, &q, conn.backend());
-                        Some(count(conn, &sql, &params)?)
-                    }
-                };
-                hint_if_scan(conn, &c, &q)?;
-                read_page(conn, &c, &q, &order, total)
-            })
-            .await
+        self.read(move |conn| {
+            // The count and the page from one snapshot, so they agree (without a count
+            // one statement is its own snapshot).
+            let _snapshot = match q.skip_total {
+                true => None,
+                false => Some(conn.read_snapshot()?),
+            };
+            let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
+            let total = match (unfiltered, q.skip_total) {
+                (_, true) => None,
+                (true, false) => Some(match counts::read(conn, &c.def.name)? {
+                    Some(n) => n,
+                    None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
+                }),
+                (false, false) => {
+                    let (sql, params) = count_sql(&c, &q, conn.backend());
+                    Some(count(conn, &sql, &params)?)
+                }
+            };
+            hint_if_scan(conn, &c, &q)?;
+            read_page(conn, &c, &q, &order, total)
+        })
+        .await
     }
 
     /// One record as response bytes, with its owner (for the permission check the caller
@@ -238,32 +256,33 @@ impl RecordStore {
         c: Arc<Collection>,
         id: String,
     ) -> Result<(Vec<u8>, Option<String>), StoreError> {
-        self.db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(&fetch_sql(&c))?;
-                let mut rows = stmt.query([&id])?;
-                let Some(row) = rows.next()? else {
-                    return Err(StoreError::RecordNotFound(id));
-                };
-                let mut out = Vec::with_capacity(256);
-                write_record(&c, row, &mut out)?;
-                let owner = match c.layout.owner_column() {
-                    Some(i) => row.get_ref(i)?.as_str().ok().map(str::to_string),
-                    None => None,
-                };
-                Ok((out, owner))
-            })
-            .await
+        self.read(move |conn| {
+            if id.contains('\0') {
+                return Err(StoreError::RecordNotFound(id.clone()));
+            }
+            let mut stmt = conn.prepare_cached(&fetch_sql(&c))?;
+            let mut rows = stmt.query([&id])?;
+            let Some(row) = rows.next()? else {
+                return Err(StoreError::RecordNotFound(id.clone()));
+            };
+            let mut out = Vec::with_capacity(256);
+            write_record(&c, row, &mut out)?;
+            let owner = match c.layout.owner_column() {
+                Some(i) => row.get_ref(i)?.as_str().ok().map(str::to_string),
+                None => None,
+            };
+            Ok((out, owner))
+        })
+        .await
     }
 
     pub async fn get(&self, c: Arc<Collection>, id: String) -> Result<Value, StoreError> {
-        self.db
-            .read(move |conn| {
-                fetch(conn, &c, &id)?
-                    .map(|cols| record_json(&c, &cols))
-                    .ok_or(StoreError::RecordNotFound(id))
-            })
-            .await
+        self.read(move |conn| {
+            fetch(conn, &c, &id)?
+                .map(|cols| record_json(&c, &cols))
+                .ok_or_else(|| StoreError::RecordNotFound(id.clone()))
+        })
+        .await
     }
 
     /// The record (or `None`) together with the last journal seq, read in one transaction: the
@@ -273,14 +292,13 @@ impl RecordStore {
         c: Arc<Collection>,
         id: String,
     ) -> Result<(Option<Value>, u64), StoreError> {
-        self.db
-            .read(move |conn| {
-                let _snapshot = conn.read_snapshot()?;
-                let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
-                let seq = crate::db::journal::last_seq(conn)?;
-                Ok((record, seq))
-            })
-            .await
+        self.read(move |conn| {
+            let _snapshot = conn.read_snapshot()?;
+            let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
+            let seq = crate::db::journal::last_seq(conn)?;
+            Ok((record, seq))
+        })
+        .await
     }
 
     /// A page of `q` (not counted) together with the last journal seq, read in one
@@ -294,14 +312,13 @@ impl RecordStore {
         let order = order_by(&c, &q.sort, self.db.backend())?;
         q.skip_total = true;
         q.after = None;
-        self.db
-            .read(move |conn| {
-                let _snapshot = conn.read_snapshot()?;
-                let page = read_page(conn, &c, &q, &order, None)?;
-                let seq = crate::db::journal::last_seq(conn)?;
-                Ok((page, seq))
-            })
-            .await
+        self.read(move |conn| {
+            let _snapshot = conn.read_snapshot()?;
+            let page = read_page(conn, &c, &q, &order, None)?;
+            let seq = crate::db::journal::last_seq(conn)?;
+            Ok((page, seq))
+        })
+        .await
     }
 
     /// Full validation for a create: checks without the database here, then — only if there
@@ -464,7 +481,6 @@ impl RecordStore {
     ) -> StoreError {
         let Validated { values, mut errors } = v;
         let more = self
-            .db
             .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref(), &files)?))
             .await;
         match more {
@@ -475,6 +491,28 @@ impl RecordStore {
             Err(e) => e,
         }
     }
+}
+
+/// Whether PostgreSQL refused a statement because the table changed since it was prepared:
+/// PostgreSQL keeps a connection's prepared statements with their result and parameter types,
+/// and re-plans one after a migration against the new columns, refusing it when a type no
+/// longer fits ("cached plan must not change result type", or an operator or assignment
+/// between the old parameter type and the new column type). The statements here are built
+/// from the collection's definition, so on a fresh prepare they fit again. A migration on
+/// this server drops its writer's statements itself; other connections — readers, and other
+/// servers — meet the change this way.
+fn stale_statement(e: &crate::sql::Error) -> bool {
+    use postgres::error::SqlState;
+    let crate::sql::Error::Postgres(e) = e else {
+        return false;
+    };
+    [
+        SqlState::FEATURE_NOT_SUPPORTED,
+        SqlState::UNDEFINED_FUNCTION,
+        SqlState::DATATYPE_MISMATCH,
+    ]
+    .iter()
+    .any(|s| e.code() == Some(s))
 }
 
 /// Reads one page of `q` (the count, if any, already made) on `conn`, within whatever
@@ -572,6 +610,10 @@ fn fetch_sql(c: &Collection) -> String {
 }
 
 fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+    // No record has such an id, and PostgreSQL refuses the character in a parameter.
+    if id.contains('\0') {
+        return Ok(None);
+    }
     Ok(conn
         .prepare_cached(&fetch_sql(c))?
         .query_row([id], |row| read_columns(c, row))
@@ -579,7 +621,7 @@ fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, Stor
 }
 
 /// A UNIQUE violation that slipped past the pre-check is still a validation error, never a 500.
-fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
+pub(super) fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
     if let Some(cols) = e.unique_columns() {
         let errors: Vec<FieldError> = c
             .def

@@ -3,7 +3,7 @@
 //! write's transaction, where no other write can race them.
 
 use crate::sql::Value as Sql;
-use crate::sql::{Conn, OptionalExtension};
+use crate::sql::{Backend, Conn, OptionalExtension};
 use serde_json::{Map, Value};
 
 use crate::collections::definition::{CollectionDef, FieldDef, FieldType};
@@ -182,6 +182,22 @@ pub fn db_checks(
     let mut errors = Vec::new();
     for (i, v) in values {
         let f = &c.def.fields[*i];
+        // SQLite stores the NUL character in text; PostgreSQL cannot. (JSON fields are stored
+        // re-serialized, where it is escaped.)
+        if conn.backend() == Backend::Postgres
+            && let Sql::Text(s) = v
+            && s.contains('\0')
+        {
+            errors.push((
+                *i,
+                err(
+                    f,
+                    "type",
+                    format!("Field \"{}\" must not contain the NUL character", f.name),
+                ),
+            ));
+            continue;
+        }
         if f.kind == FieldType::File
             && let Sql::Text(id) = v
             && !id.is_empty()
