@@ -202,12 +202,17 @@ pub fn duplicates(
     let cols: Vec<String> = index.columns().iter().map(|(c, _)| quote(c)).collect();
     let not_null: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
     let id = quote(RecordLayout::ID.column);
-    let sql = format!(
+    let mut sql = format!(
         "SELECT COUNT(*) - 1, MIN({id}), MAX({id}) FROM {} WHERE {} GROUP BY {} HAVING COUNT(*) > 1",
         quote(table),
         not_null.join(" AND "),
         cols.join(", ")
     );
+    if conn.backend() == Backend::Postgres {
+        // SQLite's groups come out in key order; PostgreSQL's hash aggregate in any order.
+        // The same samples on both stores, in a stable order.
+        sql.push_str(&format!(" ORDER BY {}", cols.join(", ")));
+    }
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(())?;
     let (mut count, mut found) = (0u64, Vec::new());

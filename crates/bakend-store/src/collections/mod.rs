@@ -7,6 +7,8 @@ pub mod files;
 pub mod indexes;
 pub mod layout;
 pub mod manage;
+#[cfg(test)]
+mod manage_tests;
 pub mod migrate;
 pub mod registry;
 pub mod schema;

@@ -16,7 +16,7 @@ use crate::sql::{Backend, Conn, PgConn, testing};
 #[allow(dead_code)]
 pub enum Keep {
     Sqlite(tempfile::TempDir),
-    Postgres(testing::PgSchema),
+    Postgres(Box<testing::PgSchema>),
 }
 
 /// A connection to a fresh database. (Fields drop in order: the connection first.)
@@ -40,7 +40,7 @@ pub fn conns(what: &str) -> Vec<TestConn> {
         migrations::migrate(&conn).expect("system schema on PostgreSQL");
         out.push(TestConn {
             conn,
-            _keep: Keep::Postgres(schema),
+            _keep: Keep::Postgres(Box::new(schema)),
         });
     }
     out
@@ -107,7 +107,7 @@ pub fn databases(what: &str) -> Vec<TestDb> {
             db: Arc::new(open(&location)),
             backend: Backend::Postgres,
             location,
-            keep: Keep::Postgres(schema),
+            keep: Keep::Postgres(Box::new(schema)),
         });
     }
     out

@@ -334,3 +334,6 @@ impl Updates {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
