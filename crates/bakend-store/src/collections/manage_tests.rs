@@ -247,3 +247,38 @@ fn collections_change_the_same_way_on_both_stores() {
         assert_eq!(sqlite.len(), other.len());
     }
 }
+
+/// PostgreSQL: servers starting at once on one database with the same collection files take
+/// turns; one creates each collection, the others find it made.
+#[test]
+fn servers_starting_at_once_create_each_collection_once() {
+    let dbs = databases("servers_starting_at_once_create_each_collection_once");
+    for t in dbs.iter().filter(|t| t.another_server().is_some()) {
+        let servers: Vec<Arc<Database>> = (0..3).filter_map(|_| t.another_server()).collect();
+        let rt = runtime();
+        let reports = rt.block_on(async {
+            let starts = servers.iter().map(|db| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let files = vec![
+                        file(posts(&[], json!([{"fields": ["title"]}]))),
+                        file(json!({"name": "tags", "fields": [{"name": "t", "type": "string", "unique": true}]})),
+                    ];
+                    sync::apply(&db, &Arc::new(Registry::default()), files).await
+                })
+            });
+            let mut created = Vec::new();
+            for s in starts.collect::<Vec<_>>() {
+                created.extend(s.await.unwrap().unwrap().created);
+            }
+            created
+        });
+        drop(rt);
+        let mut reports = reports;
+        reports.sort();
+        assert_eq!(reports, ["posts", "tags"]);
+        for db in servers {
+            db.close();
+        }
+    }
+}

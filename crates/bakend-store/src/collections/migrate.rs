@@ -9,6 +9,12 @@
 //! `bak migrate status` shows exactly which rows would block an `apply`. Everything runs
 //! inside the caller's transaction: a refused or interrupted migration leaves nothing behind.
 //!
+//! The plan — what is allowed, what blocks, what `--force` does — is the same on both stores;
+//! only the SQL that carries it out differs. On PostgreSQL a plan that rewrites rows
+//! (`Plan::rebuild`) changes the table in place with PostgreSQL's own `ALTER TABLE`
+//! (`migrate/postgres.rs`), every value still converted by [`Mapper`]; the cheap path is the
+//! same SQL on both.
+//!
 //! Renames are never guessed: a field says `"renamedFrom": "old"`.
 
 use std::collections::HashMap;
@@ -34,7 +40,8 @@ pub struct Plan {
     pub collection: String,
     /// What changes, one line per change, for people.
     pub changes: Vec<String>,
-    /// The table must be rebuilt (a change `ALTER TABLE` cannot make).
+    /// Every row must be rewritten (a change SQLite's `ALTER TABLE` cannot make): SQLite
+    /// rebuilds the table, PostgreSQL alters it in place and updates the rows.
     pub rebuild: bool,
     /// Per new field: the old column its values come from (`None` for a new field).
     sources: Vec<Option<String>>,

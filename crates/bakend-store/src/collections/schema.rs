@@ -263,3 +263,62 @@ pub fn forget_statements(conn: &Conn) {
         pg.clear_statement_cache();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collections::definition::parse;
+    use crate::collections::testing::each_store;
+    use serde_json::json;
+
+    #[test]
+    fn long_index_names_are_shortened_the_same_way_every_time_on_postgres() {
+        let long = "a".repeat(60);
+        let name = object_name(Backend::Postgres, format!("uniq_{long}_{long}"));
+        assert_eq!(name.len(), PG_MAX_NAME);
+        assert_eq!(
+            name,
+            object_name(Backend::Postgres, format!("uniq_{long}_{long}"))
+        );
+        assert_ne!(
+            name,
+            object_name(Backend::Postgres, format!("uniq_{long}_{long}b"))
+        );
+        assert_eq!(
+            object_name(Backend::Sqlite, format!("uniq_{long}_{long}")).len(),
+            126,
+            "SQLite keeps every name"
+        );
+        each_store(
+            "long_index_names_are_shortened_the_same_way_every_time_on_postgres",
+            |conn| {
+                let def = parse(&json!({"name": long, "fields": [
+                    {"name": long, "type": "string", "unique": true},
+                    {"name": "b", "type": "string"}
+                ], "indexes": [{"fields": [long, "b", "-createdAt"]}]}))
+                .unwrap()
+                .def;
+                create(conn, &def).unwrap();
+                let before = index_names(conn, &long).unwrap();
+                assert_eq!(before.len(), 3, "{before:?}");
+                // Nothing to drop or make again: the names found are the names wanted.
+                sync_indexes(conn, &def).unwrap();
+                assert_eq!(index_names(conn, &long).unwrap(), before);
+            },
+        );
+    }
+
+    #[test]
+    fn names_postgres_would_truncate_are_refused_there_only() {
+        let def = parse(&json!({"name": "p", "fields": [
+            {"name": "x".repeat(64), "type": "string"}
+        ]}))
+        .unwrap()
+        .def;
+        assert!(check_names(Backend::Sqlite, &def).is_ok());
+        let e = check_names(Backend::Postgres, &def)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is longer than 63 bytes"), "{e}");
+    }
+}
