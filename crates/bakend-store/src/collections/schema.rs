@@ -204,8 +204,9 @@ pub fn table_exists(conn: &Conn, name: &str) -> crate::sql::Result<bool> {
         .map(|n| n > 0)
 }
 
-/// The indexes on `table` other than its primary key.
-pub(crate) fn index_names(conn: &Conn, table: &str) -> crate::sql::Result<Vec<String>> {
+/// The indexes on `table` other than its primary key (tests of either store ask this rather
+/// than `sqlite_master`).
+pub fn index_names(conn: &Conn, table: &str) -> crate::sql::Result<Vec<String>> {
     let sql = match conn.backend() {
         Backend::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL"

@@ -72,6 +72,14 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The PostgreSQL server and schema, for a connection of the test's own.
+    pub fn postgres(&self) -> Option<bakend_core::config::PostgresSettings> {
+        match &self.location {
+            DatabaseLocation::Postgres(cfg) => Some(cfg.clone()),
+            _ => None,
+        }
+    }
+
     /// Another server on the same database (PostgreSQL only: a SQLite file has one).
     pub fn another_server(&self) -> Option<Arc<Database>> {
         match self.keep {

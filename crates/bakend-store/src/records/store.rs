@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::sql::Value as Sql;
-use crate::sql::{Conn, OptionalExtension};
+use crate::sql::{Backend, Conn, OptionalExtension};
 use bakend_core::{Event, EventSource, Origin, ids, time};
 use serde_json::{Map, Value};
 
@@ -338,7 +338,7 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let errors = db_checks(conn, &c, &v.values, None, &files)?;
+                let errors = db_checks(conn, &c, &v.values, None, &files, true)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -385,14 +385,14 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let Some(mut cols) = fetch(conn, &c, &id)? else {
+                let Some(mut cols) = fetch_for_write(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 pre.check(&c, &cols)?;
                 if v.values.is_empty() {
                     return Ok(Committed::new(record_json(&c, &cols)));
                 }
-                let errors = db_checks(conn, &c, &v.values, Some(&id), &files)?;
+                let errors = db_checks(conn, &c, &v.values, Some(&id), &files, true)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -446,7 +446,7 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let Some(cols) = fetch(conn, &c, &id)? else {
+                let Some(cols) = fetch_for_write(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 pre.check(&c, &cols)?;
@@ -481,7 +481,16 @@ impl RecordStore {
     ) -> StoreError {
         let Validated { values, mut errors } = v;
         let more = self
-            .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref(), &files)?))
+            .read(move |conn| {
+                Ok(db_checks(
+                    conn,
+                    &c,
+                    &values,
+                    exclude.as_deref(),
+                    &files,
+                    false,
+                )?)
+            })
             .await;
         match more {
             Ok(more) => {
@@ -607,6 +616,20 @@ fn fetch_sql(c: &Collection) -> String {
         c.sql.table,
         quote(RecordLayout::ID.column)
     )
+}
+
+/// The stored record a write is about to check and change. On PostgreSQL the row is locked
+/// until the write commits (`FOR UPDATE`): another server's write to it waits, so what the
+/// precondition saw is what the write changes (READ COMMITTED reads the latest version once
+/// the lock is granted). SQLite's one writer needs no lock; its SQL is [`fetch`]'s.
+fn fetch_for_write(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+    if conn.backend() == Backend::Sqlite || id.contains('\0') {
+        return fetch(conn, c, id);
+    }
+    Ok(conn
+        .prepare_cached(&format!("{} FOR UPDATE", fetch_sql(c)))?
+        .query_row([id], |row| read_columns(c, row))
+        .optional()?)
 }
 
 fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {

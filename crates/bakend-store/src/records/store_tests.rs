@@ -673,3 +673,64 @@ fn the_nul_character_is_refused_where_it_cannot_be_stored() {
         });
     }
 }
+
+/// PostgreSQL: the owner a write's precondition checks is the owner when it commits. Another
+/// connection (another server, `ctx.db`) gives the record away and commits while the write
+/// waits for the row: the write then sees the new owner and is refused, for an update and a
+/// delete alike.
+#[test]
+fn a_precondition_sees_a_change_committed_while_the_write_waited() {
+    let dbs = databases("a_precondition_sees_a_change_committed_while_the_write_waited");
+    for t in &dbs {
+        let Some(cfg) = t.postgres() else { continue };
+        let rt = runtime();
+        let (store, c) = rt.block_on(store_on(&t.db, posts()));
+        for delete in [false, true] {
+            let r = rt
+                .block_on(store.create(
+                    c.clone(),
+                    body(json!({"title": "t", "user_id": "u1"})),
+                    FileAccess::Any,
+                    Precondition::None,
+                ))
+                .unwrap();
+            let id = r["id"].as_str().unwrap().to_string();
+            let (cfg, theirs) = (cfg.clone(), id.clone());
+            let (locked, wait) = std::sync::mpsc::channel();
+            let other = std::thread::spawn(move || {
+                let conn = crate::sql::Conn::from(crate::sql::PgConn::connect(&cfg).unwrap());
+                conn.execute_batch("BEGIN").unwrap();
+                conn.execute("UPDATE posts SET user_id = 'u2' WHERE id = ?1", [&theirs])
+                    .unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                conn.execute_batch("COMMIT").unwrap();
+            });
+            wait.recv().unwrap();
+            let pre = Precondition::Owner("u1".into());
+            let outcome = rt.block_on(async {
+                if delete {
+                    store
+                        .delete(c.clone(), id.clone(), pre)
+                        .await
+                        .map(|_| Value::Null)
+                } else {
+                    let b = body(json!({"title": "mine"}));
+                    store
+                        .update(c.clone(), id.clone(), b, pre, FileAccess::Any)
+                        .await
+                }
+            });
+            other.join().unwrap();
+            assert!(
+                matches!(outcome, Err(StoreError::Forbidden)),
+                "delete {delete}: {outcome:?}"
+            );
+            let now = rt.block_on(store.get(c.clone(), id)).unwrap();
+            assert_eq!(
+                (now["title"].as_str(), now["user_id"].as_str()),
+                (Some("t"), Some("u2"))
+            );
+        }
+    }
+}

@@ -171,14 +171,21 @@ pub enum FileAccess {
 
 /// The checks that need the database: a `file` value must name a stored file the writer may
 /// attach, a `unique` value must not be used by another record. `exclude_id` is the record
-/// being updated.
+/// being updated. `in_write`: called inside the write that stores the values — on PostgreSQL
+/// a referenced file's row is then locked against deletion until that write commits (another
+/// server could delete it in between; SQLite's one writer cannot).
 pub fn db_checks(
     conn: &Conn,
     c: &Collection,
     values: &[(usize, Sql)],
     exclude_id: Option<&str>,
     files: &FileAccess,
+    in_write: bool,
 ) -> crate::sql::Result<Vec<(usize, FieldError)>> {
+    let file_sql = match (conn.backend(), in_write) {
+        (Backend::Postgres, true) => "SELECT user_id FROM _files WHERE id = ?1 FOR KEY SHARE",
+        _ => "SELECT user_id FROM _files WHERE id = ?1",
+    };
     let mut errors = Vec::new();
     for (i, v) in values {
         let f = &c.def.fields[*i];
@@ -203,7 +210,7 @@ pub fn db_checks(
             && !id.is_empty()
         {
             let owner: Option<String> = conn
-                .prepare_cached("SELECT user_id FROM _files WHERE id = ?1")?
+                .prepare_cached(file_sql)?
                 .query_row([id], |r| r.get(0))
                 .optional()?;
             let Some(owner) = owner else {
