@@ -55,10 +55,14 @@ const PG_TRIGGERS: [(&str, &str); 3] = [
 ];
 
 /// The function behind [`PG_TRIGGERS`]: the statement's rows are its transition table
-/// `changed`; the collection is the trigger's table. `SET search_path FROM CURRENT` pins the
-/// schema it was created in, whatever the session that fires it has set.
+/// `changed`; the collection is the trigger's table. It runs with its owner's rights
+/// (`SECURITY DEFINER`), so a session that may write a collection but not `_record_counts`
+/// (functions' `ctx.db` under a restricted role) still keeps the count — as SQLite's
+/// authorizer lets these triggers, and only them, touch the table. `SET search_path FROM
+/// CURRENT` pins the schema it was created in, whatever the session that fires it has set
+/// (which is also what makes a definer's function safe to call).
 const PG_FUNCTION_BODY: &str = r#"() RETURNS trigger LANGUAGE plpgsql
-SET search_path FROM CURRENT AS $$
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE k BIGINT;
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
@@ -360,6 +364,43 @@ mod tests {
             assert_eq!(count(conn), None);
             assert!(ensure_now(conn));
             assert_eq!(count(conn), Some(3));
+        });
+    }
+
+    /// PostgreSQL: a role that may write the collection but not `_record_counts` (as
+    /// functions' `ctx.db` may run) still keeps the count, through the definer's function.
+    #[test]
+    fn a_restricted_role_keeps_the_count_on_postgres() {
+        each_store("a_restricted_role_keeps_the_count_on_postgres", |conn| {
+            if conn.backend() != Backend::Postgres {
+                return;
+            }
+            table(conn);
+            create(conn, "it's").unwrap();
+            let schema: String = conn
+                .query_row("SELECT current_schema()::text", (), |r| r.get(0))
+                .unwrap();
+            let role = quote(&format!("{schema}_writer"));
+            conn.execute_batch(&format!(
+                "CREATE ROLE {role} NOLOGIN;
+                 GRANT USAGE ON SCHEMA {s} TO {role};
+                 GRANT SELECT, INSERT, DELETE ON \"it's\" TO {role};",
+                s = quote(&schema)
+            ))
+            .unwrap();
+            let as_role = conn.execute_batch(&format!(
+                "SET ROLE {role};
+                 INSERT INTO \"it's\" VALUES ('a'), ('b');
+                 DELETE FROM \"it's\" WHERE id = 'a';"
+            ));
+            let denied = conn.execute_batch("UPDATE _record_counts SET n = 99");
+            conn.execute_batch(&format!(
+                "RESET ROLE; DROP OWNED BY {role}; DROP ROLE {role};"
+            ))
+            .unwrap();
+            as_role.unwrap();
+            assert!(denied.is_err(), "the role itself may not touch the counts");
+            assert_eq!(count(conn), Some(1));
         });
     }
 
