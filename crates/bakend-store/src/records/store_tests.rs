@@ -734,3 +734,97 @@ fn a_precondition_sees_a_change_committed_while_the_write_waited() {
         }
     }
 }
+
+/// Lists with filters give the same answers on both stores: every operator, nulls, `~` with
+/// Unicode, `@request` values, and a filter walked with cursors and counted.
+#[test]
+#[ignore = "TODO(pg dialect): passes once records/query.rs picks bakend-filter's PostgreSQL dialect (checked on a trial merge with main)"]
+fn filtered_lists_give_the_same_answers_on_both_stores() {
+    let dbs = databases("filtered_lists_give_the_same_answers_on_both_stores");
+    let rt = runtime();
+    let transcripts: Vec<Vec<String>> = dbs
+        .iter()
+        .map(|t| {
+            rt.block_on(async {
+                let (store, c) = store_on(&t.db, posts()).await;
+                let mut names = Names::default();
+                let bodies = [
+                    json!({"title": "Émile", "slug": "a", "views": 3, "score": 0.5, "done": true, "when": "2026-01-02T00:00:00Z", "user_id": "u1"}),
+                    json!({"title": "emily", "slug": "b", "views": 1, "score": 2.0, "done": false, "user_id": "u2"}),
+                    json!({"title": "ΣΑΣ", "views": 7, "done": true, "when": "2025-06-01T00:00:00Z", "user_id": "u1"}),
+                    json!({"slug": "c", "score": -1.5, "user_id": "u1"}),
+                    json!({"title": "100% sure_", "slug": "d", "views": 3, "done": false}),
+                ];
+                for b in bodies {
+                    let r = store
+                        .create(c.clone(), body(b), FileAccess::Any, Precondition::None)
+                        .await
+                        .unwrap();
+                    names.add(&r);
+                }
+                let vars = bakend_filter::RequestVars {
+                    auth_id: Some("u1".into()),
+                    auth_role: Some("authenticated".into()),
+                    ..bakend_filter::RequestVars::anonymous("2026-01-01T00:00:00.000Z")
+                };
+                let filters = [
+                    "title = 'emily'",
+                    "title != 'emily'",
+                    "title ~ 'ÉMI'",
+                    "title !~ 'emi'",
+                    "title ~ 'σας'",
+                    "title ~ '100%'",
+                    "title ~ 'sure_'",
+                    "views > 2 && done = true",
+                    "views >= 3 || score < 0",
+                    "score <= 0.5",
+                    "done = false",
+                    "done != true",
+                    "title = null",
+                    "slug != null && views = null",
+                    "when > @now",
+                    "when < '2026-01-01T00:00:00Z'",
+                    "user_id = @request.auth.id",
+                    "user_id != @request.auth.id",
+                    "id != ''",
+                    "createdAt > '2000-01-01T00:00:00Z'",
+                ];
+                let mut out = Vec::new();
+                for f in filters {
+                    let filter = Arc::new(bakend_filter::Filter::new(f, c.filter_schema()).unwrap());
+                    let mut q = ListQuery {
+                        filters: vec![filter],
+                        vars: vars.clone(),
+                        ..ListQuery::first(2)
+                    };
+                    loop {
+                        let page = store.list(c.clone(), q.clone()).await.unwrap();
+                        let next = page.next.clone();
+                        out.push(format!("{f}: {}", names.page(page.into_json())));
+                        match next {
+                            Some(n) => q.after = Some(n),
+                            None => break,
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    drop(rt);
+    let sqlite = &transcripts[0];
+    assert!(
+        sqlite.iter().any(|l| l.starts_with("title ~ 'ÉMI': [r0] ")),
+        "{sqlite:#?}"
+    );
+    assert!(
+        sqlite.iter().any(|l| l.starts_with("title ~ 'σας': [r2]")),
+        "{sqlite:#?}"
+    );
+    for (t, other) in dbs.iter().zip(&transcripts).skip(1) {
+        for (a, b) in sqlite.iter().zip(other) {
+            assert_eq!(a, b, "SQLite, then {:?}", t.backend);
+        }
+        assert_eq!(sqlite.len(), other.len());
+    }
+}
