@@ -15,6 +15,7 @@ use bakend_filter::{Filter, Kind, Schema};
 
 use super::indexes::{self, IndexDef};
 use super::layout::RecordLayout;
+use crate::sql::Backend;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldType {
@@ -59,12 +60,18 @@ impl FieldType {
         }
     }
 
-    pub fn sql_type(self) -> &'static str {
+    /// How the field's values are stored, on either database.
+    pub fn storage(self) -> Storage {
         match self {
-            FieldType::Integer | FieldType::Boolean => "INTEGER",
-            FieldType::Float => "REAL",
-            _ => "TEXT",
+            FieldType::Integer | FieldType::Boolean => Storage::Integer,
+            FieldType::Float => Storage::Real,
+            _ => Storage::Text,
         }
+    }
+
+    /// The column type in `CREATE TABLE` / `ADD COLUMN`.
+    pub fn sql_type(self, backend: Backend) -> &'static str {
+        self.storage().column_type(backend)
     }
 
     fn supports_bounds(self) -> bool {
@@ -76,6 +83,39 @@ impl FieldType {
 
     fn is_textual(self) -> bool {
         matches!(self, FieldType::String | FieldType::Text)
+    }
+}
+
+/// The storage class of a field's values: the same on both stores (booleans are 0/1 integers,
+/// datetimes ISO text, JSON its text), so a value reads back alike from either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Integer,
+    Real,
+    Text,
+}
+
+impl Storage {
+    /// The column type. PostgreSQL's text is `COLLATE "C"`: compared byte by byte, as SQLite
+    /// compares text, so sorts, ranges and unique checks agree between the stores.
+    pub fn column_type(self, backend: Backend) -> &'static str {
+        match (backend, self) {
+            (Backend::Sqlite, Storage::Integer) => "INTEGER",
+            (Backend::Sqlite, Storage::Real) => "REAL",
+            (Backend::Sqlite, Storage::Text) => "TEXT",
+            (Backend::Postgres, Storage::Integer) => "BIGINT",
+            (Backend::Postgres, Storage::Real) => "DOUBLE PRECISION",
+            (Backend::Postgres, Storage::Text) => "TEXT COLLATE \"C\"",
+        }
+    }
+
+    /// PostgreSQL's type name for a cast (`?1::BIGINT`), without the collation.
+    pub fn pg_cast(self) -> &'static str {
+        match self {
+            Storage::Integer => "BIGINT",
+            Storage::Real => "DOUBLE PRECISION",
+            Storage::Text => "TEXT",
+        }
     }
 }
 

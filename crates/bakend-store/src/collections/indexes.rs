@@ -7,12 +7,12 @@
 //! last key (lists break ties that way), so a list sorted by its keys — either way round —
 //! reads the rows in exactly the order it returns them and never sorts the table.
 
-use crate::sql::Conn;
+use crate::sql::{Backend, Conn};
 use serde_json::Value;
 
 use super::definition::FieldDef;
 use super::layout::RecordLayout;
-use super::schema::quote;
+use super::schema::{nulls, object_name, quote};
 
 /// At most this many keys per index (SQLite allows far more; wider ones rarely help a list).
 const MAX_KEYS: usize = 8;
@@ -52,12 +52,22 @@ impl IndexDef {
         name
     }
 
-    /// `CREATE [UNIQUE] INDEX IF NOT EXISTS …`.
-    pub fn create_sql(&self, table: &str) -> String {
+    /// `CREATE [UNIQUE] INDEX IF NOT EXISTS …` (on PostgreSQL with nulls ordered as lists
+    /// order them, see `schema::nulls`, and a name within its limit).
+    pub fn create_sql(&self, table: &str, backend: Backend) -> String {
         let mut cols: Vec<String> = self
-            .columns()
-            .into_iter()
-            .map(|(c, desc)| format!("{}{}", quote(c), if desc { " DESC" } else { "" }))
+            .keys
+            .iter()
+            .zip(self.columns())
+            .map(|((key, _), (c, desc))| {
+                let field = RecordLayout::system_by_json(key).is_none();
+                format!(
+                    "{}{}{}",
+                    quote(c),
+                    if desc { " DESC" } else { "" },
+                    nulls(backend, desc, field)
+                )
+            })
             .collect();
         if !self.unique && !self.keys.iter().any(|(k, _)| k == RecordLayout::ID.json) {
             // Lists break ties by id in the direction of their last key (see `order_by`).
@@ -71,7 +81,7 @@ impl IndexDef {
         format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {}({})",
             if self.unique { "UNIQUE " } else { "" },
-            quote(&self.sql_name(table)),
+            quote(&object_name(backend, self.sql_name(table))),
             quote(table),
             cols.join(", ")
         )
@@ -192,12 +202,17 @@ pub fn duplicates(
     let cols: Vec<String> = index.columns().iter().map(|(c, _)| quote(c)).collect();
     let not_null: Vec<String> = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect();
     let id = quote(RecordLayout::ID.column);
-    let sql = format!(
+    let mut sql = format!(
         "SELECT COUNT(*) - 1, MIN({id}), MAX({id}) FROM {} WHERE {} GROUP BY {} HAVING COUNT(*) > 1",
         quote(table),
         not_null.join(" AND "),
         cols.join(", ")
     );
+    if conn.backend() == Backend::Postgres {
+        // SQLite's groups come out in key order; PostgreSQL's hash aggregate in any order.
+        // The same samples on both stores, in a stable order.
+        sql.push_str(&format!(" ORDER BY {}", cols.join(", ")));
+    }
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(())?;
     let (mut count, mut found) = (0u64, Vec::new());
@@ -242,14 +257,22 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(ix[0].sql_name("p"), "idx_p_title");
         assert_eq!(
-            ix[0].create_sql("p"),
+            ix[0].create_sql("p", Backend::Sqlite),
             r#"CREATE INDEX IF NOT EXISTS "idx_p_title" ON "p"("title", "id")"#
+        );
+        assert_eq!(
+            ix[0].create_sql("p", Backend::Postgres),
+            r#"CREATE INDEX IF NOT EXISTS "idx_p_title" ON "p"("title" NULLS FIRST, "id")"#
         );
         assert_eq!(ix[1].sql_name("p"), "idx_p_project_created_at_desc");
         assert_eq!(ix[1].describe(), "(project, -createdAt)");
         assert_eq!(
-            ix[2].create_sql("p"),
+            ix[2].create_sql("p", Backend::Sqlite),
             r#"CREATE UNIQUE INDEX IF NOT EXISTS "uniq_p_project_title" ON "p"("project", "title")"#
+        );
+        assert_eq!(
+            ix[1].create_sql("p", Backend::Postgres),
+            r#"CREATE INDEX IF NOT EXISTS "idx_p_project_created_at_desc" ON "p"("project" NULLS FIRST, "created_at" DESC, "id" DESC)"#
         );
         assert_eq!(ix[2].describe(), "unique (project, title)");
     }

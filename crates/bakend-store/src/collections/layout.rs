@@ -6,7 +6,7 @@
 //! looks for a record's owner asks [`RecordLayout`] rather than counting columns or spelling
 //! `"user_id"` itself.
 
-use crate::sql::Value as Sql;
+use crate::sql::{Backend, Value as Sql};
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
@@ -19,8 +19,21 @@ pub struct SystemColumn {
     pub column: &'static str,
     /// Its key in a record's JSON (spec `rest-api.md` §5).
     pub json: &'static str,
-    /// Its column definition in `CREATE TABLE`.
+    /// Its column definition in `CREATE TABLE` on SQLite.
     pub ddl: &'static str,
+    /// The same on PostgreSQL (text compared byte by byte, as on SQLite; the primary key is a
+    /// named table constraint there, see `schema::table_sql`).
+    pub pg_ddl: &'static str,
+}
+
+impl SystemColumn {
+    /// Its column definition in `CREATE TABLE` on `backend`.
+    pub fn ddl(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.ddl,
+            Backend::Postgres => self.pg_ddl,
+        }
+    }
 }
 
 /// The row layout of one collection: how many fields follow the system columns and which of
@@ -50,16 +63,19 @@ impl RecordLayout {
         column: "id",
         json: "id",
         ddl: "TEXT PRIMARY KEY NOT NULL",
+        pg_ddl: "TEXT COLLATE \"C\" NOT NULL",
     };
     pub const CREATED_AT: SystemColumn = SystemColumn {
         column: "created_at",
         json: "createdAt",
         ddl: "TEXT NOT NULL",
+        pg_ddl: "TEXT COLLATE \"C\" NOT NULL",
     };
     pub const UPDATED_AT: SystemColumn = SystemColumn {
         column: "updated_at",
         json: "updatedAt",
         ddl: "TEXT NOT NULL",
+        pg_ddl: "TEXT COLLATE \"C\" NOT NULL",
     };
     /// The system columns in table order; a row's fields start right after them.
     pub const SYSTEM: [SystemColumn; 3] = [Self::ID, Self::CREATED_AT, Self::UPDATED_AT];

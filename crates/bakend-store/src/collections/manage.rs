@@ -61,6 +61,7 @@ pub async fn create(
     let parsed = parse_body(&raw)?;
     let registry = registry.clone();
     db.write(move |conn| {
+        super::schema::lock_collections(conn)?;
         let name = parsed.def.name.clone();
         let exists: Option<i64> = conn
             .query_row("SELECT 1 FROM _collections WHERE name = ?1", [&name], |r| {
@@ -139,6 +140,7 @@ pub async fn update(
     let registry = registry.clone();
     let name = name.to_string();
     db.write(move |conn| {
+        super::schema::lock_collections(conn)?;
         let old =
             stored(conn, &name)?.ok_or_else(|| StoreError::CollectionNotFound(name.clone()))?;
         check_relations(conn, &parsed)?;
@@ -167,6 +169,7 @@ pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Resu
     let registry = registry.clone();
     let name = name.to_string();
     db.write(move |conn| {
+        super::schema::lock_collections(conn)?;
         let all = load_all(conn)?;
         if !all.iter().any(|c| c.def.name == name) {
             return Err(StoreError::CollectionNotFound(name));
@@ -188,10 +191,11 @@ pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Resu
                 dependents.join(", ")
             )));
         }
-        conn.execute(
+        super::schema::run(
+            conn,
             &format!("DROP TABLE IF EXISTS {}", super::schema::quote(&name)),
-            (),
         )?;
+        super::schema::forget_statements(conn);
         conn.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
         super::counts::remove(conn, &name)?;
         let gone = name.clone();

@@ -9,13 +9,19 @@
 //! `bak migrate status` shows exactly which rows would block an `apply`. Everything runs
 //! inside the caller's transaction: a refused or interrupted migration leaves nothing behind.
 //!
+//! The plan — what is allowed, what blocks, what `--force` does — is the same on both stores;
+//! only the SQL that carries it out differs. On PostgreSQL a plan that rewrites rows
+//! (`Plan::rebuild`) changes the table in place with PostgreSQL's own `ALTER TABLE`
+//! (`migrate/postgres.rs`), every value still converted by [`Mapper`]; the cheap path is the
+//! same SQL on both.
+//!
 //! Renames are never guessed: a field says `"renamedFrom": "old"`.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use crate::sql::Value as Sql;
-use crate::sql::{Conn, OptionalExtension, Stmt};
+use crate::sql::{Backend, Conn, OptionalExtension, Stmt};
 use serde_json::Value;
 
 use super::definition::{CollectionDef, FieldDef, FieldType};
@@ -26,13 +32,16 @@ use crate::error::StoreError;
 use crate::records::row;
 use crate::records::validate::check_value;
 
+mod postgres;
+
 /// How to get from one definition to another.
 #[derive(Debug, Default)]
 pub struct Plan {
     pub collection: String,
     /// What changes, one line per change, for people.
     pub changes: Vec<String>,
-    /// The table must be rebuilt (a change `ALTER TABLE` cannot make).
+    /// Every row must be rewritten (a change SQLite's `ALTER TABLE` cannot make): SQLite
+    /// rebuilds the table, PostgreSQL alters it in place and updates the rows.
     pub rebuild: bool,
     /// Per new field: the old column its values come from (`None` for a new field).
     sources: Vec<Option<String>>,
@@ -421,17 +430,6 @@ impl<'a> Mapper<'a> {
         }
     }
 
-    /// The `SELECT` that reads the old table in the order [`Mapper::map`] expects.
-    fn select_sql(&self) -> String {
-        format!(
-            "SELECT {} FROM {} ORDER BY {}, {}",
-            RecordLayout::column_list(self.old),
-            quote(&self.old.name),
-            quote(RecordLayout::CREATED_AT.column),
-            quote(RecordLayout::ID.column)
-        )
-    }
-
     /// The new row (system columns, then the new fields; see [`RecordLayout`]) for an old one.
     fn map(&mut self, conn: &Conn, old_row: &[Sql]) -> Result<Vec<Sql>, StoreError> {
         let id = match &old_row[RecordLayout::ID_COLUMN] {
@@ -610,6 +608,83 @@ fn file_exists(conn: &Conn, id: &str) -> crate::sql::Result<bool> {
         .is_some())
 }
 
+/// The `SELECT` that reads the old table in the order [`Mapper::map`] expects, with `rest`
+/// (a condition, a limit) between the table and the order.
+fn select_sql(old: &CollectionDef, rest: &str) -> String {
+    format!(
+        "SELECT {} FROM {}{rest} ORDER BY {}, {}",
+        RecordLayout::column_list(old),
+        quote(&old.name),
+        quote(RecordLayout::CREATED_AT.column),
+        quote(RecordLayout::ID.column)
+    )
+}
+
+/// Rows read per statement on PostgreSQL, whose driver holds a whole result in memory.
+const PG_PAGE: i64 = 1000;
+
+/// Hands every row of the old table to `f`, in the mapper's order. PostgreSQL reads it in
+/// pages, each starting after the last row of the one before, so a migration of millions of
+/// rows holds one page at a time.
+fn each_old_row(
+    conn: &Conn,
+    old: &CollectionDef,
+    mut f: impl FnMut(&[Sql]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let width = RecordLayout::of(old).width();
+    let read = |r: crate::sql::Row<'_>| -> crate::sql::Result<Vec<Sql>> {
+        (0..width).map(|i| r.get(i)).collect()
+    };
+    if conn.backend() == Backend::Sqlite {
+        let mut stmt = conn.prepare(&select_sql(old, ""))?;
+        let mut rows = stmt.query(())?;
+        while let Some(r) = rows.next()? {
+            f(&read(r)?)?;
+        }
+        return Ok(());
+    }
+    let after = format!(
+        " WHERE ({}, {}) > (?1, ?2)",
+        quote(RecordLayout::CREATED_AT.column),
+        quote(RecordLayout::ID.column)
+    );
+    let first = format!("{} LIMIT ?1", select_sql(old, ""));
+    let next = format!("{} LIMIT ?3", select_sql(old, &after));
+    let mut last: Option<(Sql, Sql)> = None;
+    loop {
+        let page = match &last {
+            None => conn
+                .prepare(&first)?
+                .query_map([PG_PAGE], read)?
+                .collect::<crate::sql::Result<Vec<_>>>(),
+            Some((created, id)) => conn
+                .prepare(&next)?
+                .query_map((created, id, PG_PAGE), read)?
+                .collect(),
+        }?;
+        for row in &page {
+            f(row)?;
+        }
+        match page.last() {
+            Some(row) if page.len() as i64 == PG_PAGE => {
+                last = Some((
+                    row[RecordLayout::CREATED_AT_COLUMN].clone(),
+                    row[RecordLayout::ID_COLUMN].clone(),
+                ));
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+impl Problems {
+    /// Whether the migration is certain to be refused (with `force`, by a problem forcing
+    /// cannot help).
+    fn blocking(&self, force: bool) -> bool {
+        self.0.iter().any(|b| !force || b.force.is_none())
+    }
+}
+
 /// Runs every row of the old table through the mapping; with `sink`, inserts the new rows
 /// until a problem makes the migration certain to be refused (then only scans on, to report
 /// every blocking row).
@@ -619,27 +694,16 @@ fn run_rows(
     mut sink: Option<&mut Stmt<'_>>,
     force: bool,
 ) -> Result<(), StoreError> {
-    let width = RecordLayout::of(mapper.old).width();
-    let mut stmt = conn.prepare(&mapper.select_sql())?;
-    let mut rows = stmt.query(())?;
-    while let Some(r) = rows.next()? {
-        let old_row: Vec<Sql> = (0..width)
-            .map(|i| r.get(i))
-            .collect::<crate::sql::Result<_>>()?;
-        let new_row = mapper.map(conn, &old_row)?;
-        if mapper
-            .problems
-            .0
-            .iter()
-            .any(|b| !force || b.force.is_none())
-        {
+    each_old_row(conn, mapper.old, |old_row| {
+        let new_row = mapper.map(conn, old_row)?;
+        if mapper.problems.blocking(force) {
             sink = None;
         }
         if let Some(insert) = sink.as_deref_mut() {
             insert.execute(crate::sql::params_from_iter(new_row.iter()))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// What existing rows would stop `plan` (read-only; for `bak migrate status`).
@@ -699,9 +763,18 @@ pub fn execute(
     plan: &Plan,
     force: bool,
 ) -> Result<Vec<Blocker>, StoreError> {
+    let backend = conn.backend();
+    schema::check_names(backend, new)?;
+    if plan.rebuild && backend == Backend::Postgres {
+        // PostgreSQL changes the table in place (see `postgres`); statements prepared on
+        // this connection may now re-plan to other result types.
+        let outcome = postgres::execute(conn, old, new, plan, force);
+        schema::forget_statements(conn);
+        return outcome;
+    }
     if plan.rebuild {
         let temp = format!("_bakend_rebuild_{}", new.name);
-        conn.execute(&schema::table_sql(&temp, new), ())?;
+        conn.execute(&schema::table_sql(&temp, new, backend), ())?;
         let mut insert = conn.prepare(&format!(
             "INSERT INTO {} ({}) VALUES ({})",
             quote(&temp),
@@ -732,44 +805,51 @@ pub fn execute(
     decide(&new.name, problems.clone(), force)?;
     let t = quote(&new.name);
     for (from, to) in &plan.renames {
-        conn.execute(
+        schema::run(
+            conn,
             &format!(
                 "ALTER TABLE {t} RENAME COLUMN {} TO {}",
                 quote(from),
                 quote(to)
             ),
-            (),
         )?;
     }
     for i in &plan.added {
-        conn.execute(&schema::add_column_sql(&new.name, &new.fields[*i]), ())?;
+        schema::run(
+            conn,
+            &schema::add_column_sql(&new.name, &new.fields[*i], backend),
+        )?;
     }
     let index_problems = plan.index_problems(conn, &new.name)?;
     decide(&new.name, index_problems, force)?;
     schema::sync_indexes(conn, new)?;
+    schema::forget_statements(conn);
     Ok(problems)
 }
 
 #[cfg(test)]
 mod tests {
+    //! The planner on both stores: each test runs on SQLite and, when a server is given, on
+    //! PostgreSQL, where a plan that SQLite applies by rebuilding the table runs as `ALTER`s.
+
     use super::*;
     use crate::collections::definition::parse;
+    use crate::collections::testing::{each_store, in_transaction};
     use serde_json::json;
 
-    fn def(v: Value) -> CollectionDef {
+    pub(super) fn def(v: Value) -> CollectionDef {
         parse(&v).unwrap().def
     }
 
-    fn db(def: &CollectionDef, rows: &[Value]) -> Conn {
-        let conn = Conn::open_in_memory().unwrap();
+    /// The collection's table holding `rows` (field values as JSON; ids `rec_0`, `rec_1`, …
+    /// created in that order), and a stored file `fil_1`.
+    pub(super) fn fill(conn: &Conn, def: &CollectionDef, rows: &[Value]) {
         conn.execute_batch(
-            "CREATE TABLE _files (id TEXT PRIMARY KEY, user_id TEXT); INSERT INTO _files VALUES ('fil_1', 'u');
-             CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
+            "INSERT INTO _files (id, filename, mime_type, size, visibility, user_id, created_at)
+             VALUES ('fil_1', 'a.txt', 'text/plain', 1, 'public', 'u', 'x')",
         )
         .unwrap();
-        for s in schema::create_sql(def) {
-            conn.execute(&s, ()).unwrap();
-        }
+        schema::create(conn, def).unwrap();
         for (n, r) in rows.iter().enumerate() {
             let mut cols = vec![
                 "\"id\"".to_string(),
@@ -798,10 +878,9 @@ mod tests {
             )
             .unwrap();
         }
-        conn
     }
 
-    fn column(conn: &Conn, table: &str, col: &str) -> Vec<Sql> {
+    pub(super) fn column(conn: &Conn, table: &str, col: &str) -> Vec<Sql> {
         conn.prepare(&format!(
             "SELECT {} FROM {} ORDER BY id",
             quote(col),
@@ -814,129 +893,168 @@ mod tests {
         .unwrap()
     }
 
+    /// `execute` in a transaction of its own, as every caller runs it.
+    pub(super) fn apply(
+        conn: &Conn,
+        old: &CollectionDef,
+        new: &CollectionDef,
+        force: bool,
+    ) -> Result<Vec<Blocker>, StoreError> {
+        let p = plan(old, new);
+        in_transaction(conn, || execute(conn, old, new, &p, force))
+    }
+
     #[test]
     fn adding_an_optional_field_is_an_alter() {
-        let old = def(json!({"name": "p", "fields": [{"name": "a", "type": "string"}]}));
-        let new = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "string", "unique": true}], "permissions": {"read": "admin"}}),
-        );
-        let p = plan(&old, &new);
-        assert!(!p.rebuild);
-        assert_eq!(p.changes.len(), 2, "{:?}", p.changes);
-        let conn = db(&old, &[json!({"a": "x"}), json!({"a": "y"})]);
-        execute(&conn, &old, &new, &p, false).unwrap();
-        assert_eq!(column(&conn, "p", "b"), [Sql::Null, Sql::Null]);
+        each_store("adding_an_optional_field_is_an_alter", |conn| {
+            let old = def(json!({"name": "p", "fields": [{"name": "a", "type": "string"}]}));
+            let new = def(
+                json!({"name": "p", "fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "string", "unique": true}], "permissions": {"read": "admin"}}),
+            );
+            let p = plan(&old, &new);
+            assert!(!p.rebuild);
+            assert_eq!(p.changes.len(), 2, "{:?}", p.changes);
+            fill(conn, &old, &[json!({"a": "x"}), json!({"a": "y"})]);
+            apply(conn, &old, &new, false).unwrap();
+            assert_eq!(column(conn, "p", "b"), [Sql::Null, Sql::Null]);
+        });
     }
 
     #[test]
     fn type_change_converts_and_blocks_what_does_not_convert() {
-        let old = def(json!({"name": "p", "fields": [{"name": "n", "type": "string"}]}));
-        let new = def(json!({"name": "p", "fields": [{"name": "n", "type": "integer"}]}));
-        let p = plan(&old, &new);
-        assert!(p.rebuild);
-        let conn = db(&old, &[json!({"n": "12"}), json!({"n": "abc"}), json!({})]);
-        let blockers = scan(&conn, &old, &new, &p).unwrap();
-        assert_eq!(blockers.len(), 1);
-        assert_eq!(blockers[0].count, 1);
-        assert!(
-            blockers[0].samples[0].starts_with("rec_1"),
-            "{:?}",
-            blockers
-        );
-        let err = execute(&conn, &old, &new, &p, false).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("cannot be converted from string to integer"),
-            "{err}"
-        );
-        // The caller's transaction rolls back; here, drop the temporary table by hand.
-        conn.execute("DROP TABLE _bakend_rebuild_p", ()).unwrap();
-        execute(&conn, &old, &new, &p, true).unwrap();
-        assert_eq!(
-            column(&conn, "p", "n"),
-            [Sql::Integer(12), Sql::Null, Sql::Null]
+        each_store(
+            "type_change_converts_and_blocks_what_does_not_convert",
+            |conn| {
+                let old = def(json!({"name": "p", "fields": [{"name": "n", "type": "string"}]}));
+                let new = def(json!({"name": "p", "fields": [{"name": "n", "type": "integer"}]}));
+                let p = plan(&old, &new);
+                assert!(p.rebuild);
+                fill(
+                    conn,
+                    &old,
+                    &[json!({"n": "12"}), json!({"n": "abc"}), json!({})],
+                );
+                let blockers = scan(conn, &old, &new, &p).unwrap();
+                assert_eq!(blockers.len(), 1);
+                assert_eq!(blockers[0].count, 1);
+                assert!(
+                    blockers[0].samples[0].starts_with("rec_1"),
+                    "{:?}",
+                    blockers
+                );
+                let err = apply(conn, &old, &new, false).unwrap_err();
+                assert!(
+                    err.to_string()
+                        .contains("cannot be converted from string to integer"),
+                    "{err}"
+                );
+                assert_eq!(
+                    column(conn, "p", "n"),
+                    [Sql::Text("12".into()), Sql::Text("abc".into()), Sql::Null],
+                    "refused: nothing changed"
+                );
+                apply(conn, &old, &new, true).unwrap();
+                assert_eq!(
+                    column(conn, "p", "n"),
+                    [Sql::Integer(12), Sql::Null, Sql::Null]
+                );
+            },
         );
     }
 
     #[test]
     fn required_needs_a_default_and_duplicates_block_unique() {
-        let old = def(json!({"name": "p", "fields": [{"name": "a", "type": "string"}]}));
-        let new = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "string", "required": true, "unique": true, "default": "z"}]}),
+        each_store(
+            "required_needs_a_default_and_duplicates_block_unique",
+            |conn| {
+                let old = def(json!({"name": "p", "fields": [{"name": "a", "type": "string"}]}));
+                let new = def(
+                    json!({"name": "p", "fields": [{"name": "a", "type": "string", "required": true, "unique": true, "default": "z"}]}),
+                );
+                let p = plan(&old, &new);
+                fill(
+                    conn,
+                    &old,
+                    &[json!({"a": "x"}), json!({}), json!({"a": "x"})],
+                );
+                let blockers = scan(conn, &old, &new, &p).unwrap();
+                assert_eq!(blockers.len(), 1, "{blockers:?}");
+                assert_eq!(blockers[0].rule, "unique");
+                assert!(blockers[0].force.is_none());
+                assert!(apply(conn, &old, &new, true).is_err());
+            },
         );
-        let p = plan(&old, &new);
-        let conn = db(&old, &[json!({"a": "x"}), json!({}), json!({"a": "x"})]);
-        let blockers = scan(&conn, &old, &new, &p).unwrap();
-        assert_eq!(blockers.len(), 1, "{blockers:?}");
-        assert_eq!(blockers[0].rule, "unique");
-        assert!(blockers[0].force.is_none());
-        assert!(execute(&conn, &old, &new, &p, true).is_err());
     }
 
     #[test]
     fn renames_are_explicit_and_keep_data() {
-        let old = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "relation", "collection": "users"}]}),
-        );
-        let new = def(
-            json!({"name": "p", "fields": [{"name": "b", "type": "relation", "collection": "users", "renamedFrom": "a"}]}),
-        );
-        let p = plan(&old, &new);
-        assert!(!p.rebuild, "{:?}", p.changes);
-        let conn = db(&old, &[json!({"a": "usr_1"})]);
-        execute(&conn, &old, &new, &p, false).unwrap();
-        assert_eq!(column(&conn, "p", "b"), [Sql::Text("usr_1".into())]);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map((), |r| r.get(0))
-            .unwrap()
-            .collect::<crate::sql::Result<_>>()
-            .unwrap();
-        assert_eq!(
-            indexes,
-            ["idx_p_b", "idx_p_created"],
-            "one index, under the new name"
-        );
-        // Without renamedFrom the same change is a removal plus an addition.
-        let guessed = def(
-            json!({"name": "p", "fields": [{"name": "b", "type": "relation", "collection": "users"}]}),
-        );
-        assert!(plan(&old, &guessed).rebuild);
+        each_store("renames_are_explicit_and_keep_data", |conn| {
+            let old = def(
+                json!({"name": "p", "fields": [{"name": "a", "type": "relation", "collection": "users"}]}),
+            );
+            let new = def(
+                json!({"name": "p", "fields": [{"name": "b", "type": "relation", "collection": "users", "renamedFrom": "a"}]}),
+            );
+            let p = plan(&old, &new);
+            assert!(!p.rebuild, "{:?}", p.changes);
+            fill(conn, &old, &[json!({"a": "usr_1"})]);
+            apply(conn, &old, &new, false).unwrap();
+            assert_eq!(column(conn, "p", "b"), [Sql::Text("usr_1".into())]);
+            let mut indexes = schema::index_names(conn, "p").unwrap();
+            indexes.sort();
+            assert_eq!(
+                indexes,
+                ["idx_p_b", "idx_p_created"],
+                "one index, under the new name"
+            );
+            // Without renamedFrom the same change is a removal plus an addition.
+            let guessed = def(
+                json!({"name": "p", "fields": [{"name": "b", "type": "relation", "collection": "users"}]}),
+            );
+            assert!(plan(&old, &guessed).rebuild);
+        });
     }
 
     #[test]
     fn removing_a_field_with_data_needs_force() {
-        let old = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "string", "unique": true}, {"name": "b", "type": "integer"}]}),
-        );
-        let new = def(json!({"name": "p", "fields": [{"name": "b", "type": "integer"}]}));
-        let p = plan(&old, &new);
-        let conn = db(&old, &[json!({"a": "x", "b": 1}), json!({"b": 2})]);
-        let blockers = scan(&conn, &old, &new, &p).unwrap();
-        assert_eq!(blockers[0].rule, "lost");
-        assert_eq!(blockers[0].count, 1);
-        execute(&conn, &old, &new, &p, true).unwrap();
-        assert_eq!(column(&conn, "p", "b"), [Sql::Integer(1), Sql::Integer(2)]);
+        each_store("removing_a_field_with_data_needs_force", |conn| {
+            let old = def(
+                json!({"name": "p", "fields": [{"name": "a", "type": "string", "unique": true}, {"name": "b", "type": "integer"}]}),
+            );
+            let new = def(json!({"name": "p", "fields": [{"name": "b", "type": "integer"}]}));
+            let p = plan(&old, &new);
+            fill(conn, &old, &[json!({"a": "x", "b": 1}), json!({"b": 2})]);
+            let blockers = scan(conn, &old, &new, &p).unwrap();
+            assert_eq!(blockers[0].rule, "lost");
+            assert_eq!(blockers[0].count, 1);
+            assert!(apply(conn, &old, &new, false).is_err());
+            apply(conn, &old, &new, true).unwrap();
+            assert_eq!(column(conn, "p", "b"), [Sql::Integer(1), Sql::Integer(2)]);
+        });
     }
 
     #[test]
     fn a_required_field_that_does_not_convert_is_refused_even_with_force() {
-        let old = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "string", "required": true}]}),
+        each_store(
+            "a_required_field_that_does_not_convert_is_refused_even_with_force",
+            |conn| {
+                let old = def(
+                    json!({"name": "p", "fields": [{"name": "a", "type": "string", "required": true}]}),
+                );
+                let new = def(
+                    json!({"name": "p", "fields": [{"name": "a", "type": "integer", "required": true}]}),
+                );
+                fill(conn, &old, &[json!({"a": "x"}), json!({"a": "2"})]);
+                for force in [false, true] {
+                    let err = apply(conn, &old, &new, force).unwrap_err();
+                    assert!(matches!(err, StoreError::Blocked(_)), "{err}");
+                }
+                assert_eq!(
+                    column(conn, "p", "a"),
+                    [Sql::Text("x".into()), Sql::Text("2".into())]
+                );
+            },
         );
-        let new = def(
-            json!({"name": "p", "fields": [{"name": "a", "type": "integer", "required": true}]}),
-        );
-        let p = plan(&old, &new);
-        let conn = db(&old, &[json!({"a": "x"}), json!({"a": "2"})]);
-        for force in [false, true] {
-            conn.execute("SAVEPOINT t", ()).unwrap();
-            let err = execute(&conn, &old, &new, &p, force).unwrap_err();
-            assert!(matches!(err, StoreError::Blocked(_)), "{err}");
-            conn.execute("ROLLBACK TO t", ()).unwrap();
-            conn.execute("RELEASE t", ()).unwrap();
-        }
     }
 
     #[test]

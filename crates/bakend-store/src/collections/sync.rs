@@ -109,25 +109,17 @@ pub fn load_all(conn: &Conn) -> Result<Vec<Collection>, StoreError> {
     Ok(out)
 }
 
-fn table_exists(conn: &Conn, name: &str) -> crate::sql::Result<bool> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?1",
-        [name],
-        |r| r.get::<i64>(0),
-    )
-    .map(|n| n > 0)
-}
-
 /// Inserts the metadata row and creates the table, inside the caller's transaction.
 pub fn create_in(conn: &Conn, parsed: &Parsed) -> Result<Collection, StoreError> {
+    schema::check_names(conn.backend(), &parsed.def)?;
     let now = time::now_iso();
     conn.execute(
         "INSERT INTO _collections(name, definition, created_at, updated_at) VALUES(?1, ?2, ?3, ?3)",
         (&parsed.def.name, parsed.raw.to_string(), &now),
     )?;
-    for stmt in schema::create_sql(&parsed.def) {
-        conn.execute(&stmt, ())?;
-    }
+    schema::create(conn, &parsed.def)?;
+    // A collection of the same name may have existed, with other column types.
+    schema::forget_statements(conn);
     Ok(Collection::new(
         parsed.def.clone(),
         parsed.raw.clone(),
@@ -183,6 +175,8 @@ fn collection_event(kind: &str, name: &str) -> Event {
 /// new collections are created, changed ones migrated (see [`Mode`]). All or nothing: the
 /// first refusal returns an error and the caller's rollback undoes the rest.
 pub fn sync_in(conn: &Conn, files: &[FileDefinition], mode: Mode) -> Result<Synced, StoreError> {
+    // Servers starting at once on PostgreSQL take turns; each finds what the last one did.
+    schema::lock_collections(conn)?;
     let existing = load_all(conn)?;
     let by_name: HashMap<String, &Collection> =
         existing.iter().map(|c| (c.def.name.clone(), c)).collect();
@@ -190,10 +184,8 @@ pub fn sync_in(conn: &Conn, files: &[FileDefinition], mode: Mode) -> Result<Sync
     let mut events = Vec::new();
 
     for c in &existing {
-        if !table_exists(conn, &c.def.name)? {
-            for stmt in schema::create_sql(&c.def) {
-                conn.execute(&stmt, ())?;
-            }
+        if !schema::table_exists(conn, &c.def.name)? {
+            schema::create(conn, &c.def)?;
             report.recreated_tables.push(c.def.name.clone());
         } else {
             // Indexes the server adds itself can change between versions; a database from
@@ -335,7 +327,7 @@ pub fn status(conn: &Conn, files: &[FileDefinition]) -> Result<Vec<StatusEntry>,
             Some(old) if old.def == f.parsed.def => Status::Synced,
             Some(old) => {
                 let plan = migrate::plan(&old.def, &f.parsed.def);
-                let blockers = if table_exists(conn, &name)? {
+                let blockers = if schema::table_exists(conn, &name)? {
                     migrate::scan(conn, &old.def, &f.parsed.def, &plan)?
                 } else {
                     Vec::new()

@@ -33,7 +33,8 @@ impl Cursor {
         let rest = raw.strip_prefix(VERSION)?.strip_prefix(':')?;
         // Timestamps contain ':' themselves; ids do not.
         let (created_at, id) = rest.rsplit_once(':')?;
-        if created_at.is_empty() || id.is_empty() {
+        // NUL never appears in what this server makes (and PostgreSQL refuses it in a value).
+        if created_at.is_empty() || id.is_empty() || raw.contains('\0') {
             return None;
         }
         Some(Cursor {
@@ -66,6 +67,7 @@ mod tests {
             &URL_SAFE_NO_PAD.encode("v2:2026-01-01T00:00:00Z:rec_1"),
             &URL_SAFE_NO_PAD.encode("v1:2026-01-01T00:00:00Z:"),
             &URL_SAFE_NO_PAD.encode("v1:rec_1"),
+            &URL_SAFE_NO_PAD.encode("v1:2026-01-01T00:00:00Z:rec_\u{0}"),
             &URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
             &"A".repeat(600),
         ] {

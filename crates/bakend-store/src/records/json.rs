@@ -299,4 +299,68 @@ mod tests {
             assert_eq!(out, want, "{t:?}");
         }
     }
+
+    /// The same typed rows, stored in each store's own column types (PostgreSQL's BIGINT,
+    /// DOUBLE PRECISION and TEXT), come out as the same bytes — and as `record_json` says.
+    #[test]
+    fn bytes_are_the_same_from_either_store() {
+        let c = collection();
+        let fits = |kind: FieldType, v: &Sql| {
+            use crate::collections::definition::Storage;
+            matches!(
+                (kind.storage(), v),
+                (_, Sql::Null)
+                    | (Storage::Integer, Sql::Integer(_))
+                    | (Storage::Real, Sql::Real(_))
+                    | (Storage::Text, Sql::Text(_))
+            )
+        };
+        let mut outputs = Vec::new();
+        for t in crate::collections::testing::conns("bytes_are_the_same_from_either_store") {
+            let conn = &t.conn;
+            crate::collections::schema::create(conn, &c.def).unwrap();
+            let marks: Vec<String> = (1..=c.layout.width()).map(|i| format!("?{i}")).collect();
+            for mut r in rows() {
+                // A typed column holds only its type: what SQLite alone could hold is null.
+                for (i, f) in c.def.fields.iter().enumerate() {
+                    let v = &mut r[crate::RecordLayout::field_column(i)];
+                    if !fits(f.kind, v) {
+                        *v = Sql::Null;
+                    }
+                }
+                conn.execute(
+                    &format!(
+                        "INSERT INTO every ({}) VALUES ({})",
+                        c.sql.columns,
+                        marks.join(", ")
+                    ),
+                    crate::sql::params_from_iter(r.iter()),
+                )
+                .unwrap();
+            }
+            let mut stmt = conn
+                .prepare(&format!("SELECT {} FROM every ORDER BY id", c.sql.columns))
+                .unwrap();
+            let mut rows = stmt.query(()).unwrap();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                let old =
+                    serde_json::to_vec(&record_json(&c, &read_columns(&c, row).unwrap())).unwrap();
+                let mut new = Vec::new();
+                write_record(&c, row, &mut new).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&new),
+                    String::from_utf8_lossy(&old),
+                    "{:?}",
+                    conn.backend()
+                );
+                out.push(String::from_utf8(new).unwrap());
+            }
+            assert_eq!(out.len(), 4);
+            outputs.push(out);
+        }
+        for other in &outputs[1..] {
+            assert_eq!(other, &outputs[0]);
+        }
+    }
 }

@@ -6,14 +6,15 @@
 use std::sync::Arc;
 
 use crate::sql::Value as Sql;
-use crate::sql::{Conn, OptionalExtension};
+use crate::sql::{Backend, Conn, OptionalExtension};
 use bakend_core::{Event, EventSource, Origin, ids, time};
 use serde_json::{Map, Value};
 
-use bakend_filter::{Filter, RequestVars, SqlValue, Sqlite};
+use bakend_filter::{Filter, RequestVars};
 
 use super::cursor::Cursor;
 use super::json::write_record;
+use super::query::{count_sql, order_by, page_sql};
 use super::row::{read_columns, record_json, to_json};
 use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
 use crate::collections::counts;
@@ -196,38 +197,56 @@ impl RecordStore {
             .ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))
     }
 
+    /// Runs `read` on a read connection. On PostgreSQL, once more after a statement the
+    /// connection prepared before a migration no longer fits the table (see
+    /// [`stale_statement`]): its cache is dropped and the read starts over, snapshot and all.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db
+            .read(move |conn| match read(conn) {
+                Err(StoreError::Database(e)) if stale_statement(&e) => {
+                    crate::collections::schema::forget_statements(conn);
+                    read(conn)
+                }
+                outcome => outcome,
+            })
+            .await
+    }
+
     pub async fn list(&self, c: Arc<Collection>, q: ListQuery) -> Result<Page, StoreError> {
-        let order = order_by(&c, &q.sort)?;
+        let order = order_by(&c, &q.sort, self.db.backend())?;
         let default_order = q.sort.is_empty();
         if q.after.is_some() && !default_order {
             return Err(StoreError::BadRequest(
                 "after= works with the default order only (no sort=)".into(),
             ));
         }
-        self.db
-            .read(move |conn| {
-                // The count and the page from one snapshot, so they agree (without a count
-                // one statement is its own snapshot).
-                let _snapshot = match q.skip_total {
-                    true => None,
-                    false => Some(conn.read_snapshot()?),
-                };
-                let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
-                let total = match (unfiltered, q.skip_total) {
-                    (_, true) => None,
-                    (true, false) => Some(match counts::read(conn, &c.def.name)? {
-                        Some(n) => n,
-                        None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
-                    }),
-                    (false, false) => {
-                        let (sql, params) = count_sql(&c, &q);
-                        Some(count(conn, &sql, &params)?)
-                    }
-                };
-                hint_if_scan(conn, &c, &q)?;
-                read_page(conn, &c, &q, &order, total)
-            })
-            .await
+        self.read(move |conn| {
+            // The count and the page from one snapshot, so they agree (without a count
+            // one statement is its own snapshot).
+            let _snapshot = match q.skip_total {
+                true => None,
+                false => Some(conn.read_snapshot()?),
+            };
+            let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
+            let total = match (unfiltered, q.skip_total) {
+                (_, true) => None,
+                (true, false) => Some(match counts::read(conn, &c.def.name)? {
+                    Some(n) => n,
+                    None => count(conn, &format!("SELECT COUNT(*) FROM {}", c.sql.table), &[])?,
+                }),
+                (false, false) => {
+                    let (sql, params) = count_sql(&c, &q, conn.backend());
+                    Some(count(conn, &sql, &params)?)
+                }
+            };
+            hint_if_scan(conn, &c, &q)?;
+            read_page(conn, &c, &q, &order, total)
+        })
+        .await
     }
 
     /// One record as response bytes, with its owner (for the permission check the caller
@@ -237,32 +256,33 @@ impl RecordStore {
         c: Arc<Collection>,
         id: String,
     ) -> Result<(Vec<u8>, Option<String>), StoreError> {
-        self.db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(&fetch_sql(&c))?;
-                let mut rows = stmt.query([&id])?;
-                let Some(row) = rows.next()? else {
-                    return Err(StoreError::RecordNotFound(id));
-                };
-                let mut out = Vec::with_capacity(256);
-                write_record(&c, row, &mut out)?;
-                let owner = match c.layout.owner_column() {
-                    Some(i) => row.get_ref(i)?.as_str().ok().map(str::to_string),
-                    None => None,
-                };
-                Ok((out, owner))
-            })
-            .await
+        self.read(move |conn| {
+            if id.contains('\0') {
+                return Err(StoreError::RecordNotFound(id.clone()));
+            }
+            let mut stmt = conn.prepare_cached(&fetch_sql(&c))?;
+            let mut rows = stmt.query([&id])?;
+            let Some(row) = rows.next()? else {
+                return Err(StoreError::RecordNotFound(id.clone()));
+            };
+            let mut out = Vec::with_capacity(256);
+            write_record(&c, row, &mut out)?;
+            let owner = match c.layout.owner_column() {
+                Some(i) => row.get_ref(i)?.as_str().ok().map(str::to_string),
+                None => None,
+            };
+            Ok((out, owner))
+        })
+        .await
     }
 
     pub async fn get(&self, c: Arc<Collection>, id: String) -> Result<Value, StoreError> {
-        self.db
-            .read(move |conn| {
-                fetch(conn, &c, &id)?
-                    .map(|cols| record_json(&c, &cols))
-                    .ok_or(StoreError::RecordNotFound(id))
-            })
-            .await
+        self.read(move |conn| {
+            fetch(conn, &c, &id)?
+                .map(|cols| record_json(&c, &cols))
+                .ok_or_else(|| StoreError::RecordNotFound(id.clone()))
+        })
+        .await
     }
 
     /// The record (or `None`) together with the last journal seq, read in one transaction: the
@@ -272,14 +292,13 @@ impl RecordStore {
         c: Arc<Collection>,
         id: String,
     ) -> Result<(Option<Value>, u64), StoreError> {
-        self.db
-            .read(move |conn| {
-                let _snapshot = conn.read_snapshot()?;
-                let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
-                let seq = crate::db::journal::last_seq(conn)?;
-                Ok((record, seq))
-            })
-            .await
+        self.read(move |conn| {
+            let _snapshot = conn.read_snapshot()?;
+            let record = fetch(conn, &c, &id)?.map(|cols| record_json(&c, &cols));
+            let seq = crate::db::journal::last_seq(conn)?;
+            Ok((record, seq))
+        })
+        .await
     }
 
     /// A page of `q` (not counted) together with the last journal seq, read in one
@@ -290,17 +309,16 @@ impl RecordStore {
         c: Arc<Collection>,
         mut q: ListQuery,
     ) -> Result<(Page, u64), StoreError> {
-        let order = order_by(&c, &q.sort)?;
+        let order = order_by(&c, &q.sort, self.db.backend())?;
         q.skip_total = true;
         q.after = None;
-        self.db
-            .read(move |conn| {
-                let _snapshot = conn.read_snapshot()?;
-                let page = read_page(conn, &c, &q, &order, None)?;
-                let seq = crate::db::journal::last_seq(conn)?;
-                Ok((page, seq))
-            })
-            .await
+        self.read(move |conn| {
+            let _snapshot = conn.read_snapshot()?;
+            let page = read_page(conn, &c, &q, &order, None)?;
+            let seq = crate::db::journal::last_seq(conn)?;
+            Ok((page, seq))
+        })
+        .await
     }
 
     /// Full validation for a create: checks without the database here, then — only if there
@@ -320,7 +338,7 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let errors = db_checks(conn, &c, &v.values, None, &files)?;
+                let errors = db_checks(conn, &c, &v.values, None, &files, true)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -367,14 +385,14 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let Some(mut cols) = fetch(conn, &c, &id)? else {
+                let Some(mut cols) = fetch_for_write(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 pre.check(&c, &cols)?;
                 if v.values.is_empty() {
                     return Ok(Committed::new(record_json(&c, &cols)));
                 }
-                let errors = db_checks(conn, &c, &v.values, Some(&id), &files)?;
+                let errors = db_checks(conn, &c, &v.values, Some(&id), &files, true)?;
                 if !errors.is_empty() {
                     return Err(StoreError::Validation(in_field_order(errors)));
                 }
@@ -428,7 +446,7 @@ impl RecordStore {
         let origin = self.origin.clone();
         self.db
             .write_single(move |conn| {
-                let Some(cols) = fetch(conn, &c, &id)? else {
+                let Some(cols) = fetch_for_write(conn, &c, &id)? else {
                     return Err(StoreError::RecordNotFound(id));
                 };
                 pre.check(&c, &cols)?;
@@ -463,8 +481,16 @@ impl RecordStore {
     ) -> StoreError {
         let Validated { values, mut errors } = v;
         let more = self
-            .db
-            .read(move |conn| Ok(db_checks(conn, &c, &values, exclude.as_deref(), &files)?))
+            .read(move |conn| {
+                Ok(db_checks(
+                    conn,
+                    &c,
+                    &values,
+                    exclude.as_deref(),
+                    &files,
+                    false,
+                )?)
+            })
             .await;
         match more {
             Ok(more) => {
@@ -474,6 +500,28 @@ impl RecordStore {
             Err(e) => e,
         }
     }
+}
+
+/// Whether PostgreSQL refused a statement because the table changed since it was prepared:
+/// PostgreSQL keeps a connection's prepared statements with their result and parameter types,
+/// and re-plans one after a migration against the new columns, refusing it when a type no
+/// longer fits ("cached plan must not change result type", or an operator or assignment
+/// between the old parameter type and the new column type). The statements here are built
+/// from the collection's definition, so on a fresh prepare they fit again. A migration on
+/// this server drops its writer's statements itself; other connections — readers, and other
+/// servers — meet the change this way.
+fn stale_statement(e: &crate::sql::Error) -> bool {
+    use postgres::error::SqlState;
+    let crate::sql::Error::Postgres(e) = e else {
+        return false;
+    };
+    [
+        SqlState::FEATURE_NOT_SUPPORTED,
+        SqlState::UNDEFINED_FUNCTION,
+        SqlState::DATATYPE_MISMATCH,
+    ]
+    .iter()
+    .any(|s| e.code() == Some(s))
 }
 
 /// Reads one page of `q` (the count, if any, already made) on `conn`, within whatever
@@ -486,7 +534,7 @@ fn read_page(
     total: Option<u64>,
 ) -> Result<Page, StoreError> {
     let default_order = q.sort.is_empty();
-    let (sql, params) = page_sql(c, q, order);
+    let (sql, params) = page_sql(c, q, order, conn.backend());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(crate::sql::params_from_iter(params.iter()))?;
     let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
@@ -532,43 +580,6 @@ fn read_page(
     })
 }
 
-/// The statement and parameters that read one page and one row more (whether another page
-/// follows), after the cursor when there is one.
-fn page_sql(c: &Collection, q: &ListQuery, order: &str) -> (String, Vec<Sql>) {
-    let mut params: Vec<Sql> = Vec::new();
-    let mut conditions = selection(q, &mut params);
-    if let Some(after) = &q.after {
-        params.push(Sql::Text(after.created_at.clone()));
-        params.push(Sql::Text(after.id.clone()));
-        // A row value: SQLite walks the default-order index from the cursor on.
-        conditions.push(format!(
-            "({}, {}) < (?{}, ?{})",
-            quote(RecordLayout::CREATED_AT.column),
-            quote(RecordLayout::ID.column),
-            params.len() - 1,
-            params.len()
-        ));
-    }
-    let filter = where_clause(&conditions);
-    let offset = if q.after.is_some() {
-        0
-    } else {
-        (i64::from(q.page) - 1) * i64::from(q.per_page)
-    };
-    // One row more than the page: whether another page follows.
-    let limit = i64::from(q.per_page) + 1;
-    params.push(Sql::Integer(limit));
-    params.push(Sql::Integer(offset));
-    let sql = format!(
-        "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-        c.sql.columns,
-        c.sql.table,
-        params.len() - 1,
-        params.len()
-    );
-    (sql, params)
-}
-
 /// A sort no index starts with sorts the whole collection on every request: on a large one,
 /// say once which index would help.
 const HINT_ROWS: u64 = 10_000;
@@ -591,52 +602,6 @@ fn hint_if_scan(conn: &Conn, c: &Collection, q: &ListQuery) -> Result<(), StoreE
     Ok(())
 }
 
-/// The records a list selects, before paging: its owner and its filters, as `WHERE`
-/// conditions whose parameters are appended to `params`.
-fn selection(q: &ListQuery, params: &mut Vec<Sql>) -> Vec<String> {
-    let mut conditions = Vec::new();
-    if let Some(user) = &q.owned_by {
-        params.push(Sql::Text(user.clone()));
-        conditions.push(format!(
-            "{} = ?{}",
-            quote(RecordLayout::OWNER_FIELD),
-            params.len()
-        ));
-    }
-    for f in &q.filters {
-        let compiled = f.to_sql(&Sqlite, &q.vars, params.len());
-        params.extend(compiled.params.into_iter().map(|v| match v {
-            SqlValue::Integer(i) => Sql::Integer(i),
-            SqlValue::Real(r) => Sql::Real(r),
-            SqlValue::Text(t) => Sql::Text(t),
-            SqlValue::Bool(b) => Sql::Integer(i64::from(b)),
-        }));
-        conditions.push(compiled.sql);
-    }
-    conditions
-}
-
-fn where_clause(conditions: &[String]) -> String {
-    if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    }
-}
-
-/// The count of what a list selects (an unfiltered one reads `counts` instead). The owner
-/// condition uses the owner index; a filter on an indexed field uses that index.
-fn count_sql(c: &Collection, q: &ListQuery) -> (String, Vec<Sql>) {
-    let mut params = Vec::new();
-    let conditions = selection(q, &mut params);
-    let sql = format!(
-        "SELECT COUNT(*) FROM {}{}",
-        c.sql.table,
-        where_clause(&conditions)
-    );
-    (sql, params)
-}
-
 fn count(conn: &Conn, sql: &str, params: &[Sql]) -> Result<u64, StoreError> {
     let n: i64 = conn
         .prepare_cached(sql)?
@@ -653,7 +618,25 @@ fn fetch_sql(c: &Collection) -> String {
     )
 }
 
+/// The stored record a write is about to check and change. On PostgreSQL the row is locked
+/// until the write commits (`FOR UPDATE`): another server's write to it waits, so what the
+/// precondition saw is what the write changes (READ COMMITTED reads the latest version once
+/// the lock is granted). SQLite's one writer needs no lock; its SQL is [`fetch`]'s.
+fn fetch_for_write(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+    if conn.backend() == Backend::Sqlite || id.contains('\0') {
+        return fetch(conn, c, id);
+    }
+    Ok(conn
+        .prepare_cached(&format!("{} FOR UPDATE", fetch_sql(c)))?
+        .query_row([id], |row| read_columns(c, row))
+        .optional()?)
+}
+
 fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, StoreError> {
+    // No record has such an id, and PostgreSQL refuses the character in a parameter.
+    if id.contains('\0') {
+        return Ok(None);
+    }
     Ok(conn
         .prepare_cached(&fetch_sql(c))?
         .query_row([id], |row| read_columns(c, row))
@@ -661,7 +644,7 @@ fn fetch(conn: &Conn, c: &Collection, id: &str) -> Result<Option<Vec<Sql>>, Stor
 }
 
 /// A UNIQUE violation that slipped past the pre-check is still a validation error, never a 500.
-fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
+pub(super) fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
     if let Some(cols) = e.unique_columns() {
         let errors: Vec<FieldError> = c
             .def
@@ -677,237 +660,7 @@ fn constraint_error(c: &Collection, e: crate::sql::Error) -> StoreError {
     StoreError::Database(e)
 }
 
-fn order_by(c: &Collection, sort: &[(String, bool)]) -> Result<String, StoreError> {
-    let id = quote(RecordLayout::ID.column);
-    if sort.is_empty() {
-        return Ok(format!(
-            "{} DESC, {id} DESC",
-            quote(RecordLayout::CREATED_AT.column)
-        ));
-    }
-    let mut parts = Vec::new();
-    let mut has_id = false;
-    for (key, desc) in sort {
-        let col = match RecordLayout::system_by_json(key) {
-            Some(system) => {
-                has_id |= system == RecordLayout::ID;
-                system.column
-            }
-            None if c.def.field(key).is_some() => key.as_str(),
-            None => {
-                return Err(StoreError::BadRequest(format!(
-                    "Cannot sort by \"{key}\": not a field of collection \"{}\"",
-                    c.def.name
-                )));
-            }
-        };
-        parts.push(format!(
-            "{} {}",
-            quote(col),
-            if *desc { "DESC" } else { "ASC" }
-        ));
-    }
-    if !has_id {
-        // A total order keeps pages stable when sort values tie. The id goes the way of the
-        // last key, so an index on the keys (which ends with the id) serves both directions.
-        let desc = sort.last().is_some_and(|(_, d)| *d);
-        parts.push(format!("{id} {}", if desc { "DESC" } else { "ASC" }));
-    }
-    Ok(parts.join(", "))
-}
-
 /// Serializes a stored value for a field (used by callers that hold raw values).
 pub fn field_json(c: &Collection, index: usize, v: &Sql) -> Value {
     to_json(c.def.fields[index].kind, v)
-}
-
-#[cfg(test)]
-mod plan_tests {
-    //! The query plans behind lists: the default order, a cursor, an owner's list, an indexed
-    //! sort and the counts must read only what they return (no full scan, no sort of the
-    //! table), so a later change cannot quietly bring the scans back.
-
-    use super::*;
-    use crate::collections::definition::parse;
-    use crate::collections::schema::create_sql;
-    use serde_json::json;
-
-    fn setup() -> (Conn, Collection) {
-        setup_with(json!({"name": "posts", "fields": [
-            {"name": "title", "type": "string"},
-            {"name": "slug", "type": "string", "unique": true},
-            {"name": "user_id", "type": "string"}
-        ]}))
-    }
-
-    /// An empty database holding the collection `definition` (its table, indexes and count).
-    fn setup_with(definition: Value) -> (Conn, Collection) {
-        let def = parse(&definition).unwrap().def;
-        let conn = Conn::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE _record_counts (collection TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;",
-        )
-        .unwrap();
-        for sql in create_sql(&def) {
-            conn.execute(&sql, ()).unwrap();
-        }
-        (
-            conn,
-            Collection::new(def, json!({}), "x".into(), "x".into()),
-        )
-    }
-
-    fn plan(conn: &Conn, sql: &str, params: &[Sql]) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map(crate::sql::params_from_iter(params.iter()), |r| {
-                r.get::<String>(3)
-            })
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join(" | ")
-    }
-
-    fn page_plan(conn: &Conn, c: &Collection, q: &ListQuery) -> String {
-        let order = order_by(c, &q.sort).unwrap();
-        let (sql, params) = page_sql(c, q, &order);
-        plan(conn, &sql, &params)
-    }
-
-    fn reads_only_what_it_returns(p: &str, index: &str) {
-        assert!(p.contains(&format!("INDEX {index}")), "{p}");
-        assert!(!p.contains("TEMP B-TREE"), "sorts the table: {p}");
-    }
-
-    #[test]
-    fn the_default_order_walks_its_index() {
-        let (conn, c) = setup();
-        let q = ListQuery::first(20);
-        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_created");
-        let after = ListQuery {
-            after: Some(Cursor {
-                created_at: "2026-12-04T00:00:00.000Z".into(),
-                id: "rec_1".into(),
-            }),
-            ..ListQuery::first(20)
-        };
-        let p = page_plan(&conn, &c, &after);
-        reads_only_what_it_returns(&p, "idx_posts_created");
-        assert!(p.starts_with("SEARCH"), "starts at the cursor: {p}");
-    }
-
-    #[test]
-    fn an_owners_list_and_count_use_the_owner_index() {
-        let (conn, c) = setup();
-        let q = ListQuery {
-            owned_by: Some("usr_1".into()),
-            ..ListQuery::first(20)
-        };
-        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_owner_created");
-        let (sql, params) = count_sql(&c, &q);
-        let p = plan(&conn, &sql, &params);
-        assert!(p.contains("COVERING INDEX idx_posts_owner_created"), "{p}");
-        let with_cursor = ListQuery {
-            after: Some(Cursor {
-                created_at: "2026-12-04T00:00:00.000Z".into(),
-                id: "rec_1".into(),
-            }),
-            ..q
-        };
-        reads_only_what_it_returns(
-            &page_plan(&conn, &c, &with_cursor),
-            "idx_posts_owner_created",
-        );
-    }
-
-    #[test]
-    fn a_filter_on_an_indexed_field_uses_its_index_for_the_page_and_the_count() {
-        let (conn, c) = setup();
-        bakend_filter::register_sqlite_functions(conn.sqlite().unwrap()).unwrap();
-        let q = ListQuery {
-            filters: vec![Arc::new(
-                Filter::new("slug = 'hello' && title != null", c.filter_schema()).unwrap(),
-            )],
-            ..ListQuery::first(20)
-        };
-        let p = page_plan(&conn, &c, &q);
-        assert!(p.contains("INDEX uniq_posts_slug (slug=?)"), "{p}");
-        let (sql, params) = count_sql(&c, &q);
-        let p = plan(&conn, &sql, &params);
-        assert!(p.contains("INDEX uniq_posts_slug (slug=?)"), "{p}");
-        // A `~` cannot use an index: the list walks the default order until the page is full.
-        let q = ListQuery {
-            filters: vec![Arc::new(
-                Filter::new("title ~ 'x'", c.filter_schema()).unwrap(),
-            )],
-            ..ListQuery::first(20)
-        };
-        reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_created");
-    }
-
-    #[test]
-    fn an_indexed_sort_uses_its_index_and_an_unindexed_one_sorts() {
-        let (conn, c) = setup();
-        let q = ListQuery {
-            sort: vec![("slug".into(), false)],
-            ..ListQuery::first(20)
-        };
-        // Rows come in index order; only records tied on `slug` (several nulls) are put in
-        // `id` order among themselves, and the walk stops at the page's end.
-        let p = page_plan(&conn, &c, &q);
-        assert!(p.contains("INDEX uniq_posts_slug"), "{p}");
-        assert!(
-            !p.contains("TEMP B-TREE FOR ORDER BY"),
-            "sorts the table: {p}"
-        );
-        let q = ListQuery {
-            sort: vec![("title".into(), false)],
-            ..ListQuery::first(20)
-        };
-        assert!(page_plan(&conn, &c, &q).contains("TEMP B-TREE FOR ORDER BY"));
-    }
-
-    #[test]
-    fn a_sort_by_a_defined_index_reads_it_in_order_both_ways() {
-        let (conn, c) = setup_with(json!({"name": "posts", "fields": [
-            {"name": "title", "type": "string"},
-            {"name": "project", "type": "string"}
-        ], "indexes": [{"fields": ["title"]}, {"fields": ["project", "-createdAt"]}]}));
-        for desc in [false, true] {
-            let q = ListQuery {
-                sort: vec![("title".into(), desc)],
-                ..ListQuery::first(20)
-            };
-            reads_only_what_it_returns(&page_plan(&conn, &c, &q), "idx_posts_title");
-        }
-        let q = ListQuery {
-            sort: vec![("project".into(), false), ("createdAt".into(), true)],
-            ..ListQuery::first(20)
-        };
-        reads_only_what_it_returns(
-            &page_plan(&conn, &c, &q),
-            "idx_posts_project_created_at_desc",
-        );
-        let q = ListQuery {
-            sort: vec![("project".into(), true), ("createdAt".into(), false)],
-            ..ListQuery::first(20)
-        };
-        reads_only_what_it_returns(
-            &page_plan(&conn, &c, &q),
-            "idx_posts_project_created_at_desc",
-        );
-    }
-
-    #[test]
-    fn the_unfiltered_count_reads_one_row() {
-        let (conn, _) = setup();
-        let p = plan(
-            &conn,
-            "SELECT n FROM _record_counts WHERE collection = ?1",
-            &[Sql::Text("posts".into())],
-        );
-        assert!(
-            p.starts_with("SEARCH _record_counts USING PRIMARY KEY"),
-            "{p}"
-        );
-    }
 }

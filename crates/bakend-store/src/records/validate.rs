@@ -3,7 +3,7 @@
 //! write's transaction, where no other write can race them.
 
 use crate::sql::Value as Sql;
-use crate::sql::{Conn, OptionalExtension};
+use crate::sql::{Backend, Conn, OptionalExtension};
 use serde_json::{Map, Value};
 
 use crate::collections::definition::{CollectionDef, FieldDef, FieldType};
@@ -171,23 +171,46 @@ pub enum FileAccess {
 
 /// The checks that need the database: a `file` value must name a stored file the writer may
 /// attach, a `unique` value must not be used by another record. `exclude_id` is the record
-/// being updated.
+/// being updated. `in_write`: called inside the write that stores the values — on PostgreSQL
+/// a referenced file's row is then locked against deletion until that write commits (another
+/// server could delete it in between; SQLite's one writer cannot).
 pub fn db_checks(
     conn: &Conn,
     c: &Collection,
     values: &[(usize, Sql)],
     exclude_id: Option<&str>,
     files: &FileAccess,
+    in_write: bool,
 ) -> crate::sql::Result<Vec<(usize, FieldError)>> {
+    let file_sql = match (conn.backend(), in_write) {
+        (Backend::Postgres, true) => "SELECT user_id FROM _files WHERE id = ?1 FOR KEY SHARE",
+        _ => "SELECT user_id FROM _files WHERE id = ?1",
+    };
     let mut errors = Vec::new();
     for (i, v) in values {
         let f = &c.def.fields[*i];
+        // SQLite stores the NUL character in text; PostgreSQL cannot. (JSON fields are stored
+        // re-serialized, where it is escaped.)
+        if conn.backend() == Backend::Postgres
+            && let Sql::Text(s) = v
+            && s.contains('\0')
+        {
+            errors.push((
+                *i,
+                err(
+                    f,
+                    "type",
+                    format!("Field \"{}\" must not contain the NUL character", f.name),
+                ),
+            ));
+            continue;
+        }
         if f.kind == FieldType::File
             && let Sql::Text(id) = v
             && !id.is_empty()
         {
             let owner: Option<String> = conn
-                .prepare_cached("SELECT user_id FROM _files WHERE id = ?1")?
+                .prepare_cached(file_sql)?
                 .query_row([id], |r| r.get(0))
                 .optional()?;
             let Some(owner) = owner else {
