@@ -218,9 +218,7 @@ pub fn migrate(conn: &Conn) -> Result<(), StoreError> {
 /// advisory lock (per schema) makes one migrate while the others wait; each then finds the
 /// schema current. (The schema exists: the store creates it before migrating.)
 fn migrate_postgres(conn: &Conn) -> Result<(), StoreError> {
-    let key = advisory_key(conn, "bakend:migrate")?;
-    conn.execute("SELECT pg_advisory_lock(?1)", [key])?;
-    let result = (|| {
+    with_start_up_lock(conn, || {
         let from = current_version(conn)?;
         if from > SCHEMA_VERSION {
             return Err(StoreError::Internal(format!(
@@ -241,7 +239,22 @@ fn migrate_postgres(conn: &Conn) -> Result<(), StoreError> {
         conn.execute_batch(bakend_filter::postgres_functions_sql())
             .map_err(|e| StoreError::Internal(format!("installing bak_lower failed: {e}")))?;
         Ok(())
-    })();
+    })
+}
+
+/// Runs `f` holding the schema's start-up lock (PostgreSQL; a session-level advisory lock):
+/// what several servers starting at once must do one at a time — the system migrations, and
+/// the journal's epoch when it is first set. On SQLite `f` just runs (one server per file).
+pub fn with_start_up_lock<T>(
+    conn: &Conn,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if conn.backend() == Backend::Sqlite {
+        return f();
+    }
+    let key = advisory_key(conn, "bakend:migrate")?;
+    conn.execute("SELECT pg_advisory_lock(?1)", [key])?;
+    let result = f();
     let _ = conn.execute("SELECT pg_advisory_unlock(?1)", [key]);
     result
 }

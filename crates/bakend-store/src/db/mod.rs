@@ -134,10 +134,11 @@ impl Database {
             ))
         })?;
         migrations::migrate(&conn)?;
-        let journal_info = match journal_segment {
-            Some(segment) => Some(journal::open(&conn, segment)?),
-            None => None,
-        };
+        // Servers starting together must agree on one epoch: the first sets it.
+        let journal_info = migrations::with_start_up_lock(&conn, || match journal_segment {
+            Some(segment) => Ok(Some(journal::open(&conn, segment)?)),
+            None => Ok(None),
+        })?;
         let lock = match journal_info {
             Some(_) => Some(JournalLock::Postgres(migrations::advisory_key(
                 &conn,

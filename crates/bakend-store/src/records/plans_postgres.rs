@@ -250,7 +250,6 @@ fn dollars(sql: &str) -> String {
 /// A filter comparison on a field an index starts with uses that index, for the page and the
 /// count; a `~` cannot, and the list walks the default order until the page is full.
 #[test]
-#[ignore = "TODO(pg dialect): passes once records/query.rs picks bakend-filter's PostgreSQL dialect (checked on a trial merge with main)"]
 fn a_filter_on_an_indexed_field_uses_its_index_on_postgres() {
     let Some((t, c)) = setup("a_filter_on_an_indexed_field_uses_its_index_on_postgres") else {
         return;

@@ -17,9 +17,7 @@ use crate::error::StoreError;
 pub(super) fn dialect(backend: Backend) -> &'static dyn Dialect {
     match backend {
         Backend::Sqlite => &Sqlite,
-        // TODO(pg dialect): bakend_filter's PostgreSQL dialect, once it lands; then un-ignore
-        // the two filter tests marked with this TODO.
-        Backend::Postgres => &Sqlite,
+        Backend::Postgres => &bakend_filter::Postgres,
     }
 }
 

@@ -738,7 +738,6 @@ fn a_precondition_sees_a_change_committed_while_the_write_waited() {
 /// Lists with filters give the same answers on both stores: every operator, nulls, `~` with
 /// Unicode, `@request` values, and a filter walked with cursors and counted.
 #[test]
-#[ignore = "TODO(pg dialect): passes once records/query.rs picks bakend-filter's PostgreSQL dialect (checked on a trial merge with main)"]
 fn filtered_lists_give_the_same_answers_on_both_stores() {
     let dbs = databases("filtered_lists_give_the_same_answers_on_both_stores");
     let rt = runtime();

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,7 +24,7 @@ use bakend_core::config::{PostgresSettings, redact_url};
 
 pub struct PgConn {
     client: RefCell<postgres::Client>,
-    cache: RefCell<HashMap<String, postgres::Statement>>,
+    cache: RefCell<HashMap<Arc<str>, postgres::Statement>>,
 }
 
 impl PgConn {
@@ -60,9 +61,10 @@ impl PgConn {
     }
 
     pub(super) fn prepare(&self, sql: &str) -> Result<PgStmt<'_>> {
-        if let Some(stmt) = self.cache.borrow().get(sql) {
+        if let Some((key, stmt)) = self.cache.borrow().get_key_value(sql) {
             return Ok(PgStmt {
                 conn: self,
+                key: key.clone(),
                 stmt: stmt.clone(),
             });
         }
@@ -74,8 +76,13 @@ impl PgConn {
         if cache.len() >= STATEMENT_CACHE {
             cache.clear();
         }
-        cache.insert(sql.to_string(), stmt.clone());
-        Ok(PgStmt { conn: self, stmt })
+        let key: Arc<str> = Arc::from(sql);
+        cache.insert(key.clone(), stmt.clone());
+        Ok(PgStmt {
+            conn: self,
+            key,
+            stmt,
+        })
     }
 
     /// Forgets every prepared statement (after a schema change that alters a result's
@@ -99,6 +106,8 @@ impl PgConn {
 
 pub struct PgStmt<'c> {
     conn: &'c PgConn,
+    /// The SQL it was cached under.
+    key: Arc<str>,
     stmt: postgres::Statement,
 }
 
@@ -106,14 +115,39 @@ impl PgStmt<'_> {
     pub(super) fn execute(&self, params: &impl Params) -> Result<usize> {
         let values = owned(params)?;
         let refs = as_pg(&values);
-        let n = self.conn.client.borrow_mut().execute(&self.stmt, &refs)?;
+        let n = self.conn.client.borrow_mut().execute(&self.stmt, &refs);
+        let n = self.forget_if_stale(n)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     pub(super) fn query(&self, params: &impl Params) -> Result<Vec<postgres::Row>> {
         let values = owned(params)?;
         let refs = as_pg(&values);
-        Ok(self.conn.client.borrow_mut().query(&self.stmt, &refs)?)
+        let rows = self.conn.client.borrow_mut().query(&self.stmt, &refs);
+        Ok(self.forget_if_stale(rows)?)
+    }
+
+    /// A schema change (a migration on this or another server) can leave a prepared statement
+    /// that PostgreSQL will no longer run: its result's columns or its parameters' types
+    /// changed. Dropped from the cache, so the next use prepares it afresh (this use fails:
+    /// inside a transaction PostgreSQL has already aborted it).
+    fn forget_if_stale<T>(
+        &self,
+        result: std::result::Result<T, postgres::Error>,
+    ) -> std::result::Result<T, postgres::Error> {
+        use postgres::error::SqlState;
+        if let Err(e) = &result
+            && e.code().is_some_and(|c| {
+                *c == SqlState::FEATURE_NOT_SUPPORTED
+                    || *c == SqlState::UNDEFINED_FUNCTION
+                    || *c == SqlState::DATATYPE_MISMATCH
+                    || *c == SqlState::UNDEFINED_TABLE
+                    || *c == SqlState::UNDEFINED_COLUMN
+            })
+        {
+            self.conn.cache.borrow_mut().remove(&*self.key);
+        }
+        result
     }
 
     pub(super) fn column_names(&self) -> Vec<String> {
