@@ -137,9 +137,15 @@ async fn a_cursor_walk_skips_and_repeats_nothing_across_concurrent_writes() {
         initial.push(r["id"].as_str().unwrap().to_string());
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // The writer starts once the walk has read its first page: what it inserts is newer than
+    // every cursor of the walk (started earlier, it could land on page 1).
+    let walking = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (stop, url) = (stop.clone(), s.url.clone());
+        let (stop, walking, url) = (stop.clone(), walking.clone(), s.url.clone());
         tokio::spawn(async move {
+            while !walking.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             let http = reqwest::Client::new();
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -164,6 +170,7 @@ async fn a_cursor_walk_skips_and_repeats_nothing_across_concurrent_writes() {
         let page = s.get(&format!("/api/posts?{query}")).await.json();
         let items = page["items"].as_array().unwrap().clone();
         pages += 1;
+        walking.store(true, Ordering::Relaxed);
         // The page's last record goes away before the next request: its cursor must still
         // lead on. Every other page, a record further on goes too (and must not show up).
         if let Some(last) = items.last() {
