@@ -121,6 +121,7 @@ impl Conn {
     }
 
     /// A statement from the connection's cache (prepared on first use).
+    #[inline]
     pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(Stmt::SqliteCached(c.prepare_cached(sql)?)),
@@ -268,6 +269,7 @@ impl Stmt<'_> {
         }
     }
 
+    #[inline]
     pub fn query(&mut self, params: impl Params) -> Result<Rows<'_>> {
         match self {
             Stmt::Sqlite(s) => sqlite_query(s, &params),
@@ -325,6 +327,7 @@ impl Stmt<'_> {
 
 /// Binds every parameter, checking their number (rusqlite's raw binding would keep a cached
 /// statement's previous values for the ones not given).
+#[inline]
 fn bind_sqlite(s: &mut rusqlite::Statement<'_>, params: &impl Params) -> Result<()> {
     let mut n = 0;
     let mut failed = None;
@@ -351,6 +354,7 @@ fn sqlite_execute(s: &mut rusqlite::Statement<'_>, params: &impl Params) -> Resu
     Ok(s.raw_execute()?)
 }
 
+#[inline]
 fn sqlite_query<'s>(s: &'s mut rusqlite::Statement<'_>, params: &impl Params) -> Result<Rows<'s>> {
     bind_sqlite(s, params)?;
     Ok(Rows::Sqlite(s.raw_query()))
@@ -367,6 +371,7 @@ pub enum Rows<'s> {
 
 impl Rows<'_> {
     #[allow(clippy::should_implement_trait)] // a lending iterator: rows borrow from `self`
+    #[inline]
     pub fn next(&mut self) -> Result<Option<Row<'_>>> {
         match self {
             Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
@@ -409,6 +414,7 @@ pub enum Row<'r> {
 
 impl<'r> Row<'r> {
     /// Column `i` as SQLite would hand it over.
+    #[inline]
     pub fn get_ref(&self, i: usize) -> Result<ValueRef<'r>> {
         match *self {
             Row::Sqlite(r) => Ok(r.get_ref(i)?),
@@ -417,6 +423,7 @@ impl<'r> Row<'r> {
     }
 
     /// Column `i` converted with `FromSql`, with the same conversions on both stores.
+    #[inline]
     pub fn get<T: FromSql>(&self, i: usize) -> Result<T> {
         match *self {
             Row::Sqlite(r) => Ok(r.get(i)?),
