@@ -8,6 +8,10 @@
 //! value reads back the same from either store and every `FromSql` the code already uses works
 //! on both. Where the SQL itself must differ (DDL, upserts, locking), the caller asks
 //! [`Conn::backend`].
+//!
+//! The per-row and per-column functions (`Rows::next`, `Row::get_ref`, binding) are
+//! `#[inline]`: they are not generic, so without it release builds cannot inline them into the
+//! record JSON loop in another codegen unit — measured, a list of 100 cost 4 % more.
 
 mod error;
 mod pg;
