@@ -1,10 +1,12 @@
-//! The record store: collection definitions and their validation, records over SQLite, and the
-//! database plumbing under them.
+//! The record store: collection definitions and their validation, records over SQLite (the
+//! default) or PostgreSQL behind one SQL interface (`sql`), and the database plumbing under
+//! them.
 //!
 //! All writes go through one writer thread that commits concurrent writes together (group
-//! commit) with `synchronous=FULL`, so a write is on disk before its caller hears about it, and
-//! emits the resulting events in commit order after the commit. Reads run on a small pool of
-//! connections on blocking threads. No SQLite call ever runs on an async executor thread.
+//! commit) durably (`synchronous=FULL` on SQLite, a committed transaction on PostgreSQL), so a
+//! write is stored before its caller hears about it, and emits the resulting events in commit
+//! order after the commit. Reads run on a small set of reader threads, a connection each. No
+//! database call ever runs on an async executor thread.
 
 pub mod backup_manifest;
 pub mod collections;
