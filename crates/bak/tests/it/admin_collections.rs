@@ -535,14 +535,12 @@ async fn logs_endpoint_filters_and_limits() {
 }
 
 fn index_names(s: &TestServer, table: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(s.dir.path().join("bakend.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
-        .unwrap();
-    stmt.query_map([table], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let table = table.to_string();
+    let mut names = crate::harness::with_project_db(s.dir.path(), move |c| {
+        bakend_store::collections::schema::index_names(c, &table).unwrap()
+    });
+    names.sort();
+    names
 }
 
 /// Indexes of a definition are made at start-up and changed through the admin API (the same

@@ -863,10 +863,9 @@ async fn expired_sessions_are_deleted() {
     // Restarting runs the purge (it also runs every ten minutes).
     let dir = s.shutdown().await;
     let s = TestServer::start_in(dir).await;
-    let db = s.dir.path().join("bakend.db");
-    let count: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM _sessions", [], |r| r.get(0))
-        .unwrap();
+    let count: i64 = crate::harness::with_project_db(s.dir.path(), |c| {
+        c.query_row("SELECT COUNT(*) FROM _sessions", (), |r| r.get(0))
+            .unwrap()
+    });
     assert_eq!(count, 0);
 }

@@ -310,6 +310,33 @@ pub fn bak_admin_create(dir: &Path, email: &str, password: &str) {
     assert!(admin.wait().unwrap().success(), "bak admin create {email}");
 }
 
+/// Runs `f` on a connection to the database of the project in `dir` — its SQLite file, or
+/// its PostgreSQL database when the suite runs there — for tests that look at (or arrange)
+/// what is stored. On a thread of its own: the PostgreSQL client is synchronous and must not
+/// run inside the test's async runtime.
+pub fn with_project_db<T: Send + 'static>(
+    dir: &Path,
+    f: impl FnOnce(&bakend_store::sql::Conn) -> T + Send + 'static,
+) -> T {
+    let file = dir.join("bakend.db");
+    let pg = crate::pg::database_for(dir);
+    std::thread::spawn(move || {
+        let conn = match pg {
+            Some(url) => bakend_store::sql::Conn::from(
+                bakend_store::sql::PgConn::connect(&bakend_core::config::PostgresSettings {
+                    url,
+                    options: Default::default(),
+                })
+                .unwrap(),
+            ),
+            None => bakend_store::sql::Conn::from(rusqlite::Connection::open(file).unwrap()),
+        };
+        f(&conn)
+    })
+    .join()
+    .unwrap()
+}
+
 pub fn free_port() -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let base = 20_000 + (std::process::id() % 1_000) * 10;

@@ -994,14 +994,14 @@ async fn a_crash_mid_upload_leaves_complete_files_or_nothing() {
         0,
         "leftover temp files are cleaned at start"
     );
-    let conn = rusqlite::Connection::open(dir.path().join("bakend.db")).unwrap();
-    let rows: Vec<(String, i64)> = conn
-        .prepare("SELECT id, size FROM _files")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let rows: Vec<(String, i64)> = crate::harness::with_project_db(dir.path(), |c| {
+        c.prepare("SELECT id, size FROM _files")
+            .unwrap()
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    });
     assert!(rows.len() >= 3, "{rows:?}");
     for (id, size) in &rows {
         let len = std::fs::metadata(dir.path().join("storage/files").join(id))
@@ -1064,29 +1064,34 @@ async fn prune_removes_every_orphan_in_one_run_while_the_server_runs() {
         .to_string();
     let dir = s.shutdown().await;
     let files = dir.path().join("storage/files");
-    let conn = rusqlite::Connection::open(dir.path().join("bakend.db")).unwrap();
     let old = "2020-01-01T00:00:00.000Z";
-    conn.execute(
-        "UPDATE _files SET created_at = ?1 WHERE id != ?2",
-        (old, &fresh),
-    )
-    .unwrap();
-    let mut orphans = Vec::new();
-    conn.execute_batch("BEGIN").unwrap();
-    for i in 0..1100 {
-        let id = format!("fil_00000000-0000-4000-8000-{i:012}");
-        conn.execute(
-            "INSERT INTO _files (id, filename, mime_type, size, visibility, user_id, created_at)
-             VALUES (?1, 'o.bin', 'application/octet-stream', 1, 'protected', ?2, ?3)",
-            (&id, &alice.id, old),
-        )
-        .unwrap();
-        std::fs::write(files.join(&id), b"o").unwrap();
-        set_old(&files.join(&id));
-        orphans.push(id);
+    let orphans: Vec<String> = (0..1100)
+        .map(|i| format!("fil_00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    {
+        let (orphans, alice_id, fresh) = (orphans.clone(), alice.id.clone(), fresh.clone());
+        crate::harness::with_project_db(dir.path(), move |conn| {
+            conn.execute(
+                "UPDATE _files SET created_at = ?1 WHERE id != ?2",
+                (old, &fresh),
+            )
+            .unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            for id in &orphans {
+                conn.execute(
+                    "INSERT INTO _files (id, filename, mime_type, size, visibility, user_id, created_at)
+                     VALUES (?1, 'o.bin', 'application/octet-stream', 1, 'protected', ?2, ?3)",
+                    (id, &alice_id, old),
+                )
+                .unwrap();
+            }
+            conn.execute_batch("COMMIT").unwrap();
+        });
     }
-    conn.execute_batch("COMMIT").unwrap();
-    drop(conn);
+    for id in &orphans {
+        std::fs::write(files.join(id), b"o").unwrap();
+        set_old(&files.join(id));
+    }
     let stray_old: Vec<String> = (0..5).map(|i| format!("fil_stray-{i}")).collect();
     for id in &stray_old {
         std::fs::write(files.join(id), b"stray").unwrap();
@@ -1128,10 +1133,10 @@ async fn prune_removes_every_orphan_in_one_run_while_the_server_runs() {
     want.push("fil_stray-fresh".into());
     want.sort();
     assert_eq!(left, want);
-    let conn = rusqlite::Connection::open(dir.path().join("bakend.db")).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM _files", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = crate::harness::with_project_db(dir.path(), |c| {
+        c.query_row("SELECT COUNT(*) FROM _files", (), |r| r.get(0))
+            .unwrap()
+    });
     assert_eq!(n, 4);
     // The running server still serves what is left.
     let http = reqwest::Client::new();
