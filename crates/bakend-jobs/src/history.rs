@@ -215,7 +215,7 @@ fn list(conn: &Conn, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT run_id, job, status, attempt, trigger, started_at, ended_at, duration_ms, error
          FROM (SELECT rowid AS r, * FROM _job_runs WHERE job = ?1
-               ORDER BY started_at DESC, rowid DESC LIMIT ?2)
+               ORDER BY started_at DESC, rowid DESC LIMIT ?2) AS recent
          ORDER BY started_at ASC, r ASC",
     )?;
     let rows = stmt.query_map(params![job, limit], |r| {

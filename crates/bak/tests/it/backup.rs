@@ -35,6 +35,12 @@ fn sha(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
+    if crate::pg::skip_on_postgres(
+        "a_backup_of_a_busy_server_restores_everything_committed_before_it",
+        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -244,6 +250,12 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
 
 #[test]
 fn damaged_or_foreign_archives_are_refused_and_change_nothing() {
+    if crate::pg::skip_on_postgres(
+        "damaged_or_foreign_archives_are_refused_and_change_nothing",
+        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("bakend.json"), "{}").unwrap();
@@ -372,6 +384,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
 /// the existing data untouched.
 #[test]
 fn forged_archives_are_refused_and_the_existing_data_is_untouched() {
+    if crate::pg::skip_on_postgres(
+        "forged_archives_are_refused_and_the_existing_data_is_untouched",
+        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("bakend.json"), "{}").unwrap();
@@ -479,6 +497,12 @@ fn forged_archives_are_refused_and_the_existing_data_is_untouched() {
 /// stored file, an archive of a few hundred KiB) restores: no ratio or size cap.
 #[test]
 fn a_legitimate_very_compressible_backup_restores() {
+    if crate::pg::skip_on_postgres(
+        "a_legitimate_very_compressible_backup_restores",
+        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+    ) {
+        return;
+    }
     const DB_PADDING: usize = 40 << 20;
     const FILE_SIZE: usize = 16 << 20;
     let dir = tempfile::tempdir().unwrap();

@@ -269,6 +269,12 @@ async fn ctx_records_writes_are_seen_live_and_auth_user_is_the_acting_user() {
 
 #[tokio::test]
 async fn previous_holds_the_record_before_update_and_delete_and_db_reads_it() {
+    if crate::pg::skip_on_postgres(
+        "previous_holds_the_record_before_update_and_delete_and_db_reads_it",
+        "ctx.db is SQLite's own API, refused on PostgreSQL",
+    ) {
+        return;
+    }
     let dir = project_with_audit(&[(
         "functions/posts/history.ts",
         r#"import { onUpdate, onDelete } from "bakend/functions";
@@ -806,6 +812,12 @@ fn user_roles(db: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn ctx_db_cannot_attach_vacuum_set_pragmas_or_touch_internal_tables() {
+    if crate::pg::skip_on_postgres(
+        "ctx_db_cannot_attach_vacuum_set_pragmas_or_touch_internal_tables",
+        "ctx.db is SQLite's own API, refused on PostgreSQL",
+    ) {
+        return;
+    }
     let out = tempfile::tempdir().unwrap();
     let source = format!(
         "import {{ onCreate }} from \"bakend/functions\";\n\
@@ -849,6 +861,12 @@ async fn ctx_db_cannot_attach_vacuum_set_pragmas_or_touch_internal_tables() {
 
 #[tokio::test]
 async fn a_jobs_ctx_db_is_held_to_the_same_rules() {
+    if crate::pg::skip_on_postgres(
+        "a_jobs_ctx_db_is_held_to_the_same_rules",
+        "ctx.db is SQLite's own API, refused on PostgreSQL",
+    ) {
+        return;
+    }
     let out = tempfile::tempdir().unwrap();
     let source = format!(
         "export const schedule = \"*/1 * * * * *\";\n\

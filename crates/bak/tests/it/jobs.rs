@@ -324,6 +324,12 @@ fn text(o: &std::process::Output) -> String {
 
 #[tokio::test]
 async fn history_is_visible_from_another_process_while_running_and_after_a_restart() {
+    if crate::pg::skip_on_postgres(
+        "history_is_visible_from_another_process_while_running_and_after_a_restart",
+        "ctx.db is SQLite's own API, refused on PostgreSQL",
+    ) {
+        return;
+    }
     let dir = project(&[
         (
             "jobs/tick.ts",

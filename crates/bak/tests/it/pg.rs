@@ -133,3 +133,14 @@ pub fn admin_sql(server: &str, sql: &str) {
         c.batch_execute(&sql).expect("admin SQL");
     });
 }
+
+/// For a test of something SQLite has and PostgreSQL does not (`why`, as documented in
+/// docs/postgres.md): `true`, and a line saying the test is skipped, when the suite runs on
+/// PostgreSQL.
+pub fn skip_on_postgres(test: &str, why: &str) -> bool {
+    let skip = server_url().is_some();
+    if skip {
+        eprintln!("{test}: skipped on PostgreSQL ({why})");
+    }
+    skip
+}

@@ -296,6 +296,12 @@ async fn counts_stay_exact_under_concurrent_creates_and_deletes() {
 /// would otherwise do in one step without looking at rows) are counted.
 #[tokio::test]
 async fn counts_follow_rows_written_by_functions() {
+    if crate::pg::skip_on_postgres(
+        "counts_follow_rows_written_by_functions",
+        "ctx.db is SQLite's own API, refused on PostgreSQL",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     write_collections(
         dir.path(),
@@ -359,6 +365,12 @@ onCreate("posts", ({ record, db }) => {
 /// A database from before kept counts (no triggers, no count row) is counted at start-up.
 #[tokio::test]
 async fn an_older_database_is_counted_at_start_up() {
+    if crate::pg::skip_on_postgres(
+        "an_older_database_is_counted_at_start_up",
+        "arranges an older SQLite database by hand",
+    ) {
+        return;
+    }
     let s = TestServer::start(&[posts()]).await;
     for i in 0..3 {
         s.create("posts", json!({"title": format!("t{i}")})).await;

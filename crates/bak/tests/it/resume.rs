@@ -526,6 +526,12 @@ fn ws_url(url: &str) -> String {
 
 #[tokio::test]
 async fn resume_across_sigkill_and_sigterm_but_not_across_a_restore_from_backup() {
+    if crate::pg::skip_on_postgres(
+        "resume_across_sigkill_and_sigterm_but_not_across_a_restore_from_backup",
+        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     crate::harness::write_collections(dir.path(), &posts());
     std::fs::write(dir.path().join("bakend.json"), "{}").unwrap();
