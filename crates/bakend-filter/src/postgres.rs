@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use crate::sql::{Dialect, SqlValue};
+use crate::sql::Dialect;
 
 /// PostgreSQL as Bakend stores on it (`bakend_store`'s PostgreSQL schema): every value keeps
 /// its SQLite storage class — integers and booleans (0/1) `BIGINT`, floats
@@ -36,28 +36,9 @@ use crate::sql::{Dialect, SqlValue};
 pub struct Postgres;
 
 impl Dialect for Postgres {
-    fn placeholder(&self, n: usize, out: &mut String) {
-        let _ = write!(out, "?{n}");
-    }
-
-    fn quote_identifier(&self, name: &str, out: &mut String) {
-        out.push('"');
-        out.push_str(&name.replace('"', "\"\""));
-        out.push('"');
-    }
-
     fn boolean_literal(&self, value: bool) -> &'static str {
         // `WHERE 1` is an error in PostgreSQL.
         if value { "TRUE" } else { "FALSE" }
-    }
-
-    fn boolean_param(&self, value: bool) -> SqlValue {
-        // Boolean fields are BIGINT 0/1, as on SQLite.
-        SqlValue::Integer(i64::from(value))
-    }
-
-    fn lower_function(&self) -> &'static str {
-        crate::sqlite::LOWER_FUNCTION
     }
 
     fn binary_collation(&self) -> &'static str {

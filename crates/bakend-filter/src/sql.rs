@@ -34,17 +34,29 @@ pub struct SqlWhere {
 /// What differs between SQL databases: [`Sqlite`] and [`crate::Postgres`]. The defaults are
 /// SQLite's behaviour; a dialect overrides what its database does differently.
 pub trait Dialect {
-    /// Appends the placeholder of parameter `n` (1-based).
-    fn placeholder(&self, n: usize, out: &mut String);
-    /// Appends `name` quoted as an identifier.
-    fn quote_identifier(&self, name: &str, out: &mut String);
+    /// Appends the placeholder of parameter `n` (1-based): `?N` (the store translates it for
+    /// PostgreSQL together with its own).
+    fn placeholder(&self, n: usize, out: &mut String) {
+        let _ = write!(out, "?{n}");
+    }
+    /// Appends `name` quoted as an identifier: `"name"`, inner quotes doubled.
+    fn quote_identifier(&self, name: &str, out: &mut String) {
+        out.push('"');
+        out.push_str(&name.replace('"', "\"\""));
+        out.push('"');
+    }
     /// A constant true or false expression (for comparisons decided without a column).
     fn boolean_literal(&self, value: bool) -> &'static str;
-    /// The parameter compared with a boolean column.
-    fn boolean_param(&self, value: bool) -> SqlValue;
+    /// The parameter compared with a boolean column: 0/1, as both stores keep booleans.
+    fn boolean_param(&self, value: bool) -> SqlValue {
+        SqlValue::Integer(i64::from(value))
+    }
     /// The one-argument function lowercasing exactly like Rust's `str::to_lowercase`, NULL for
-    /// anything but text.
-    fn lower_function(&self) -> &'static str;
+    /// anything but text: `bak_lower`, registered on SQLite connections and installed in the
+    /// PostgreSQL schema.
+    fn lower_function(&self) -> &'static str {
+        crate::sqlite::LOWER_FUNCTION
+    }
     /// The escape character of LIKE patterns.
     fn like_escape(&self) -> char {
         '\\'
@@ -78,26 +90,8 @@ pub trait Dialect {
 pub struct Sqlite;
 
 impl Dialect for Sqlite {
-    fn placeholder(&self, n: usize, out: &mut String) {
-        let _ = write!(out, "?{n}");
-    }
-
-    fn quote_identifier(&self, name: &str, out: &mut String) {
-        out.push('"');
-        out.push_str(&name.replace('"', "\"\""));
-        out.push('"');
-    }
-
     fn boolean_literal(&self, value: bool) -> &'static str {
         if value { "1" } else { "0" }
-    }
-
-    fn boolean_param(&self, value: bool) -> SqlValue {
-        SqlValue::Integer(i64::from(value))
-    }
-
-    fn lower_function(&self) -> &'static str {
-        crate::sqlite::LOWER_FUNCTION
     }
 }
 
