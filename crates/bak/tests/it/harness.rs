@@ -211,6 +211,20 @@ impl TestServer {
         assert_eq!(r.status, 201, "create {collection} {body}: {}", r.text);
         r.json()
     }
+
+    /// Creates a record as `who`; the new record.
+    pub async fn create_as(&self, who: &Session, collection: &str, body: Value) -> Value {
+        let r = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/{collection}"),
+                Some(&who.token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json()
+    }
 }
 
 /// A signed-in test user.

@@ -85,19 +85,6 @@ async fn put(s: &TestServer, path: &str, token: Option<&str>, body: Value) -> Va
     r.json()
 }
 
-async fn create_as(s: &TestServer, who: &Session, collection: &str, body: Value) -> Value {
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/api/{collection}"),
-            Some(&who.token),
-            Some(&body),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json()
-}
-
 #[tokio::test]
 async fn every_change_of_a_filtered_subscription() {
     let s = server().await;
@@ -201,13 +188,9 @@ async fn ownership_transfer_and_request_auth_filters() {
     }
 
     // An owner-only note handed from alice to bob by an admin.
-    let note = create_as(
-        &s,
-        &alice,
-        "notes",
-        json!({"title": "private", "done": false}),
-    )
-    .await;
+    let note = s
+        .create_as(&alice, "notes", json!({"title": "private", "done": false}))
+        .await;
     let nid = note["id"].as_str().unwrap();
     assert_eq!(change_of(&wa.next().await), ch("open", "added", &note));
     let moved = put(

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Session, TestServer};
+use crate::harness::TestServer;
 use crate::ws::{Next, Ws};
 
 const ADMIN: &str = "admin@example.com";
@@ -44,19 +44,6 @@ async fn server() -> TestServer {
 
 fn q(s: &TestServer, token: &str) -> String {
     format!("{}?token={token}", s.ws_url())
-}
-
-async fn create_as(s: &TestServer, who: &Session, collection: &str, body: Value) -> Value {
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/api/{collection}"),
-            Some(&who.token),
-            Some(&body),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json()
 }
 
 #[tokio::test]
@@ -236,7 +223,7 @@ async fn tokens_by_query_header_and_invalid() {
         assert_eq!(e["type"], "error");
         assert_eq!(e["code"], "invalid_token");
         ws.subscribe("members.*").await;
-        create_as(&s, &alice, "members", json!({"title": "m"})).await;
+        s.create_as(&alice, "members", json!({"title": "m"})).await;
         ws.silent(SHORT).await; // anonymous: authenticated-only events do not arrive
     }
     // Plain GET without an upgrade, and other methods.
@@ -253,14 +240,15 @@ async fn auth_action_switches_identity_and_keeps_subscriptions() {
     let alice = s.register("alice@example.com").await;
     let (mut ws, _) = Ws::connect(&s.ws_url()).await;
     ws.subscribe("notes.*").await;
-    create_as(&s, &alice, "notes", json!({"title": "hidden"})).await;
+    s.create_as(&alice, "notes", json!({"title": "hidden"}))
+        .await;
     ws.silent(SHORT).await;
     ws.send(json!({"action": "auth", "token": alice.token}))
         .await;
     let a = ws.next().await;
     assert_eq!(a["type"], "authenticated");
     assert_eq!(a["user"]["id"], alice.id.as_str());
-    let n = create_as(&s, &alice, "notes", json!({"title": "mine"})).await;
+    let n = s.create_as(&alice, "notes", json!({"title": "mine"})).await;
     assert_eq!(ws.next().await["event"]["payload"], n);
     for bad in [
         json!({"action": "auth", "token": "nope"}),
@@ -269,7 +257,8 @@ async fn auth_action_switches_identity_and_keeps_subscriptions() {
         ws.send(bad).await;
         assert_eq!(ws.next().await["code"], "invalid_token");
     }
-    create_as(&s, &alice, "notes", json!({"title": "still mine"})).await;
+    s.create_as(&alice, "notes", json!({"title": "still mine"}))
+        .await;
     assert_eq!(
         ws.next().await["event"]["type"],
         "notes.created",
@@ -337,7 +326,7 @@ async fn role_changes_and_deletion_apply_to_open_sockets() {
     let (mut ws, _) = Ws::connect(&q(&s, &bob.token)).await;
     ws.subscribe("secrets.*").await;
     ws.subscribe("members.*").await;
-    create_as(&s, &admin, "secrets", json!({"title": "s1"})).await;
+    s.create_as(&admin, "secrets", json!({"title": "s1"})).await;
     ws.silent(SHORT).await;
     s.call(
         Method::PATCH,
@@ -347,7 +336,7 @@ async fn role_changes_and_deletion_apply_to_open_sockets() {
     )
     .await;
     // The role change reaches the hub before the next write's event.
-    create_as(&s, &admin, "secrets", json!({"title": "s2"})).await;
+    s.create_as(&admin, "secrets", json!({"title": "s2"})).await;
     assert_eq!(ws.next().await["event"]["payload"]["title"], "s2");
     s.call(
         Method::PATCH,
@@ -356,7 +345,7 @@ async fn role_changes_and_deletion_apply_to_open_sockets() {
         Some(&json!({"role": "authenticated"})),
     )
     .await;
-    create_as(&s, &admin, "secrets", json!({"title": "s3"})).await;
+    s.create_as(&admin, "secrets", json!({"title": "s3"})).await;
     ws.silent(SHORT).await;
     assert_eq!(
         s.call(
@@ -370,7 +359,7 @@ async fn role_changes_and_deletion_apply_to_open_sockets() {
         204
     );
     assert_eq!(ws.next().await["code"], "session_revoked");
-    create_as(&s, &admin, "members", json!({"title": "m"})).await;
+    s.create_as(&admin, "members", json!({"title": "m"})).await;
     ws.silent(SHORT).await;
 }
 
@@ -489,7 +478,7 @@ async fn role_changes_apply_at_once_to_new_sockets_and_the_auth_action() {
         for ws in [&mut by_query, &mut by_action] {
             ws.subscribe("secrets.*").await;
         }
-        create_as(&s, &admin, "secrets", json!({"title": role})).await;
+        s.create_as(&admin, "secrets", json!({"title": role})).await;
         for ws in [&mut by_query, &mut by_action] {
             if sees_secrets {
                 assert_eq!(ws.next().await["event"]["payload"]["title"], role);
@@ -574,7 +563,7 @@ async fn permission_matrix_over_every_event_kind() {
         } else {
             json!({"title": "t", "user_id": alice.id})
         };
-        let r = create_as(&s, &admin, c, body).await;
+        let r = s.create_as(&admin, c, body).await;
         let id = r["id"].as_str().unwrap();
         s.call(
             Method::PUT,
