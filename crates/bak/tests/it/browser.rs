@@ -72,10 +72,12 @@ pub(crate) struct NodeRun {
 pub(crate) async fn run_node(
     root: &Path,
     args: &[&std::ffi::OsStr],
+    env: &[(&str, String)],
     backstop: Duration,
 ) -> NodeRun {
     let child = tokio::process::Command::new("node")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(root.join("tests/browser"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -155,6 +157,7 @@ async fn realtime_demo_page_in_headless_chromium() {
             client_html.as_os_str(),
             screenshot.as_os_str(),
         ],
+        &[],
         Duration::from_secs(120),
     )
     .await;
@@ -200,6 +203,7 @@ async fn reference_resume_client_in_node() {
             url.as_ref(),
             client.as_os_str(),
         ],
+        &[],
         Duration::from_secs(60),
     )
     .await;
@@ -227,6 +231,7 @@ async fn live_tasks_page_in_headless_chromium() {
     let run = run_node(
         &root,
         &[script.as_os_str(), url.as_ref(), page.as_os_str()],
+        &[],
         Duration::from_secs(120),
     )
     .await;

@@ -7,26 +7,21 @@ use serde_json::json;
 
 use crate::harness::{BakProcess, write_collections};
 
-fn collections_in(db: &Path) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name, definition FROM _collections ORDER BY name")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+fn collections_in(dir: &Path) -> Vec<(String, String)> {
+    crate::harness::with_project_db(dir, |c| {
+        c.prepare("SELECT name, definition FROM _collections ORDER BY name")
+            .unwrap()
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    })
 }
 
-fn columns(db: &Path, table: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(&format!("PRAGMA table_info(\"{table}\")"))
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(1))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+fn columns(dir: &Path, table: &'static str) -> Vec<String> {
+    crate::harness::with_project_db(dir, move |c| {
+        bakend_store::collections::schema::column_names(c, table).unwrap()
+    })
 }
 
 async fn fails_with(dir: &Path, needles: &[&str]) {
@@ -143,7 +138,7 @@ async fn relations_may_point_forward_within_the_files() {
 #[tokio::test]
 async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bakend.db");
+    let db = dir.path();
     let v1 = json!({"name": "posts", "fields": [
         {"name": "title", "type": "string", "required": true},
         {"name": "n", "type": "integer"}
@@ -181,7 +176,7 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
     assert!(bak.wait_exit().await.success());
 
     // Destructive: refused, naming the file, the difference and the way out; nothing changes.
-    let before = collections_in(&db);
+    let before = collections_in(db);
     write_collections(
         dir.path(),
         &[json!({"name": "posts", "fields": [
@@ -198,9 +193,9 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
         ],
     )
     .await;
-    assert_eq!(collections_in(&db), before);
+    assert_eq!(collections_in(db), before);
     assert_eq!(
-        columns(&db, "posts"),
+        columns(db, "posts"),
         ["id", "created_at", "updated_at", "title", "n"]
     );
 
@@ -240,7 +235,7 @@ async fn changed_collection_files_apply_safe_changes_and_refuse_the_rest() {
         .unwrap();
     assert_eq!(r.status(), 401, "the new delete rule is in force");
     assert_eq!(
-        columns(&db, "posts"),
+        columns(db, "posts"),
         ["id", "created_at", "updated_at", "title", "n", "tag"]
     );
 }

@@ -241,6 +241,10 @@ async fn dashboard_in_headless_chromium() {
             bin.as_os_str(),
             shots.as_os_str(),
         ],
+        // The script runs `bak admin create` in the project: on its database.
+        &crate::pg::database_for(dir.path())
+            .map(|url| vec![("BAKEND_DATABASE", url)])
+            .unwrap_or_default(),
         Duration::from_secs(300),
     )
     .await;

@@ -2,7 +2,9 @@
 //! create databases on), every project folder a test uses gets a database of its own on that
 //! server — created the first time a server starts on the folder, the same one when it starts
 //! again (restarts keep their data, as with a SQLite file) — and `BAKEND_DATABASE` points the
-//! server there. Without it the suite runs on SQLite, as always.
+//! server there. Without it the suite runs on SQLite, as always; `BAKEND_TEST_SUITE=sqlite`
+//! keeps it on SQLite while `BAKEND_TEST_POSTGRES` still names the server for the tests that
+//! are about PostgreSQL itself (`scripts/test` runs the suite once each way).
 //!
 //! Databases are named `bak_t_<pid>_<n>` and live until the next run, which first drops those
 //! of test processes that are gone (a test may hand its folder to a later server, so the
@@ -14,13 +16,22 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 pub const ENV: &str = "BAKEND_TEST_POSTGRES";
+const SUITE_ENV: &str = "BAKEND_TEST_SUITE";
 
 static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// The server `BAKEND_TEST_POSTGRES` names (`off`: none).
+fn configured() -> Option<String> {
+    std::env::var(ENV).ok().filter(|s| !s.is_empty())
+}
+
 /// The PostgreSQL server the suite runs on, if any.
 pub fn server_url() -> Option<String> {
-    std::env::var(ENV).ok().filter(|s| !s.is_empty())
+    if std::env::var(SUITE_ENV).is_ok_and(|s| s == "sqlite") {
+        return None;
+    }
+    configured().filter(|s| s != "off")
 }
 
 /// `BAKEND_DATABASE` for a server on `dir`: a database of its own on the test server (made on
@@ -28,26 +39,39 @@ pub fn server_url() -> Option<String> {
 pub fn database_for(dir: &Path) -> Option<String> {
     let server = server_url()?;
     let mut guard = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
-    let first = guard.is_none();
     let map = guard.get_or_insert_with(HashMap::new);
     if let Some(url) = map.get(dir) {
         return Some(url.clone());
     }
+    let url = create_database(&server);
+    map.insert(dir.to_path_buf(), url.clone());
+    Some(url)
+}
+
+/// A new, empty database on `server` for a test that picks its store itself; its URL.
+pub fn new_database(server: &str) -> String {
+    create_database(server)
+}
+
+/// Creates `bak_t_<pid>_<n>` on `server` (first dropping those of finished test processes).
+fn create_database(server: &str) -> String {
+    static STALE_DROPPED: std::sync::Once = std::sync::Once::new();
+    let mut drop_stale_first = false;
+    STALE_DROPPED.call_once(|| drop_stale_first = true);
     let name = format!(
         "bak_t_{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let url = with_database(&server, &name);
-    admin(&server, move |c| {
-        if first {
+    let url = with_database(server, &name);
+    admin(server, move |c| {
+        if drop_stale_first {
             drop_stale(c);
         }
         c.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create a test database");
     });
-    map.insert(dir.to_path_buf(), url.clone());
-    Some(url)
+    url
 }
 
 /// `server` with its database path replaced by `name`.
@@ -104,7 +128,7 @@ fn drop_stale(c: &mut postgres::Client) {
 /// `BAKEND_TEST_POSTGRES`, or this machine's local server when it answers; `None` (and a line
 /// saying so) otherwise.
 pub fn reachable_server(what: &str) -> Option<String> {
-    if let Some(url) = server_url() {
+    if let Some(url) = configured() {
         return (url != "off").then_some(url);
     }
     let local = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -224,6 +224,43 @@ pub fn index_names(conn: &Conn, table: &str) -> crate::sql::Result<Vec<String>> 
         .collect()
 }
 
+/// The columns of `table`, in table order (tests of either store ask this rather than
+/// `PRAGMA table_info`).
+pub fn column_names(conn: &Conn, table: &str) -> crate::sql::Result<Vec<String>> {
+    let sql = match conn.backend() {
+        Backend::Sqlite => "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+        Backend::Postgres => {
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = ?1 ORDER BY ordinal_position"
+        }
+    };
+    conn.prepare(sql)?
+        .query_map([table], |r| r.get(0))?
+        .collect()
+}
+
+/// The column of `table`'s primary key, when it is one column.
+pub fn primary_key(conn: &Conn, table: &str) -> crate::sql::Result<Option<String>> {
+    let sql = match conn.backend() {
+        Backend::Sqlite => "SELECT name FROM pragma_table_info(?1) WHERE pk > 0",
+        Backend::Postgres => {
+            "SELECT a.attname::text FROM pg_index x \
+             JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey) \
+             WHERE n.nspname = current_schema() AND t.relname = ?1 AND x.indisprimary"
+        }
+    };
+    let keys: Vec<String> = conn
+        .prepare(sql)?
+        .query_map([table], |r| r.get(0))?
+        .collect::<crate::sql::Result<_>>()?;
+    Ok(match <[String; 1]>::try_from(keys) {
+        Ok([key]) => Some(key),
+        Err(_) => None,
+    })
+}
+
 /// Makes the table's indexes exactly those `def` asks for: drops the ones it no longer needs
 /// (a field that lost `unique`, a renamed or removed field) and creates the missing ones.
 /// Creating a unique index fails if values repeat; callers check for duplicates first.
