@@ -8,16 +8,21 @@
 //! (`backup_archive`), extracts into a temporary folder beside the database checking every
 //! size and checksum, runs SQLite's integrity check, and only then swaps the database (after
 //! removing the old one's `-wal` and `-shm`) and the storage folder into place by renaming.
+//!
+//! On PostgreSQL the archive is the same: `create` writes the database as a SQLite file from
+//! one `REPEATABLE READ` snapshot, `restore` copies the archive's file into the schema in one
+//! transaction (`bakend_store::db::copy`). So a backup restores into either store, which is
+//! how a project moves from SQLite to PostgreSQL (docs/postgres.md).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use bakend_core::config::{Config, DatabaseLocation};
+use bakend_core::config::{Config, DatabaseLocation, PostgresSettings};
 use bakend_store::backup_manifest::{FORMAT, FORMAT_VERSION, MANIFEST};
-use bakend_store::db::DbLock;
-use bakend_store::db::snapshot;
+use bakend_store::db::{DbLock, copy, migrations, snapshot};
+use bakend_store::sql::Conn;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -47,13 +52,17 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
+/// Where the project keeps its data.
+enum Store<'c> {
+    File(PathBuf),
+    Postgres(&'c PostgresSettings),
+}
+
+fn store(config: &Config) -> anyhow::Result<Store<'_>> {
     match &config.database {
-        DatabaseLocation::File(p) => Ok(p.clone()),
+        DatabaseLocation::File(p) => Ok(Store::File(p.clone())),
         DatabaseLocation::Memory => bail!("Database file not found: :memory:"),
-        DatabaseLocation::Postgres(_) => bail!(
-            "bak backup works on a SQLite database; for PostgreSQL use pg_dump and pg_restore (docs/postgres.md)"
-        ),
+        DatabaseLocation::Postgres(settings) => Ok(Store::Postgres(settings)),
     }
 }
 
@@ -141,8 +150,10 @@ fn append<W: Write>(
 
 pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok())?;
-    let db_path = database_path(&config)?;
-    if !db_path.exists() {
+    let store = store(&config)?;
+    if let Store::File(db_path) = &store
+        && !db_path.exists()
+    {
         bail!("Database file not found: {}", db_path.display());
     }
     let started = bakend_core::time::now_iso();
@@ -159,14 +170,25 @@ pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
             .with_context(|| format!("Cannot create {}", parent.display()))?;
     }
     let staging = TempDir::create(project, ".bakend-backup-")?;
-    let db_name = db_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bakend.db".into());
+    let db_name = match &store {
+        Store::File(db_path) => db_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bakend.db".into()),
+        Store::Postgres(_) => "bakend.db".into(),
+    };
 
-    // The database first: every record committed before this point is in the snapshot.
+    // The database first: every record committed before this point is in the snapshot. From
+    // PostgreSQL it is written as the same SQLite file (docs/postgres.md, "Backups").
     let snap = staging.0.join(&db_name);
-    snapshot::snapshot(&db_path, &snap).context("Database snapshot failed")?;
+    match &store {
+        Store::File(db_path) => {
+            snapshot::snapshot(db_path, &snap).context("Database snapshot failed")?
+        }
+        Store::Postgres(settings) => {
+            snapshot::snapshot_postgres(settings, &snap).context("Database snapshot failed")?;
+        }
+    }
     let counts = snapshot::counts(&snap)?;
 
     let partial = output.with_extension("partial");
@@ -296,15 +318,28 @@ fn non_empty_dir(p: &Path) -> bool {
 
 pub fn restore(cli: &Cli, archive: &Path, force: bool) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), &|k| std::env::var(k).ok())?;
-    let db_path = database_path(&config)?;
     let archive = config.project_dir.join(archive);
     if !archive.is_file() {
         bail!("Backup archive not found: {}", archive.display());
     }
+    match store(&config)? {
+        Store::File(db_path) => restore_file(&config, &db_path, &archive, force),
+        Store::Postgres(settings) => restore_postgres(&config, settings, &archive, force),
+    }
+}
+
+const EXISTS: &str = "Target database or storage already exists. Re-run with --force to overwrite.";
+
+fn restore_file(
+    config: &Config,
+    db_path: &Path,
+    archive: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
     // Held until the end: no server may start on a half-restored project.
-    let _lock = DbLock::acquire_or(&db_path, "Cannot restore while the database is in use")?;
+    let _lock = DbLock::acquire_or(db_path, "Cannot restore while the database is in use")?;
     if !force && (db_path.exists() || non_empty_dir(&config.storage)) {
-        bail!("Target database or storage already exists. Re-run with --force to overwrite.");
+        bail!(EXISTS);
     }
 
     let db_dir = db_path
@@ -312,17 +347,86 @@ pub fn restore(cli: &Cli, archive: &Path, force: bool) -> anyhow::Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| config.project_dir.clone());
     std::fs::create_dir_all(&db_dir)?;
-    // Everything is checked against the manifest before anything is written, and extraction
-    // never writes more than it declares (see backup_archive).
-    let manifest = backup_archive::read_manifest(&archive)?;
-    backup_archive::ensure_free_space(&db_dir, manifest.total)?;
-    let work = TempDir::create(&db_dir, ".bakend-restore-")?;
-    backup_archive::extract(&archive, &work.0, &manifest)?;
-    let new_db = work.0.join(&manifest.db_name);
-    check_database(&new_db)?;
+    let (work, new_db) = extract_checked(archive, &db_dir)?;
     File::open(&new_db)?.sync_all()?;
 
     // Storage first, then the database; each is a rename.
+    replace_storage(config, &work)?;
+
+    // An old WAL next to the new database would be replayed into it: fold it into the old
+    // database (harmless if that fails, it is being replaced), then remove it.
+    if db_path.exists() {
+        let _ = snapshot::checkpoint(db_path);
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        match std::fs::remove_file(sidecar(db_path, suffix)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("Cannot remove the old database's {suffix}")),
+        }
+    }
+    std::fs::rename(&new_db, db_path)
+        .with_context(|| format!("Cannot move the database into {}", db_path.display()))?;
+    if let Ok(dir) = File::open(&db_dir) {
+        let _ = dir.sync_all();
+    }
+    println!("Backup restored.");
+    Ok(())
+}
+
+/// Into PostgreSQL (also how a SQLite project moves there): the archive's SQLite file is
+/// checked and brought to this build's schema, then copied into the schema in one
+/// transaction that replaces what was there; it commits after the storage folder is in place.
+fn restore_postgres(
+    config: &Config,
+    settings: &PostgresSettings,
+    archive: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    // Held until the end: no server may start on a half-restored project.
+    let _lock =
+        DbLock::acquire_postgres_or(settings, "Cannot restore while the database is in use")?;
+    let target = bakend_store::db::connect_postgres(settings)?;
+    if !force && (copy::holds_data(&target)? || non_empty_dir(&config.storage)) {
+        bail!(EXISTS);
+    }
+    std::fs::create_dir_all(&config.project_dir)?;
+    let (work, new_db) = extract_checked(archive, &config.project_dir)?;
+    let source = Conn::from(rusqlite::Connection::open(&new_db)?);
+    migrations::migrate(&source).context("Cannot bring the backed-up database up to date")?;
+
+    target.execute_batch("BEGIN")?;
+    // The copy has no journal epoch (`check_database` dropped it): the next start begins a
+    // new history for realtime clients, as on SQLite.
+    let copied = copy::copy_database(&source, &target)
+        .context("Copying the backup into PostgreSQL failed; nothing was changed")?;
+    replace_storage(config, &work)?;
+    target
+        .execute_batch("COMMIT")
+        .context("Committing the restored database failed")?;
+    println!(
+        "Backup restored into PostgreSQL: {} collection(s), {} record(s), {} journaled event(s).",
+        copied.collections, copied.records, copied.events
+    );
+    Ok(())
+}
+
+/// Checks the archive against its manifest and the free space in `dir`, extracts it into a
+/// temporary folder there, and checks the database it holds: the folder and the database.
+fn extract_checked(archive: &Path, dir: &Path) -> anyhow::Result<(TempDir, PathBuf)> {
+    // Everything is checked against the manifest before anything is written, and extraction
+    // never writes more than it declares (see backup_archive).
+    let manifest = backup_archive::read_manifest(archive)?;
+    backup_archive::ensure_free_space(dir, manifest.total)?;
+    let work = TempDir::create(dir, ".bakend-restore-")?;
+    backup_archive::extract(archive, &work.0, &manifest)?;
+    let new_db = work.0.join(&manifest.db_name);
+    check_database(&new_db)?;
+    Ok((work, new_db))
+}
+
+/// Puts the extracted storage folder in place of the project's (a rename when it can).
+fn replace_storage(config: &Config, work: &TempDir) -> anyhow::Result<()> {
     let new_storage = work.0.join("storage");
     if !new_storage.exists() {
         std::fs::create_dir_all(&new_storage)?;
@@ -342,24 +446,5 @@ pub fn restore(cli: &Cli, archive: &Path, force: bool) -> anyhow::Result<()> {
     }
     move_dir(&new_storage, &config.storage)?;
     let _ = std::fs::remove_dir_all(&old_storage);
-
-    // An old WAL next to the new database would be replayed into it: fold it into the old
-    // database (harmless if that fails, it is being replaced), then remove it.
-    if db_path.exists() {
-        let _ = snapshot::checkpoint(&db_path);
-    }
-    for suffix in ["-wal", "-shm", "-journal"] {
-        match std::fs::remove_file(sidecar(&db_path, suffix)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("Cannot remove the old database's {suffix}")),
-        }
-    }
-    std::fs::rename(&new_db, &db_path)
-        .with_context(|| format!("Cannot move the database into {}", db_path.display()))?;
-    if let Ok(dir) = File::open(&db_dir) {
-        let _ = dir.sync_all();
-    }
-    println!("Backup restored.");
     Ok(())
 }

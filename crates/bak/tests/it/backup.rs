@@ -35,12 +35,6 @@ fn sha(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
-    if crate::pg::skip_on_postgres(
-        "a_backup_of_a_busy_server_restores_everything_committed_before_it",
-        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -159,23 +153,33 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
     std::fs::write(f.join("bakend.json"), "{}").unwrap();
     let out = bak(f, &["backup", "restore", archive.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "Backup restored.\n");
-    assert!(
-        !f.join("bakend.db-wal").exists()
-            || std::fs::metadata(f.join("bakend.db-wal")).unwrap().len() == 0
-    );
-    let conn = rusqlite::Connection::open(f.join("bakend.db")).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    let restored: std::collections::HashSet<String> = conn
-        .prepare("SELECT id FROM posts")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let on_postgres = crate::pg::server_url().is_some();
+    if on_postgres {
+        assert!(
+            text(&out.stdout).starts_with("Backup restored into PostgreSQL: 1 collection(s), "),
+            "{}",
+            text(&out.stdout)
+        );
+    } else {
+        assert_eq!(text(&out.stdout), "Backup restored.\n");
+        assert!(
+            !f.join("bakend.db-wal").exists()
+                || std::fs::metadata(f.join("bakend.db-wal")).unwrap().len() == 0
+        );
+        let conn = rusqlite::Connection::open(f.join("bakend.db")).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+    }
+    let restored: std::collections::HashSet<String> = crate::harness::with_project_db(f, |c| {
+        c.prepare("SELECT id FROM posts")
+            .unwrap()
+            .query_map((), |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    });
     let missing: Vec<&String> = before.iter().filter(|id| !restored.contains(*id)).collect();
     assert!(
         missing.is_empty(),
@@ -187,7 +191,6 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
         let bytes = std::fs::read(f.join("storage/files").join(id)).unwrap();
         assert_eq!(&sha(&bytes), digest, "file {id}");
     }
-    drop(conn);
 
     // The restored project serves the data, its kept row count taken with the rows.
     let mut restored_server = BakProcess::spawn(f, &[]);
@@ -232,8 +235,10 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
         "{}",
         text(&again.stderr)
     );
-    std::fs::write(f.join("bakend.db-wal"), b"stale").unwrap();
-    std::fs::write(f.join("bakend.db-shm"), b"stale").unwrap();
+    if !on_postgres {
+        std::fs::write(f.join("bakend.db-wal"), b"stale").unwrap();
+        std::fs::write(f.join("bakend.db-shm"), b"stale").unwrap();
+    }
     std::fs::write(f.join("storage/stray.txt"), b"x").unwrap();
     let out = bak(
         f,
@@ -250,12 +255,6 @@ async fn a_backup_of_a_busy_server_restores_everything_committed_before_it() {
 
 #[test]
 fn damaged_or_foreign_archives_are_refused_and_change_nothing() {
-    if crate::pg::skip_on_postgres(
-        "damaged_or_foreign_archives_are_refused_and_change_nothing",
-        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("bakend.json"), "{}").unwrap();
@@ -288,12 +287,12 @@ fn damaged_or_foreign_archives_are_refused_and_change_nothing() {
     std::fs::write(f.join("bad.tar.gz"), &bytes).unwrap();
     let out = bak(f, &["backup", "restore", "bad.tar.gz"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(!f.join("bakend.db").exists(), "nothing restored");
+    assert!(!restored_anything(f), "nothing restored");
     // Not a backup at all.
     std::fs::write(f.join("junk.tar.gz"), b"junk").unwrap();
     let out = bak(f, &["backup", "restore", "junk.tar.gz"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(!f.join("bakend.db").exists());
+    assert!(!restored_anything(f));
     let out = bak(f, &["backup", "restore", "nope.tar.gz"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -317,6 +316,15 @@ fn damaged_or_foreign_archives_are_refused_and_change_nothing() {
         bak(f, &["migrate", "status"]).status.code() == Some(1),
         "posts is db_only here"
     );
+}
+
+/// Whether a restore into the project in `dir` wrote anything: its SQLite file, or data in its
+/// PostgreSQL database.
+fn restored_anything(dir: &Path) -> bool {
+    if crate::pg::server_url().is_none() {
+        return dir.join("bakend.db").exists();
+    }
+    crate::harness::with_project_db(dir, |c| bakend_store::db::copy::holds_data(c).unwrap())
 }
 
 /// An archive's members (name, content), in order.
@@ -386,7 +394,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn forged_archives_are_refused_and_the_existing_data_is_untouched() {
     if crate::pg::skip_on_postgres(
         "forged_archives_are_refused_and_the_existing_data_is_untouched",
-        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+        "the archive's database is compared byte for byte with the project's SQLite file",
     ) {
         return;
     }
@@ -499,7 +507,7 @@ fn forged_archives_are_refused_and_the_existing_data_is_untouched() {
 fn a_legitimate_very_compressible_backup_restores() {
     if crate::pg::skip_on_postgres(
         "a_legitimate_very_compressible_backup_restores",
-        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
+        "it pads the project's SQLite file with a table of zeros",
     ) {
         return;
     }
@@ -552,4 +560,264 @@ fn a_legitimate_very_compressible_backup_restores() {
             .len(),
         FILE_SIZE as u64
     );
+}
+
+/// `bak` in `dir` on the database `db` (a SQLite path or a PostgreSQL URL), whatever store the
+/// suite runs on.
+fn bak_on(dir: &Path, db: &str, args: &[&str]) -> Output {
+    crate::harness::bak_in(dir)
+        .env("BAKEND_DATABASE", db)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+const MOVE_ADMIN: &str = "root@example.com";
+
+/// A project with `posts` (a field of each kind the move must carry) and a job.
+fn move_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bakend.json"),
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+    )
+    .unwrap();
+    write_collections(
+        d,
+        &[json!({"name": "posts", "fields": [
+            {"name": "title", "type": "string", "required": true},
+            {"name": "n", "type": "integer"},
+            {"name": "score", "type": "float"},
+            {"name": "done", "type": "boolean"},
+            {"name": "user_id", "type": "relation", "collection": "users"}
+        ], "permissions": {"create": "authenticated", "read": "public", "update": "owner", "delete": "owner"},
+           "indexes": [{"fields": ["n"]}]})],
+    );
+    std::fs::create_dir_all(d.join("jobs")).unwrap();
+    std::fs::write(
+        d.join("jobs/tidy.ts"),
+        r#"export const schedule = "@yearly"; export default async () => {};"#,
+    )
+    .unwrap();
+    dir
+}
+
+async fn serve(dir: tempfile::TempDir, db: &str) -> crate::harness::TestServer {
+    crate::harness::TestServer::start_in_with_env(
+        dir,
+        &[("BAKEND_DATABASE", db), ("BAKEND_ADMIN_EMAIL", MOVE_ADMIN)],
+    )
+    .await
+}
+
+/// What a client sees of a project: every post, the accounts and files an admin lists, the
+/// job's history.
+async fn visible_state(s: &crate::harness::TestServer, admin: &str) -> Value {
+    let get = |path: &'static str| async move {
+        let r = s.call(reqwest::Method::GET, path, Some(admin), None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        r.json()
+    };
+    json!({
+        "posts": get("/api/posts?perPage=500").await,
+        "users": get("/api/admin/users").await,
+        "files": get("/api/admin/storage").await,
+        "runs": get("/api/admin/jobs/tidy/runs").await,
+    })
+}
+
+/// The seq of the event a new post causes, seen on a socket subscribed to `posts.*`.
+async fn seq_of_next_post(
+    s: &crate::harness::TestServer,
+    token: &str,
+    title: &str,
+) -> (u64, String) {
+    let (mut ws, connected) = crate::ws::Ws::connect(&s.ws_url()).await;
+    let epoch = connected["epoch"].as_str().unwrap().to_string();
+    ws.subscribe("posts.*").await;
+    let r = s
+        .call(
+            reqwest::Method::POST,
+            "/api/posts",
+            Some(token),
+            Some(&json!({"title": title})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let event = ws.next().await;
+    assert_eq!(event["event"]["payload"]["title"], title, "{event}");
+    (event["event"]["seq"].as_u64().unwrap(), epoch)
+}
+
+/// A SQLite project moves to PostgreSQL — `bak backup create` on SQLite, `bak backup restore`
+/// into a project whose database is PostgreSQL — and back the same way (the backup of a
+/// running PostgreSQL server). Records (values of every type, ids, times), accounts and their
+/// passwords, the JWT secret (tokens stay valid), stored files and their metadata, the job
+/// history and the journal (its events and seqs; the epoch is new) all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_moves_from_sqlite_to_postgresql_and_back() {
+    let Some(pg) =
+        crate::pg::reachable_server("a_project_moves_from_sqlite_to_postgresql_and_back")
+    else {
+        return;
+    };
+    let pg_db = crate::pg::new_database(&pg);
+
+    // 1. On SQLite: accounts, records (one updated, one deleted), a file, a job run, events.
+    let a = move_project();
+    let a_db = a.path().join("bakend.db").to_string_lossy().into_owned();
+    let s = serve(a, &a_db).await;
+    let admin = s.register(MOVE_ADMIN).await;
+    let user = s.register("u@example.com").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let body = json!({"title": format!("p{i}"), "n": i, "score": i as f64 / 3.0, "done": i % 2 == 0, "user_id": user.id});
+        ids.push(
+            s.create_as(&user, "posts", body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let r = s
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/posts/{}", ids[1]),
+            Some(&user.token),
+            Some(&json!({"title": "edited"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/posts/{}", ids[2]),
+            Some(&user.token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let bytes: Vec<u8> = (0..50_000u32).map(|k| (k % 251) as u8).collect();
+    let uploaded = s.upload_as(&user, "data.bin", bytes.clone()).await;
+    let file_id = uploaded["id"].as_str().unwrap().to_string();
+    let run = s
+        .call(
+            reqwest::Method::POST,
+            "/api/admin/jobs/tidy/run",
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(run.status, 200, "{}", run.text);
+    let (last_seq, epoch) = seq_of_next_post(&s, &user.token, "last on sqlite").await;
+    let before = visible_state(&s, &admin.token).await;
+    assert_eq!(before["posts"]["totalItems"], 40);
+    let a = s.shutdown().await;
+    let out = bak_on(
+        a.path(),
+        &a_db,
+        &["backup", "create", "--output", "move.tar.gz"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let archive = a.path().join("move.tar.gz");
+
+    // 2. Restored into a project on PostgreSQL.
+    let b = move_project();
+    let out = bak_on(
+        b.path(),
+        &pg_db,
+        &["backup", "restore", archive.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "Backup restored into PostgreSQL: 1 collection(s), 40 record(s), {last_seq} journaled event(s).\n"
+        )
+    );
+    let s = serve(b, &pg_db).await;
+    assert_eq!(
+        visible_state(&s, &admin.token).await,
+        before,
+        "the same data, seen through the API"
+    );
+    // Tokens issued on SQLite still work (the JWT secret moved), and so do passwords (below).
+    assert_eq!(
+        s.call(
+            reqwest::Method::GET,
+            "/api/auth/me",
+            Some(&user.token),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/storage/{file_id}", s.url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha(&r.bytes().await.unwrap()), sha(&bytes));
+    // The journal moved with its seqs: a new history (epoch) that continues the numbering and
+    // still replays the copied events.
+    let (seq, new_epoch) = seq_of_next_post(&s, &user.token, "first on postgres").await;
+    assert_ne!(new_epoch, epoch, "a restore starts a new epoch");
+    assert_eq!(seq, last_seq + 1);
+    let (mut ws, _) = crate::ws::Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": last_seq - 1}}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let resumed = ws.next().await;
+    assert_eq!(
+        resumed["recovered"], false,
+        "the old epoch is not resumable: {resumed}"
+    );
+    let (mut ws, _) = crate::ws::Ws::connect(&s.ws_url()).await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": new_epoch, "seq": last_seq - 1}}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let replayed = ws.next().await;
+    assert_eq!(replayed["event"]["seq"], last_seq, "{replayed}");
+    assert_eq!(replayed["event"]["payload"]["title"], "last on sqlite");
+    let login = s
+        .post(
+            "/api/auth/login",
+            &json!({"email": "u@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    let on_pg = visible_state(&s, &admin.token).await;
+
+    // 3. Back to SQLite: a backup of the running PostgreSQL server, restored into a SQLite
+    //    project.
+    let out = bak_on(
+        s.dir.path(),
+        &pg_db,
+        &["backup", "create", "--output", "back.tar.gz"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let back = s.dir.path().join("back.tar.gz");
+    let _b = s.shutdown().await;
+    let c = move_project();
+    let c_db = c.path().join("bakend.db").to_string_lossy().into_owned();
+    let out = bak_on(
+        c.path(),
+        &c_db,
+        &["backup", "restore", back.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = serve(c, &c_db).await;
+    assert_eq!(visible_state(&s, &admin.token).await, on_pg);
+    let (seq, _) = seq_of_next_post(&s, &user.token, "first on sqlite again").await;
+    assert_eq!(
+        seq,
+        last_seq + 3,
+        "after the post and the login on PostgreSQL"
+    );
+    s.shutdown().await;
 }

@@ -218,6 +218,42 @@ async fn finished(s: &mut TestServer, n: usize) -> Vec<bakend_core::SharedEvent>
     seen
 }
 
+/// On PostgreSQL `ctx.db` throws the documented error (docs/functions.md) at every use, and the
+/// function goes on with `ctx.records`.
+#[tokio::test]
+async fn on_postgresql_ctx_db_throws_the_documented_error() {
+    let Some(pg) = crate::pg::reachable_server("on_postgresql_ctx_db_throws_the_documented_error")
+    else {
+        return;
+    };
+    let dir = project_with_audit(&[(
+        "functions/posts/db.ts",
+        r#"import { onCreate } from "bakend/functions";
+           onCreate("posts", async ({ record, db, records }) => {
+             const errors = [];
+             for (const use of [() => db.query("SELECT 1").get(), () => db.exec("SELECT 1"), () => db.run("SELECT 1")]) {
+               try { use(); errors.push("no error"); } catch (e) { errors.push(String(e.message)); }
+             }
+             await records.create("audit", { note: JSON.stringify(errors), post_id: record.id });
+           });"#,
+    )]);
+    let database = crate::pg::new_database(&pg);
+    let mut s = TestServer::start_in_with_env(dir, &[("BAKEND_DATABASE", &database)]).await;
+    let post = s.create("posts", json!({"title": "x"})).await;
+    let seen = finished(&mut s, 1).await;
+    assert!(
+        seen.iter().all(|e| e.event_type != "function.failed"),
+        "{seen:#?}"
+    );
+    let audit = s.get("/api/audit").await.json();
+    assert_eq!(audit["items"][0]["post_id"], post["id"]);
+    let errors: Vec<String> =
+        serde_json::from_str(audit["items"][0]["note"].as_str().unwrap()).unwrap();
+    let documented = "cannot open the database: ctx.db is not available when the store is PostgreSQL; use ctx.records (docs/functions.md)";
+    assert_eq!(errors, [documented; 3]);
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn ctx_records_writes_are_seen_live_and_auth_user_is_the_acting_user() {
     let dir = project_with_audit(&[(

@@ -212,6 +212,25 @@ impl TestServer {
         r.json()
     }
 
+    /// Uploads `bytes` as a file named `filename` as `who`; the file's metadata (asserts 201).
+    pub async fn upload_as(&self, who: &Session, filename: &str, bytes: Vec<u8>) -> Value {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+        );
+        let r = self
+            .http
+            .post(format!("{}/api/storage/upload", self.url))
+            .bearer_auth(&who.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let r = Resp::from(r).await;
+        assert_eq!(r.status, 201, "upload {filename}: {}", r.text);
+        r.json()
+    }
+
     /// Creates a record as `who`; the new record.
     pub async fn create_as(&self, who: &Session, collection: &str, body: Value) -> Value {
         let r = self

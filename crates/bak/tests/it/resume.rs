@@ -276,24 +276,11 @@ async fn resume_survives_a_restart_and_refuses_unknown_epochs_and_trimmed_ranges
     for i in 0..120 {
         s.create("posts", json!({"title": format!("t{i}")})).await;
     }
-    let conn = rusqlite::Connection::open(s.dir.path().join("bakend.db")).unwrap();
-    let journaled = || -> i64 {
-        let tables: Vec<String> = conn
-            .prepare(r"SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\_events\_%' ESCAPE '\'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        tables
-            .iter()
-            .map(|t| {
-                conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap()
-            })
-            .sum()
+    let dir = s.dir.path().to_path_buf();
+    let journaled = || -> u64 {
+        crate::harness::with_project_db(&dir, |c| {
+            bakend_store::db::journal::stored_events(c).unwrap()
+        })
     };
     let trimmed = eventually_within(Duration::from_secs(10), || {
         let n = journaled();
@@ -526,12 +513,6 @@ fn ws_url(url: &str) -> String {
 
 #[tokio::test]
 async fn resume_across_sigkill_and_sigterm_but_not_across_a_restore_from_backup() {
-    if crate::pg::skip_on_postgres(
-        "resume_across_sigkill_and_sigterm_but_not_across_a_restore_from_backup",
-        "bak backup works on SQLite databases; on PostgreSQL it refuses and points to pg_dump",
-    ) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     crate::harness::write_collections(dir.path(), &posts());
     std::fs::write(dir.path().join("bakend.json"), "{}").unwrap();

@@ -39,13 +39,13 @@ pub struct JournalInfo {
     pub last_seq: u64,
 }
 
-fn table(segment: u64) -> String {
+pub(crate) fn table(segment: u64) -> String {
     format!("{PREFIX}{segment}")
 }
 
 /// The columns of a segment table. `previous` (added later; older segments get it at
 /// [`open`]) is the record before an update or deletion, as JSON.
-fn create_segment_sql(segment: u64, backend: Backend) -> String {
+pub(crate) fn create_segment_sql(segment: u64, backend: Backend) -> String {
     // SQLite: `INTEGER PRIMARY KEY` is the rowid itself, no separate index.
     let int = match backend {
         Backend::Sqlite => "INTEGER",
@@ -108,7 +108,7 @@ pub fn last_seq(conn: &Conn) -> crate::sql::Result<u64> {
 }
 
 /// The existing segments, oldest first.
-fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
+pub(crate) fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
     let mut stmt = conn.prepare_cached(match conn.backend() {
         Backend::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_events\\_%' ESCAPE '\\'"
@@ -124,6 +124,18 @@ fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
         .collect();
     out.sort_unstable();
     Ok(out)
+}
+
+/// How many events the journal holds, over every segment (what retention left).
+pub fn stored_events(conn: &Conn) -> crate::sql::Result<u64> {
+    let mut n = 0;
+    for s in segments(conn)? {
+        let c: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", table(s)), (), |r| {
+            r.get(0)
+        })?;
+        n += c.max(0) as u64;
+    }
+    Ok(n)
 }
 
 fn oldest_seq(conn: &Conn) -> crate::sql::Result<Option<u64>> {

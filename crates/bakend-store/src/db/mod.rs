@@ -2,6 +2,7 @@
 
 mod checkpointer;
 mod connection;
+pub mod copy;
 pub mod journal;
 mod lock;
 pub mod migrations;
@@ -49,6 +50,25 @@ impl Drop for TempDirGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A connection to the PostgreSQL store, its schema made and migrated to this build's
+/// version (what a server does first; `bak backup` too).
+pub fn connect_postgres(settings: &PostgresSettings) -> Result<Conn, StoreError> {
+    let conn = Conn::from(PgConn::connect(settings)?);
+    let schema = &settings.options.schema;
+    conn.execute_batch(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        crate::sql::quote_ident(schema)
+    ))
+    .map_err(|e| {
+        StoreError::Internal(format!(
+            "cannot use schema \"{schema}\" in PostgreSQL at {}: {e}",
+            redact_url(&settings.url)
+        ))
+    })?;
+    migrations::migrate(&conn)?;
+    Ok(conn)
 }
 
 impl Database {
@@ -121,19 +141,8 @@ impl Database {
         bus: Arc<dyn EventBus>,
         journal_segment: Option<u64>,
     ) -> Result<Database, StoreError> {
-        let conn = Conn::from(PgConn::connect(settings)?);
+        let conn = connect_postgres(settings)?;
         let schema = &settings.options.schema;
-        conn.execute_batch(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            crate::sql::quote_ident(schema)
-        ))
-        .map_err(|e| {
-            StoreError::Internal(format!(
-                "cannot use schema \"{schema}\" in PostgreSQL at {}: {e}",
-                redact_url(&settings.url)
-            ))
-        })?;
-        migrations::migrate(&conn)?;
         // Servers starting together must agree on one epoch: the first sets it.
         let journal_info = migrations::with_start_up_lock(&conn, || match journal_segment {
             Some(segment) => Ok(Some(journal::open(&conn, segment)?)),

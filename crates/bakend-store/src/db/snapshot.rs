@@ -4,6 +4,8 @@
 //! the database as of one commit — including what is still only in the WAL, which a plain file
 //! copy misses — and a running server's writer is never blocked (WAL readers do not block the
 //! writer). The copy is a fresh, compact, self-contained file with no `-wal` of its own.
+//! On PostgreSQL the backup is the same kind of file, written table by table from one
+//! snapshot ([`snapshot_postgres`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,6 +53,26 @@ pub fn snapshot(source: &Path, dest: &Path) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::Internal("backup path is not valid UTF-8".into()))?;
     conn.execute("VACUUM INTO ?1", [dest])?;
     Ok(())
+}
+
+/// Writes the PostgreSQL store as of one moment into a new SQLite file at `dest` (which must
+/// not exist): one `REPEATABLE READ` transaction reads every table, so the copy is consistent
+/// while servers keep writing, and the file is what a SQLite backup holds.
+pub fn snapshot_postgres(
+    settings: &bakend_core::config::PostgresSettings,
+    dest: &Path,
+) -> Result<super::copy::Copied, StoreError> {
+    // Read only: a backup needs no more than SELECT on the schema.
+    let from = Conn::from(crate::sql::PgConn::connect(settings)?);
+    let to = Conn::from(Connection::open(dest)?);
+    migrations::migrate(&to)?;
+    from.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    to.execute_batch("BEGIN")?;
+    let copied = super::copy::copy_database(&from, &to)?;
+    to.execute_batch("COMMIT")?;
+    from.execute_batch("COMMIT")?;
+    to.close()?;
+    Ok(copied)
 }
 
 fn count(conn: &Conn, table: &str) -> Result<u64, StoreError> {
