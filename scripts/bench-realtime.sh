@@ -5,6 +5,8 @@
 #   e.g. scripts/bench-realtime.sh fanout --subscribers 1000 --rate 100 --duration 10
 #        scripts/bench-realtime.sh idle --connections 19000 --subscribe bench.created
 #        scripts/bench-realtime.sh filtered-fanout --distinct 10000 --shared 1000 --rate 200
+# DATABASE=postgres://user@host:port/db runs `bak` on PostgreSQL, in a fresh database created
+#   (and dropped afterwards) on that server, PostgreSQL pinned to core 0 beside `bak`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=$1
@@ -13,7 +15,14 @@ port=${PORT:-18090}
 
 [[ -n "${BAK_BIN:-}" ]] || cargo build --release -q -p bak -p bakend-bench
 dir=$(mktemp -d /tmp/bakend-rt.XXXXXX)
-trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"; [[ -n "${pg_cleanup:-}" ]] && pg_bench_cleanup' EXIT
+pg_cleanup=
+if [[ -n "${DATABASE:-}" ]]; then
+  source scripts/pg-bench-lib.sh
+  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
+  export BAKEND_DATABASE=$BENCH_DB_URL
+  pg_cleanup=1
+fi
 mkdir -p "$dir/collections"
 cat > "$dir/collections/bench.json" <<'JSON'
 {"name":"bench","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"}]}

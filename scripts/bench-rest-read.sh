@@ -11,6 +11,8 @@
 #   under target/ on first use; a superuser, and `posts` with public list/view/create rules
 #   made by a migration, so nothing is set up by hand).
 # BAK_BIN=path/to/bak measures another build (an A/B against the previous one) with this tool.
+# DATABASE=postgres://user@host:port/db runs `bak` on PostgreSQL, in a fresh database created
+#   (and dropped afterwards) on that server, PostgreSQL pinned to core 0 beside `bak`.
 # PROJECT=dir keeps the project (and its filled database) in dir instead of a fresh temp dir,
 #   so one large fill serves several runs: the tool skips the fill when posts has N already.
 #   Use one dir per TARGET.
@@ -47,11 +49,19 @@ else
   dir=$(mktemp -d /tmp/bakend-read.XXXXXX); keep=0
 fi
 server=
+pg_cleanup=
 cleanup() {
   if [[ -n $server ]]; then kill -INT "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   if [[ $keep == 0 ]]; then rm -rf "$dir"; fi
+  if [[ -n $pg_cleanup ]]; then pg_bench_cleanup; fi
 }
 trap cleanup EXIT
+if [[ -n "${DATABASE:-}" ]]; then
+  source scripts/pg-bench-lib.sh
+  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
+  export BAKEND_DATABASE=$BENCH_DB_URL
+  pg_cleanup=1
+fi
 
 if [[ $target == bak ]]; then
   mkdir -p "$dir/collections"

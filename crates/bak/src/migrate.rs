@@ -16,6 +16,7 @@ use bakend_events::LocalBus;
 use bakend_store::collections::sync::{self, FileDefinition, Mode, Status};
 use bakend_store::collections::{files, migrate::Blocked};
 use bakend_store::db::DbLock;
+use bakend_store::sql::Backend;
 use bakend_store::{Committed, Database, StoreError};
 
 use crate::cli::Cli;
@@ -48,6 +49,15 @@ fn open(config: &Config) -> anyhow::Result<Arc<Database>> {
     Ok(Arc::new(Database::open(&config.database, LocalBus::new())?))
 }
 
+/// How `apply` carries out a plan that rewrites rows: SQLite copies them into a new table,
+/// PostgreSQL alters the table in place.
+fn rewrite_wording(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "rebuilds the table",
+        Backend::Postgres => "alters the table in place",
+    }
+}
+
 /// Prints the difference; `Ok(false)` when files and database differ.
 pub fn status(cli: &Cli) -> anyhow::Result<bool> {
     let p = project(cli)?;
@@ -63,6 +73,7 @@ pub fn status(cli: &Cli) -> anyhow::Result<bool> {
         println!("No collections found in files or database.");
         return Ok(true);
     }
+    let backend = db.backend();
     let mut in_step = true;
     for e in &entries {
         match &e.status {
@@ -85,7 +96,7 @@ pub fn status(cli: &Cli) -> anyhow::Result<bool> {
                     println!("  {c}");
                 }
                 if plan.rebuild {
-                    println!("  (apply rebuilds the table, keeping every row)");
+                    println!("  (apply {}, keeping every row)", rewrite_wording(backend));
                 }
                 for b in blockers {
                     let tag = if b.force.is_some() {
