@@ -359,7 +359,7 @@ async fn list_sorts_on_system_and_schema_fields() {
     let titles = |r: Resp| -> Vec<String> {
         r.json()["items"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("{}", r.text))
             .iter()
             .map(|x| x["title"].as_str().unwrap().to_string())
             .collect()

@@ -14,7 +14,7 @@ use bakend_filter::{Filter, RequestVars};
 
 use super::cursor::Cursor;
 use super::json::write_record;
-use super::query::{count_sql, order_by, page_sql};
+use super::query::{count_sql, order_by, page_sql, page_with_total_sql};
 use super::row::{read_columns, record_json, to_json};
 use super::validate::{self, FileAccess, Mode, Validated, db_checks, in_field_order};
 use crate::collections::counts;
@@ -225,13 +225,23 @@ impl RecordStore {
             ));
         }
         self.read(move |conn| {
+            let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
+            hint_if_scan(conn, &c, &q)?;
+            if conn.backend() == Backend::Postgres && !q.skip_total {
+                // The count as a column of the page: one statement, one snapshot.
+                let (sql, params) = page_with_total_sql(&c, &q, &order, unfiltered);
+                let page = read_page(conn, &c, &q, &sql, &params, Total::InRows)?;
+                if page.total_items.is_some() {
+                    return Ok(page);
+                }
+                // No row to carry it (a page past the end), or no kept count: asked apart.
+            }
             // The count and the page from one snapshot, so they agree (without a count
             // one statement is its own snapshot).
             let _snapshot = match q.skip_total {
                 true => None,
                 false => Some(conn.read_snapshot()?),
             };
-            let unfiltered = q.owned_by.is_none() && q.filters.is_empty();
             let total = match (unfiltered, q.skip_total) {
                 (_, true) => None,
                 (true, false) => Some(match counts::read(conn, &c.def.name)? {
@@ -243,8 +253,8 @@ impl RecordStore {
                     Some(count(conn, &sql, &params)?)
                 }
             };
-            hint_if_scan(conn, &c, &q)?;
-            read_page(conn, &c, &q, &order, total)
+            let (sql, params) = page_sql(&c, &q, &order, conn.backend());
+            read_page(conn, &c, &q, &sql, &params, Total::Known(total))
         })
         .await
     }
@@ -314,7 +324,8 @@ impl RecordStore {
         q.after = None;
         self.read(move |conn| {
             let _snapshot = conn.read_snapshot()?;
-            let page = read_page(conn, &c, &q, &order, None)?;
+            let (sql, params) = page_sql(&c, &q, &order, conn.backend());
+            let page = read_page(conn, &c, &q, &sql, &params, Total::Known(None))?;
             let seq = crate::db::journal::last_seq(conn)?;
             Ok((page, seq))
         })
@@ -526,16 +537,29 @@ fn stale_statement(e: &crate::sql::Error) -> bool {
 
 /// Reads one page of `q` (the count, if any, already made) on `conn`, within whatever
 /// transaction the caller holds.
+/// Where a page's total comes from.
+#[derive(Clone, Copy)]
+enum Total {
+    /// Counted before (or not asked for: `None`).
+    Known(Option<u64>),
+    /// The last column of every row ([`page_with_total_sql`]); `None` without a row.
+    InRows,
+}
+
 fn read_page(
     conn: &Conn,
     c: &Collection,
     q: &ListQuery,
-    order: &str,
-    total: Option<u64>,
+    sql: &str,
+    params: &[Sql],
+    total: Total,
 ) -> Result<Page, StoreError> {
     let default_order = q.sort.is_empty();
-    let (sql, params) = page_sql(c, q, order, conn.backend());
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut total_items = match total {
+        Total::Known(n) => n,
+        Total::InRows => None,
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(crate::sql::params_from_iter(params.iter()))?;
     let mut items = Vec::with_capacity(c.list_capacity(q.per_page));
     items.extend_from_slice(ITEMS_PREFIX);
@@ -548,6 +572,10 @@ fn read_page(
         if written == q.per_page {
             more = true;
             break;
+        }
+        if written == 0 && matches!(total, Total::InRows) {
+            let n: Option<i64> = row.get(row.column_count() - 1)?;
+            total_items = n.map(|n| n.max(0) as u64);
         }
         if written > 0 {
             items.push(b',');
@@ -574,7 +602,7 @@ fn read_page(
         body: items,
         page: if q.after.is_some() { 1 } else { q.page },
         per_page: q.per_page,
-        total_items: total,
+        total_items,
         next: last.filter(|_| more),
         more,
     })
