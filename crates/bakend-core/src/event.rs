@@ -52,6 +52,11 @@ pub struct Event {
     /// functions host stop a trigger that keeps re-triggering itself.
     #[serde(skip)]
     pub depth: u8,
+    /// Committed by another server sharing the database (PostgreSQL), read here from the
+    /// journal: delivered to this server's realtime clients; its functions run on the server
+    /// that committed it, not here.
+    #[serde(skip)]
+    pub remote: bool,
     /// The envelope serialized once, shared by every consumer that needs the bytes.
     #[serde(skip)]
     json: OnceLock<Arc<str>>,
@@ -82,6 +87,7 @@ impl Event {
             actor: None,
             previous: None,
             depth: 0,
+            remote: false,
             json: OnceLock::new(),
         }
     }
@@ -135,6 +141,7 @@ impl Event {
             actor: None,
             previous: None,
             depth: 0,
+            remote: false,
             json,
         })
     }
@@ -164,6 +171,7 @@ impl Clone for Event {
             actor: self.actor.clone(),
             previous: self.previous.clone(),
             depth: self.depth,
+            remote: self.remote,
             json: OnceLock::new(),
         }
     }

@@ -458,6 +458,10 @@ fn dispatch_loop(
                 _ = &mut stop => return,
                 ev = stream.recv() => match ev { Some(ev) => ev, None => return },
             };
+            if event.remote {
+                // Its triggers ran on the server that committed it.
+                continue;
+            }
             let generation = sync::lock(&current).clone();
             if let Some(g) = generation {
                 dispatch(&event, &g.triggers, &g.queue, &*bus, &stats);

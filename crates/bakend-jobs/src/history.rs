@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bakend_core::Event;
-use bakend_store::sql::{Conn, params};
+use bakend_store::sql::{Backend, Conn, params};
 use bakend_store::{Committed, Database, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -169,9 +169,47 @@ impl History {
             .await
     }
 
+    /// Claims the scheduled run of `job` at `tick` for this server: `false` when another
+    /// server on the database claimed it first (PostgreSQL; with one server per SQLite file
+    /// there is nothing to claim). Claims older than a day are dropped on the way.
+    pub async fn claim_tick(&self, job: &str, tick: &str) -> Result<bool, StoreError> {
+        if self.db.backend() == Backend::Sqlite {
+            return Ok(true);
+        }
+        let (job, tick) = (job.to_string(), tick.to_string());
+        let expired = bakend_core::time::to_iso(chrono::Utc::now() - chrono::Duration::days(1));
+        self.db
+            .write(move |conn| {
+                let claimed = conn.execute(
+                    "INSERT INTO _job_ticks(job, tick) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![job, tick],
+                )? == 1;
+                conn.execute(
+                    "DELETE FROM _job_ticks WHERE job = ?1 AND tick < ?2",
+                    params![job, expired],
+                )?;
+                Ok(Committed::new(claimed))
+            })
+            .await
+    }
+
     /// At server start: closes the runs a previous server left `running` (it crashed or was
-    /// killed mid-run).
+    /// killed mid-run). On PostgreSQL only when no other server runs on the database: their
+    /// runs in progress are theirs (a crashed one's stay `running` until a server starts
+    /// alone; telling which server a run belongs to comes with the cluster).
     pub async fn recover(&self) -> Result<(), StoreError> {
+        if self.db.backend() == Backend::Postgres {
+            let holders = self
+                .db
+                .read(bakend_store::db::DbLock::postgres_holders)
+                .await?;
+            if holders > 1 {
+                tracing::info!(
+                    "Other servers run on this database: their job runs in progress are left as they are"
+                );
+                return Ok(());
+            }
+        }
         let n = self.interrupt(None, INTERRUPTED).await?;
         if n > 0 {
             tracing::warn!(

@@ -372,19 +372,38 @@ async fn schedule_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut table = Timetable::new(&shared.current(), shared.clock.now());
     loop {
         let now = shared.clock.now();
-        for def in table.due(now) {
-            match shared.spawn_run(def.clone(), Trigger::Schedule) {
-                Ok(_) => {}
-                Err(JobsError::AlreadyRunning(_)) => {
-                    shared.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        "Job {} is still running; skipped its run due at {}",
-                        def.name,
-                        bakend_core::time::to_iso(now)
-                    );
+        for (def, tick) in table.due(now) {
+            // Several servers on one database each see the tick: the one that claims it runs
+            // it (a claim is a write; on SQLite there is nothing to claim).
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let tick = bakend_core::time::to_iso(tick);
+                match shared.runner.history.claim_tick(&def.name, &tick).await {
+                    Ok(true) => {}
+                    Ok(false) => return, // another server runs it
+                    Err(e) => {
+                        tracing::error!(
+                            "Job {}: claiming its run due at {tick} failed: {e}",
+                            def.name
+                        );
+                        return;
+                    }
                 }
-                Err(_) => return,
-            }
+                match shared.spawn_run(def.clone(), Trigger::Schedule) {
+                    Ok(_) | Err(JobsError::ShuttingDown) => {}
+                    Err(JobsError::AlreadyRunning(_)) => {
+                        shared.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "Job {} is still running; skipped its run due at {tick}",
+                            def.name
+                        );
+                    }
+                    Err(e) => tracing::error!("Job {}: {e}", def.name),
+                }
+            });
+        }
+        if *shared.stopping.borrow() {
+            return;
         }
         let wait = table.wait(now).unwrap_or(SAFETY_TICK).min(SAFETY_TICK);
         // Timers may wake a hair early; never spin on a zero wait.

@@ -42,8 +42,9 @@ impl Timetable {
         }
     }
 
-    /// The jobs due at `now`, each once; their next ticks move past `now`.
-    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Arc<JobDef>> {
+    /// The jobs due at `now`, each once with the tick it is due for; their next ticks move
+    /// past `now`.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(Arc<JobDef>, DateTime<Utc>)> {
         let back = self.last - now;
         if back.to_std().is_ok_and(|d| d > BACKWARD_TOLERANCE) {
             tracing::warn!(
@@ -59,8 +60,8 @@ impl Timetable {
         self.last = self.last.max(now);
         let mut due = Vec::new();
         for s in &mut self.slots {
-            if s.next.is_some_and(|n| n <= now) {
-                due.push(s.def.clone());
+            if let Some(tick) = s.next.filter(|n| *n <= now) {
+                due.push((s.def.clone(), tick));
                 s.next = s.def.schedule.next_after(now);
             }
         }
@@ -104,8 +105,8 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn names(v: &[Arc<JobDef>]) -> Vec<&str> {
-        v.iter().map(|d| d.name.as_str()).collect()
+    fn names(v: &[(Arc<JobDef>, DateTime<Utc>)]) -> Vec<&str> {
+        v.iter().map(|(d, _)| d.name.as_str()).collect()
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //!
 //! One counter row per collection serializes the writers of that collection on PostgreSQL:
 //! the row stays locked from a write's trigger until its transaction commits. That is fine
-//! with one writer thread per server (a group commit takes the lock once), and across servers
-//! the journal's commit lock (`db::writer::JournalLock`) serializes commits anyway. Should a
+//! with one writer thread per server (a group commit takes the lock once); across servers a
+//! group writing two collections would take their rows in its own order, so each group first
+//! takes the servers' write lock (`db::writer::run_batch`) — without it two servers deadlock
+//! (`crates/bak/tests/it/servers.rs` found it). Should a
 //! cluster ever need writers of one collection to commit in parallel, the triggers would
 //! insert one delta row per transaction instead, [`read`] would sum them, and a background
 //! step would fold them into the base row.

@@ -138,7 +138,7 @@ pub fn stored_events(conn: &Conn) -> crate::sql::Result<u64> {
     Ok(n)
 }
 
-fn oldest_seq(conn: &Conn) -> crate::sql::Result<Option<u64>> {
+pub(crate) fn oldest_seq(conn: &Conn) -> crate::sql::Result<Option<u64>> {
     for s in segments(conn)? {
         let min: Option<i64> =
             conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), (), |r| {

@@ -126,6 +126,21 @@ impl DbLock {
         Ok(got.then_some(lock))
     }
 
+    /// PostgreSQL: how many servers (and commands) hold the schema's lock now — this one
+    /// included when it holds it.
+    pub fn postgres_holders(conn: &Conn) -> Result<u64, StoreError> {
+        let key = super::migrations::advisory_key(conn, "bakend:servers")?;
+        // An advisory lock on a bigint key shows as classid = high half, objid = low half.
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::bigint = ?1 AND objid::bigint = ?2 AND objsubid = 1",
+            ((key as u64 >> 32) as i64, (key as u64 & 0xffff_ffff) as i64),
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     /// [`DbLock::try_acquire_postgres`] exclusively, or fails with a message naming what to
     /// stop.
     pub fn acquire_postgres_or(

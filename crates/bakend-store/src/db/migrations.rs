@@ -90,6 +90,15 @@ const STEPS: &[&str] = &[
         n INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 7: scheduled ticks claimed by the server that runs them (bakend-jobs): with several
+    // servers on one PostgreSQL database each tick runs once.
+    r#"
+    CREATE TABLE IF NOT EXISTS _job_ticks (
+        job TEXT NOT NULL,
+        tick TEXT NOT NULL,
+        PRIMARY KEY (job, tick)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();
@@ -99,9 +108,10 @@ pub const SCHEMA_VERSION: usize = STEPS.len();
 /// SQLite's, with the same version numbers, so `schema_version` means the same on both.
 /// Types mirror SQLite's storage classes (`BIGINT`, `DOUBLE PRECISION`, `TEXT`); text is
 /// `COLLATE "C"`, compared byte by byte as SQLite compares it.
-const PG_STEPS: &[(usize, &str)] = &[(
-    6,
-    r#"
+const PG_STEPS: &[(usize, &str)] = &[
+    (
+        6,
+        r#"
     CREATE TABLE IF NOT EXISTS _bakend_meta (
         key TEXT COLLATE "C" PRIMARY KEY NOT NULL,
         value TEXT COLLATE "C" NOT NULL,
@@ -166,7 +176,18 @@ const PG_STEPS: &[(usize, &str)] = &[(
         n BIGINT NOT NULL
     );
     "#,
-)];
+    ),
+    (
+        7,
+        r#"
+    CREATE TABLE IF NOT EXISTS _job_ticks (
+        job TEXT COLLATE "C" NOT NULL,
+        tick TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (job, tick)
+    );
+    "#,
+    ),
+];
 
 pub fn current_version(conn: &Conn) -> Result<usize, StoreError> {
     let exists_sql = match conn.backend() {

@@ -7,6 +7,7 @@ pub mod journal;
 mod lock;
 pub mod migrations;
 mod readers;
+pub mod sequencer;
 pub mod snapshot;
 mod writer;
 
@@ -37,6 +38,8 @@ pub struct Database {
     journal: Option<journal::JournalInfo>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
+    /// PostgreSQL: reads the events other servers on the database journal.
+    follower: Mutex<Option<sequencer::Follower>>,
     readers: readers::Readers,
     /// The SQLite file (`None` on PostgreSQL).
     path: Option<PathBuf>,
@@ -120,13 +123,14 @@ impl Database {
         let checkpointer = checkpointer::Checkpointer::spawn(&path)?;
         let readers = readers::Readers::spawn(&path, READERS)?;
         let lock = journal_info.as_ref().map(|_| JournalLock::Sqlite);
-        let (writer, handle) = Writer::spawn(conn, bus, lock, None)?;
+        let (writer, handle) = Writer::spawn(conn, bus, lock, None, None)?;
         tracing::debug!("Database initialized at {}", path.display());
         Ok(Database {
             writer,
             journal: journal_info,
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
+            follower: Mutex::new(None),
             readers,
             path: Some(path),
             _temp: temp,
@@ -162,7 +166,21 @@ impl Database {
             (settings.options.pool_size.max(2) - 1) as usize,
             open.clone(),
         )?;
-        let (writer, handle) = Writer::spawn(conn, bus, lock, Some(open))?;
+        // Other servers may write the same journal: events reach this server's consumers in
+        // seq order, theirs read from the journal (`sequencer`).
+        let sequencer = journal_info
+            .as_ref()
+            .map(|info| sequencer::Sequencer::new(bus.clone(), info.last_seq, schema));
+        let writer_bus = match &sequencer {
+            Some(s) => s.clone() as Arc<dyn EventBus>,
+            None => bus,
+        };
+        let (writer, handle) =
+            Writer::spawn(conn, writer_bus, lock, Some(open), sequencer.clone())?;
+        let follower = match sequencer {
+            Some(s) => Some(sequencer::Follower::spawn(s, settings.clone())?),
+            None => None,
+        };
         tracing::debug!(
             "Database initialized in PostgreSQL at {} (schema {schema})",
             redact_url(&settings.url)
@@ -172,6 +190,7 @@ impl Database {
             journal: journal_info,
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(None),
+            follower: Mutex::new(follower),
             readers,
             path: None,
             _temp: None,
@@ -262,6 +281,10 @@ impl Database {
         let handle = sync::lock(&self.writer_thread).take();
         if let Some(handle) = handle {
             let _ = handle.join();
+        }
+        let follower = sync::lock(&self.follower).take();
+        if let Some(f) = follower {
+            f.stop();
         }
     }
 }

@@ -16,6 +16,7 @@ use bakend_events::EventBus;
 use tokio::sync::{mpsc, oneshot};
 
 use super::readers::Opener;
+use super::sequencer::Sequencer;
 use crate::error::StoreError;
 
 /// Most writes committed together.
@@ -169,13 +170,14 @@ impl Writer {
         bus: Arc<dyn EventBus>,
         journal: Option<JournalLock>,
         reopen: Option<Arc<Opener>>,
+        sequencer: Option<Arc<Sequencer>>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("bakend-writer".into())
-            .spawn(move || run_writer(conn, rx, bus, journal, reopen, &thread_stats))?;
+            .spawn(move || run_writer(conn, rx, bus, journal, reopen, sequencer, &thread_stats))?;
         Ok((Writer { tx, stats }, handle))
     }
 
@@ -226,9 +228,15 @@ fn run_writer(
     bus: Arc<dyn EventBus>,
     journal: Option<JournalLock>,
     reopen: Option<Arc<Opener>>,
+    sequencer: Option<Arc<Sequencer>>,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    // PostgreSQL: the lock each group takes first (see `run_batch`).
+    let write_lock = match conn.backend() {
+        Backend::Postgres => super::migrations::advisory_key(&conn, "bakend:write").ok(),
+        Backend::Sqlite => None,
+    };
     let mut stopping = false;
     let mut last_batch = 0;
     while !stopping {
@@ -270,7 +278,14 @@ fn run_writer(
                 }
             }
         }
-        run_batch(&mut conn, &mut batch, bus.as_ref(), journal, stats);
+        run_batch(
+            &mut conn,
+            &mut batch,
+            bus.as_ref(),
+            (write_lock, journal),
+            sequencer.as_deref(),
+            stats,
+        );
     }
     rx.close();
     if let Err(e) = conn.close() {
@@ -282,14 +297,26 @@ fn run_batch(
     conn: &mut Conn,
     batch: &mut Vec<Box<dyn Job>>,
     bus: &dyn EventBus,
-    journal: Option<JournalLock>,
+    (write_lock, journal): (Option<i64>, Option<JournalLock>),
+    sequencer: Option<&Sequencer>,
     stats: &WriterStats,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let postgres = conn.backend() == Backend::Postgres;
     // SQLite: take the write lock now, so the group never fails half-way for want of it.
+    // PostgreSQL: several servers may write at once, and a group that writes two collections
+    // takes their count rows (`collections::counts`) in its own order: two groups taking them
+    // in opposite orders would deadlock. A transaction-scoped lock taken first makes the
+    // servers' groups take turns, as SQLite's one write lock does.
     let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
-    if let Err(e) = conn.execute_batch(begin) {
+    let begun = conn.execute_batch(begin).and_then(|()| match write_lock {
+        Some(key) => conn
+            .execute("SELECT pg_advisory_xact_lock(?1)", [key])
+            .map(|_| ()),
+        None => Ok(()),
+    });
+    if let Err(e) = begun {
+        let _ = conn.execute_batch("ROLLBACK");
         let failure = CommitError::of(conn, e.to_string(), e.is_unavailable());
         for job in batch.drain(..) {
             job.finish(Err(failure.clone()));
@@ -308,9 +335,23 @@ fn run_batch(
     }
     // Each event is journaled in the transaction of the change that caused it: no change
     // commits without its events, and no event is journaled for a rolled-back change.
-    let journal_error = match journal {
-        Some(lock) => append_to_journal(conn, lock, &mut outcomes).err(),
-        None => None,
+    let (journaled, journal_error) = match journal {
+        Some(lock) => match append_to_journal(conn, lock, &mut outcomes) {
+            Ok(seqs) => (seqs, None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
+    // Other servers on the database: this group's seqs are this server's to emit, and the
+    // commit wakes their followers (a notification is sent when the transaction commits).
+    let journal_error = match (journal_error, sequencer, journaled) {
+        (None, Some(seq), Some((first, last))) => {
+            seq.reserve(first, last);
+            conn.execute("SELECT pg_notify(?1, '')", [&seq.channel])
+                .map_err(StoreError::from)
+                .err()
+        }
+        (e, _, _) => e,
     };
     #[cfg(test)]
     tests_support::delay_commit();
@@ -333,6 +374,9 @@ fn run_batch(
     if let Err(CommitError::Failed(msg) | CommitError::Unavailable(msg)) = &commit {
         tracing::error!("Commit of {} write(s) failed: {msg}", batch.len());
         let _ = conn.execute_batch("ROLLBACK");
+        if let (Some(seq), Some((first, last))) = (sequencer, journaled) {
+            seq.release(first, last);
+        }
     }
     for (job, outcome) in batch.drain(..).zip(outcomes) {
         if commit.is_ok()
@@ -366,17 +410,18 @@ pub enum JournalLock {
 
 /// Numbers and journals the events of the group's successful writes, in order, after the
 /// writes and right before the commit (see [`JournalLock`]).
+/// The seqs assigned, `(first, last)`, if any.
 fn append_to_journal(
     conn: &Conn,
     lock: JournalLock,
     outcomes: &mut [Option<(Vec<Event>, Option<AfterCommit>)>],
-) -> Result<(), StoreError> {
+) -> Result<Option<(u64, u64)>, StoreError> {
     let any = outcomes
         .iter()
         .flatten()
         .any(|(events, _)| !events.is_empty());
     if !any {
-        return Ok(());
+        return Ok(None);
     }
     if let JournalLock::Postgres(key) = lock {
         conn.execute("SELECT pg_advisory_xact_lock(?1)", [key])?;
@@ -390,8 +435,9 @@ fn append_to_journal(
             appender.append(conn, e)?;
         }
     }
+    let last = appender.next() - 1;
     appender.finish(conn, first)?;
-    Ok(())
+    Ok(Some((first, last)))
 }
 
 fn run_in_savepoint(conn: &Conn, job: &mut dyn Job) -> Option<(Vec<Event>, Option<AfterCommit>)> {

@@ -91,6 +91,17 @@ impl PgConn {
         self.cache.borrow_mut().clear();
     }
 
+    /// Waits up to `timeout` for a notification on a channel this connection `LISTEN`s to,
+    /// and takes every one that came; whether any did.
+    pub fn wait_for_notification(&self, timeout: Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut client = self.client.borrow_mut();
+        let mut notifications = client.notifications();
+        let got = notifications.timeout_iter(timeout).next()?.is_some();
+        while notifications.iter().next()?.is_some() {}
+        Ok(got)
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
     }
