@@ -60,6 +60,8 @@ pub struct Sequencer {
     changed: Condvar,
     /// What this server's commits notify ([`channel`]).
     pub channel: String,
+    /// The payload of this server's notifications, which its own follower ignores.
+    pub id: String,
 }
 
 impl Sequencer {
@@ -68,6 +70,7 @@ impl Sequencer {
         Arc::new(Sequencer {
             bus,
             channel: channel(schema),
+            id: bakend_core::ids::new_id("srv_"),
             state: Mutex::new(State {
                 next: last_seq + 1,
                 ..State::default()
@@ -216,7 +219,7 @@ fn follow(seq: &Sequencer, settings: &PostgresSettings) {
         // poll interval.
         match (listening, c.postgres()) {
             (true, Some(pg)) => {
-                if let Err(e) = pg.wait_for_notification(POLL) {
+                if let Err(e) = pg.wait_for_notification(POLL, &seq.id) {
                     tracing::warn!("Waiting for other servers' commits failed: {e}");
                     conn = None;
                 }

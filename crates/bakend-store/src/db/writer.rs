@@ -308,14 +308,13 @@ fn run_batch(
     // takes their count rows (`collections::counts`) in its own order: two groups taking them
     // in opposite orders would deadlock. A transaction-scoped lock taken first makes the
     // servers' groups take turns, as SQLite's one write lock does.
-    let begin = if postgres { "BEGIN" } else { "BEGIN IMMEDIATE" };
-    let begun = conn.execute_batch(begin).and_then(|()| match write_lock {
-        Some(key) => conn
-            .execute("SELECT pg_advisory_xact_lock(?1)", [key])
-            .map(|_| ()),
-        None => Ok(()),
-    });
-    if let Err(e) = begun {
+    // (One round trip for both statements.)
+    let begin = match (postgres, write_lock) {
+        (false, _) => std::borrow::Cow::Borrowed("BEGIN IMMEDIATE"),
+        (true, None) => "BEGIN".into(),
+        (true, Some(key)) => format!("BEGIN; SELECT pg_advisory_xact_lock({key})").into(),
+    };
+    if let Err(e) = conn.execute_batch(&begin) {
         let _ = conn.execute_batch("ROLLBACK");
         let failure = CommitError::of(conn, e.to_string(), e.is_unavailable());
         for job in batch.drain(..) {
@@ -343,15 +342,14 @@ fn run_batch(
         None => (None, None),
     };
     // Other servers on the database: this group's seqs are this server's to emit, and the
-    // commit wakes their followers (a notification is sent when the transaction commits).
-    let journal_error = match (journal_error, sequencer, journaled) {
+    // commit wakes their followers (a notification is sent when the transaction commits; it
+    // goes with the `COMMIT`, in one round trip).
+    let commit_sql = match (&journal_error, sequencer, journaled) {
         (None, Some(seq), Some((first, last))) => {
             seq.reserve(first, last);
-            conn.execute("SELECT pg_notify(?1, '')", [&seq.channel])
-                .map_err(StoreError::from)
-                .err()
+            format!("SELECT pg_notify('{}', '{}'); COMMIT", seq.channel, seq.id).into()
         }
-        (e, _, _) => e,
+        _ => std::borrow::Cow::Borrowed("COMMIT"),
     };
     #[cfg(test)]
     tests_support::delay_commit();
@@ -362,7 +360,7 @@ fn run_batch(
             matches!(e, StoreError::Connect(_)),
         )),
         None => conn
-            .execute_batch("COMMIT")
+            .execute_batch(&commit_sql)
             .map_err(|e| CommitError::of(conn, e.to_string(), e.is_unavailable())),
     };
     if commit.is_ok() {

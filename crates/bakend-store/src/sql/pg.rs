@@ -91,15 +91,30 @@ impl PgConn {
         self.cache.borrow_mut().clear();
     }
 
-    /// Waits up to `timeout` for a notification on a channel this connection `LISTEN`s to,
-    /// and takes every one that came; whether any did.
-    pub fn wait_for_notification(&self, timeout: Duration) -> Result<bool> {
+    /// Waits up to `timeout` for a notification on a channel this connection `LISTEN`s to
+    /// whose payload is not `ignore` (a server's own commits), taking every one that came;
+    /// whether such a one did.
+    pub fn wait_for_notification(&self, timeout: Duration, ignore: &str) -> Result<bool> {
         use postgres::fallible_iterator::FallibleIterator;
+        let deadline = std::time::Instant::now() + timeout;
         let mut client = self.client.borrow_mut();
         let mut notifications = client.notifications();
-        let got = notifications.timeout_iter(timeout).next()?.is_some();
-        while notifications.iter().next()?.is_some() {}
-        Ok(got)
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let Some(n) = notifications.timeout_iter(left).next()? else {
+                return Ok(false);
+            };
+            let mut got = n.payload() != ignore;
+            while let Some(n) = notifications.iter().next()? {
+                got |= n.payload() != ignore;
+            }
+            if got {
+                return Ok(true);
+            }
+        }
     }
 
     pub(super) fn is_closed(&self) -> bool {
