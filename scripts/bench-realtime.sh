@@ -7,6 +7,9 @@
 #        scripts/bench-realtime.sh filtered-fanout --distinct 10000 --shared 1000 --rate 200
 # DATABASE=postgres://user@host:port/db runs `bak` on PostgreSQL, in a fresh database created
 #   (and dropped afterwards) on that server, PostgreSQL pinned to core 0 beside `bak`.
+# SECOND_SERVER=1 (with DATABASE) starts a second `bak` on the same database (port + 1, also on
+#   core 0) and has `fanout` create the records through it while subscribers stay on the
+#   first: delivery across servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=$1
@@ -15,7 +18,8 @@ port=${PORT:-18090}
 
 [[ -n "${BAK_BIN:-}" ]] || cargo build --release -q -p bak -p bakend-bench
 dir=$(mktemp -d /tmp/bakend-rt.XXXXXX)
-trap 'kill -INT $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"; [[ -n "${pg_cleanup:-}" ]] && pg_bench_cleanup' EXIT
+second=
+trap 'kill -INT $server $second 2>/dev/null || true; wait $server $second 2>/dev/null || true; rm -rf "$dir"; [[ -n "${pg_cleanup:-}" ]] && pg_bench_cleanup' EXIT
 pg_cleanup=
 if [[ -n "${DATABASE:-}" ]]; then
   source scripts/pg-bench-lib.sh
@@ -46,5 +50,15 @@ for _ in $(seq 1 100); do
 done
 pid=$server  # the subshell execs taskset, which execs bak
 extra=()
+if [[ -n "${SECOND_SERVER:-}" ]]; then
+  [[ -n "${DATABASE:-}" ]] || { echo "SECOND_SERVER needs DATABASE=postgres://…" >&2; exit 2; }
+  (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$((port + 1))" >"$dir/server2.out" 2>"$dir/server2.err") &
+  second=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$((port + 1))/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  extra+=(--publish-url "http://127.0.0.1:$((port + 1))")
+fi
 [[ $scenario == idle || $scenario == filtered-fanout ]] && extra=(--server-pid "$pid")
 taskset -c 1 target/release/bakend-bench "$scenario" --url "http://127.0.0.1:$port" "${extra[@]}" "$@"

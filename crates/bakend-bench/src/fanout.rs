@@ -72,6 +72,10 @@ pub struct Opts {
     /// Seconds to keep receiving after the last send, for deliveries still in flight.
     #[arg(long, default_value_t = 2.0)]
     pub grace: f64,
+    /// Create the records through this server instead of `--url` (several servers on one
+    /// PostgreSQL database: subscribers on one, writes through another).
+    #[arg(long)]
+    pub publish_url: Option<String>,
 }
 
 impl Opts {
@@ -315,17 +319,21 @@ pub async fn execute(
     ws::ensure_fd_capacity(u64::from(opts.subscribers) + u64::from(opts.publishers) + churners)?;
     let target = Target::resolve(&rt.url).await?;
     crate::rest_create::check_server(&target, &opts.collection).await?;
+    let publish_target = match &opts.publish_url {
+        Some(url) => Target::resolve(url).await?,
+        None => Target::resolve(&rt.url).await?,
+    };
     let template = RequestTemplate {
         method: Method::POST,
-        uri: target.path_uri(&format!("/api/{}", opts.collection))?,
-        host: target.host.clone(),
+        uri: publish_target.path_uri(&format!("/api/{}", opts.collection))?,
+        host: publish_target.host.clone(),
         json_body: None,
         authorization: None,
     };
     // Before anyone subscribes, so the check's own event reaches nobody.
     let mut pubs = Vec::with_capacity(opts.publishers as usize);
     for i in 0..opts.publishers {
-        let mut c = KeepAlive::new(target.addr);
+        let mut c = KeepAlive::new(publish_target.addr);
         c.connect()
             .await
             .with_context(|| format!("opening publisher {} of {}", i + 1, opts.publishers))?;
@@ -334,7 +342,7 @@ pub async fn execute(
                 &mut c,
                 &template,
                 &opts.ts_field,
-                &target.origin,
+                &publish_target.origin,
                 StatusCode::CREATED,
             )
             .await?;
@@ -572,6 +580,7 @@ mod tests {
             ts_field: "n".into(),
             sample: None,
             grace: 0.5,
+            publish_url: None,
         }
     }
 
@@ -610,6 +619,7 @@ mod tests {
                 ts_field: "n".into(),
                 sample: None,
                 grace: 0.0,
+                publish_url: None,
             },
         };
         let err = run(&args).await.expect_err("nothing listens on port 9");
