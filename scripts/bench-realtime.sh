@@ -20,13 +20,8 @@ port=${PORT:-18090}
 dir=$(mktemp -d /tmp/bakend-rt.XXXXXX)
 second=
 trap 'kill -INT $server $second 2>/dev/null || true; wait $server $second 2>/dev/null || true; rm -rf "$dir"; [[ -n "${pg_cleanup:-}" ]] && pg_bench_cleanup' EXIT
-pg_cleanup=
-if [[ -n "${DATABASE:-}" ]]; then
-  source scripts/pg-bench-lib.sh
-  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
-  export BAKEND_DATABASE=$BENCH_DB_URL
-  pg_cleanup=1
-fi
+source scripts/pg-bench-lib.sh
+pg_bench_from_env
 mkdir -p "$dir/collections"
 cat > "$dir/collections/bench.json" <<'JSON'
 {"name":"bench","fields":[{"name":"title","type":"string"},{"name":"n","type":"integer"}]}

@@ -39,13 +39,8 @@ TS
   "") ;;
   *) echo "TRIGGER must be noop or db" >&2; exit 2 ;;
 esac
-pg_cleanup=
-if [[ -n "${DATABASE:-}" ]]; then
-  source scripts/pg-bench-lib.sh
-  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
-  export BAKEND_DATABASE=$BENCH_DB_URL
-  pg_cleanup=1
-fi
+source scripts/pg-bench-lib.sh
+pg_bench_from_env
 (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$port" >"$dir/server.out" 2>"$dir/server.err") &
 server=$!
 for _ in $(seq 1 100); do

@@ -56,12 +56,8 @@ cleanup() {
   if [[ -n $pg_cleanup ]]; then pg_bench_cleanup; fi
 }
 trap cleanup EXIT
-if [[ -n "${DATABASE:-}" ]]; then
-  source scripts/pg-bench-lib.sh
-  pg_bench_database "$DATABASE"   # sets BENCH_DB_URL and pins PostgreSQL to core 0
-  export BAKEND_DATABASE=$BENCH_DB_URL
-  pg_cleanup=1
-fi
+source scripts/pg-bench-lib.sh
+pg_bench_from_env
 
 if [[ $target == bak ]]; then
   mkdir -p "$dir/collections"
