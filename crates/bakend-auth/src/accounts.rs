@@ -47,6 +47,47 @@ pub enum UserChange {
     },
 }
 
+impl UserChange {
+    /// As told to the other servers on the database: `role <id> <role>`, `deleted <id>`,
+    /// `revoked <id>`.
+    pub fn to_message(&self) -> String {
+        match self {
+            UserChange::RoleChanged { user_id, role } => {
+                format!("role {user_id} {}", role.as_str())
+            }
+            UserChange::Deleted { user_id } => format!("deleted {user_id}"),
+            UserChange::SessionsRevoked { user_id } => format!("revoked {user_id}"),
+        }
+    }
+
+    pub fn from_message(message: &str) -> Option<UserChange> {
+        let mut parts = message.split(' ');
+        let change = match (parts.next()?, parts.next()?.to_string()) {
+            ("role", user_id) => UserChange::RoleChanged {
+                user_id,
+                role: Role::parse(parts.next()?)?,
+            },
+            ("deleted", user_id) => UserChange::Deleted { user_id },
+            ("revoked", user_id) => UserChange::SessionsRevoked { user_id },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(change)
+    }
+}
+
+/// Tells the other servers on the database (PostgreSQL) of `change` when the caller's
+/// transaction commits, so they apply it at once rather than when their cache expires.
+fn tell_peers(
+    conn: &bakend_store::sql::Conn,
+    peers: Option<&bakend_store::db::sequencer::Peers>,
+    change: &UserChange,
+) -> Result<(), StoreError> {
+    if let Some(p) = peers {
+        p.tell(conn, &change.to_message())?;
+    }
+    Ok(())
+}
+
 /// The answer to "who does this access token belong to?".
 #[derive(Clone, Debug)]
 pub enum TokenCheck {
@@ -264,6 +305,20 @@ impl AuthService {
 
     pub fn subscribe_changes(&self) -> broadcast::Receiver<UserChange> {
         self.changes.subscribe()
+    }
+
+    /// A user change another server on the database made ([`UserChange::to_message`]): this
+    /// server's cached user row goes, and its sockets learn of it as of its own changes.
+    pub fn apply_peer_message(&self, message: &str) {
+        let Some(change) = UserChange::from_message(message) else {
+            tracing::warn!("Ignored a message from another server: {message:?}");
+            return;
+        };
+        let (UserChange::RoleChanged { user_id, .. }
+        | UserChange::Deleted { user_id }
+        | UserChange::SessionsRevoked { user_id }) = &change;
+        self.forget(user_id);
+        let _ = self.changes.send(change);
     }
 
     /// Counts a login or register attempt from `ip`.
@@ -512,6 +567,7 @@ impl AuthService {
     pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
         let id = user_id.to_string();
         let changes = self.changes.clone();
+        let peers = self.db.peers();
         self.db
             .write(move |conn| {
                 conn.execute("DELETE FROM _sessions WHERE user_id = ?1", [&id])?;
@@ -524,6 +580,7 @@ impl AuthService {
                 let change = UserChange::SessionsRevoked {
                     user_id: id.clone(),
                 };
+                tell_peers(conn, peers.as_ref(), &change)?;
                 Ok(Committed::new(()).event(event).then(move || {
                     let _ = changes.send(change);
                 }))
@@ -641,6 +698,7 @@ impl AuthService {
     /// Changes a user's role. The last admin cannot be demoted.
     pub async fn set_role(&self, id: &str, role: Role) -> Result<Caller, AuthError> {
         let id = id.to_string();
+        let peers = self.db.peers();
         let outcome = self
             .db
             .write(move |conn| {
@@ -656,6 +714,11 @@ impl AuthService {
                     "UPDATE _users SET role = ?1 WHERE id = ?2",
                     (role.as_str(), &id),
                 )?;
+                let change = UserChange::RoleChanged {
+                    user_id: id.clone(),
+                    role,
+                };
+                tell_peers(conn, peers.as_ref(), &change)?;
                 user.role = role;
                 Ok(Committed::new(Ok(user)))
             })
@@ -672,6 +735,7 @@ impl AuthService {
     pub async fn delete_user(&self, id: &str) -> Result<(), AuthError> {
         let id = id.to_string();
         let target = id.clone();
+        let peers = self.db.peers();
         self.db
             .write(move |conn| {
                 let Some(user) = user_by_id(conn, &target)? else {
@@ -683,6 +747,10 @@ impl AuthService {
                     ))));
                 }
                 conn.execute("DELETE FROM _users WHERE id = ?1", [&target])?;
+                let change = UserChange::Deleted {
+                    user_id: target.clone(),
+                };
+                tell_peers(conn, peers.as_ref(), &change)?;
                 Ok(Committed::new(Ok(())))
             })
             .await??;

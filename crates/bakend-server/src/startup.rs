@@ -442,9 +442,18 @@ async fn start_accounts(
     db: &Arc<Database>,
     secret: &Arc<str>,
 ) -> Result<Arc<AuthService>, StartError> {
-    let (db, secret, cfg) = (db.clone(), secret.clone(), config.auth.clone());
-    let auth = tokio::task::spawn_blocking(move || AuthService::new(db, &secret, &cfg)).await??;
-    Ok(Arc::new(auth))
+    let (db2, secret, cfg) = (db.clone(), secret.clone(), config.auth.clone());
+    let auth = tokio::task::spawn_blocking(move || AuthService::new(db2, &secret, &cfg)).await??;
+    let auth = Arc::new(auth);
+    // Several servers on one PostgreSQL database: a role change, deletion or sign-out made
+    // through another server applies here at once. (Weak: the database outlives nothing.)
+    let weak = Arc::downgrade(&auth);
+    db.on_peer_message(Box::new(move |message| {
+        if let Some(auth) = weak.upgrade() {
+            auth.apply_peer_message(message);
+        }
+    }));
+    Ok(auth)
 }
 
 /// The realtime hub, reading missed events and snapshots from the database.

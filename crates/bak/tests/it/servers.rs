@@ -240,3 +240,50 @@ async fn each_scheduled_tick_runs_once_across_servers() {
     );
     servers.remove(0).shutdown().await;
 }
+
+/// Signing out everywhere through one server applies on another at once: its open sockets of
+/// that user turn anonymous (`session_revoked`) and its REST refuses the old token although
+/// it had the user cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_everywhere_through_one_server_applies_on_the_others_at_once() {
+    let Some(pg) = crate::pg::reachable_server(
+        "signing_out_everywhere_through_one_server_applies_on_the_others_at_once",
+    ) else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let a = TestServer::start_in_with_env(project(), &[("BAKEND_DATABASE", &database)]).await;
+    let b = TestServer::start_in_with_env(project(), &[("BAKEND_DATABASE", &database)]).await;
+    let bob = a.register("bob@example.com").await;
+    let me = |s: &TestServer| {
+        let (url, http, token) = (s.url.clone(), s.http.clone(), bob.token.clone());
+        async move {
+            http.get(format!("{url}/api/auth/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(&a).await, 200, "a has bob cached now");
+    let (mut held, connected) = Ws::connect(&format!("{}?token={}", a.ws_url(), bob.token)).await;
+    assert_eq!(connected["user"]["id"], json!(bob.id));
+    let r = b
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/logout",
+            Some(&bob.token),
+            Some(&json!({"all": true})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    match held.poll(Duration::from_secs(2)).await {
+        Next::Frame(f) => assert_eq!(f["code"], "session_revoked", "{f}"),
+        _ => panic!("server a's socket was not told within 2 s"),
+    }
+    assert_eq!(me(&a).await, 401, "server a refuses the old token at once");
+    a.shutdown().await;
+    b.shutdown().await;
+}

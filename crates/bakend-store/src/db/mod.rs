@@ -40,6 +40,7 @@ pub struct Database {
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     /// PostgreSQL: reads the events other servers on the database journal.
     follower: Mutex<Option<sequencer::Follower>>,
+    sequencer: Option<Arc<sequencer::Sequencer>>,
     readers: readers::Readers,
     /// The SQLite file (`None` on PostgreSQL).
     path: Option<PathBuf>,
@@ -131,6 +132,7 @@ impl Database {
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             follower: Mutex::new(None),
+            sequencer: None,
             readers,
             path: Some(path),
             _temp: temp,
@@ -177,8 +179,8 @@ impl Database {
         };
         let (writer, handle) =
             Writer::spawn(conn, writer_bus, lock, Some(open), sequencer.clone())?;
-        let follower = match sequencer {
-            Some(s) => Some(sequencer::Follower::spawn(s, settings.clone())?),
+        let follower = match &sequencer {
+            Some(s) => Some(sequencer::Follower::spawn(s.clone(), settings.clone())?),
             None => None,
         };
         tracing::debug!(
@@ -191,10 +193,24 @@ impl Database {
             writer_thread: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(None),
             follower: Mutex::new(follower),
+            sequencer,
             readers,
             path: None,
             _temp: None,
         })
+    }
+
+    /// PostgreSQL: how writes tell the other servers on the database something (`None` on
+    /// SQLite, where no other server can be).
+    pub fn peers(&self) -> Option<sequencer::Peers> {
+        Some(self.sequencer.as_ref()?.peers())
+    }
+
+    /// PostgreSQL: where messages from other servers go ([`sequencer::Peers::tell`]).
+    pub fn on_peer_message(&self, handler: sequencer::PeerHandler) {
+        if let Some(s) = &self.sequencer {
+            s.on_peer_message(handler);
+        }
     }
 
     pub fn writer_stats(&self) -> &WriterStats {

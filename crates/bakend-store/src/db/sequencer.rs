@@ -41,6 +41,37 @@ pub fn channel(schema: &str) -> String {
     )
 }
 
+/// The channel of messages between servers that are not events (one per schema).
+pub fn peers_channel(schema: &str) -> String {
+    format!(
+        "bakend_peers_{:x}",
+        super::migrations::advisory_key_for(schema, "peers") as u64
+    )
+}
+
+/// What a server hands a message from another server to ([`Sequencer::on_peer_message`]).
+pub type PeerHandler = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Where a write tells the other servers something (see [`Sequencer::peers`]).
+#[derive(Clone, Debug)]
+pub struct Peers {
+    channel: String,
+    from: String,
+}
+
+impl Peers {
+    /// Sends `message` to the other servers when the caller's transaction commits
+    /// (`NOTIFY`; at most 7,900 bytes).
+    pub fn tell(&self, conn: &Conn, message: &str) -> crate::sql::Result<()> {
+        let payload = format!("{}\n{message}", self.from);
+        conn.query_row(
+            "SELECT pg_notify(?1, ?2)",
+            (&self.channel, &payload),
+            |_| Ok(()),
+        )
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// The next seq to hand to the bus.
@@ -62,21 +93,52 @@ pub struct Sequencer {
     pub channel: String,
     /// The payload of this server's notifications, which its own follower ignores.
     pub id: String,
+    peers: Peers,
+    on_peer: Mutex<Option<PeerHandler>>,
 }
 
 impl Sequencer {
     /// Starts after `last_seq` (the journal's last seq when the database opened).
     pub fn new(bus: Arc<dyn EventBus>, last_seq: u64, schema: &str) -> Arc<Sequencer> {
+        let id = bakend_core::ids::new_id("srv_");
         Arc::new(Sequencer {
             bus,
             channel: channel(schema),
-            id: bakend_core::ids::new_id("srv_"),
+            id: id.clone(),
+            peers: Peers {
+                channel: peers_channel(schema),
+                from: id,
+            },
+            on_peer: Mutex::new(None),
             state: Mutex::new(State {
                 next: last_seq + 1,
                 ..State::default()
             }),
             changed: Condvar::new(),
         })
+    }
+
+    /// How writes tell the other servers something.
+    pub fn peers(&self) -> Peers {
+        self.peers.clone()
+    }
+
+    /// Where messages from other servers ([`Peers::tell`]) go.
+    pub fn on_peer_message(&self, handler: PeerHandler) {
+        *sync::lock(&self.on_peer) = Some(handler);
+    }
+
+    /// A notification on the peers channel: handed on unless this server sent it.
+    fn peer_message(&self, payload: &str) {
+        let Some((from, message)) = payload.split_once('\n') else {
+            return;
+        };
+        if from == self.id {
+            return;
+        }
+        if let Some(handler) = &*sync::lock(&self.on_peer) {
+            handler(message);
+        }
     }
 
     /// The writer's seqs `first..=last`, before its commit: the follower leaves them alone.
@@ -219,12 +281,45 @@ fn follow(seq: &Sequencer, settings: &PostgresSettings) {
         // poll interval.
         match (listening, c.postgres()) {
             (true, Some(pg)) => {
-                if let Err(e) = pg.wait_for_notification(POLL, &seq.id) {
-                    tracing::warn!("Waiting for other servers' commits failed: {e}");
+                if !wait_for_others(seq, pg) {
                     conn = None;
                 }
             }
             _ => pause(seq),
+        }
+    }
+}
+
+/// Waits until another server's commit is notified (its own are ignored) or the poll interval
+/// passes, handing on the other servers' messages meanwhile.
+/// `false` when the connection failed.
+fn wait_for_others(seq: &Sequencer, pg: &PgConn) -> bool {
+    let deadline = std::time::Instant::now() + POLL;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let notes = match pg.wait_for_notifications(left) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("Waiting for other servers' commits failed: {e}");
+                return false;
+            }
+        };
+        if notes.is_empty() {
+            return true;
+        }
+        let mut commit = false;
+        for (channel, payload) in notes {
+            if channel == seq.peers.channel {
+                seq.peer_message(&payload);
+            } else if payload != seq.id {
+                commit = true;
+            }
+        }
+        if commit {
+            return true;
         }
     }
 }
@@ -240,8 +335,13 @@ fn pause(seq: &Sequencer) {
 /// A connection that `LISTEN`s to the schema's commits (`true`), or one that only reads.
 fn open(settings: &PostgresSettings) -> Result<(Conn, bool), crate::sql::Error> {
     let conn = Conn::from(PgConn::connect(settings)?);
+    let schema = &settings.options.schema;
     let listening = conn
-        .execute_batch(&format!("LISTEN {}", channel(&settings.options.schema)))
+        .execute_batch(&format!(
+            "LISTEN {}; LISTEN {}",
+            channel(schema),
+            peers_channel(schema)
+        ))
         .is_ok();
     Ok((conn, listening))
 }

@@ -91,30 +91,21 @@ impl PgConn {
         self.cache.borrow_mut().clear();
     }
 
-    /// Waits up to `timeout` for a notification on a channel this connection `LISTEN`s to
-    /// whose payload is not `ignore` (a server's own commits), taking every one that came;
-    /// whether such a one did.
-    pub fn wait_for_notification(&self, timeout: Duration, ignore: &str) -> Result<bool> {
+    /// Waits up to `timeout` for notifications on the channels this connection `LISTEN`s to
+    /// and takes every one that came, as `(channel, payload)`; none when the time ran out.
+    pub fn wait_for_notifications(&self, timeout: Duration) -> Result<Vec<(String, String)>> {
         use postgres::fallible_iterator::FallibleIterator;
-        let deadline = std::time::Instant::now() + timeout;
         let mut client = self.client.borrow_mut();
         let mut notifications = client.notifications();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            let Some(n) = notifications.timeout_iter(left).next()? else {
-                return Ok(false);
-            };
-            let mut got = n.payload() != ignore;
+        let mut out = Vec::new();
+        let first = notifications.timeout_iter(timeout).next()?;
+        if let Some(n) = first {
+            out.push((n.channel().to_string(), n.payload().to_string()));
             while let Some(n) = notifications.iter().next()? {
-                got |= n.payload() != ignore;
-            }
-            if got {
-                return Ok(true);
+                out.push((n.channel().to_string(), n.payload().to_string()));
             }
         }
+        Ok(out)
     }
 
     pub(super) fn is_closed(&self) -> bool {
