@@ -77,7 +77,8 @@ struct State {
     /// The next seq to hand to the bus.
     next: u64,
     /// Events that came before their turn.
-    held: BTreeMap<u64, Event>,
+    /// (`None`: a journal row that could not be read, passed over.)
+    held: BTreeMap<u64, Option<Event>>,
     /// Seqs this server's writer assigned and has not emitted yet.
     reserved: BTreeSet<u64>,
     /// Whether the follower should read now (a gap, or stopping).
@@ -155,7 +156,7 @@ impl Sequencer {
     }
 
     /// Takes `event` (seq `seq`) and hands out every event whose turn has come.
-    fn offer(&self, seq: u64, event: Event, state: &mut State) {
+    fn offer(&self, seq: u64, event: Option<Event>, state: &mut State) {
         state.reserved.remove(&seq);
         if seq < state.next {
             return; // already out (read twice)
@@ -163,7 +164,9 @@ impl Sequencer {
         state.held.insert(seq, event);
         while let Some(e) = state.held.remove(&state.next) {
             // Emitted under the lock: the bus queues, it never waits.
-            self.bus.emit(e);
+            if let Some(e) = e {
+                self.bus.emit(e);
+            }
             state.next += 1;
         }
         if !state.held.is_empty() && !state.wake {
@@ -193,7 +196,7 @@ impl EventBus for Sequencer {
             return self.bus.emit(event);
         }
         let shared = Arc::new(event.clone());
-        self.offer(seq, event, &mut state);
+        self.offer(seq, Some(event), &mut state);
         shared
     }
 
@@ -374,10 +377,13 @@ fn read_new(seq: &Sequencer, conn: &Conn) -> Result<(), crate::error::StoreError
                 continue;
             }
             match remote_event(&entry) {
-                Ok(event) => seq.offer(entry.seq, event, &mut state),
+                Ok(event) => seq.offer(entry.seq, Some(event), &mut state),
                 Err(e) => {
-                    tracing::error!("Journal row {} cannot be read: {e}", entry.seq);
-                    return Ok(());
+                    // Passed over rather than waited for forever (every later event would
+                    // wait behind it); a client resuming over it gets it from the journal,
+                    // which says the same.
+                    tracing::error!("Journal row {} cannot be read, passed over: {e}", entry.seq);
+                    seq.offer(entry.seq, None, &mut state);
                 }
             }
         }
@@ -431,11 +437,14 @@ mod tests {
         ));
         {
             let mut state = sync::lock(&seq.state);
-            seq.offer(12, event(12, true), &mut state);
-            seq.offer(12, event(12, true), &mut state); // read twice
-            seq.offer(11, event(11, true), &mut state); // already out
+            seq.offer(12, Some(event(12, true)), &mut state);
+            seq.offer(12, Some(event(12, true)), &mut state); // read twice
+            seq.offer(11, Some(event(11, true)), &mut state); // already out
         }
         seq.emit(event(14, false));
+        // An unreadable journal row is passed over, not waited for.
+        seq.emit(event(16, false));
+        seq.offer(15, None, &mut sync::lock(&seq.state));
         let got: Vec<(Option<u64>, bool)> = std::iter::from_fn(|| out.try_recv())
             .map(|e| (e.seq, e.remote))
             .collect();
@@ -446,11 +455,12 @@ mod tests {
                 (None, false),
                 (Some(12), true),
                 (Some(13), false),
-                (Some(14), false)
+                (Some(14), false),
+                (Some(16), false)
             ]
         );
         let state = sync::lock(&seq.state);
         assert!(state.reserved.is_empty() && state.held.is_empty());
-        assert_eq!(state.next, 15);
+        assert_eq!(state.next, 17);
     }
 }
