@@ -206,25 +206,19 @@ async fn each_scheduled_tick_runs_once_across_servers() {
     }
     let token = servers[0].register(admin).await.token;
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    let runs = |s: &TestServer| {
-        let (url, http, token) = (s.url.clone(), s.http.clone(), token.clone());
-        async move {
-            let r: Value = http
-                .get(format!("{url}/api/admin/jobs/tick/runs"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["items"].as_array().unwrap().clone()
-        }
-    };
     for s in servers.drain(1..) {
         s.shutdown().await;
     }
-    let items = runs(&servers[0]).await;
+    let runs = servers[0]
+        .call(
+            reqwest::Method::GET,
+            "/api/admin/jobs/tick/runs",
+            Some(&token),
+            None,
+        )
+        .await
+        .json();
+    let items = runs["items"].as_array().unwrap();
     let mut seconds: Vec<String> = items
         .iter()
         .filter(|r| r["trigger"] == "schedule")
@@ -255,19 +249,13 @@ async fn signing_out_everywhere_through_one_server_applies_on_the_others_at_once
     let a = TestServer::start_in_with_env(project(), &[("BAKEND_DATABASE", &database)]).await;
     let b = TestServer::start_in_with_env(project(), &[("BAKEND_DATABASE", &database)]).await;
     let bob = a.register("bob@example.com").await;
-    let me = |s: &TestServer| {
-        let (url, http, token) = (s.url.clone(), s.http.clone(), bob.token.clone());
-        async move {
-            http.get(format!("{url}/api/auth/me"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(me(&a).await, 200, "a has bob cached now");
+    assert_eq!(
+        a.call(reqwest::Method::GET, "/api/auth/me", Some(&bob.token), None)
+            .await
+            .status,
+        200,
+        "a has bob cached now"
+    );
     let (mut held, connected) = Ws::connect(&format!("{}?token={}", a.ws_url(), bob.token)).await;
     assert_eq!(connected["user"]["id"], json!(bob.id));
     let r = b
@@ -283,7 +271,13 @@ async fn signing_out_everywhere_through_one_server_applies_on_the_others_at_once
         Next::Frame(f) => assert_eq!(f["code"], "session_revoked", "{f}"),
         _ => panic!("server a's socket was not told within 2 s"),
     }
-    assert_eq!(me(&a).await, 401, "server a refuses the old token at once");
+    assert_eq!(
+        a.call(reqwest::Method::GET, "/api/auth/me", Some(&bob.token), None)
+            .await
+            .status,
+        401,
+        "server a refuses the old token at once"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
