@@ -73,6 +73,9 @@ pub struct PostgresOptions {
     pub pool_size: u32,
     /// `statement_timeout` of every connection (`postgres.statementTimeoutMs`; 0: none).
     pub statement_timeout: Duration,
+    /// This server's name among those sharing the database (`cluster.nodeId`; generated at
+    /// start when absent).
+    pub node_id: Option<String>,
 }
 
 impl Default for PostgresOptions {
@@ -81,6 +84,7 @@ impl Default for PostgresOptions {
             schema: "public".into(),
             pool_size: 8,
             statement_timeout: Duration::from_secs(30),
+            node_id: None,
         }
     }
 }
@@ -254,6 +258,39 @@ pub struct MetricsConfig {
     pub token: Option<String>,
 }
 
+/// The `cluster` section (docs/cluster.md): several nodes on one PostgreSQL database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The NATS server that carries events between nodes (`cluster.nats`,
+    /// `BAKEND_CLUSTER_NATS`); without it the nodes still share the database and read each
+    /// other's events from the journal.
+    pub nats: Option<String>,
+    /// This node's name (`cluster.nodeId`, `BAKEND_CLUSTER_NODE_ID`); generated at start when
+    /// absent.
+    pub node_id: Option<String>,
+}
+
+/// A node name: what job runs and stats are labelled with.
+fn valid_node_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+const NODE_ID_RULE: &str = "must be 1 to 64 letters, digits, - or _";
+
+/// A NATS server URL (`nats://`, `tls://`, or `host:port`), as async-nats takes it.
+fn valid_nats_url(s: &str) -> Result<(), String> {
+    match url_scheme(s) {
+        Some("nats" | "tls" | "ws" | "wss") | None if !s.trim().is_empty() => Ok(()),
+        Some(other) => Err(format!(
+            "\"{}\" has the unsupported scheme \"{other}://\": use nats://host:port",
+            redact_url(s)
+        )),
+        _ => Err("must be a non-empty nats://host:port URL".into()),
+    }
+}
+
 /// A scrape token travels in an `Authorization` header: visible ASCII, no spaces, and long
 /// enough not to be guessed.
 fn valid_metrics_token(s: &str) -> bool {
@@ -287,6 +324,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub functions: FunctionsSettings,
     pub metrics: MetricsConfig,
+    pub cluster: ClusterConfig,
     /// Reload functions and jobs when their files change (`bak dev`, `bak start --watch`; not
     /// a bakend.json key).
     pub watch: bool,
@@ -415,6 +453,7 @@ impl Config {
             jobs: JobsConfig::default(),
             functions: FunctionsSettings::default(),
             metrics: MetricsConfig::default(),
+            cluster: ClusterConfig::default(),
             watch: false,
             warnings: Vec::new(),
         };
@@ -422,9 +461,18 @@ impl Config {
         cfg.apply_file(&root, &file)?;
         file.warn_unread(&root, &mut cfg.warnings);
         cfg.apply_env(env, &file)?;
+        cfg.postgres.node_id = cfg.cluster.node_id.clone();
         // `database` may come before the `postgres` section, or from the environment.
-        if let DatabaseLocation::Postgres(p) = &mut cfg.database {
-            p.options = cfg.postgres.clone();
+        match &mut cfg.database {
+            DatabaseLocation::Postgres(p) => p.options = cfg.postgres.clone(),
+            _ if cfg.cluster.nats.is_some() => {
+                return Err(ConfigError::Invalid {
+                    path: shown.to_string(),
+                    key: "cluster.nats".into(),
+                    message: "a cluster needs a PostgreSQL database (\"database\": \"postgres://…\", docs/cluster.md)".into(),
+                });
+            }
+            _ => {}
         }
         Ok(cfg)
     }
@@ -558,6 +606,24 @@ impl Config {
             }
             if let Some(ms) = int("keepAliveTimeoutMs")? {
                 self.http.keep_alive_timeout = Duration::from_millis(ms);
+            }
+        }
+        if let Some(v) = root.get("cluster") {
+            let c = v
+                .as_object()
+                .ok_or_else(|| f.invalid("cluster", "cluster must be an object"))?;
+            let c = f.section(c, "cluster.");
+            if let Some(v) = c.get("nats") {
+                let url = v.as_str().unwrap_or_default();
+                valid_nats_url(url)
+                    .map_err(|m| f.invalid("cluster.nats", format!("cluster.nats {m}")))?;
+                self.cluster.nats = Some(url.to_string());
+            }
+            if let Some(v) = c.get("nodeId") {
+                let id = v.as_str().filter(|s| valid_node_id(s)).ok_or_else(|| {
+                    f.invalid("cluster.nodeId", format!("cluster.nodeId {NODE_ID_RULE}"))
+                })?;
+                self.cluster.node_id = Some(id.to_string());
             }
         }
         if let Some(v) = root.get("api") {
@@ -862,6 +928,16 @@ impl Config {
                 return Err(env_err("BAKEND_METRICS_TOKEN", METRICS_TOKEN_RULE.into()));
             }
             self.metrics.token = Some(v);
+        }
+        if let Some(v) = env("BAKEND_CLUSTER_NATS") {
+            valid_nats_url(&v).map_err(|m| env_err("BAKEND_CLUSTER_NATS", m))?;
+            self.cluster.nats = Some(v);
+        }
+        if let Some(v) = env("BAKEND_CLUSTER_NODE_ID") {
+            if !valid_node_id(&v) {
+                return Err(env_err("BAKEND_CLUSTER_NODE_ID", NODE_ID_RULE.into()));
+            }
+            self.cluster.node_id = Some(v);
         }
         if let Some(v) = env("BAKEND_DASHBOARD_ENABLED") {
             self.dashboard_enabled = match v.as_str() {
@@ -1220,6 +1296,46 @@ mod tests {
             let text = load(json, &[]).unwrap_err().to_string();
             assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
         }
+    }
+
+    #[test]
+    fn cluster_settings_from_the_file_and_the_environment() {
+        let pg = r#""database": "postgres://u:secret@db/app""#;
+        let cfg = load(
+            &format!(
+                r#"{{{pg}, "cluster": {{"nats": "nats://127.0.0.1:4222", "nodeId": "web-1"}}}}"#
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        let DatabaseLocation::Postgres(p) = &cfg.database else {
+            panic!("postgres")
+        };
+        assert_eq!(p.options.node_id.as_deref(), Some("web-1"));
+        let cfg = load(
+            &format!("{{{pg}}}"),
+            &[
+                ("BAKEND_CLUSTER_NATS", "nats://10.0.0.5:4222"),
+                ("BAKEND_CLUSTER_NODE_ID", "b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.nats.as_deref(), Some("nats://10.0.0.5:4222"));
+        assert_eq!(cfg.cluster.node_id.as_deref(), Some("b"));
+        // Refused: NATS on SQLite, a URL that is not NATS, a node name with spaces.
+        let e = load(r#"{"cluster": {"nats": "nats://127.0.0.1:4222"}}"#, &[]).unwrap_err();
+        assert!(e.to_string().contains("PostgreSQL"), "{e}");
+        let e = load(
+            &format!(r#"{{{pg}, "cluster": {{"nats": "http://x:1"}}}}"#),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cluster.nats"), "{e}");
+        let e = load(&format!(r#"{{{pg}, "cluster": {{"nodeId": "a b"}}}}"#), &[]).unwrap_err();
+        assert!(e.to_string().contains("cluster.nodeId"), "{e}");
+        let e = load(&format!("{{{pg}}}"), &[("BAKEND_CLUSTER_NODE_ID", "")]).unwrap_err();
+        assert!(e.to_string().contains("BAKEND_CLUSTER_NODE_ID"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 mod conn_watch;
 mod cors;
 mod dashboard;

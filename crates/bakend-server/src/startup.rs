@@ -59,6 +59,8 @@ pub enum StartError {
     /// A start-up step run on a blocking thread panicked.
     #[error("A start-up step failed: {0}")]
     Task(tokio::task::JoinError),
+    #[error("{0}")]
+    Cluster(#[from] bakend_cluster::ClusterError),
 }
 
 impl From<AuthError> for StartError {
@@ -189,6 +191,13 @@ impl Server {
             startup_jobs::stop(&jobs, self.state.jobs.local.as_ref()).await;
         }
         self.state.realtime.shutdown().await;
+        let leave = self.state.cluster.leave();
+        if tokio::time::timeout(crate::cluster::LEAVE_TIMEOUT, leave)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Leaving the cluster timed out");
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -239,12 +248,14 @@ async fn start_steps(
         .db
         .insert(open_database(&config, bus.clone()).await?)
         .clone();
+    let cluster = crate::cluster::Cluster::start(&config, &db).await?;
     let file_service = open_storage(&config, &db).await?;
     let registry = Arc::new(Registry::default());
     sync_collections(&db, &registry, files).await?;
     let jwt_secret = resolve_secret(&config, &db).await?;
     let auth = start_accounts(&config, &db, &jwt_secret).await?;
     let realtime = start_realtime(&config, bus.as_ref(), &db, &registry, &auth);
+    cluster.spawn_heartbeat(realtime.clone());
     parts.upkeep = Some(start_upkeep(&config, &db, &auth).await);
 
     // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
@@ -295,6 +306,7 @@ async fn start_steps(
         functions,
         http_metrics: HttpMetrics::new(),
         jwt_secret,
+        cluster,
     };
     let app = router(&state);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

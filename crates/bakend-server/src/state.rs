@@ -29,6 +29,8 @@ pub struct AppState {
     pub http_metrics: Arc<HttpMetrics>,
     /// The HS256 secret for access tokens (configured, or generated and kept in the database).
     pub jwt_secret: Arc<str>,
+    /// This server as a node: its name, NATS link and the other nodes' stats.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// The scheduler, and the token that lets `bak jobs run` on this machine run a job.

@@ -396,6 +396,8 @@ pub struct BakProcess {
     args: Vec<String>,
     /// `RLIMIT_NOFILE` set for the child, if any.
     nofile: Option<u64>,
+    /// Extra environment variables.
+    env: Vec<(String, String)>,
 }
 
 static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -403,17 +405,33 @@ static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 impl BakProcess {
     pub fn spawn(dir: &Path, extra_args: &[&str]) -> BakProcess {
         let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::spawn_args(dir, args, None)
+        Self::spawn_args(dir, args, None, Vec::new())
+    }
+
+    /// As [`BakProcess::spawn`], with extra environment variables (after the suite's own, so
+    /// they win: e.g. `BAKEND_DATABASE` for several nodes on one database).
+    pub fn spawn_with_env(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> BakProcess {
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn_args(dir, args, None, env)
     }
 
     /// As [`BakProcess::spawn`], with the child limited to `nofile` open files
     /// (`RLIMIT_NOFILE`, soft and hard).
     pub fn spawn_with_nofile(dir: &Path, extra_args: &[&str], nofile: u64) -> BakProcess {
         let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        Self::spawn_args(dir, args, Some(nofile))
+        Self::spawn_args(dir, args, Some(nofile), Vec::new())
     }
 
-    fn spawn_args(dir: &Path, args: Vec<String>, nofile: Option<u64>) -> BakProcess {
+    fn spawn_args(
+        dir: &Path,
+        args: Vec<String>,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> BakProcess {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -426,7 +444,8 @@ impl BakProcess {
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(out)
-            .stderr(err);
+            .stderr(err)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(n) = nofile {
             let limit = libc::rlimit {
                 rlim_cur: n as libc::rlim_t,
@@ -451,6 +470,7 @@ impl BakProcess {
             run,
             args,
             nofile,
+            env,
         }
     }
 
@@ -479,7 +499,12 @@ impl BakProcess {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     if self.stderr().contains("Is port") && attempts < 5 {
                         attempts += 1;
-                        *self = Self::spawn_args(&self.dir.clone(), self.args.clone(), self.nofile);
+                        *self = Self::spawn_args(
+                            &self.dir.clone(),
+                            self.args.clone(),
+                            self.nofile,
+                            self.env.clone(),
+                        );
                         continue 'start;
                     }
                     panic!("bak exited with {status}: {}", self.stderr());

@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod browser;
 mod cli;
+mod cluster;
 mod config_errors;
 mod dashboard;
 mod delivery;

@@ -366,9 +366,46 @@ fn realtime_stats_schema() -> Value {
     ] {
         props.insert(key.into(), counter.clone());
     }
+    props.insert("deliveryWaitTimeouts".into(), counter.clone());
+    let mut cluster = Map::new();
+    cluster.insert(
+        "nats".into(),
+        json!({ "type": "string", "enum": ["connected", "disconnected", "off"] }),
+    );
+    for key in [
+        "published",
+        "received",
+        "filledFromJournal",
+        "unreadable",
+        "dropped",
+    ] {
+        cluster.insert(key.into(), counter.clone());
+    }
+    props.insert(
+        "cluster".into(),
+        json!({
+            "type": "object",
+            "description": "How events travel between nodes (docs/cluster.md).",
+            "properties": cluster,
+        }),
+    );
+    let mut node = props.clone();
+    node.insert("id".into(), json!({ "type": "string" }));
+    props.insert(
+        "node".into(),
+        json!({ "type": "string", "description": "The node that answered." }),
+    );
+    props.insert(
+        "nodes".into(),
+        json!({
+            "type": "array",
+            "description": "Each live node's own counters (the others' as of their last heartbeat).",
+            "items": { "type": "object", "required": ["id"], "properties": node },
+        }),
+    );
     json!({
         "type": "object",
-        "description": "Counters of the realtime hub on this node (docs/realtime.md).",
+        "description": "Counters of the realtime hub: the totals of every live node of the cluster (one node on SQLite), and each node's own in `nodes` (docs/realtime.md, docs/cluster.md).",
         "properties": props,
     })
 }

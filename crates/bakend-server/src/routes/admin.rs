@@ -170,7 +170,8 @@ pub async fn handle(
             if method != Method::GET {
                 return Err(ApiError::method_not_allowed());
             }
-            Ok(json_response(StatusCode::OK, &state.realtime.stats_json()))
+            let stats = state.cluster.realtime_stats(&state.realtime).await;
+            Ok(json_response(StatusCode::OK, &stats))
         }
         Route::AdminUser => match *method {
             Method::PATCH => {

@@ -99,6 +99,16 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (job, tick)
     ) WITHOUT ROWID;
     "#,
+    // 8: the servers sharing the database (`db::nodes`): each one's last heartbeat and
+    // realtime stats.
+    r#"
+    CREATE TABLE IF NOT EXISTS _nodes (
+        id TEXT PRIMARY KEY NOT NULL,
+        started_at INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        stats TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();
@@ -184,6 +194,17 @@ const PG_STEPS: &[(usize, &str)] = &[
         job TEXT COLLATE "C" NOT NULL,
         tick TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (job, tick)
+    );
+    "#,
+    ),
+    (
+        8,
+        r#"
+    CREATE TABLE IF NOT EXISTS _nodes (
+        id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        started_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL,
+        stats TEXT COLLATE "C" NOT NULL
     );
     "#,
     ),

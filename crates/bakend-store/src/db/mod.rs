@@ -1,11 +1,13 @@
 //! Database plumbing: connections, the system schema, the writer thread and the reader pool.
 
+pub mod carrier;
 mod checkpointer;
 mod connection;
 pub mod copy;
 pub mod journal;
 mod lock;
 pub mod migrations;
+pub mod nodes;
 mod readers;
 pub mod sequencer;
 pub mod snapshot;
@@ -170,9 +172,14 @@ impl Database {
         )?;
         // Other servers may write the same journal: events reach this server's consumers in
         // seq order, theirs read from the journal (`sequencer`).
-        let sequencer = journal_info
-            .as_ref()
-            .map(|info| sequencer::Sequencer::new(bus.clone(), info.last_seq, schema));
+        let sequencer = journal_info.as_ref().map(|info| {
+            sequencer::Sequencer::new(
+                bus.clone(),
+                info.last_seq,
+                schema,
+                settings.options.node_id.as_deref(),
+            )
+        });
         let writer_bus = match &sequencer {
             Some(s) => s.clone() as Arc<dyn EventBus>,
             None => bus,
@@ -204,6 +211,12 @@ impl Database {
     /// SQLite, where no other server can be).
     pub fn peers(&self) -> Option<sequencer::Peers> {
         Some(self.sequencer.as_ref()?.peers())
+    }
+
+    /// PostgreSQL: what orders this server's and the other servers' events (`None` on SQLite
+    /// or without a journal). A cluster attaches its carrier to it.
+    pub fn sequencer(&self) -> Option<&Arc<sequencer::Sequencer>> {
+        self.sequencer.as_ref()
     }
 
     /// PostgreSQL: where messages from other servers go ([`sequencer::Peers::tell`]).

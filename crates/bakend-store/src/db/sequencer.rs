@@ -18,7 +18,8 @@
 //! the journal does not keep: the actor, the depth of a function's write).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use bakend_core::config::PostgresSettings;
 use bakend_core::{Event, SharedEvent, sync};
 use bakend_events::{ConsumerInfo, EventBus, EventStream};
 
+use super::carrier::{self, Carrier};
 use super::journal;
 use crate::sql::{Conn, PgConn};
 
@@ -96,14 +98,42 @@ pub struct Sequencer {
     pub id: String,
     peers: Peers,
     on_peer: Mutex<Option<PeerHandler>>,
+    /// What carries this server's events to the others, when there is one (a cluster's NATS).
+    carrier: OnceLock<Arc<dyn Carrier>>,
+    counts: CarrierCounts,
+}
+
+/// What came in over the carrier and what had to be read from the journal instead.
+#[derive(Default)]
+pub struct CarrierCounts {
+    /// Commit groups published.
+    pub published: AtomicU64,
+    /// Other servers' events received over the carrier and handed on.
+    pub received: AtomicU64,
+    /// Other servers' events read from the journal while a carrier is attached: ones its
+    /// messages had not brought (lost, late, or the broker was down).
+    pub filled_from_journal: AtomicU64,
+    /// Carrier messages that could not be read (their events came from the journal).
+    pub unreadable: AtomicU64,
 }
 
 impl Sequencer {
-    /// Starts after `last_seq` (the journal's last seq when the database opened).
-    pub fn new(bus: Arc<dyn EventBus>, last_seq: u64, schema: &str) -> Arc<Sequencer> {
-        let id = bakend_core::ids::new_id("srv_");
+    /// Starts after `last_seq` (the journal's last seq when the database opened). `node_id`
+    /// names this server (`cluster.nodeId`); one is generated when absent.
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        last_seq: u64,
+        schema: &str,
+        node_id: Option<&str>,
+    ) -> Arc<Sequencer> {
+        let id = match node_id {
+            Some(id) => id.to_string(),
+            None => bakend_core::ids::new_id("node_"),
+        };
         Arc::new(Sequencer {
             bus,
+            carrier: OnceLock::new(),
+            counts: CarrierCounts::default(),
             channel: channel(schema),
             id: id.clone(),
             peers: Peers {
@@ -117,6 +147,63 @@ impl Sequencer {
             }),
             changed: Condvar::new(),
         })
+    }
+
+    /// Sends this server's commits to the others through `carrier` from now on (once).
+    pub fn attach(&self, carrier: Arc<dyn Carrier>) {
+        let _ = self.carrier.set(carrier);
+    }
+
+    pub(crate) fn carrier(&self) -> Option<&dyn Carrier> {
+        self.carrier.get().map(|c| c.as_ref())
+    }
+
+    pub fn counts(&self) -> &CarrierCounts {
+        &self.counts
+    }
+
+    /// After a commit: the group's journaled events to the other servers, if a carrier is
+    /// attached.
+    pub(crate) fn publish<'a>(&self, events: impl Iterator<Item = &'a Event>) {
+        if let Some(c) = self.carrier.get()
+            && let Some(message) = carrier::encode(&self.id, events)
+        {
+            c.publish(message);
+            self.counts.published.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A message from the carrier: another server's commit group, handed on in seq order.
+    /// One that cannot be read is dropped (the follower reads its events from the journal).
+    pub fn receive(&self, message: &[u8]) {
+        let Some((from, events)) = carrier::decode(message) else {
+            self.counts.unreadable.fetch_add(1, Relaxed);
+            return;
+        };
+        if from == self.id {
+            return;
+        }
+        let mut state = sync::lock(&self.state);
+        for c in events {
+            if c.seq < state.next || state.reserved.contains(&c.seq) {
+                continue;
+            }
+            let entry = journal::JournalEntry {
+                seq: c.seq,
+                envelope: c.envelope,
+                subject: c.subject,
+                previous: c.previous,
+            };
+            match remote_event(&entry) {
+                Ok(event) => {
+                    self.counts.received.fetch_add(1, Relaxed);
+                    self.offer(c.seq, Some(event), &mut state);
+                }
+                Err(_) => {
+                    self.counts.unreadable.fetch_add(1, Relaxed);
+                }
+            }
+        }
     }
 
     /// How writes tell the other servers something.
@@ -376,6 +463,9 @@ fn read_new(seq: &Sequencer, conn: &Conn) -> Result<(), crate::error::StoreError
             if entry.seq < state.next || state.reserved.contains(&entry.seq) {
                 continue;
             }
+            if seq.carrier.get().is_some() {
+                seq.counts.filled_from_journal.fetch_add(1, Relaxed);
+            }
             match remote_event(&entry) {
                 Ok(event) => seq.offer(entry.seq, Some(event), &mut state),
                 Err(e) => {
@@ -425,7 +515,7 @@ mod tests {
     fn events_leave_in_seq_order_once() {
         let bus = LocalBus::new();
         let mut out = bus.subscribe("t", 100);
-        let seq = Sequencer::new(bus, 10, "public");
+        let seq = Sequencer::new(bus, 10, "public", None);
         seq.reserve(13, 14);
         seq.emit(event(11, false));
         seq.emit(event(13, false)); // early: 12 is another server's

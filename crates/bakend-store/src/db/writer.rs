@@ -344,10 +344,15 @@ fn run_batch(
     // Other servers on the database: this group's seqs are this server's to emit, and the
     // commit wakes their followers (a notification is sent when the transaction commits; it
     // goes with the `COMMIT`, in one round trip).
+    // With a connected carrier (a cluster's NATS) the events travel that way instead.
     let commit_sql = match (&journal_error, sequencer, journaled) {
         (None, Some(seq), Some((first, last))) => {
             seq.reserve(first, last);
-            format!("SELECT pg_notify('{}', '{}'); COMMIT", seq.channel, seq.id).into()
+            if seq.carrier().is_some_and(|c| c.connected()) {
+                std::borrow::Cow::Borrowed("COMMIT")
+            } else {
+                format!("SELECT pg_notify('{}', '{}'); COMMIT", seq.channel, seq.id).into()
+            }
         }
         _ => std::borrow::Cow::Borrowed("COMMIT"),
     };
@@ -375,6 +380,17 @@ fn run_batch(
         if let (Some(seq), Some((first, last))) = (sequencer, journaled) {
             seq.release(first, last);
         }
+    }
+    if commit.is_ok()
+        && journaled.is_some()
+        && let Some(seq) = sequencer
+    {
+        seq.publish(
+            outcomes
+                .iter()
+                .flatten()
+                .flat_map(|(events, _)| events.iter()),
+        );
     }
     for (job, outcome) in batch.drain(..).zip(outcomes) {
         if commit.is_ok()

@@ -1,0 +1,428 @@
+//! A cluster (docs/cluster.md): three `bak` processes on one PostgreSQL database, with a NATS
+//! server of the test's own carrying events between them. A node killed with SIGKILL mid-stream
+//! loses no acknowledged write's event for anyone, its clients resume on another node; a NATS
+//! restart mid-stream loses nothing either (the gaps are read from the journal and counted).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::harness::{BakProcess, free_port, write_collections};
+use crate::ws::{Next, Ws};
+
+const ADMIN: &str = "root@example.com";
+
+/// A NATS server of the test's own (the machine's shared one is never restarted).
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    /// `None`, with a line saying why, when `nats-server` is not installed.
+    async fn start(test: &str) -> Option<Nats> {
+        let found = Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("{test}: skipped (nats-server is not installed)");
+            return None;
+        }
+        let mut nats = Nats {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        nats.spawn().await;
+        Some(nats)
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("nats.log")).unwrap();
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server did not start on {}", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_collections(
+        dir.path(),
+        &[
+            json!({"name": "posts", "fields": [{"name": "title", "type": "string"}, {"name": "n", "type": "integer"}],
+                 "permissions": {"create": "public", "read": "public", "update": "public", "delete": "public"}}),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("bakend.json"),
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+    )
+    .unwrap();
+    dir
+}
+
+async fn node(dir: &Path, database: &str, nats: &str, i: usize) -> BakProcess {
+    let id = format!("n{i}");
+    let mut p = BakProcess::spawn_with_env(
+        dir,
+        &[],
+        &[
+            ("BAKEND_DATABASE", database),
+            ("BAKEND_CLUSTER_NATS", nats),
+            ("BAKEND_CLUSTER_NODE_ID", &id),
+            ("BAKEND_ADMIN_EMAIL", ADMIN),
+        ],
+    );
+    p.wait_ready().await;
+    p
+}
+
+fn ws_url(p: &BakProcess) -> String {
+    format!("{}/api/realtime", p.url().replacen("http://", "ws://", 1))
+}
+
+/// What a subscriber saw: (seq, record id) in arrival order, and how its socket ended.
+struct Seen {
+    events: Vec<(u64, String)>,
+    closed: bool,
+}
+
+/// Reads `ws` in the background until it closes, or `stop` is set and it has been silent for
+/// a second.
+fn collect(mut ws: Ws, stop: Arc<AtomicBool>) -> JoinHandle<Seen> {
+    tokio::spawn(async move {
+        let mut events = Vec::new();
+        let mut quiet = 0;
+        loop {
+            match ws.poll(Duration::from_millis(250)).await {
+                Next::Frame(f) if f["type"] == "event" => {
+                    quiet = 0;
+                    events.push((
+                        f["event"]["seq"].as_u64().unwrap(),
+                        f["event"]["payload"]["id"].as_str().unwrap().to_string(),
+                    ));
+                }
+                Next::Frame(f) if f["type"] == "resumed" => {
+                    assert_eq!(f["recovered"], true, "{f}");
+                }
+                Next::Frame(_) => {}
+                Next::Closed(..) => {
+                    return Seen {
+                        events,
+                        closed: true,
+                    };
+                }
+                Next::Silent => {
+                    quiet += 1;
+                    if stop.load(Ordering::Relaxed) && quiet >= 4 {
+                        return Seen {
+                            events,
+                            closed: false,
+                        };
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A writer creating posts through `url` until `n` are acknowledged or a request fails;
+/// counts acknowledgements in `acked` and returns the created ids.
+fn writer(url: String, tag: usize, n: usize, acked: Arc<AtomicUsize>) -> JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let r = http
+                .post(format!("{url}/api/posts"))
+                .json(&json!({"title": format!("w{tag}"), "n": i}))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            let Ok(r) = r else { break };
+            if r.status() != 201 {
+                break;
+            }
+            let body: Value = r.json().await.unwrap();
+            ids.push(body["id"].as_str().unwrap().to_string());
+            acked.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        ids
+    })
+}
+
+/// Every seq once, contiguous, and every acknowledged write among them.
+fn check(who: &str, events: &[(u64, String)], acked: &HashSet<String>) {
+    let first = events.first().map_or(0, |e| e.0);
+    let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+    let expected: Vec<u64> = (first..first + events.len() as u64).collect();
+    assert_eq!(seqs, expected, "{who}: every seq once, in order");
+    let ids: HashSet<&String> = events.iter().map(|e| &e.1).collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{who}: {} acknowledged write(s) never arrived",
+        missing.len()
+    );
+}
+
+async fn admin_token(url: &str) -> String {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{url}/api/auth/register"))
+        .json(&json!({"email": ADMIN, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string()
+}
+
+async fn realtime_stats(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{url}/api/admin/realtime"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_no_acknowledged_event_and_its_clients_resume_elsewhere() {
+    let test = "a_node_killed_mid_stream_loses_no_acknowledged_event";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = project();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
+    }
+    let token = admin_token(&nodes[0].url()).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    let mut epoch = Value::Null;
+    for n in &nodes {
+        let (mut ws, connected) = Ws::connect(&ws_url(n)).await;
+        epoch = connected["epoch"].clone();
+        ws.subscribe("posts.*").await;
+        readers.push(collect(ws, stop.clone()));
+    }
+
+    const EACH: usize = 150;
+    let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let writers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| writer(n.url(), i, EACH, counts[i].clone()))
+        .collect();
+    // Node 2 dies with its writer and its subscriber mid-stream.
+    while counts[2].load(Ordering::Relaxed) < EACH / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nodes[2].signal(libc::SIGKILL);
+    let mut acked = HashSet::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        counts[2].load(Ordering::Relaxed) < EACH,
+        "node 2 was killed before its writer finished"
+    );
+
+    // Node 2's subscriber saw its socket go, and resumes on node 0 from its last seq.
+    let cut = readers.pop().unwrap().await.unwrap();
+    assert!(cut.closed, "the killed node's socket closed");
+    let last = cut.events.last().map_or(0, |e| e.0);
+    let (mut ws, _) = Ws::connect(&ws_url(&nodes[0])).await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": last}}))
+        .await;
+    let resumed = collect(ws, stop.clone());
+
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for r in readers {
+        seen.push(r.await.unwrap().events);
+    }
+    let mut third = cut.events;
+    third.extend(resumed.await.unwrap().events);
+    seen.push(third);
+    for (i, events) in seen.iter().enumerate() {
+        check(&format!("subscriber {i}"), events, &acked);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "nodes 0 and 1 delivered the same sequence"
+    );
+    assert_eq!(seen[2], seen[0], "the resumed client has the same sequence");
+
+    // Stats: each live node, the totals, and events that came over NATS.
+    let stats = realtime_stats(&nodes[0].url(), &token).await;
+    let ids: Vec<&str> = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"n0") && ids.contains(&"n1"), "{stats}");
+    assert_eq!(stats["node"], "n0");
+    assert_eq!(stats["cluster"]["nats"], "connected", "{stats}");
+    assert!(
+        stats["cluster"]["received"].as_u64().unwrap() > 0,
+        "events travelled over NATS: {stats}"
+    );
+    let sum: u64 = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["eventsIn"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stats["eventsIn"], sum, "top level = total of the nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_stream_loses_nothing_and_the_gaps_are_counted() {
+    let test = "a_nats_restart_mid_stream_loses_nothing";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(mut nats) = Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = project();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
+    }
+    let token = admin_token(&nodes[0].url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Subscribers on node 0; writes through node 1 only, so every event crosses.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, _) = Ws::connect(&ws_url(&nodes[0])).await;
+        ws.subscribe("posts.*").await;
+        readers.push(collect(ws, stop.clone()));
+    }
+    let acked_n = Arc::new(AtomicUsize::new(0));
+    let w = writer(nodes[1].url(), 1, 300, acked_n.clone());
+    while acked_n.load(Ordering::Relaxed) < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nats.kill();
+    while acked_n.load(Ordering::Relaxed) < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let during = realtime_stats(&nodes[0].url(), &token).await;
+    nats.spawn().await;
+    let acked: HashSet<String> = w.await.unwrap().into_iter().collect();
+    assert_eq!(acked.len(), 300, "writes went on while NATS was down");
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for r in readers {
+        seen.push(r.await.unwrap().events);
+    }
+    for (i, events) in seen.iter().enumerate() {
+        check(&format!("subscriber {i}"), events, &acked);
+        assert_eq!(
+            events.len(),
+            300,
+            "subscriber {i}: nothing more, nothing less"
+        );
+    }
+    assert_eq!(during["cluster"]["nats"], "disconnected", "{during}");
+    // Back on NATS, and the events it did not bring were read from the journal and counted.
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = realtime_stats(&nodes[0].url(), &token).await;
+        let mine = &stats["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "n0")
+            .unwrap()["cluster"];
+        if mine["nats"] == "connected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mine = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "n0")
+        .unwrap()["cluster"]
+        .clone();
+    assert_eq!(mine["nats"], "connected", "{stats}");
+    let (received, filled) = (
+        mine["received"].as_u64().unwrap(),
+        mine["filledFromJournal"].as_u64().unwrap(),
+    );
+    assert!(received > 0 && filled > 0, "{mine}");
+    assert_eq!(
+        received + filled,
+        300,
+        "each event came one way, once: {mine}"
+    );
+}

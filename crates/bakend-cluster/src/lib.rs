@@ -1,0 +1,190 @@
+//! The cluster's event link (docs/cluster.md): NATS carries each node's committed events to
+//! the other nodes, so a subscriber on node A sees a write committed through node B without
+//! waiting for A to read the journal.
+//!
+//! NATS is only a fast path. The PostgreSQL journal stays the source of truth: the store's
+//! sequencer hands events on strictly in seq order, and a seq that NATS did not bring (a lost
+//! message, a broker restart, a full queue) is read from the journal by the follower — within
+//! its poll interval — and counted (`filledFromJournal`). While this node is not connected to
+//! NATS its commits wake the other nodes through PostgreSQL (`NOTIFY`) as a cluster without
+//! NATS does; the client reconnects on its own.
+//!
+//! One message per commit group on `bakend.<epoch>.events` (the journal's epoch, so two
+//! databases sharing a broker never mix), in the format of `bakend_store::db::carrier`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use bakend_store::db::carrier::Carrier;
+use bakend_store::db::sequencer::Sequencer;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Commit groups waiting to be handed to the NATS client; more are dropped (the journal has
+/// them).
+const QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.nats: cannot use NATS at {url}: {message}")]
+    Nats { url: String, message: String },
+}
+
+/// The subject a database's events travel on.
+pub fn subject(epoch: &str) -> String {
+    let token: String = epoch
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("bakend.{token}.events")
+}
+
+/// This node's link to the others. Dropping it stops its tasks.
+pub struct Link {
+    carrier: Arc<NatsCarrier>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How the link is doing (`GET /api/admin/realtime`'s `cluster`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub connected: bool,
+    /// Commit groups this node could not hand to NATS (queue full, message too large).
+    pub dropped: u64,
+}
+
+struct NatsCarrier {
+    client: async_nats::Client,
+    queue: mpsc::Sender<Bytes>,
+    dropped: AtomicU64,
+}
+
+impl Carrier for NatsCarrier {
+    fn publish(&self, message: Vec<u8>) {
+        if self.queue.try_send(Bytes::from(message)).is_err() {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}
+
+impl Link {
+    /// Connects to NATS at `url` in the background (a node starts, and serves, while NATS is
+    /// down), subscribes to the other nodes' events and attaches itself to `sequencer`.
+    /// Fails only on what retrying cannot fix (a URL that is not one).
+    pub async fn start(
+        url: &str,
+        epoch: &str,
+        node: &str,
+        sequencer: Arc<Sequencer>,
+    ) -> Result<Link, ClusterError> {
+        let shown = url.to_string();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("bakend {node}"))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                // 0, 100, 200, … ms, at most 1 s: a restarted broker is used again soon.
+                Duration::from_millis((attempts as u64 * 100).min(1000))
+            })
+            .event_callback(move |event| {
+                let shown = shown.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("Cluster: connected to NATS at {shown}")
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!(
+                            "Cluster: NATS at {shown} is unreachable; other nodes' events come from the journal until it returns"
+                        ),
+                        other => tracing::debug!("Cluster: NATS: {other}"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| ClusterError::Nats {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        let subject = subject(epoch);
+        let subscriber =
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| ClusterError::Nats {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
+        let (queue, mut outbox) = mpsc::channel::<Bytes>(QUEUE);
+        let carrier = Arc::new(NatsCarrier {
+            client: client.clone(),
+            queue,
+            dropped: AtomicU64::new(0),
+        });
+        let publisher = {
+            let carrier = carrier.clone();
+            tokio::spawn(async move {
+                while let Some(message) = outbox.recv().await {
+                    if let Err(e) = carrier.client.publish(subject.clone(), message).await {
+                        carrier.dropped.fetch_add(1, Relaxed);
+                        tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                    }
+                }
+            })
+        };
+        let receiver = {
+            let sequencer = sequencer.clone();
+            let mut subscriber = subscriber;
+            tokio::spawn(async move {
+                while let Some(message) = subscriber.next().await {
+                    sequencer.receive(&message.payload);
+                }
+            })
+        };
+        sequencer.attach(carrier.clone());
+        Ok(Link {
+            carrier,
+            tasks: vec![publisher, receiver],
+        })
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            connected: self.carrier.connected(),
+            dropped: self.carrier.dropped.load(Relaxed),
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subjects_are_single_tokens_per_epoch() {
+        assert_eq!(super::subject("ep_01HX"), "bakend.ep_01HX.events");
+        assert_eq!(super::subject("a.b *>"), "bakend.a_b___.events");
+    }
+}
