@@ -9,7 +9,9 @@
 #   (and dropped afterwards) on that server, PostgreSQL pinned to core 0 beside `bak`.
 # SECOND_SERVER=1 (with DATABASE) starts a second `bak` on the same database (port + 1, also on
 #   core 0) and has `fanout` create the records through it while subscribers stay on the
-#   first: delivery across servers.
+#   first: delivery across servers. With BAKEND_CLUSTER_NATS=nats://… (exported, so both servers
+#   get it) events travel between them over NATS (docs/cluster.md) instead of being read from
+#   the journal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=$1

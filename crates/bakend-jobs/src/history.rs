@@ -46,6 +46,8 @@ pub enum Trigger {
     Schedule,
     /// `POST /api/admin/jobs/:name/run` or `bak jobs run`.
     Manual,
+    /// The next attempt of a run whose node was lost (several servers on PostgreSQL).
+    Retry,
 }
 
 impl Trigger {
@@ -53,6 +55,7 @@ impl Trigger {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
+            Trigger::Retry => "retry",
         }
     }
 }
@@ -79,36 +82,54 @@ pub struct JobRun {
 /// The message stored for runs that a stop of the server cut short.
 pub const INTERRUPTED: &str = "Interrupted: the server stopped during the run";
 
+/// The message stored for a run whose node stopped answering (`node lost: <node>`).
+pub const NODE_LOST: &str = "node lost";
+
 #[derive(Clone)]
 pub struct History {
     db: Arc<Database>,
     limit: u32,
+    /// This server's node id when others may share the database (PostgreSQL), stored with each
+    /// run it starts.
+    node: Option<String>,
+}
+
+/// A run taken over from a lost node: recorded as failed; its next attempt is this node's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostRun {
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    pub node: String,
 }
 
 impl History {
     pub fn new(db: Arc<Database>, limit: u32) -> History {
+        let node = db.sequencer().map(|s| s.id.clone());
         History {
             db,
             limit: limit.max(1),
+            node,
         }
     }
 
     /// Records a run that just started, drops the job's rows beyond the limit, and emits
     /// `event` after the commit.
     pub async fn started(&self, run: &JobRun, event: Event) -> Result<(), StoreError> {
-        let (run, limit) = (run.clone(), self.limit);
+        let (run, limit, node) = (run.clone(), self.limit, self.node.clone());
         self.db
             .write(move |conn| {
                 conn.execute(
-                    "INSERT INTO _job_runs(run_id, job, status, attempt, trigger, started_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO _job_runs(run_id, job, status, attempt, trigger, started_at, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         run.run_id,
                         run.job,
                         run.status.as_str(),
                         run.attempt,
                         run.trigger,
-                        run.started_at
+                        run.started_at,
+                        node
                     ],
                 )?;
                 cap(conn, &run.job, limit)?;
@@ -191,6 +212,79 @@ impl History {
                 Ok(Committed::new(claimed))
             })
             .await
+    }
+
+    /// This server's node id, when other servers may share the database.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// PostgreSQL: the runs still `running` on nodes that stopped answering (no heartbeat in
+    /// `_nodes` for [`bakend_store::db::nodes::ALIVE`]), recorded as failed (`node lost`) with
+    /// a `job.failed` event each. Only the runs this call closed are returned (another node
+    /// sweeping at the same time gets the others): their retries are this node's to run.
+    pub async fn take_over_lost(&self) -> Result<Vec<LostRun>, StoreError> {
+        let Some(me) = self.node.clone() else {
+            return Ok(Vec::new());
+        };
+        let since = chrono::Utc::now().timestamp_millis()
+            - bakend_store::db::nodes::ALIVE.as_millis() as i64;
+        let lost: Vec<LostRun> = {
+            let me = me.clone();
+            self.db
+                .read(move |conn| {
+                    let mut stmt = conn.prepare(
+                        "SELECT run_id, job, attempt, node FROM _job_runs
+                         WHERE status = 'running' AND node IS NOT NULL AND node <> ?1
+                           AND node NOT IN (SELECT id FROM _nodes WHERE seen_at >= ?2)",
+                    )?;
+                    let rows = stmt.query_map(params![me, since], |r| {
+                        Ok(LostRun {
+                            run_id: r.get(0)?,
+                            job: r.get(1)?,
+                            attempt: r.get::<i64>(2)? as u32,
+                            node: r.get(3)?,
+                        })
+                    })?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await?
+        };
+        let mut taken = Vec::new();
+        for run in lost {
+            let now = bakend_core::time::now_iso();
+            let error = format!("{NODE_LOST}: {}", run.node);
+            let event = Event::new(
+                "job.failed",
+                bakend_core::EventSource::Jobs,
+                serde_json::json!({"name": run.job, "runId": run.run_id, "error": error, "attempt": run.attempt}),
+            );
+            let r = run.clone();
+            let closed = self
+                .db
+                .write_single(move |conn| {
+                    let n = conn.execute(
+                        "UPDATE _job_runs SET status = 'failed', ended_at = ?2, error = ?3
+                         WHERE run_id = ?1 AND status = 'running'",
+                        params![r.run_id, now, error],
+                    )?;
+                    Ok(match n {
+                        1 => Committed::new(true).event(event),
+                        _ => Committed::new(false),
+                    })
+                })
+                .await?;
+            if closed {
+                tracing::warn!(
+                    "Job {}: run {} was on node {}, which stopped answering; recorded as failed ({NODE_LOST})",
+                    run.job,
+                    run.run_id,
+                    run.node
+                );
+                taken.push(run);
+            }
+        }
+        Ok(taken)
     }
 
     /// At server start: closes the runs a previous server left `running` (it crashed or was

@@ -175,6 +175,16 @@ impl Shared {
         def: Arc<JobDef>,
         trigger: Trigger,
     ) -> Result<oneshot::Receiver<JobRun>, JobsError> {
+        self.spawn_run_from(def, trigger, 1)
+    }
+
+    /// Starts a run whose first attempt is `first_attempt` (a lost node's run, continued).
+    fn spawn_run_from(
+        self: &Arc<Self>,
+        def: Arc<JobDef>,
+        trigger: Trigger,
+        first_attempt: u32,
+    ) -> Result<oneshot::Receiver<JobRun>, JobsError> {
         if *self.stopping.borrow() {
             return Err(JobsError::ShuttingDown);
         }
@@ -187,7 +197,9 @@ impl Shared {
         let runner = self.runner.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let run = runner.execute(def, engine, trigger, run_id).await;
+            let run = runner
+                .execute(def, engine, trigger, run_id, first_attempt)
+                .await;
             let outcome = match run.status {
                 RunStatus::Completed => &guard.shared.stats.completed,
                 _ => &guard.shared.stats.failed,
@@ -246,6 +258,10 @@ impl Jobs {
             stats: Stats::default(),
             stopping: stop_tx,
         });
+        if config.schedule {
+            // Several servers on PostgreSQL: runs of a node that died are taken over here.
+            tokio::spawn(lost_runs_loop(shared.clone(), stop_rx.clone()));
+        }
         let task = config
             .schedule
             .then(|| tokio::spawn(schedule_loop(shared.clone(), stop_rx)));
@@ -361,6 +377,50 @@ impl Jobs {
                 .spawn(move || engine.shutdown());
         } else {
             let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        }
+    }
+}
+
+/// How often a node looks for runs of lost nodes.
+const LOST_RUNS_EVERY: Duration = Duration::from_secs(2);
+
+/// Records the runs of nodes that stopped answering as failed (`node lost`) and runs their
+/// remaining attempts here, as the job's `retries` allow (a new run, trigger `retry`, its
+/// first attempt the lost one's next). Ends when the scheduler stops; on SQLite, where one
+/// server has the database, at once.
+async fn lost_runs_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    if shared.runner.history.node().is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LOST_RUNS_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let lost = match shared.runner.history.take_over_lost().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("Looking for job runs of lost nodes failed: {e}");
+                continue;
+            }
+        };
+        for run in lost {
+            let Some(def) = shared.current().iter().find(|d| d.name == run.job).cloned() else {
+                continue; // the job is gone
+            };
+            if run.attempt >= def.attempts() {
+                continue;
+            }
+            tracing::warn!(
+                "Job {}: retrying the lost run {} here (attempt {}/{})",
+                run.job,
+                run.run_id,
+                run.attempt + 1,
+                def.attempts()
+            );
+            if let Err(e) = shared.spawn_run_from(def, Trigger::Retry, run.attempt + 1) {
+                tracing::error!("Job {}: retrying its lost run failed: {e}", run.job);
+            }
         }
     }
 }

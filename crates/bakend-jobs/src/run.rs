@@ -43,13 +43,14 @@ impl Runner {
         engine: Arc<dyn JobEngine>,
         trigger: Trigger,
         run_id: String,
+        first_attempt: u32,
     ) -> JobRun {
         let clock = Instant::now();
         let mut run = JobRun {
             run_id: run_id.clone(),
             job: def.name.clone(),
             status: RunStatus::Running,
-            attempt: 1,
+            attempt: first_attempt.max(1),
             trigger: trigger.as_str().to_string(),
             started_at: bakend_core::time::now_iso(),
             ended_at: None,

@@ -426,3 +426,126 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_the_gaps_are_counted() {
         "each event came one way, once: {mine}"
     );
 }
+
+/// A job run on a node that dies is recorded as failed ("node lost") by another node, which
+/// runs the remaining attempt (the job's `retries`) itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another() {
+    let test = "a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let public =
+        json!({"create": "public", "read": "public", "update": "public", "delete": "public"});
+    write_collections(
+        dir.path(),
+        &[
+            json!({"name": "marks", "fields": [{"name": "run", "type": "string"}, {"name": "attempt", "type": "integer"}], "permissions": public}),
+            json!({"name": "gate", "fields": [{"name": "x", "type": "string"}], "permissions": public}),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("bakend.json"),
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    // Attempt 1 waits for a gate that never opens (until its node dies); attempt 2 finishes.
+    std::fs::write(
+        dir.path().join("jobs/slow.ts"),
+        r#"export const schedule = "0 0 1 1 *";
+           export const retries = 1;
+           export const retryDelay = 0;
+           export const timeout = 120000;
+           export default async ({ job, records }) => {
+             await records.create("marks", { run: job.runId, attempt: job.attempt });
+             while (job.attempt === 1 && (await records.list("gate", { perPage: 1 })).totalItems === 0) {}
+           };"#,
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let id = format!("n{i}");
+        let mut p = BakProcess::spawn_with_env(
+            dir.path(),
+            &[],
+            &[
+                ("BAKEND_DATABASE", &database),
+                ("BAKEND_CLUSTER_NODE_ID", &id),
+                ("BAKEND_ADMIN_EMAIL", ADMIN),
+            ],
+        );
+        p.wait_ready().await;
+        nodes.push(p);
+    }
+    let token = admin_token(&nodes[0].url()).await;
+    let http = reqwest::Client::new();
+    let run = {
+        let (http, url, token) = (http.clone(), nodes[1].url(), token.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/api/admin/jobs/slow/run"))
+                .bearer_auth(token)
+                .send()
+                .await
+        })
+    };
+    let marks = |http: reqwest::Client, url: String| async move {
+        let v: Value = http
+            .get(format!("{url}/api/marks?sort=attempt"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    };
+    let mut started = false;
+    for _ in 0..200 {
+        if !marks(http.clone(), nodes[0].url()).await.is_empty() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "attempt 1 started on node 1");
+    nodes[1].signal(libc::SIGKILL);
+    assert!(
+        run.await.unwrap().is_err(),
+        "the request died with its node"
+    );
+
+    // Within the node timeout (10 s) and a sweep (2 s): failed as lost, retried on node 0.
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        let v: Value = http
+            .get(format!("{}/api/admin/jobs/slow/runs", nodes[0].url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        runs = v["items"].as_array().cloned().unwrap_or_default();
+        if runs.iter().any(|r| r["status"] == "completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "failed", "{runs:#?}");
+    assert_eq!(runs[0]["error"], "node lost: n1", "{runs:#?}");
+    assert_eq!(runs[0]["attempt"], 1);
+    assert_eq!(runs[1]["status"], "completed", "{runs:#?}");
+    assert_eq!(runs[1]["trigger"], "retry");
+    assert_eq!(runs[1]["attempt"], 2);
+    let attempts: Vec<Value> = marks(http.clone(), nodes[0].url())
+        .await
+        .iter()
+        .map(|m| m["attempt"].clone())
+        .collect();
+    assert_eq!(attempts, [json!(1), json!(2)], "each attempt ran once");
+}

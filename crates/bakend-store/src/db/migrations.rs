@@ -109,6 +109,11 @@ const STEPS: &[&str] = &[
         stats TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 9: the node a job run runs on (PostgreSQL; `bakend-jobs`): a run whose node is gone is
+    // recorded as failed and retried by another.
+    r#"
+    ALTER TABLE _job_runs ADD COLUMN node TEXT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = STEPS.len();
@@ -206,6 +211,12 @@ const PG_STEPS: &[(usize, &str)] = &[
         seen_at BIGINT NOT NULL,
         stats TEXT COLLATE "C" NOT NULL
     );
+    "#,
+    ),
+    (
+        9,
+        r#"
+    ALTER TABLE _job_runs ADD COLUMN node TEXT COLLATE "C";
     "#,
     ),
 ];
