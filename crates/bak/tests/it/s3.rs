@@ -470,6 +470,7 @@ async fn s3_start_checks_the_bucket() {
     let mut bak = BakProcess::spawn(dir.path(), &[]);
     bak.wait_ready().await;
     let said = format!("{}{}", bak.stdout(), bak.stderr());
+    assert!(said.contains("Storage: S3 bucket \"present\""), "{said}");
     assert!(!said.contains(SECRET), "{said}");
 }
 
