@@ -9,6 +9,11 @@
 //! size and checksum, runs SQLite's integrity check, and only then swaps the database (after
 //! removing the old one's `-wal` and `-shm`) and the storage folder into place by renaming.
 //!
+//! With `storage.s3` the archive is the same too: `create` downloads the object of every file
+//! row of the snapshot into `storage/files/<id>`, and `restore` uploads them into the
+//! configured bucket (before the database is swapped in or committed, so no row comes back
+//! without its blob). So a backup also moves a project between the storage folder and a bucket.
+//!
 //! On PostgreSQL the archive is the same: `create` writes the database as a SQLite file from
 //! one `REPEATABLE READ` snapshot, `restore` copies the archive's file into the schema in one
 //! transaction (`bakend_store::db::copy`). So a backup restores into either store, which is
@@ -17,9 +22,11 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use bakend_core::config::{Config, DatabaseLocation, PostgresSettings};
+use bakend_storage::{BlobStore, Spooled};
 use bakend_store::backup_manifest::{FORMAT, FORMAT_VERSION, MANIFEST};
 use bakend_store::db::{DbLock, copy, migrations, snapshot};
 use bakend_store::sql::Conn;
@@ -63,6 +70,71 @@ fn store(config: &Config) -> anyhow::Result<Store<'_>> {
         DatabaseLocation::File(p) => Ok(Store::File(p.clone())),
         DatabaseLocation::Memory => bail!("Database file not found: :memory:"),
         DatabaseLocation::Postgres(settings) => Ok(Store::Postgres(settings)),
+    }
+}
+
+/// The bucket of `storage.s3`, for the blocking [`BlobStore`] calls of this (non-async) thread;
+/// its requests run on a runtime of its own.
+struct Bucket {
+    blobs: Arc<dyn BlobStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bucket {
+    /// `None` when the project keeps its files in the storage folder.
+    fn open(config: &Config) -> anyhow::Result<Option<Bucket>> {
+        let Some(s3) = &config.s3 else {
+            return Ok(None);
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("Cannot start the async runtime")?;
+        let blobs = runtime.block_on(bakend_storage::open_blobs(&config.storage, Some(s3)))?;
+        Ok(Some(Bucket { blobs, runtime }))
+    }
+
+    /// Downloads blob `id` into `dest`; `false` if there is no such object.
+    fn download(&self, id: &str, dest: &Path) -> anyhow::Result<bool> {
+        let Some(mut blob) = self.blobs.open(id, 0)? else {
+            return Ok(false);
+        };
+        self.runtime.block_on(async {
+            let mut file = tokio::fs::File::create(dest).await?;
+            tokio::io::copy(&mut blob.reader, &mut file).await?;
+            file.sync_all().await
+        })?;
+        Ok(true)
+    }
+
+    fn holds_files(&self) -> anyhow::Result<bool> {
+        Ok(!self.blobs.list()?.is_empty())
+    }
+
+    /// Uploads the extracted `storage/files/*` into the bucket (an object already there with
+    /// the same id is replaced; others stay, for `bak storage prune`).
+    fn upload_storage(&self, work: &TempDir) -> anyhow::Result<usize> {
+        let storage = work.0.join("storage");
+        let mut n = 0;
+        for rel in storage_files(&storage)? {
+            let name = archive_name(&rel);
+            let id = match name.strip_prefix("files/") {
+                Some(id) if !id.contains('/') => id,
+                _ => {
+                    eprintln!(
+                        "Warning: storage/{name} is not a file's blob: not restored into the bucket"
+                    );
+                    continue;
+                }
+            };
+            let spooled = Spooled::adopt(storage.join(&rel))?;
+            self.blobs
+                .put(id, spooled)
+                .with_context(|| format!("Cannot upload file {id} into the bucket"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -169,6 +241,8 @@ pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("Cannot create {}", parent.display()))?;
     }
+    // The bucket is checked before anything is written.
+    let bucket = Bucket::open(&config)?;
     let staging = TempDir::create(project, ".bakend-backup-")?;
     let db_name = match &store {
         Store::File(db_path) => db_path
@@ -200,18 +274,30 @@ pub fn create(cli: &Cli, output: Option<&Path>) -> anyhow::Result<()> {
     ));
     let (db_sha, db_size) = append(&mut tar, &db_name, &snap)?;
 
-    // Then the storage folder. Blobs are written before their row commits, so every file row
-    // in the snapshot has its blob, unless it was deleted since: that is reported.
+    // Then the storage folder (or the bucket's objects of the snapshot's files). Blobs are
+    // written before their row commits, so every file row in the snapshot has its blob, unless
+    // it was deleted since: that is reported.
     let mut stored = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
-    for rel in storage_files(&config.storage)? {
-        let name = format!("storage/{}", archive_name(&rel));
-        match append(&mut tar, &name, &config.storage.join(&rel)) {
-            Ok((sha, size)) => stored.push(json!({"path": name, "size": size, "sha256": sha})),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                warnings.push(format!("{name} was deleted while the backup ran"));
+    if let Some(bucket) = &bucket {
+        let local = staging.0.join("blob");
+        for id in &counts.file_ids {
+            if bucket.download(id, &local)? {
+                let name = format!("storage/files/{id}");
+                let (sha, size) = append(&mut tar, &name, &local)?;
+                stored.push(json!({"path": name, "size": size, "sha256": sha}));
             }
-            Err(e) => return Err(e).with_context(|| format!("Cannot read {name}")),
+        }
+    } else {
+        for rel in storage_files(&config.storage)? {
+            let name = format!("storage/{}", archive_name(&rel));
+            match append(&mut tar, &name, &config.storage.join(&rel)) {
+                Ok((sha, size)) => stored.push(json!({"path": name, "size": size, "sha256": sha})),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    warnings.push(format!("{name} was deleted while the backup ran"));
+                }
+                Err(e) => return Err(e).with_context(|| format!("Cannot read {name}")),
+            }
         }
     }
     for id in &counts.file_ids {
@@ -338,7 +424,8 @@ fn restore_file(
 ) -> anyhow::Result<()> {
     // Held until the end: no server may start on a half-restored project.
     let _lock = DbLock::acquire_or(db_path, "Cannot restore while the database is in use")?;
-    if !force && (db_path.exists() || non_empty_dir(&config.storage)) {
+    let bucket = Bucket::open(config)?;
+    if !force && (db_path.exists() || storage_in_use(config, bucket.as_ref())?) {
         bail!(EXISTS);
     }
 
@@ -350,8 +437,8 @@ fn restore_file(
     let (work, new_db) = extract_checked(archive, &db_dir)?;
     File::open(&new_db)?.sync_all()?;
 
-    // Storage first, then the database; each is a rename.
-    replace_storage(config, &work)?;
+    // Storage first, then the database; each is a rename (the blobs: uploads into the bucket).
+    restore_storage(config, bucket.as_ref(), &work)?;
 
     // An old WAL next to the new database would be replayed into it: fold it into the old
     // database (harmless if that fails, it is being replaced), then remove it.
@@ -387,7 +474,8 @@ fn restore_postgres(
     let _lock =
         DbLock::acquire_postgres_or(settings, "Cannot restore while the database is in use")?;
     let target = bakend_store::db::connect_postgres(settings)?;
-    if !force && (copy::holds_data(&target)? || non_empty_dir(&config.storage)) {
+    let bucket = Bucket::open(config)?;
+    if !force && (copy::holds_data(&target)? || storage_in_use(config, bucket.as_ref())?) {
         bail!(EXISTS);
     }
     std::fs::create_dir_all(&config.project_dir)?;
@@ -400,7 +488,7 @@ fn restore_postgres(
     // new history for realtime clients, as on SQLite.
     let copied = copy::copy_database(&source, &target)
         .context("Copying the backup into PostgreSQL failed; nothing was changed")?;
-    replace_storage(config, &work)?;
+    restore_storage(config, bucket.as_ref(), &work)?;
     target
         .execute_batch("COMMIT")
         .context("Committing the restored database failed")?;
@@ -423,6 +511,26 @@ fn extract_checked(archive: &Path, dir: &Path) -> anyhow::Result<(TempDir, PathB
     let new_db = work.0.join(&manifest.db_name);
     check_database(&new_db)?;
     Ok((work, new_db))
+}
+
+/// Whether the project already keeps files: in its bucket, or its storage folder.
+fn storage_in_use(config: &Config, bucket: Option<&Bucket>) -> anyhow::Result<bool> {
+    match bucket {
+        Some(b) => b.holds_files(),
+        None => Ok(non_empty_dir(&config.storage)),
+    }
+}
+
+/// The extracted blobs into the bucket, or the extracted folder in place of the project's.
+fn restore_storage(config: &Config, bucket: Option<&Bucket>, work: &TempDir) -> anyhow::Result<()> {
+    match bucket {
+        Some(b) => {
+            let n = b.upload_storage(work)?;
+            println!("Uploaded {n} file(s) into the bucket.");
+            Ok(())
+        }
+        None => replace_storage(config, work),
+    }
 }
 
 /// Puts the extracted storage folder in place of the project's (a rename when it can).

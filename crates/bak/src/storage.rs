@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use bakend_core::config::{Config, parse_ttl};
 use bakend_events::{EventBus, LocalBus};
-use bakend_storage::{FileService, LocalBlobStore};
+use bakend_storage::FileService;
 use bakend_store::Database;
 
 use crate::cli::Cli;
@@ -24,14 +24,17 @@ pub fn prune(cli: &Cli, grace: &str, dry_run: bool, print_events: bool) -> anyho
     let bus: Arc<dyn EventBus> = LocalBus::new();
     let mut events = bus.subscribe("prune", 10_000_000);
     let db = Arc::new(Database::open(&config.database, bus)?);
-    let blobs = LocalBlobStore::open(&config.storage)
-        .with_context(|| format!("Cannot open storage at {}", config.storage.display()))?;
-    let files = FileService::new(db.clone(), Arc::new(blobs), config.max_file_size);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-thread: an S3 store's blocking calls wait on requests another thread drives.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("Cannot start the async runtime")?;
-    let report = runtime.block_on(bakend_storage::prune(&files, grace, dry_run));
+    let report = runtime.block_on(async {
+        let blobs = bakend_storage::open_blobs(&config.storage, config.s3.as_ref()).await?;
+        let files = FileService::new(db.clone(), blobs, config.max_file_size);
+        anyhow::Ok(bakend_storage::prune(&files, grace, dry_run).await?)
+    });
     db.close();
     let report = report?;
     let verb = if dry_run { "Would remove" } else { "Removed" };

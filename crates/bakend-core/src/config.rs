@@ -106,6 +106,67 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `storage.s3`: blobs in an S3-compatible bucket instead of the storage folder (which then
+/// holds only uploads in progress).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// `http(s)://host[:port]`; `None`: AWS itself. An `http://` endpoint means path-style
+    /// requests and plain HTTP.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    /// Never shown: [`S3Settings`]'s `Debug` prints `***` in its place.
+    pub secret_access_key: Option<String>,
+}
+
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+impl S3Settings {
+    /// `s3://bucket at endpoint`, for messages (no credentials).
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("S3 bucket \"{}\" at {e}", self.bucket),
+            None => format!("S3 bucket \"{}\" (region {})", self.bucket, self.region),
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+/// `storage.s3` as read so far: keys may come from the file and from the environment, and are
+/// checked together once both are in.
+#[derive(Clone, Default)]
+struct S3Partial {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+}
+
+/// An S3 endpoint: `http://` or `https://` and a host.
+fn valid_endpoint(s: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        s.strip_prefix(scheme).is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+        })
+    })
+}
+
 /// The scheme of a `scheme://…` string (letters, digits, `+`, `-`, `.` after a letter).
 fn url_scheme(s: &str) -> Option<&str> {
     let (scheme, _) = s.split_once("://")?;
@@ -314,6 +375,8 @@ pub struct Config {
     pub storage: PathBuf,
     /// Largest accepted upload in bytes (`storage.maxFileSize`).
     pub max_file_size: u64,
+    /// `storage.s3`: blobs in a bucket; `storage` then holds only uploads in progress.
+    pub s3: Option<S3Settings>,
     pub log_level: LogLevel,
     pub log_file: Option<PathBuf>,
     pub auth: AuthConfig,
@@ -428,6 +491,7 @@ impl Config {
             postgres: PostgresOptions::default(),
             storage: project_dir.join("storage"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            s3: None,
             log_level: LogLevel::Info,
             log_file: None,
             auth: AuthConfig {
@@ -461,6 +525,8 @@ impl Config {
         cfg.apply_file(&root, &file)?;
         file.warn_unread(&root, &mut cfg.warnings);
         cfg.apply_env(env, &file)?;
+        let s3 = file.s3.take();
+        cfg.s3 = finish_s3(s3, env, &file)?;
         cfg.postgres.node_id = cfg.cluster.node_id.clone();
         // `database` may come before the `postgres` section, or from the environment.
         match &mut cfg.database {
@@ -694,6 +760,29 @@ impl Config {
                     "storage.maxFileSize must be a positive integer (bytes)",
                 )
             })?;
+        }
+        if let Some(v) = obj.get("s3") {
+            let s3 = v
+                .as_object()
+                .ok_or_else(|| f.invalid("storage.s3", "storage.s3 must be an object"))?;
+            let s3 = f.section(s3, "storage.s3.");
+            let mut partial = S3Partial::default();
+            for (key, slot) in [
+                ("bucket", &mut partial.bucket),
+                ("endpoint", &mut partial.endpoint),
+                ("region", &mut partial.region),
+                ("accessKeyId", &mut partial.access_key_id),
+                ("secretAccessKey", &mut partial.secret_access_key),
+            ] {
+                if let Some(v) = s3.get(key) {
+                    let name = format!("storage.s3.{key}");
+                    let text = non_empty_str(v).ok_or_else(|| {
+                        f.invalid(&name, format!("{name} must be a non-empty string"))
+                    })?;
+                    *slot = Some(text.to_string());
+                }
+            }
+            *f.s3.borrow_mut() = Some(partial);
         }
         Ok(())
     }
@@ -1008,6 +1097,78 @@ impl Config {
     }
 }
 
+/// `storage.s3` from the file with the `BAKEND_STORAGE_S3_*` overrides, checked: `None` when
+/// neither sets anything.
+fn finish_s3(
+    file: Option<S3Partial>,
+    env: &dyn Fn(&str) -> Option<String>,
+    f: &FileCtx,
+) -> Result<Option<S3Settings>, ConfigError> {
+    let mut p = file.clone().unwrap_or_default();
+    let mut from_env = false;
+    for (var, slot) in [
+        ("BAKEND_STORAGE_S3_BUCKET", &mut p.bucket),
+        ("BAKEND_STORAGE_S3_ENDPOINT", &mut p.endpoint),
+        ("BAKEND_STORAGE_S3_REGION", &mut p.region),
+        ("BAKEND_STORAGE_S3_ACCESS_KEY_ID", &mut p.access_key_id),
+        (
+            "BAKEND_STORAGE_S3_SECRET_ACCESS_KEY",
+            &mut p.secret_access_key,
+        ),
+    ] {
+        if let Some(v) = env(var) {
+            if v.trim().is_empty() {
+                return Err(ConfigError::Env {
+                    var: var.to_string(),
+                    message: "must be non-empty".into(),
+                });
+            }
+            *slot = Some(v);
+            from_env = true;
+        }
+    }
+    if file.is_none() && !from_env {
+        return Ok(None);
+    }
+    // Named as the file names them; the environment variable is given as the other way.
+    let invalid = |key: &str, message: String| {
+        let mut e = f.invalid(key, message);
+        if file.is_none()
+            && let ConfigError::Invalid { path, .. } = &mut e
+        {
+            path.push_str(" or the BAKEND_STORAGE_S3_* environment");
+        }
+        e
+    };
+    let bucket = p.bucket.ok_or_else(|| {
+        invalid(
+            "storage.s3.bucket",
+            "storage.s3.bucket is required (the bucket's name; or BAKEND_STORAGE_S3_BUCKET)".into(),
+        )
+    })?;
+    if let Some(e) = &p.endpoint
+        && !valid_endpoint(e)
+    {
+        return Err(invalid(
+            "storage.s3.endpoint",
+            format!("storage.s3.endpoint must be an http:// or https:// URL, got \"{e}\""),
+        ));
+    }
+    if p.access_key_id.is_some() != p.secret_access_key.is_some() {
+        return Err(invalid(
+            "storage.s3.secretAccessKey",
+            "storage.s3.accessKeyId and storage.s3.secretAccessKey go together: set both or neither".into(),
+        ));
+    }
+    Ok(Some(S3Settings {
+        bucket,
+        endpoint: p.endpoint.map(|e| e.trim_end_matches('/').to_string()),
+        region: p.region.unwrap_or_else(|| DEFAULT_S3_REGION.to_string()),
+        access_key_id: p.access_key_id,
+        secret_access_key: p.secret_access_key,
+    }))
+}
+
 /// A port given on the command line or in `BAKEND_PORT`: digits only, 1–65535.
 pub fn parse_port(s: &str) -> Option<u16> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -1023,6 +1184,8 @@ struct FileCtx<'a> {
     path: &'a str,
     /// Full names (`auth.rateLimit.attempts`) of every key looked up.
     read: RefCell<HashSet<String>>,
+    /// `storage.s3` as the file gives it (finished with the environment by [`finish_s3`]).
+    s3: RefCell<Option<S3Partial>>,
 }
 
 /// One object of the file (the top level, or a section such as `auth.`).
@@ -1067,6 +1230,7 @@ impl<'a> FileCtx<'a> {
         FileCtx {
             path,
             read: RefCell::default(),
+            s3: RefCell::default(),
         }
     }
 
@@ -1181,7 +1345,10 @@ mod tests {
     }
 
     const EVERY_KEY_FILE: &str = r#"{
-              "port": 8081, "database": "./x.db", "storage": {"path": "./s", "maxFileSize": 10},
+              "port": 8081, "database": "./x.db", "storage": {"path": "./s", "maxFileSize": 10,
+                          "s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9000",
+                                 "region": "eu-west-1", "accessKeyId": "k",
+                                 "secretAccessKey": "s"}},
               "logLevel": "WARN", "logFile": "./bak.log",
               "auth": {"jwtSecret": "s", "accessTokenTtl": "15m", "refreshTokenTtl": "7d",
                        "rateLimit": {"attempts": 5, "windowSeconds": 60},
@@ -1373,6 +1540,100 @@ mod tests {
         }
         let cfg = load(r#"{"storage": {"pth": "x"}}"#, &[]).unwrap();
         assert!(cfg.warnings[0].contains("\"storage.pth\""));
+    }
+
+    #[test]
+    fn storage_s3_section() {
+        let cfg = load(r#"{"storage": {"maxFileSize": 1024}}"#, &[]).unwrap();
+        assert!(cfg.s3.is_none());
+        let cfg = load(
+            r#"{"storage": {"s3": {"bucket": "uploads", "endpoint": "http://127.0.0.1:9000/",
+                "accessKeyId": "AKID", "secretAccessKey": "hunter2"}}}"#,
+            &[],
+        )
+        .unwrap();
+        let s3 = cfg.s3.clone().unwrap();
+        assert_eq!(s3.bucket, "uploads");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, DEFAULT_S3_REGION);
+        assert_eq!(s3.access_key_id.as_deref(), Some("AKID"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("hunter2"));
+        // The temporary folder keeps its default; the secret never shows.
+        assert!(cfg.storage.ends_with("storage"));
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert_eq!(
+            s3.describe(),
+            "S3 bucket \"uploads\" at http://127.0.0.1:9000"
+        );
+
+        // The environment alone, or over the file.
+        let cfg = load(
+            r#"{"storage": {"s3": {"bucket": "file-bucket", "region": "eu-west-1"}}}"#,
+            &[
+                ("BAKEND_STORAGE_S3_BUCKET", "env-bucket"),
+                ("BAKEND_STORAGE_S3_ENDPOINT", "https://s3.example"),
+                ("BAKEND_STORAGE_S3_ACCESS_KEY_ID", "id"),
+                ("BAKEND_STORAGE_S3_SECRET_ACCESS_KEY", "secret"),
+            ],
+        )
+        .unwrap();
+        let s3 = cfg.s3.unwrap();
+        assert_eq!(s3.bucket, "env-bucket");
+        assert_eq!(s3.region, "eu-west-1");
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("secret"));
+        let cfg = load(
+            "{}",
+            &[
+                ("BAKEND_STORAGE_S3_BUCKET", "b"),
+                ("BAKEND_STORAGE_S3_REGION", "auto"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.s3.unwrap().region, "auto");
+
+        // A missing bucket, and other mistakes, name the key; the secret is never echoed.
+        for (json, env, key) in [
+            (
+                r#"{"storage": {"s3": {"endpoint": "http://h:1", "secretAccessKey": "hunter2", "accessKeyId": "k"}}}"#,
+                vec![],
+                "storage.s3.bucket",
+            ),
+            (
+                "{}",
+                vec![("BAKEND_STORAGE_S3_SECRET_ACCESS_KEY", "hunter2")],
+                "storage.s3.bucket",
+            ),
+            (r#"{"storage": {"s3": "b"}}"#, vec![], "storage.s3"),
+            (
+                r#"{"storage": {"s3": {"bucket": ""}}}"#,
+                vec![],
+                "storage.s3.bucket",
+            ),
+            (
+                r#"{"storage": {"s3": {"bucket": "b", "endpoint": "s3.example"}}}"#,
+                vec![],
+                "storage.s3.endpoint",
+            ),
+            (
+                r#"{"storage": {"s3": {"bucket": "b", "secretAccessKey": "hunter2"}}}"#,
+                vec![],
+                "storage.s3.secretAccessKey",
+            ),
+        ] {
+            let text = load(json, &env).unwrap_err().to_string();
+            assert!(text.contains(&format!("\"{key}\"")), "{json}: {text}");
+            assert!(!text.contains("hunter2"), "{json}: {text}");
+        }
+        assert!(load("{}", &[("BAKEND_STORAGE_S3_BUCKET", " ")]).is_err());
+        let cfg = load(
+            r#"{"storage": {"s3": {"bucket": "b", "acessKeyId": "k"}}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(cfg.warnings[0].contains("\"storage.s3.acessKeyId\""));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bakend_functions::watch::DirWatcher;
 use bakend_functions::{FunctionsConfig, FunctionsHost, HostServices};
 use bakend_jobs::Jobs;
 use bakend_realtime::{Hub, ReadRules};
-use bakend_storage::{FileService, LocalBlobStore};
+use bakend_storage::FileService;
 use bakend_store::collections::sync;
 use bakend_store::db::migrations::{meta_get, meta_set};
 use bakend_store::db::{DbLock, Sharing};
@@ -42,8 +42,9 @@ pub enum StartError {
         "Another Bakend server (or a bak migrate/restore command) is using the database {0}. Stop it first."
     )]
     Locked(String),
-    #[error("Cannot open the storage folder {path}: {error}")]
-    Storage { path: String, error: std::io::Error },
+    /// The storage folder cannot be opened, or the `storage.s3` bucket used.
+    #[error("{0}")]
+    Storage(bakend_storage::OpenError),
     #[error("Cannot set up accounts: {0}")]
     Accounts(AuthError),
     /// A function file failed to compile or load (fatal at start, per the spec).
@@ -402,26 +403,26 @@ async fn open_database(
     Ok(Arc::new(db))
 }
 
-/// Opens the storage folder and removes uploads a crash interrupted (no upload is running yet).
+/// Opens the storage folder, or the `storage.s3` bucket (which must exist), and removes uploads
+/// a crash interrupted (no upload is running yet).
 async fn open_storage(config: &Config, db: &Arc<Database>) -> Result<Arc<FileService>, StartError> {
-    let root = config.storage.clone();
-    let blobs = tokio::task::spawn_blocking(move || LocalBlobStore::open(&root))
-        .await?
-        .map_err(|error| StartError::Storage {
-            path: config.storage.display().to_string(),
-            error,
-        })?;
-    let files = Arc::new(FileService::new(
-        db.clone(),
-        Arc::new(blobs),
-        config.max_file_size,
-    ));
+    let blobs = bakend_storage::open_blobs(&config.storage, config.s3.as_ref())
+        .await
+        .map_err(StartError::Storage)?;
+    let files = Arc::new(FileService::new(db.clone(), blobs, config.max_file_size));
     match files.clean_temp().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("Removed {n} interrupted upload(s) from the storage tmp folder"),
         Err(e) => tracing::warn!("Cleaning the storage tmp folder failed: {e}"),
     }
-    tracing::debug!("Storage initialized at {}", config.storage.display());
+    match &config.s3 {
+        Some(s3) => tracing::info!(
+            "Storage: {} (uploads in progress in {})",
+            s3.describe(),
+            config.storage.join("tmp").display()
+        ),
+        None => tracing::debug!("Storage initialized at {}", config.storage.display()),
+    }
     Ok(files)
 }
 

@@ -222,6 +222,19 @@ impl FileService {
         Ok(tokio::task::spawn_blocking(move || blobs.open(&id, offset)).await??)
     }
 
+    /// The blob of a file for a read of `len` bytes from `offset` (`0`: only its length, for
+    /// `HEAD`); `None` if the blob is missing. An object store then asks for just those bytes.
+    pub async fn open_range(
+        &self,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<BlobReader>, StorageError> {
+        let blobs = self.blobs.clone();
+        let id = id.to_string();
+        Ok(tokio::task::spawn_blocking(move || blobs.open_range(&id, offset, len)).await??)
+    }
+
     /// Deletes a file: the row (with `storage.deleted`) and then the blob. `None` if no such
     /// file. `required_owner`: only delete if the file (still) belongs to this user.
     pub async fn delete(

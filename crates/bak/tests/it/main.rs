@@ -30,6 +30,7 @@ mod realtime;
 mod rest;
 mod resume;
 mod rules;
+mod s3;
 mod servers;
 mod slow_clients;
 mod snapshots;

@@ -350,9 +350,10 @@ async fn download(
         Some((a, b)) => (a, b - a + 1),
         None => (0, size),
     };
+    let head = method == Method::HEAD;
     let blob = state
         .files
-        .open(&meta.id, start)
+        .open_range(&meta.id, start, if head { 0 } else { len })
         .await?
         .ok_or(StorageError::NotFound)?;
     if blob.len != size {
@@ -361,7 +362,7 @@ async fn download(
             meta.id, blob.len
         )));
     }
-    let body = if method == Method::HEAD {
+    let body = if head {
         Body::empty()
     } else {
         let reader = blob.reader.take(len);
