@@ -19,7 +19,7 @@ use crate::ws::{Next, Ws};
 const ADMIN: &str = "root@example.com";
 
 /// A NATS server of the test's own (the machine's shared one is never restarted).
-struct Nats {
+pub(crate) struct Nats {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -27,7 +27,7 @@ struct Nats {
 
 impl Nats {
     /// `None`, with a line saying why, when `nats-server` is not installed.
-    async fn start(test: &str) -> Option<Nats> {
+    pub(crate) async fn start(test: &str) -> Option<Nats> {
         let found = Command::new("nats-server")
             .arg("--version")
             .output()
@@ -74,7 +74,7 @@ impl Nats {
         panic!("nats-server did not start on {}", self.port);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 

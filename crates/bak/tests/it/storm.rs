@@ -3,6 +3,11 @@
 //! received exactly the events its user could read over REST at that moment, in commit order.
 //! Sockets also drop at random (TCP reset, unread frames lost) and come back with
 //! `?since=<epoch>:<last seq received>`: what they missed is replayed, nothing twice.
+//!
+//! The cluster storm runs the same on three servers sharing one PostgreSQL database with NATS
+//! carrying events between them (docs/cluster.md): sockets spread over the nodes, each write
+//! through a random node, reconnects land on another node, and users' roles change through
+//! random nodes.
 
 use std::sync::Arc;
 
@@ -85,9 +90,14 @@ enum Op {
         pick: usize,
         to: usize,
     },
-    /// Socket `socket` drops and resumes.
+    /// Socket `socket` drops and resumes (on another node, in a cluster).
     Reconnect {
         socket: usize,
+    },
+    /// An admin makes user `user` an admin (`admin`) or an ordinary user again.
+    Role {
+        user: usize,
+        admin: bool,
     },
 }
 
@@ -101,6 +111,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The cluster storm's operations: the same, plus role changes, each through a random node.
+fn cluster_op() -> impl Strategy<Value = (Op, usize)> {
+    let op = prop_oneof![
+        12 => op(),
+        1 => (0..USERS, any::<bool>()).prop_map(|(user, admin)| Op::Role { user, admin }),
+    ];
+    (op, any::<usize>())
+}
+
 struct Record {
     id: String,
     coll: usize,
@@ -109,11 +128,20 @@ struct Record {
 }
 
 /// (event type, record id, collection, the record the decision is made on: as written, or
-/// for a deletion as it was before)
-type Emitted = (String, String, usize, Value);
+/// for a deletion as it was before, and each user's role when it was written)
+type Emitted = (String, String, usize, Value, Arc<Vec<Role>>);
 
-async fn run_storm(ops: Vec<Op>) {
-    let defs: Vec<Value> = COLLECTIONS.into_iter().map(definition).collect();
+fn definitions() -> Vec<Value> {
+    COLLECTIONS.into_iter().map(definition).collect()
+}
+
+const CONFIG: &str = r#"{"auth": {"rateLimit": {"attempts": 0}}}"#;
+
+/// The storm on `servers` (one, or several sharing a database); each op names the server it
+/// goes through (modulo their number).
+async fn run_storm(servers: &[TestServer], ops: Vec<(Op, usize)>) {
+    let n = servers.len();
+    let defs = definitions();
     // The read permissions as the server parses them.
     let read_rules: Vec<bakend_store::Permission> = defs
         .iter()
@@ -125,12 +153,7 @@ async fn run_storm(ops: Vec<Op>) {
                 .read
         })
         .collect();
-    let s = TestServer::start_with_env(
-        &defs,
-        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
-        &[("BAKEND_ADMIN_EMAIL", ADMIN)],
-    )
-    .await;
+    let s = &servers[0];
     // Index USERS is the admin; 0..USERS are ordinary users. Sockets: one per user, plus one
     // anonymous.
     let mut users = Vec::new();
@@ -138,30 +161,32 @@ async fn run_storm(ops: Vec<Op>) {
         users.push(s.register(&format!("user{i}@example.com")).await);
     }
     users.push(s.register(ADMIN).await);
-    let ctx: Vec<AuthContext> = users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            AuthContext::User(Arc::new(Caller {
-                id: u.id.clone(),
-                email: String::new(),
-                role: if i == USERS {
-                    Role::Admin
-                } else {
-                    Role::Authenticated
-                },
-                created_at: String::new(),
-            }))
-        })
-        .chain(std::iter::once(AuthContext::Anonymous))
-        .collect();
+    // Each user's role as the events are written (changed by `Op::Role`).
+    let mut roles: Arc<Vec<Role>> = Arc::new(
+        (0..=USERS)
+            .map(|i| match i {
+                USERS => Role::Admin,
+                _ => Role::Authenticated,
+            })
+            .collect(),
+    );
+    let ctx = |i: usize, roles: &[Role]| match users.get(i) {
+        Some(u) => AuthContext::User(Arc::new(Caller {
+            id: u.id.clone(),
+            email: String::new(),
+            role: roles[i],
+            created_at: String::new(),
+        })),
+        None => AuthContext::Anonymous,
+    };
+    let socket_url = |i: usize, node: usize| match users.get(i) {
+        Some(u) => format!("{}?token={}", servers[node % n].ws_url(), u.token),
+        None => servers[node % n].ws_url(),
+    };
     let mut sockets = Vec::new();
     let mut epoch = String::new();
     for i in 0..=USERS + 1 {
-        let url = match users.get(i) {
-            Some(u) => format!("{}?token={}", s.ws_url(), u.token),
-            None => s.ws_url(),
-        };
+        let url = socket_url(i, i);
         let (mut ws, connected) = Ws::connect(&url).await;
         epoch = connected["epoch"].as_str().unwrap().to_string();
         for (name, _, _) in COLLECTIONS {
@@ -177,7 +202,9 @@ async fn run_storm(ops: Vec<Op>) {
 
     let mut records: Vec<Record> = Vec::new();
     let mut emitted: Vec<Emitted> = Vec::new();
-    for op in ops {
+    let mut reconnects = 0;
+    for (op, via) in ops {
+        let s = &servers[via % n];
         match op {
             Op::Create { actor, coll } => {
                 let (name, _, _) = COLLECTIONS[coll];
@@ -193,7 +220,13 @@ async fn run_storm(ops: Vec<Op>) {
                 let rec = r.json();
                 assert_eq!(rec["user_id"].as_str(), Some(users[actor].id.as_str()));
                 let id = rec["id"].as_str().unwrap().to_string();
-                emitted.push((format!("{name}.created"), id.clone(), coll, rec.clone()));
+                emitted.push((
+                    format!("{name}.created"),
+                    id.clone(),
+                    coll,
+                    rec.clone(),
+                    roles.clone(),
+                ));
                 records.push(Record { id, coll, rec });
             }
             Op::Update { actor, pick } | Op::Delete { actor, pick } if !records.is_empty() => {
@@ -216,7 +249,13 @@ async fn run_storm(ops: Vec<Op>) {
                 match r.status {
                     204 => {
                         let rec = records.remove(i);
-                        emitted.push((format!("{name}.deleted"), rec.id, rec.coll, rec.rec));
+                        emitted.push((
+                            format!("{name}.deleted"),
+                            rec.id,
+                            rec.coll,
+                            rec.rec,
+                            roles.clone(),
+                        ));
                     }
                     200 => {
                         records[i].rec = r.json();
@@ -226,6 +265,7 @@ async fn run_storm(ops: Vec<Op>) {
                             rec.id.clone(),
                             rec.coll,
                             rec.rec.clone(),
+                            roles.clone(),
                         ));
                     }
                     403 => {}
@@ -253,15 +293,19 @@ async fn run_storm(ops: Vec<Op>) {
                     rec.id.clone(),
                     rec.coll,
                     rec.rec.clone(),
+                    roles.clone(),
                 ));
             }
             Op::Reconnect { socket } => {
+                reconnects += 1;
                 let c = &mut sockets[socket];
                 // Take what has arrived (a real client processed it), then the network fails:
                 // whatever was still in flight is lost with the connection.
                 while let Next::Frame(v) = c.ws.poll(Duration::from_millis(3)).await {
                     c.take(&v);
                 }
+                // In a cluster, back on another node than the one it left.
+                c.url = socket_url(socket, socket + reconnects);
                 let (ws, _) = Ws::connect(&c.url).await;
                 std::mem::replace(&mut c.ws, ws).reset();
                 for (k, (name, _, _)) in COLLECTIONS.iter().enumerate() {
@@ -272,21 +316,48 @@ async fn run_storm(ops: Vec<Op>) {
                     .await;
                 }
             }
+            Op::Role { user, admin } => {
+                // Everything written so far is delivered under the old roles first (the
+                // decision for an event is made when it is delivered, so an event in flight
+                // while a role changes may go either way), then the role changes through a
+                // random node, and applies on every node before the storm goes on.
+                let barrier = barrier(s, &users[USERS].token).await;
+                for c in sockets.iter_mut() {
+                    loop {
+                        let v = c.ws.next().await;
+                        c.take(&v);
+                        if v["type"] == "event" && v["event"]["payload"]["id"] == barrier {
+                            break;
+                        }
+                    }
+                }
+                emitted.push(("posts.created".into(), barrier, 0, json!({}), roles.clone()));
+                let role = if admin { "admin" } else { "authenticated" };
+                let r = s
+                    .call(
+                        Method::PATCH,
+                        &format!("/api/admin/users/{}", users[user].id),
+                        Some(&users[USERS].token),
+                        Some(&json!({"role": role})),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                let mut next = (*roles).clone();
+                next[user] = if admin {
+                    Role::Admin
+                } else {
+                    Role::Authenticated
+                };
+                roles = Arc::new(next);
+                // Applied at once on the node that made it, by a notification on the others.
+                tokio::time::sleep(Duration::from_millis(if n > 1 { 300 } else { 20 })).await;
+            }
             _ => {}
         }
     }
 
     // A public event as a barrier: once a socket has it, it has everything emitted before.
-    let barrier = s
-        .call(
-            Method::POST,
-            "/api/posts",
-            Some(&users[USERS].token),
-            Some(&json!({"title": "barrier"})),
-        )
-        .await
-        .json();
-    let barrier_id = barrier["id"].as_str().unwrap().to_string();
+    let barrier_id = barrier(s, &users[USERS].token).await;
     let mut leaks = 0;
     let mut misses = 0;
     for (i, c) in sockets.iter_mut().enumerate() {
@@ -299,17 +370,17 @@ async fn run_storm(ops: Vec<Op>) {
         }));
         let want: Vec<(String, String)> = emitted
             .iter()
-            .filter(|(_, _, coll, rec)| {
+            .filter(|(_, _, coll, rec, roles)| {
                 let owner = rec["user_id"].as_str();
                 decide(
-                    &ctx[i],
+                    &ctx(i, roles),
                     &read_rules[*coll],
                     Operation::Read,
                     owner,
                     Some(rec),
                 ) == Decision::Allow
             })
-            .map(|(t, id, _, _)| (t.clone(), id.clone()))
+            .map(|(t, id, _, _, _)| (t.clone(), id.clone()))
             .collect();
         leaks += got.iter().filter(|g| !want.contains(g)).count();
         misses += want.iter().filter(|w| !got.contains(w)).count();
@@ -332,11 +403,72 @@ async fn run_storm(ops: Vec<Op>) {
     assert_eq!((leaks, misses), (0, 0));
 }
 
+/// A public post by the admin, whose arrival tells a socket it has everything before it.
+async fn barrier(s: &TestServer, admin: &str) -> String {
+    let r = s
+        .call(
+            Method::POST,
+            "/api/posts",
+            Some(admin),
+            Some(&json!({"title": "barrier"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+async fn one_server(ops: Vec<Op>) {
+    let s =
+        TestServer::start_with_env(&definitions(), CONFIG, &[("BAKEND_ADMIN_EMAIL", ADMIN)]).await;
+    let ops = ops.into_iter().map(|op| (op, 0)).collect();
+    run_storm(std::slice::from_ref(&s), ops).await;
+    s.shutdown().await;
+}
+
+/// Three servers on one PostgreSQL database, NATS between them (a broker of the test's own).
+async fn cluster(ops: Vec<(Op, usize)>) {
+    let test = "the_cluster_storm";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(nats) = crate::cluster::Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        crate::harness::write_collections(dir.path(), &definitions());
+        std::fs::write(dir.path().join("bakend.json"), CONFIG).unwrap();
+        let node = format!("n{i}");
+        let env = [
+            ("BAKEND_DATABASE", database.as_str()),
+            ("BAKEND_CLUSTER_NATS", &nats.url()),
+            ("BAKEND_CLUSTER_NODE_ID", &node),
+            ("BAKEND_ADMIN_EMAIL", ADMIN),
+        ];
+        servers.push(TestServer::start_in_with_env(dir, &env).await);
+    }
+    run_storm(&servers, ops).await;
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3, max_shrink_iters: 10, ..ProptestConfig::default() })]
     #[test]
     fn every_socket_gets_exactly_what_its_user_may_read(ops in proptest::collection::vec(op(), 60..120)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_storm(ops));
+        rt.block_on(one_server(ops));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2, max_shrink_iters: 5, ..ProptestConfig::default() })]
+    #[test]
+    fn the_cluster_storm_leaks_nothing_and_misses_nothing(ops in proptest::collection::vec(cluster_op(), 80..140)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(cluster(ops));
     }
 }
