@@ -11,7 +11,7 @@
 #   core 0) and has `fanout` create the records through it while subscribers stay on the
 #   first: delivery across servers. With BAKEND_CLUSTER_NATS=nats://… (exported, so both servers
 #   get it) events travel between them over NATS (docs/cluster.md) instead of being read from
-#   the journal.
+#   the journal. NODES=N starts N servers in all; SPREAD=1 spreads the subscribers over them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=$1
@@ -47,15 +47,27 @@ for _ in $(seq 1 100); do
 done
 pid=$server  # the subshell execs taskset, which execs bak
 extra=()
-if [[ -n "${SECOND_SERVER:-}" ]]; then
-  [[ -n "${DATABASE:-}" ]] || { echo "SECOND_SERVER needs DATABASE=postgres://…" >&2; exit 2; }
-  (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$((port + 1))" >"$dir/server2.out" 2>"$dir/server2.err") &
-  second=$!
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$((port + 1))/health" >/dev/null 2>&1 && break
-    sleep 0.1
+# More servers on the same database: SECOND_SERVER=1 is NODES=2 with the writes through the
+# second; NODES=N starts N in all (ports port..port+N-1, all on core 0) and SPREAD=1 spreads
+# the subscribers over all of them (aggregate fan-out across nodes).
+nodes=${NODES:-1}
+[[ -n "${SECOND_SERVER:-}" && $nodes -lt 2 ]] && nodes=2
+others=()
+if (( nodes > 1 )); then
+  [[ -n "${DATABASE:-}" ]] || { echo "SECOND_SERVER/NODES need DATABASE=postgres://…" >&2; exit 2; }
+  for k in $(seq 1 $((nodes - 1))); do
+    (cd "$dir" && exec taskset -c 0 "${BAK_BIN:-$OLDPWD/target/release/bak}" start --port "$((port + k))" >"$dir/server$k.out" 2>"$dir/server$k.err") &
+    others+=($!)
+    for _ in $(seq 1 100); do
+      curl -fs "http://127.0.0.1:$((port + k))/health" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
   done
-  extra+=(--publish-url "http://127.0.0.1:$((port + 1))")
+  second="${others[*]}"
+  if [[ -n "${SPREAD:-}" ]]; then
+    for k in $(seq 1 $((nodes - 1))); do extra+=(--also-url "http://127.0.0.1:$((port + k))"); done
+  fi
+  [[ -n "${SECOND_SERVER:-}" ]] && extra+=(--publish-url "http://127.0.0.1:$((port + nodes - 1))")
 fi
 [[ $scenario == idle || $scenario == filtered-fanout ]] && extra=(--server-pid "$pid")
 taskset -c 1 target/release/bakend-bench "$scenario" --url "http://127.0.0.1:$port" "${extra[@]}" "$@"

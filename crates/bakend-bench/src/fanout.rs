@@ -76,6 +76,10 @@ pub struct Opts {
     /// PostgreSQL database: subscribers on one, writes through another).
     #[arg(long)]
     pub publish_url: Option<String>,
+    /// More servers (nodes of a cluster) to spread the subscribers over, round-robin with
+    /// `--url` (repeat the flag): aggregate fan-out across nodes.
+    #[arg(long = "also-url")]
+    pub also_urls: Vec<String>,
 }
 
 impl Opts {
@@ -352,7 +356,20 @@ pub async fn execute(
 
     let endpoint = Arc::new(Endpoint::new(&target, rt.source_ips, ws::READ_BUFFER));
     let channel = opts.channel();
-    let subs = connect_subscribers(&endpoint, opts.subscribers as usize, &channel, rt).await?;
+    // Subscribers spread over `--url` and every `--also-url`, as evenly as they divide.
+    let mut endpoints = vec![endpoint.clone()];
+    for url in &opts.also_urls {
+        let t = Target::resolve(url).await?;
+        endpoints.push(Arc::new(Endpoint::new(&t, rt.source_ips, ws::READ_BUFFER)));
+    }
+    let total = opts.subscribers as usize;
+    let mut subs = Vec::with_capacity(total);
+    for (k, e) in endpoints.iter().enumerate() {
+        let n = total / endpoints.len() + usize::from(k < total % endpoints.len());
+        if n > 0 {
+            subs.extend(connect_subscribers(e, n, &channel, rt).await?);
+        }
+    }
     let churn_socks = match churn_args {
         Some(c) => churn::connect(&endpoint, c, opts.subscribers as usize, rt).await?,
         None => Vec::new(),
@@ -581,6 +598,7 @@ mod tests {
             sample: None,
             grace: 0.5,
             publish_url: None,
+            also_urls: Vec::new(),
         }
     }
 
@@ -620,6 +638,7 @@ mod tests {
                 sample: None,
                 grace: 0.0,
                 publish_url: None,
+                also_urls: Vec::new(),
             },
         };
         let err = run(&args).await.expect_err("nothing listens on port 9");

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use bakend_store::db::carrier::Carrier;
+use bakend_store::db::carrier::{self, Carrier};
 use bakend_store::db::sequencer::Sequencer;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 /// Commit groups waiting to be handed to the NATS client; more are dropped (the journal has
 /// them).
 const QUEUE: usize = 4096;
+/// Groups that queued up while the last message went out are sent as one message up to this
+/// size (NATS's default `max_payload` is 1 MiB).
+const MERGE_UP_TO: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -65,13 +68,13 @@ pub struct LinkStats {
 
 struct NatsCarrier {
     client: async_nats::Client,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Vec<u8>>,
     dropped: AtomicU64,
 }
 
 impl Carrier for NatsCarrier {
     fn publish(&self, message: Vec<u8>) {
-        if self.queue.try_send(Bytes::from(message)).is_err() {
+        if self.queue.try_send(message).is_err() {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
@@ -131,7 +134,7 @@ impl Link {
                     url: url.to_string(),
                     message: e.to_string(),
                 })?;
-        let (queue, mut outbox) = mpsc::channel::<Bytes>(QUEUE);
+        let (queue, mut outbox) = mpsc::channel::<Vec<u8>>(QUEUE);
         let carrier = Arc::new(NatsCarrier {
             client: client.clone(),
             queue,
@@ -140,10 +143,26 @@ impl Link {
         let publisher = {
             let carrier = carrier.clone();
             tokio::spawn(async move {
-                while let Some(message) = outbox.recv().await {
-                    if let Err(e) = carrier.client.publish(subject.clone(), message).await {
-                        carrier.dropped.fetch_add(1, Relaxed);
-                        tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                let mut queued = Vec::new();
+                while outbox.recv_many(&mut queued, 64).await > 0 {
+                    // Under load several groups wait by now: one message (and one wake-up of
+                    // the client's connection task) for all of them.
+                    let mut batch = std::mem::take(&mut queued).into_iter();
+                    let mut next = batch.next();
+                    while let Some(mut message) = next.take() {
+                        for m in batch.by_ref() {
+                            if message.len() + m.len() > MERGE_UP_TO
+                                || !carrier::append(&mut message, &m)
+                            {
+                                next = Some(m);
+                                break;
+                            }
+                        }
+                        let message = Bytes::from(message);
+                        if let Err(e) = carrier.client.publish(subject.clone(), message).await {
+                            carrier.dropped.fetch_add(1, Relaxed);
+                            tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                        }
                     }
                 }
             })

@@ -65,6 +65,20 @@ fn put(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// Appends `next`'s events to `into` (messages of the same sender): commit groups that queued
+/// up travel as one message. `false` (nothing appended) when `next` is not such a message.
+pub fn append(into: &mut Vec<u8>, next: &[u8]) -> bool {
+    let (Some(&version), Some(&n)) = (next.first(), next.get(1)) else {
+        return false;
+    };
+    let header = 2 + n as usize;
+    if version != VERSION || next.len() < header || into.get(..header) != next.get(..header) {
+        return false;
+    }
+    into.extend_from_slice(&next[header..]);
+    true
+}
+
 /// The sending node and the events of a message; `None` when it is not one (another version,
 /// cut short, not UTF-8).
 pub fn decode(message: &[u8]) -> Option<(&str, Vec<Carried>)> {
@@ -161,6 +175,22 @@ mod tests {
         let rebuilt = Event::from_journal(&got[1].envelope, None).unwrap();
         assert_eq!(rebuilt.payload, events[2].payload);
         assert_eq!(rebuilt.seq, Some(8));
+    }
+
+    #[test]
+    fn queued_groups_travel_as_one_message() {
+        let mut first = encode("n", [event(Some(1), None, None)].iter()).unwrap();
+        let second = encode(
+            "n",
+            [event(Some(2), Some("u"), None), event(Some(3), None, None)].iter(),
+        )
+        .unwrap();
+        assert!(append(&mut first, &second));
+        let (_, events) = decode(&first).unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let other = encode("m", [event(Some(4), None, None)].iter()).unwrap();
+        assert!(!append(&mut first, &other), "another sender's");
+        assert!(!append(&mut first, &[1]), "cut short");
     }
 
     #[test]
