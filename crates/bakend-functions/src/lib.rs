@@ -17,6 +17,7 @@ mod discovery;
 mod error;
 mod jobs;
 mod loader;
+pub mod progress;
 pub mod services;
 pub mod sourcemap;
 pub mod transpile;
@@ -40,6 +41,7 @@ pub use error::FunctionsError;
 pub use jobs::{JobModule, JobScripts};
 pub use services::{HostServices, ListOptions, RecordsApi, ServiceError, StorageApi};
 
+use progress::TriggerProgress;
 use sourcemap::SourceMaps;
 use worker::{Invocation, Shared};
 
@@ -205,6 +207,7 @@ pub struct FunctionsHost {
     /// Read by the dispatcher for every event; replaced by a reload.
     current: Arc<Mutex<Option<Arc<Generation>>>>,
     running: Mutex<Running>,
+    progress: Arc<TriggerProgress>,
 }
 
 impl FunctionsHost {
@@ -229,6 +232,7 @@ impl FunctionsHost {
                 workers: Vec::new(),
                 dispatcher: None,
             }),
+            progress: Arc::new(TriggerProgress::default()),
         };
         let compiled = compile_all(project_dir, "functions")?;
         host.install(compiled)?;
@@ -359,11 +363,15 @@ impl FunctionsHost {
         if has_triggers && running.dispatcher.is_none() {
             let stream = self.bus.subscribe("functions", self.config.bus_capacity);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-            let (current, bus, stats) =
-                (self.current.clone(), self.bus.clone(), self.stats.clone());
+            let (current, bus, stats, progress) = (
+                self.current.clone(),
+                self.bus.clone(),
+                self.stats.clone(),
+                self.progress.clone(),
+            );
             match std::thread::Builder::new()
                 .name("bakend-functions-dispatch".into())
-                .spawn(move || dispatch_loop(stream, stop_rx, current, bus, stats))
+                .spawn(move || dispatch_loop(stream, stop_rx, current, bus, stats, progress))
             {
                 Ok(handle) => running.dispatcher = Some((stop_tx, handle)),
                 Err(e) => tracing::error!("Could not start the functions dispatcher: {e}"),
@@ -413,6 +421,37 @@ impl FunctionsHost {
         self.stats.clone()
     }
 
+    /// How far this server's own events' triggers have run (docs/cluster.md); `None` when no
+    /// trigger is loaded.
+    pub fn triggers_done(&self) -> Option<u64> {
+        (!self.triggers().is_empty()).then(|| self.progress.done_through())
+    }
+
+    /// Events before `seq` are not this server's to run triggers for (it started after them).
+    pub fn start_triggers_after(&self, seq: u64) {
+        self.progress.start_after(seq);
+    }
+
+    /// Runs the triggers of events a lost node committed and may not have run them for
+    /// (docs/cluster.md: at least once). Queued like any event; a full queue refuses them as
+    /// it refuses others.
+    pub fn run_recovered(&self, events: Vec<bakend_core::Event>) {
+        let Some(g) = sync::lock(&self.current).clone() else {
+            return;
+        };
+        for mut e in events {
+            e.remote = false;
+            dispatch(
+                &Arc::new(e),
+                &g.triggers,
+                &g.queue,
+                &*self.bus,
+                &self.stats,
+                None,
+            );
+        }
+    }
+
     pub fn project_dir(&self) -> &Path {
         &self.project_dir
     }
@@ -448,6 +487,7 @@ fn dispatch_loop(
     current: Arc<Mutex<Option<Arc<Generation>>>>,
     bus: Arc<dyn EventBus>,
     stats: Arc<Stats>,
+    progress: Arc<TriggerProgress>,
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
@@ -464,7 +504,17 @@ fn dispatch_loop(
             }
             let generation = sync::lock(&current).clone();
             if let Some(g) = generation {
-                dispatch(&event, &g.triggers, &g.queue, &*bus, &stats);
+                dispatch(
+                    &event,
+                    &g.triggers,
+                    &g.queue,
+                    &*bus,
+                    &stats,
+                    Some(&progress),
+                );
+            }
+            if let Some(seq) = event.seq {
+                progress.seen(seq);
             }
         }
     });
@@ -491,10 +541,13 @@ fn dispatch(
     queue: &SyncSender<Invocation>,
     bus: &dyn EventBus,
     stats: &Stats,
+    progress: Option<&Arc<TriggerProgress>>,
 ) {
     if event.source == EventSource::Functions {
         return;
     }
+    // Held by the event's invocations until the last one is done (cluster progress).
+    let mut done = None;
     for (index, info) in triggers.iter().enumerate() {
         if !info.matches(&event.event_type) {
             continue;
@@ -516,9 +569,15 @@ fn dispatch(
             );
             continue;
         }
+        if done.is_none()
+            && let (Some(p), Some(seq)) = (progress, event.seq)
+        {
+            done = Some(p.begin(seq));
+        }
         let job = Invocation {
             trigger: index,
             event: event.clone(),
+            _done: done.clone(),
         };
         match queue.try_send(job) {
             Ok(()) => {

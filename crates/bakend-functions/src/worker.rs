@@ -28,6 +28,8 @@ use crate::{FunctionsConfig, FunctionsError, Stats, TriggerInfo};
 pub(crate) struct Invocation {
     pub trigger: usize,
     pub event: SharedEvent,
+    /// Marks the event's triggers done (cluster progress) when the last invocation is dropped.
+    pub _done: Option<Arc<crate::progress::Done>>,
 }
 
 /// What every worker needs, shared.

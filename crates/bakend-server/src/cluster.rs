@@ -1,5 +1,7 @@
 //! This server as a node of a cluster (docs/cluster.md): its name, its NATS link, its
-//! heartbeat in `_nodes`, and the realtime stats of every node for `GET /api/admin/realtime`.
+//! heartbeat in `_nodes` (with how far its triggers have run), taking over what a lost node
+//! left (the triggers of its last events), and the realtime stats of every node for
+//! `GET /api/admin/realtime`.
 //!
 //! On SQLite there is one node (this one) and nothing is written; on PostgreSQL every server
 //! sharing the database is a node, with or without NATS.
@@ -9,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bakend_core::config::Config;
 use bakend_core::sync;
+use bakend_functions::FunctionsHost;
 use bakend_realtime::Hub;
 use bakend_store::db::nodes;
 use bakend_store::db::sequencer::Sequencer;
@@ -69,9 +72,10 @@ impl Cluster {
         }))
     }
 
-    /// PostgreSQL: writes this node's heartbeat (with its stats) every [`nodes::HEARTBEAT`]
-    /// until [`Cluster::leave`].
-    pub fn spawn_heartbeat(self: &Arc<Self>, hub: Arc<Hub>) {
+    /// PostgreSQL: writes this node's heartbeat (with its stats and trigger progress) every
+    /// [`nodes::HEARTBEAT`] until [`Cluster::leave`], and takes over lost nodes — first its
+    /// own row from an earlier life (a node restarted with the same `cluster.nodeId`).
+    pub fn spawn_heartbeat(self: &Arc<Self>, hub: Arc<Hub>, functions: Arc<FunctionsHost>) {
         if self.sequencer.is_none() {
             return;
         }
@@ -79,16 +83,30 @@ impl Cluster {
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(nodes::HEARTBEAT);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beats: u64 = 0;
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };
+                // At start (its own old row) and every other beat after.
+                if beats.is_multiple_of(2) {
+                    me.take_over_lost(&functions, beats == 0).await;
+                }
+                beats += 1;
                 let stats = me.local_stats(&hub).to_string();
                 let (id, started) = (me.node_id.clone(), me.started_at);
+                let done = functions.triggers_done();
                 let db = me.db.clone();
                 drop(me);
                 let wrote = db
                     .write_single(move |conn| {
-                        nodes::beat(conn, &id, started, now_ms(), &stats).map(Committed::new)
+                        let beat = nodes::Beat {
+                            id: &id,
+                            started_at: started,
+                            now: now_ms(),
+                            stats: &stats,
+                            triggers_done: done,
+                        };
+                        nodes::beat(conn, &beat).map(Committed::new)
                     })
                     .await;
                 if let Err(e) = wrote {
@@ -97,6 +115,62 @@ impl Cluster {
             }
         });
         *sync::lock(&self.heartbeat) = Some(task);
+    }
+
+    /// Takes over the nodes not seen for [`nodes::ALIVE`] (and, at start, this node's own
+    /// row from an earlier life): runs the triggers of the events each committed after the
+    /// point its heartbeat last reported — at least once (some may have run already).
+    async fn take_over_lost(&self, functions: &FunctionsHost, at_start: bool) {
+        let since = now_ms() - nodes::ALIVE.as_millis() as i64;
+        let me = at_start.then(|| self.node_id.clone());
+        let taken = self
+            .db
+            .write(move |conn| nodes::take_over(conn, me.as_deref(), since).map(Committed::new))
+            .await;
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("Looking for lost nodes failed: {e}");
+                return;
+            }
+        };
+        for (node, done) in taken {
+            let Some(mut after) = done else {
+                continue; // it ran no triggers
+            };
+            let mut runs = 0;
+            loop {
+                let n = node.clone();
+                let page = self
+                    .db
+                    .read(move |conn| {
+                        Ok(bakend_store::db::journal::node_events_after(
+                            conn, &n, after, 1000,
+                        )?)
+                    })
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("Reading the events of lost node {node} failed: {e}");
+                        break;
+                    }
+                };
+                let Some(last) = page.last().map(|e| e.seq) else {
+                    break;
+                };
+                after = last;
+                let events: Vec<bakend_core::Event> =
+                    page.iter().filter_map(|e| e.event().ok()).collect();
+                runs += events.len();
+                functions.run_recovered(events);
+            }
+            if runs > 0 {
+                tracing::warn!(
+                    "Node {node} stopped answering: running the triggers of {runs} event(s) it committed after its last report (at least once: some may have run there already)"
+                );
+            }
+        }
     }
 
     /// Stops the heartbeat and removes this node's row, so the others stop counting it at once.

@@ -256,7 +256,6 @@ async fn start_steps(
     let jwt_secret = resolve_secret(&config, &db).await?;
     let auth = start_accounts(&config, &db, &jwt_secret).await?;
     let realtime = start_realtime(&config, bus.as_ref(), &db, &registry, &auth);
-    cluster.spawn_heartbeat(realtime.clone());
     parts.upkeep = Some(start_upkeep(&config, &db, &auth).await);
 
     // User functions: compiled and loaded on worker threads; a missing functions/ is fine.
@@ -273,6 +272,11 @@ async fn start_steps(
         .insert(start_functions(&config, bus.clone(), services).await?)
         .clone();
     parts.watchers.extend(watch_functions(&config, &functions));
+    // Triggers of events before this start are not this server's to run (docs/cluster.md).
+    if let Some(journal) = db.journal() {
+        functions.start_triggers_after(journal.last_seq);
+    }
+    cluster.spawn_heartbeat(realtime.clone(), functions.clone());
 
     // Jobs: loaded and scheduled after functions (they share the engine's services).
     let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await?;

@@ -549,3 +549,110 @@ async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another()
         .collect();
     assert_eq!(attempts, [json!(1), json!(2)], "each attempt ran once");
 }
+
+/// A node killed between its commits and their triggers: another node runs those triggers
+/// (at least once), from the point the lost node's heartbeat last reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
+    let test = "triggers_of_a_killed_node_run_on_another_at_least_once";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let public =
+        json!({"create": "public", "read": "public", "update": "public", "delete": "public"});
+    write_collections(
+        dir.path(),
+        &[
+            json!({"name": "posts", "fields": [{"name": "title", "type": "string"}], "permissions": public}),
+            json!({"name": "audit", "fields": [{"name": "post_id", "type": "string"}], "permissions": public}),
+            json!({"name": "gate", "fields": [{"name": "x", "type": "string"}], "permissions": public}),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("bakend.json"),
+        r#"{"auth": {"rateLimit": {"attempts": 0}}, "functions": {"timeoutMs": 60000}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("functions")).unwrap();
+    // Each post's trigger waits for the gate to open, then writes its audit record.
+    std::fs::write(
+        dir.path().join("functions/audit.ts"),
+        r#"import { onCreate } from "bakend/functions";
+           onCreate("posts", async ({ record, records }) => {
+             while ((await records.list("gate", { perPage: 1 })).totalItems === 0) {}
+             await records.create("audit", { post_id: record.id });
+           });"#,
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let id = format!("n{i}");
+        let mut p = BakProcess::spawn_with_env(
+            dir.path(),
+            &[],
+            &[
+                ("BAKEND_DATABASE", &database),
+                ("BAKEND_CLUSTER_NODE_ID", &id),
+            ],
+        );
+        p.wait_ready().await;
+        nodes.push(p);
+    }
+    let http = reqwest::Client::new();
+    // Node 1 commits five posts; their triggers wait at the gate. Node 1's heartbeat reports
+    // none of them done; then it dies.
+    let mut posts = Vec::new();
+    for i in 0..5 {
+        let r: Value = http
+            .post(format!("{}/api/posts", nodes[1].url()))
+            .json(&json!({"title": format!("p{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        posts.push(r["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a heartbeat or two
+    nodes[1].signal(libc::SIGKILL);
+    let count = |http: reqwest::Client, url: String| async move {
+        let v: Value = http
+            .get(format!("{url}/api/audit?perPage=100"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["post_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(count(http.clone(), nodes[0].url()).await.is_empty());
+    http.post(format!("{}/api/gate", nodes[0].url()))
+        .json(&json!({"x": "open"}))
+        .send()
+        .await
+        .unwrap();
+    // Node 0 takes node 1 over after 10 s without a heartbeat (and a look every 2 s).
+    let mut audited = Vec::new();
+    for _ in 0..250 {
+        audited = count(http.clone(), nodes[0].url()).await;
+        if posts.iter().all(|p| audited.contains(p)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in &posts {
+        assert!(audited.contains(p), "post {p}'s trigger ran: {audited:?}");
+    }
+    // Node 0 ran them, once each (node 1 never got past the gate).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(http.clone(), nodes[0].url()).await.len(), posts.len());
+}

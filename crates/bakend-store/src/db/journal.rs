@@ -44,7 +44,9 @@ pub(crate) fn table(segment: u64) -> String {
 }
 
 /// The columns of a segment table. `previous` (added later; older segments get it at
-/// [`open`]) is the record before an update or deletion, as JSON.
+/// [`open`]) is the record before an update or deletion, as JSON; `node` (added later too) the
+/// server that committed the event when several share a PostgreSQL database (a lost node's
+/// events are found by it, `docs/cluster.md`).
 pub(crate) fn create_segment_sql(segment: u64, backend: Backend) -> String {
     // SQLite: `INTEGER PRIMARY KEY` is the rowid itself, no separate index.
     let int = match backend {
@@ -59,32 +61,71 @@ pub(crate) fn create_segment_sql(segment: u64, backend: Backend) -> String {
             record TEXT,
             envelope TEXT NOT NULL,
             created_ms {int} NOT NULL,
-            previous TEXT
+            previous TEXT,
+            node TEXT
         )",
         table(segment)
     )
 }
 
-/// Adds `previous` to segment tables created before it existed (a schema change only: SQLite
-/// does not rewrite the rows, which read it as NULL).
-fn add_previous_columns(conn: &Conn) -> crate::sql::Result<()> {
+/// Adds `previous` and `node` to segment tables created before they existed (a schema change
+/// only: SQLite does not rewrite the rows, which read them as NULL).
+fn add_missing_columns(conn: &Conn) -> crate::sql::Result<()> {
     for s in segments(conn)? {
-        let sql = match conn.backend() {
-            Backend::Sqlite => "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'previous'",
-            Backend::Postgres => {
-                "SELECT count(*) FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = ?1 AND column_name = 'previous'"
+        for column in ["previous", "node"] {
+            let sql = match conn.backend() {
+                Backend::Sqlite => "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                Backend::Postgres => {
+                    "SELECT count(*) FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = ?1 AND column_name = ?2"
+                }
+            };
+            let has: i64 = conn.query_row(sql, params![table(s), column], |r| r.get(0))?;
+            if has == 0 {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {column} TEXT",
+                    table(s)
+                ))?;
             }
-        };
-        let has: i64 = conn.query_row(sql, [table(s)], |r| r.get(0))?;
-        if has == 0 {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {} ADD COLUMN previous TEXT",
-                table(s)
-            ))?;
         }
     }
     Ok(())
+}
+
+/// Up to `limit` events that node `node` committed after seq `after`, in seq order (a lost
+/// node's events whose triggers may not have run, `docs/cluster.md`).
+pub fn node_events_after(
+    conn: &Conn,
+    node: &str,
+    after: u64,
+    limit: usize,
+) -> crate::sql::Result<Vec<JournalEntry>> {
+    let size = segment_size(conn)?;
+    let mut out = Vec::new();
+    for s in segments(conn)? {
+        if (s + 1) * size <= after + 1 || out.len() >= limit {
+            continue; // wholly at or before `after`
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, subject, envelope, previous FROM {} WHERE seq > ?1 AND node = ?2 ORDER BY seq LIMIT ?3",
+            table(s)
+        ))?;
+        let rows = stmt.query_map(
+            params![after as i64, node, (limit - out.len()) as i64],
+            |row| {
+                Ok(JournalEntry {
+                    seq: row.get::<i64>(0)? as u64,
+                    subject: row.get(1)?,
+                    envelope: row.get(2)?,
+                    previous: row.get(3)?,
+                })
+            },
+        )?;
+        for r in rows {
+            out.push(r?);
+        }
+    }
+    Ok(out)
 }
 
 fn meta_u64(conn: &Conn, key: &str) -> crate::sql::Result<u64> {
@@ -158,7 +199,7 @@ pub(crate) fn open(conn: &Conn, segment: u64) -> Result<JournalInfo, StoreError>
     if meta_u64(conn, SEGMENT_KEY)? == 0 {
         meta_set(conn, SEGMENT_KEY, &segment.max(1).to_string())?;
     }
-    add_previous_columns(conn)?;
+    add_missing_columns(conn)?;
     let last = last_seq(conn)?;
     let trimmed = meta_u64(conn, TRIMMED_KEY)?;
     // Everything after `trimmed` should still be there: the oldest row is `trimmed + 1`, or
@@ -193,20 +234,23 @@ pub(crate) fn open(conn: &Conn, segment: u64) -> Result<JournalInfo, StoreError>
 /// Appends events inside the writer's transaction, numbering them from `next`; returns the
 /// next free seq. One per batch: the segment tables they need are created and the last seq is
 /// recorded.
-pub(crate) struct Appender {
+pub(crate) struct Appender<'n> {
     next: u64,
     size: u64,
     segment: Option<u64>,
+    /// The committing server's node id (several servers on PostgreSQL).
+    node: Option<&'n str>,
 }
 
-impl Appender {
+impl<'n> Appender<'n> {
     /// Reads the position under the write lock, so another process's writes (a CLI command)
     /// are accounted for.
-    pub fn start(conn: &Conn) -> crate::sql::Result<Appender> {
+    pub fn start(conn: &Conn, node: Option<&'n str>) -> crate::sql::Result<Appender<'n>> {
         Ok(Appender {
             next: last_seq(conn)? + 1,
             size: segment_size(conn)?,
             segment: None,
+            node,
         })
     }
 
@@ -231,7 +275,7 @@ impl Appender {
             .filter(|_| collections)
             .and_then(|p| serde_json::to_string(p).ok());
         conn.prepare_cached(&format!(
-            "INSERT INTO {} (seq, type, subject, record, envelope, created_ms, previous) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO {} (seq, type, subject, record, envelope, created_ms, previous, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             table(segment)
         ))?
         .execute(params![
@@ -242,6 +286,7 @@ impl Appender {
             &*event.envelope_json(),
             now_ms(),
             previous,
+            self.node,
         ])?;
         self.next += 1;
         Ok(())
@@ -283,6 +328,17 @@ pub struct JournalEntry {
     /// The record before an update or deletion, as JSON (`None` for other events, and for rows
     /// journaled before the column existed).
     pub previous: Option<String>,
+}
+
+impl JournalEntry {
+    /// The event as journaled (no actor: the journal does not keep who caused it).
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        let mut event = Event::from_journal(&self.envelope, self.subject.clone())?;
+        if let Some(previous) = &self.previous {
+            event.previous = Some(serde_json::from_str(previous)?);
+        }
+        Ok(event)
+    }
 }
 
 /// Events with `after < seq <= upto` accepted by `wanted(type, record)`, oldest first, at most
@@ -400,7 +456,7 @@ mod tests {
     fn updates_and_deletions_keep_the_previous_record() {
         let (_dir, conn) = db();
         open(&conn, 4).unwrap();
-        let mut a = Appender::start(&conn).unwrap();
+        let mut a = Appender::start(&conn, None).unwrap();
         let before = json!({"id": "r1", "title": "old", "user_id": "u1"});
         let mut events = [
             Event::new(
@@ -456,7 +512,7 @@ mod tests {
         let old = all(&conn);
         assert_eq!((old.len(), old[0].previous.clone()), (1, None));
         // Appending to the old segment works, and so does opening again.
-        let mut a = Appender::start(&conn).unwrap();
+        let mut a = Appender::start(&conn, None).unwrap();
         let mut e = Event::new(
             "posts.updated",
             EventSource::Collections,

@@ -99,14 +99,15 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (job, tick)
     ) WITHOUT ROWID;
     "#,
-    // 8: the servers sharing the database (`db::nodes`): each one's last heartbeat and
-    // realtime stats.
+    // 8: the servers sharing the database (`db::nodes`): each one's last heartbeat, realtime
+    // stats, and how far its events' triggers have run.
     r#"
     CREATE TABLE IF NOT EXISTS _nodes (
         id TEXT PRIMARY KEY NOT NULL,
         started_at INTEGER NOT NULL,
         seen_at INTEGER NOT NULL,
-        stats TEXT NOT NULL
+        stats TEXT NOT NULL,
+        triggers_done INTEGER
     ) WITHOUT ROWID;
     "#,
     // 9: the node a job run runs on (PostgreSQL; `bakend-jobs`): a run whose node is gone is
@@ -209,7 +210,8 @@ const PG_STEPS: &[(usize, &str)] = &[
         id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
         started_at BIGINT NOT NULL,
         seen_at BIGINT NOT NULL,
-        stats TEXT COLLATE "C" NOT NULL
+        stats TEXT COLLATE "C" NOT NULL,
+        triggers_done BIGINT
     );
     "#,
     ),

@@ -1,7 +1,7 @@
 //! The servers ("nodes") sharing one PostgreSQL database (docs/cluster.md): each one writes a
 //! heartbeat with its realtime stats to `_nodes` every [`HEARTBEAT`]. A node seen within
 //! [`ALIVE`] is up; one not seen for longer is gone (stopped, killed or cut off), and what it
-//! was doing (a job run) is someone else's to clean up.
+//! was doing (a job run, the triggers of its last events) is someone else's to finish.
 
 use std::time::Duration;
 
@@ -24,21 +24,60 @@ pub struct NodeRow {
     pub stats: String,
 }
 
-/// Writes node `id`'s heartbeat (`now` in ms).
-pub fn beat(
-    conn: &Conn,
-    id: &str,
-    started_at: i64,
-    now: i64,
-    stats: &str,
-) -> Result<(), StoreError> {
+/// Node `id`'s heartbeat (`now` in ms), with its stats and how far its triggers have run.
+pub struct Beat<'a> {
+    pub id: &'a str,
+    pub started_at: i64,
+    pub now: i64,
+    pub stats: &'a str,
+    /// Every event this node committed up to this seq has had its triggers run (`None`: it
+    /// runs no triggers).
+    pub triggers_done: Option<u64>,
+}
+
+/// Writes a heartbeat.
+pub fn beat(conn: &Conn, b: &Beat) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO _nodes (id, started_at, seen_at, stats) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO _nodes (id, started_at, seen_at, stats, triggers_done) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at,
-             seen_at = excluded.seen_at, stats = excluded.stats",
-        (id, started_at, now, stats),
+             seen_at = excluded.seen_at, stats = excluded.stats,
+             triggers_done = excluded.triggers_done",
+        (
+            b.id,
+            b.started_at,
+            b.now,
+            b.stats,
+            b.triggers_done.map(|s| s as i64),
+        ),
     )?;
     Ok(())
+}
+
+/// Takes over the nodes not seen since `since` (ms) — and, at start, this node's own row from
+/// an earlier life (`me`: the same `cluster.nodeId`) — by removing their rows: each comes back
+/// once, to the one caller whose delete removed it, with how far its triggers had run.
+pub fn take_over(
+    conn: &Conn,
+    me: Option<&str>,
+    since: i64,
+) -> Result<Vec<(String, Option<u64>)>, StoreError> {
+    let me = me.unwrap_or("");
+    let mut stmt = conn
+        .prepare("SELECT id, triggers_done, seen_at FROM _nodes WHERE seen_at < ?1 OR id = ?2")?;
+    let rows: Vec<(String, Option<i64>, i64)> = stmt
+        .query_map((since, me), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut taken = Vec::new();
+    for (id, done, seen_at) in rows {
+        let n = conn.execute(
+            "DELETE FROM _nodes WHERE id = ?1 AND seen_at = ?2",
+            (&id, seen_at),
+        )?;
+        if n == 1 {
+            taken.push((id, done.map(|d| d as u64)));
+        }
+    }
+    Ok(taken)
 }
 
 /// A node that stops says so, so it is not counted until it times out.

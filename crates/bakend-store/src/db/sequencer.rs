@@ -484,10 +484,7 @@ fn read_new(seq: &Sequencer, conn: &Conn) -> Result<(), crate::error::StoreError
 }
 
 fn remote_event(entry: &journal::JournalEntry) -> Result<Event, serde_json::Error> {
-    let mut event = Event::from_journal(&entry.envelope, entry.subject.clone())?;
-    if let Some(previous) = &entry.previous {
-        event.previous = Some(serde_json::from_str(previous)?);
-    }
+    let mut event = entry.event()?;
     event.remote = true;
     Ok(event)
 }

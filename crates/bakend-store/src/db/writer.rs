@@ -335,10 +335,12 @@ fn run_batch(
     // Each event is journaled in the transaction of the change that caused it: no change
     // commits without its events, and no event is journaled for a rolled-back change.
     let (journaled, journal_error) = match journal {
-        Some(lock) => match append_to_journal(conn, lock, &mut outcomes) {
-            Ok(seqs) => (seqs, None),
-            Err(e) => (None, Some(e)),
-        },
+        Some(lock) => {
+            match append_to_journal(conn, lock, sequencer.map(|s| s.id.as_str()), &mut outcomes) {
+                Ok(seqs) => (seqs, None),
+                Err(e) => (None, Some(e)),
+            }
+        }
         None => (None, None),
     };
     // Other servers on the database: this group's seqs are this server's to emit, and the
@@ -428,6 +430,7 @@ pub enum JournalLock {
 fn append_to_journal(
     conn: &Conn,
     lock: JournalLock,
+    node: Option<&str>,
     outcomes: &mut [Option<(Vec<Event>, Option<AfterCommit>)>],
 ) -> Result<Option<(u64, u64)>, StoreError> {
     let any = outcomes
@@ -442,7 +445,7 @@ fn append_to_journal(
     }
     // Read under the lock, so another process's writes (a CLI command, another server) are
     // accounted for.
-    let mut appender = super::journal::Appender::start(conn)?;
+    let mut appender = super::journal::Appender::start(conn, node)?;
     let first = appender.next();
     for (events, _) in outcomes.iter_mut().flatten() {
         for e in events.iter_mut() {
