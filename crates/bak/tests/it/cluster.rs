@@ -656,3 +656,76 @@ async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(http.clone(), nodes[0].url()).await.len(), posts.len());
 }
+
+/// A single node that has run on PostgreSQL alone is joined by more nodes later (with NATS):
+/// its journal and epoch carry over, a client of the old node resumes on a new one, and the
+/// numbering goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
+    let test = "a_single_node_grows_into_a_cluster_without_losing_its_journal";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = project();
+    let mut alone = BakProcess::spawn_with_env(dir.path(), &[], &[("BAKEND_DATABASE", &database)]);
+    alone.wait_ready().await;
+    let (mut ws, connected) = Ws::connect(&ws_url(&alone)).await;
+    let epoch = connected["epoch"].clone();
+    ws.subscribe("posts.*").await;
+    let http = reqwest::Client::new();
+    let create = |url: String, n: usize| {
+        let http = http.clone();
+        async move {
+            let r: Value = http
+                .post(format!("{url}/api/posts"))
+                .json(&json!({"title": "x", "n": n}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["id"].as_str().unwrap().to_string()
+        }
+    };
+    for n in 0..3 {
+        create(alone.url(), n).await;
+    }
+    let mut last = 0;
+    for _ in 0..3 {
+        last = ws.next().await["event"]["seq"].as_u64().unwrap();
+    }
+    drop(ws);
+    // Stopped, and started again as a node of a cluster, beside a new one.
+    alone.signal(libc::SIGTERM);
+    alone.wait_exit().await;
+    let a = node(dir.path(), &database, &nats.url(), 0).await;
+    let b = node(dir.path(), &database, &nats.url(), 1).await;
+    let missed = [create(a.url(), 3).await, create(b.url(), 4).await];
+    let (mut ws, connected) = Ws::connect(&ws_url(&b)).await;
+    assert_eq!(connected["epoch"], epoch, "the epoch carried over");
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": last}}))
+        .await;
+    let (mut got, mut recovered) = (Vec::new(), None);
+    while got.len() < missed.len() || recovered.is_none() {
+        let f = ws.next().await;
+        match f["type"].as_str() {
+            Some("event") => got.push((
+                f["event"]["seq"].as_u64().unwrap(),
+                f["event"]["payload"]["id"].as_str().unwrap().to_string(),
+            )),
+            Some("resumed") => recovered = Some(f["recovered"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(recovered, Some(json!(true)));
+    assert_eq!(
+        got,
+        vec![(last + 1, missed[0].clone()), (last + 2, missed[1].clone())],
+        "the numbering went on from the single node's"
+    );
+}
