@@ -109,6 +109,53 @@ fn project() -> tempfile::TempDir {
     dir
 }
 
+/// A project of public collections (`(name, [(field, type)])`), its `bakend.json`, and
+/// function or job files (`(path, source)`).
+fn public_project(
+    collections: &[(&str, &[(&str, &str)])],
+    config: &str,
+    files: &[(&str, &str)],
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let public =
+        json!({"create": "public", "read": "public", "update": "public", "delete": "public"});
+    let defs: Vec<Value> = collections
+        .iter()
+        .map(|(name, fields)| {
+            let fields: Vec<Value> = fields
+                .iter()
+                .map(|(f, t)| json!({"name": f, "type": t}))
+                .collect();
+            json!({"name": name, "fields": fields, "permissions": public})
+        })
+        .collect();
+    write_collections(dir.path(), &defs);
+    std::fs::write(dir.path().join("bakend.json"), config).unwrap();
+    for (path, source) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, source).unwrap();
+    }
+    dir
+}
+
+/// `n` nodes (`n0`, `n1`, …) on `database` without NATS.
+async fn plain_nodes(dir: &Path, database: &str, n: usize) -> Vec<BakProcess> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let id = format!("n{i}");
+        let env = [
+            ("BAKEND_DATABASE", database),
+            ("BAKEND_CLUSTER_NODE_ID", id.as_str()),
+            ("BAKEND_ADMIN_EMAIL", ADMIN),
+        ];
+        let mut p = BakProcess::spawn_with_env(dir, &[], &env);
+        p.wait_ready().await;
+        nodes.push(p);
+    }
+    nodes
+}
+
 async fn node(dir: &Path, database: &str, nats: &str, i: usize) -> BakProcess {
     let id = format!("n{i}");
     let mut p = BakProcess::spawn_with_env(
@@ -123,6 +170,20 @@ async fn node(dir: &Path, database: &str, nats: &str, i: usize) -> BakProcess {
     );
     p.wait_ready().await;
     p
+}
+
+/// `n` nodes of [`project`] on a fresh database, with a NATS server of the test's own; `None`
+/// (the test skipped, with a line saying why) without PostgreSQL or `nats-server`.
+async fn nats_cluster(test: &str, n: usize) -> Option<(Nats, tempfile::TempDir, Vec<BakProcess>)> {
+    let pg = crate::pg::reachable_server(test)?;
+    let nats = Nats::start(test).await?;
+    let database = crate::pg::new_database(&pg);
+    let dir = project();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
+    }
+    Some((nats, dir, nodes))
 }
 
 fn ws_url(p: &BakProcess) -> String {
@@ -215,16 +276,33 @@ fn check(who: &str, events: &[(u64, String)], acked: &HashSet<String>) {
     );
 }
 
+/// `GET url` (with a bearer token) as JSON.
+async fn get_json(url: &str, token: Option<&str>) -> Value {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// `POST url` with a JSON body, answered JSON.
+async fn post_json(url: &str, body: &Value) -> Value {
+    let r = reqwest::Client::new().post(url).json(body).send().await;
+    r.unwrap().json().await.unwrap()
+}
+
+/// A record created through `node`; its id.
+async fn create(node: &str, collection: &str, body: Value) -> String {
+    let r = post_json(&format!("{node}/api/{collection}"), &body).await;
+    r["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string()
+}
+
 async fn admin_token(url: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/auth/register"))
-        .json(&json!({"email": ADMIN, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"email": ADMIN, "password": "correct horse battery"});
+    let r = post_json(&format!("{url}/api/auth/register"), &body).await;
     r["token"]
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
@@ -232,32 +310,15 @@ async fn admin_token(url: &str) -> String {
 }
 
 async fn realtime_stats(url: &str, token: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{url}/api/admin/realtime"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&format!("{url}/api/admin/realtime"), Some(token)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_no_acknowledged_event_and_its_clients_resume_elsewhere() {
     let test = "a_node_killed_mid_stream_loses_no_acknowledged_event";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some((_nats, _dir, nodes)) = nats_cluster(test, 3).await else {
         return;
     };
-    let Some(nats) = Nats::start(test).await else {
-        return;
-    };
-    let database = crate::pg::new_database(&pg);
-    let dir = project();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
-    }
     let token = admin_token(&nodes[0].url()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -344,18 +405,9 @@ async fn a_node_killed_mid_stream_loses_no_acknowledged_event_and_its_clients_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_stream_loses_nothing_and_the_gaps_are_counted() {
     let test = "a_nats_restart_mid_stream_loses_nothing";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some((mut nats, _dir, nodes)) = nats_cluster(test, 2).await else {
         return;
     };
-    let Some(mut nats) = Nats::start(test).await else {
-        return;
-    };
-    let database = crate::pg::new_database(&pg);
-    let dir = project();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
-    }
     let token = admin_token(&nodes[0].url()).await;
     let stop = Arc::new(AtomicBool::new(false));
     // Subscribers on node 0; writes through node 1 only, so every event crosses.
@@ -436,75 +488,44 @@ async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another()
         return;
     };
     let database = crate::pg::new_database(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let public =
-        json!({"create": "public", "read": "public", "update": "public", "delete": "public"});
-    write_collections(
-        dir.path(),
-        &[
-            json!({"name": "marks", "fields": [{"name": "run", "type": "string"}, {"name": "attempt", "type": "integer"}], "permissions": public}),
-            json!({"name": "gate", "fields": [{"name": "x", "type": "string"}], "permissions": public}),
-        ],
-    );
-    std::fs::write(
-        dir.path().join("bakend.json"),
-        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
     // Attempt 1 waits for a gate that never opens (until its node dies); attempt 2 finishes.
-    std::fs::write(
-        dir.path().join("jobs/slow.ts"),
-        r#"export const schedule = "0 0 1 1 *";
-           export const retries = 1;
-           export const retryDelay = 0;
-           export const timeout = 120000;
-           export default async ({ job, records }) => {
-             await records.create("marks", { run: job.runId, attempt: job.attempt });
-             while (job.attempt === 1 && (await records.list("gate", { perPage: 1 })).totalItems === 0) {}
-           };"#,
-    )
-    .unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let id = format!("n{i}");
-        let mut p = BakProcess::spawn_with_env(
-            dir.path(),
-            &[],
-            &[
-                ("BAKEND_DATABASE", &database),
-                ("BAKEND_CLUSTER_NODE_ID", &id),
-                ("BAKEND_ADMIN_EMAIL", ADMIN),
-            ],
-        );
-        p.wait_ready().await;
-        nodes.push(p);
-    }
+    let dir = public_project(
+        &[
+            ("marks", &[("run", "string"), ("attempt", "integer")]),
+            ("gate", &[("x", "string")]),
+        ],
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+        &[(
+            "jobs/slow.ts",
+            r#"export const schedule = "0 0 1 1 *";
+               export const retries = 1;
+               export const retryDelay = 0;
+               export const timeout = 120000;
+               export default async ({ job, records }) => {
+                 await records.create("marks", { run: job.runId, attempt: job.attempt });
+                 while (job.attempt === 1 && (await records.list("gate", { perPage: 1 })).totalItems === 0) {}
+               };"#,
+        )],
+    );
+    let nodes = plain_nodes(dir.path(), &database, 2).await;
     let token = admin_token(&nodes[0].url()).await;
-    let http = reqwest::Client::new();
     let run = {
-        let (http, url, token) = (http.clone(), nodes[1].url(), token.clone());
+        let (url, token) = (nodes[1].url(), token.clone());
         tokio::spawn(async move {
-            http.post(format!("{url}/api/admin/jobs/slow/run"))
+            reqwest::Client::new()
+                .post(format!("{url}/api/admin/jobs/slow/run"))
                 .bearer_auth(token)
                 .send()
                 .await
         })
     };
-    let marks = |http: reqwest::Client, url: String| async move {
-        let v: Value = http
-            .get(format!("{url}/api/marks?sort=attempt"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let marks = |url: String| async move {
+        let v = get_json(&format!("{url}/api/marks?sort=attempt"), None).await;
         v["items"].as_array().cloned().unwrap_or_default()
     };
     let mut started = false;
     for _ in 0..200 {
-        if !marks(http.clone(), nodes[0].url()).await.is_empty() {
+        if !marks(nodes[0].url()).await.is_empty() {
             started = true;
             break;
         }
@@ -520,15 +541,8 @@ async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another()
     // Within the node timeout (10 s) and a sweep (2 s): failed as lost, retried on node 0.
     let mut runs = Vec::new();
     for _ in 0..300 {
-        let v: Value = http
-            .get(format!("{}/api/admin/jobs/slow/runs", nodes[0].url()))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{}/api/admin/jobs/slow/runs", nodes[0].url());
+        let v = get_json(&url, Some(&token)).await;
         runs = v["items"].as_array().cloned().unwrap_or_default();
         if runs.iter().any(|r| r["status"] == "completed") {
             break;
@@ -542,7 +556,7 @@ async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another()
     assert_eq!(runs[1]["status"], "completed", "{runs:#?}");
     assert_eq!(runs[1]["trigger"], "retry");
     assert_eq!(runs[1]["attempt"], 2);
-    let attempts: Vec<Value> = marks(http.clone(), nodes[0].url())
+    let attempts: Vec<Value> = marks(nodes[0].url())
         .await
         .iter()
         .map(|m| m["attempt"].clone())
@@ -559,74 +573,34 @@ async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
         return;
     };
     let database = crate::pg::new_database(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let public =
-        json!({"create": "public", "read": "public", "update": "public", "delete": "public"});
-    write_collections(
-        dir.path(),
-        &[
-            json!({"name": "posts", "fields": [{"name": "title", "type": "string"}], "permissions": public}),
-            json!({"name": "audit", "fields": [{"name": "post_id", "type": "string"}], "permissions": public}),
-            json!({"name": "gate", "fields": [{"name": "x", "type": "string"}], "permissions": public}),
-        ],
-    );
-    std::fs::write(
-        dir.path().join("bakend.json"),
-        r#"{"auth": {"rateLimit": {"attempts": 0}}, "functions": {"timeoutMs": 60000}}"#,
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("functions")).unwrap();
     // Each post's trigger waits for the gate to open, then writes its audit record.
-    std::fs::write(
-        dir.path().join("functions/audit.ts"),
-        r#"import { onCreate } from "bakend/functions";
-           onCreate("posts", async ({ record, records }) => {
-             while ((await records.list("gate", { perPage: 1 })).totalItems === 0) {}
-             await records.create("audit", { post_id: record.id });
-           });"#,
-    )
-    .unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let id = format!("n{i}");
-        let mut p = BakProcess::spawn_with_env(
-            dir.path(),
-            &[],
-            &[
-                ("BAKEND_DATABASE", &database),
-                ("BAKEND_CLUSTER_NODE_ID", &id),
-            ],
-        );
-        p.wait_ready().await;
-        nodes.push(p);
-    }
-    let http = reqwest::Client::new();
+    let dir = public_project(
+        &[
+            ("posts", &[("title", "string")]),
+            ("audit", &[("post_id", "string")]),
+            ("gate", &[("x", "string")]),
+        ],
+        r#"{"auth": {"rateLimit": {"attempts": 0}}, "functions": {"timeoutMs": 60000}}"#,
+        &[(
+            "functions/audit.ts",
+            r#"import { onCreate } from "bakend/functions";
+               onCreate("posts", async ({ record, records }) => {
+                 while ((await records.list("gate", { perPage: 1 })).totalItems === 0) {}
+                 await records.create("audit", { post_id: record.id });
+               });"#,
+        )],
+    );
+    let nodes = plain_nodes(dir.path(), &database, 2).await;
     // Node 1 commits five posts; their triggers wait at the gate. Node 1's heartbeat reports
     // none of them done; then it dies.
     let mut posts = Vec::new();
     for i in 0..5 {
-        let r: Value = http
-            .post(format!("{}/api/posts", nodes[1].url()))
-            .json(&json!({"title": format!("p{i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        posts.push(r["id"].as_str().unwrap().to_string());
+        posts.push(create(&nodes[1].url(), "posts", json!({"title": format!("p{i}")})).await);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await; // a heartbeat or two
     nodes[1].signal(libc::SIGKILL);
-    let count = |http: reqwest::Client, url: String| async move {
-        let v: Value = http
-            .get(format!("{url}/api/audit?perPage=100"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let count = |url: String| async move {
+        let v = get_json(&format!("{url}/api/audit?perPage=100"), None).await;
         v["items"]
             .as_array()
             .unwrap()
@@ -634,16 +608,12 @@ async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
             .map(|a| a["post_id"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    assert!(count(http.clone(), nodes[0].url()).await.is_empty());
-    http.post(format!("{}/api/gate", nodes[0].url()))
-        .json(&json!({"x": "open"}))
-        .send()
-        .await
-        .unwrap();
+    assert!(count(nodes[0].url()).await.is_empty());
+    create(&nodes[0].url(), "gate", json!({"x": "open"})).await;
     // Node 0 takes node 1 over after 10 s without a heartbeat (and a look every 2 s).
     let mut audited = Vec::new();
     for _ in 0..250 {
-        audited = count(http.clone(), nodes[0].url()).await;
+        audited = count(nodes[0].url()).await;
         if posts.iter().all(|p| audited.contains(p)) {
             break;
         }
@@ -654,7 +624,7 @@ async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
     }
     // Node 0 ran them, once each (node 1 never got past the gate).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(http.clone(), nodes[0].url()).await.len(), posts.len());
+    assert_eq!(count(nodes[0].url()).await.len(), posts.len());
 }
 
 /// A single node that has run on PostgreSQL alone is joined by more nodes later (with NATS):
@@ -676,24 +646,8 @@ async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
     let (mut ws, connected) = Ws::connect(&ws_url(&alone)).await;
     let epoch = connected["epoch"].clone();
     ws.subscribe("posts.*").await;
-    let http = reqwest::Client::new();
-    let create = |url: String, n: usize| {
-        let http = http.clone();
-        async move {
-            let r: Value = http
-                .post(format!("{url}/api/posts"))
-                .json(&json!({"title": "x", "n": n}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["id"].as_str().unwrap().to_string()
-        }
-    };
     for n in 0..3 {
-        create(alone.url(), n).await;
+        create(&alone.url(), "posts", json!({"title": "x", "n": n})).await;
     }
     let mut last = 0;
     for _ in 0..3 {
@@ -705,7 +659,10 @@ async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
     alone.wait_exit().await;
     let a = node(dir.path(), &database, &nats.url(), 0).await;
     let b = node(dir.path(), &database, &nats.url(), 1).await;
-    let missed = [create(a.url(), 3).await, create(b.url(), 4).await];
+    let missed = [
+        create(&a.url(), "posts", json!({"title": "x", "n": 3})).await,
+        create(&b.url(), "posts", json!({"title": "x", "n": 4})).await,
+    ];
     let (mut ws, connected) = Ws::connect(&ws_url(&b)).await;
     assert_eq!(connected["epoch"], epoch, "the epoch carried over");
     ws.send(json!({"action": "subscribe", "channel": "posts.*", "since": {"epoch": epoch, "seq": last}}))
@@ -728,4 +685,57 @@ async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
         vec![(last + 1, missed[0].clone()), (last + 2, missed[1].clone())],
         "the numbering went on from the single node's"
     );
+}
+
+/// A filtered subscription on one node, writes through another: the node holding the socket
+/// decides `added` / `modified` / `removed` on the carried events (with the previous record)
+/// as it would for its own writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_subscriptions_see_other_nodes_writes_enter_and_leave() {
+    let test = "filtered_subscriptions_see_other_nodes_writes_enter_and_leave";
+    let Some((_nats, _dir, nodes)) = nats_cluster(test, 2).await else {
+        return;
+    };
+    let (mut ws, _) = Ws::connect(&ws_url(&nodes[0])).await;
+    ws.send(json!({"action": "subscribe", "channel": "posts.*", "filter": "n >= 10", "id": "big"}))
+        .await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let via = nodes[1].url();
+    create(&via, "posts", json!({"title": "small", "n": 5})).await;
+    let id = create(&via, "posts", json!({"title": "big", "n": 20})).await;
+    let update = |n: i64| {
+        let url = format!("{via}/api/posts/{id}");
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .json(&json!({"n": n}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    update(25).await;
+    update(1).await;
+    let mut changes = Vec::new();
+    while changes.len() < 3 {
+        match ws.poll(Duration::from_secs(20)).await {
+            Next::Frame(f) if f["type"] == "event" => changes.push((
+                f["subscription"].as_str().unwrap().to_string(),
+                f["change"].as_str().unwrap().to_string(),
+                f["event"]["payload"]["id"].as_str().unwrap().to_string(),
+            )),
+            Next::Frame(_) => {}
+            other => panic!("{:?}", matches!(other, Next::Silent)),
+        }
+    }
+    let want: Vec<(String, String, String)> = ["added", "modified", "removed"]
+        .iter()
+        .map(|c| ("big".to_string(), c.to_string(), id.clone()))
+        .collect();
+    assert_eq!(changes, want);
+    assert!(matches!(
+        ws.poll(Duration::from_millis(300)).await,
+        Next::Silent
+    ));
 }
