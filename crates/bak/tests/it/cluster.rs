@@ -739,3 +739,90 @@ async fn filtered_subscriptions_see_other_nodes_writes_enter_and_leave() {
         Next::Silent
     ));
 }
+
+/// Three nodes as on three machines (a project folder each), sharing PostgreSQL, NATS and an
+/// S3-compatible bucket (moto): a file uploaded through one node is served, in ranges, by the
+/// others, its event reaches a subscriber on another node, and a delete through a third is
+/// seen everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_shared_storage_are_one_store_for_every_node() {
+    let test = "files_on_shared_storage_are_one_store_for_every_node";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test).await else {
+        return;
+    };
+    let Some(moto) = crate::s3::Moto::start(test).await else {
+        return;
+    };
+    moto.create_bucket("cluster").await;
+    let database = crate::pg::new_database(&pg);
+    let config = json!({"auth": {"rateLimit": {"attempts": 0}},
+                        "storage": {"s3": moto.settings("cluster")}})
+    .to_string();
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let dir = public_project(&[("posts", &[("title", "string")])], &config, &[]);
+        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
+        dirs.push(dir);
+    }
+    let token = admin_token(&nodes[0].url()).await;
+    let (mut ws, _) = Ws::connect(&format!("{}?token={token}", ws_url(&nodes[2]))).await;
+    ws.subscribe("storage.*").await;
+
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes.clone()).file_name("data.bin"),
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/storage/upload", nodes[0].url()))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let event = ws.next().await;
+    assert_eq!(event["event"]["type"], "storage.uploaded", "{event}");
+    assert_eq!(event["event"]["payload"]["id"], id.as_str());
+
+    let file = |node: usize, range: Option<&'static str>| {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{}/api/storage/{id}", nodes[node].url()),
+            token.clone(),
+        );
+        async move {
+            let mut req = http.get(url).bearer_auth(token);
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(file(1, None).await, (200, bytes.clone()));
+    assert_eq!(
+        file(2, Some("bytes=1000-1999")).await,
+        (206, bytes[1000..2000].to_vec())
+    );
+    let r = http
+        .delete(format!("{}/api/storage/{id}", nodes[1].url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(file(0, None).await.0, 404);
+    assert_eq!(file(2, None).await.0, 404);
+    let event = ws.next().await;
+    assert_eq!(event["event"]["type"], "storage.deleted", "{event}");
+}

@@ -25,7 +25,7 @@ const PNG: &[u8] =
     b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 /// A `moto_server` of this test's own, killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     endpoint: String,
 }
@@ -40,7 +40,7 @@ impl Drop for Moto {
 impl Moto {
     /// Starts one and waits until it answers; `None` (after saying so) when `moto_server` is not
     /// installed, a failure then if `BAKEND_REQUIRE_S3=1`.
-    async fn start(what: &str) -> Option<Moto> {
+    pub(crate) async fn start(what: &str) -> Option<Moto> {
         let port = free_port();
         let child = match Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -98,7 +98,7 @@ impl Moto {
     }
 
     /// Creates `bucket` (object_store has no call for it: a presigned `PUT /<bucket>/`).
-    async fn create_bucket(&self, bucket: &str) -> AmazonS3 {
+    pub(crate) async fn create_bucket(&self, bucket: &str) -> AmazonS3 {
         let client = self.client(bucket);
         let url = client
             .signed_url(http::Method::PUT, &Key::from(""), Duration::from_secs(60))
@@ -123,7 +123,7 @@ impl Moto {
     }
 
     /// `storage.s3` for `bucket`.
-    fn settings(&self, bucket: &str) -> Value {
+    pub(crate) fn settings(&self, bucket: &str) -> Value {
         json!({"bucket": bucket, "endpoint": self.endpoint, "region": "us-east-1",
                "accessKeyId": "test-key", "secretAccessKey": SECRET})
     }
