@@ -103,7 +103,7 @@ fn project() -> tempfile::TempDir {
     );
     std::fs::write(
         dir.path().join("bakend.json"),
-        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+        r#"{"auth": {"rateLimit": {"attempts": 0}}, "metrics": {"enabled": true}}"#,
     )
     .unwrap();
     dir
@@ -476,6 +476,26 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_the_gaps_are_counted() {
         received + filled,
         300,
         "each event came one way, once: {mine}"
+    );
+    // The same count for Prometheus.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", nodes[0].url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("bakend_cluster_filled_from_journal_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= filled, "{line}");
+    assert!(
+        metrics.contains("bakend_cluster_nats_connected 1"),
+        "{metrics}"
     );
 }
 

@@ -125,6 +125,48 @@ fn realtime(e: &mut Exposition, state: &AppState) {
     ] {
         e.single(name, kind, help, n(key));
     }
+    cluster(e, state);
+}
+
+/// How events travel between the nodes of a cluster (this node's own; PostgreSQL only).
+fn cluster(e: &mut Exposition, state: &AppState) {
+    let s = state.cluster.local_stats(&state.realtime);
+    let c = &s["cluster"];
+    let Some(nats) = c["nats"].as_str() else {
+        return;
+    };
+    e.single(
+        "bakend_cluster_nats_connected",
+        Kind::Gauge,
+        "1 while this node is connected to the cluster's NATS (0: disconnected or not configured).",
+        u64::from(nats == "connected"),
+    );
+    for (name, help, key) in [
+        (
+            "bakend_cluster_published_total",
+            "Commit groups this node sent to the other nodes over NATS.",
+            "published",
+        ),
+        (
+            "bakend_cluster_received_total",
+            "Other nodes' events that NATS brought to this node.",
+            "received",
+        ),
+        (
+            "bakend_cluster_filled_from_journal_total",
+            "Other nodes' events this node read from the journal while NATS is configured (lost or late messages, a broker outage).",
+            "filledFromJournal",
+        ),
+        (
+            "bakend_cluster_dropped_total",
+            "Commit groups this node could not hand to NATS (their events travel through the journal).",
+            "dropped",
+        ),
+    ] {
+        if let Some(v) = c[key].as_u64() {
+            e.single(name, Kind::Counter, help, v);
+        }
+    }
 }
 
 /// Consumers that share a name (a restarted dispatcher, say) are added up: one series each.
