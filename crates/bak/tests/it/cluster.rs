@@ -709,14 +709,16 @@ async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
 
 /// A filtered subscription on one node, writes through another: the node holding the socket
 /// decides `added` / `modified` / `removed` on the carried events (with the previous record)
-/// as it would for its own writes.
+/// as it would for its own writes; the subscription resumes on the other node with the same
+/// frames, and its snapshot is the same on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_subscriptions_see_other_nodes_writes_enter_and_leave() {
     let test = "filtered_subscriptions_see_other_nodes_writes_enter_and_leave";
     let Some((_nats, _dir, nodes)) = nats_cluster(test, 2).await else {
         return;
     };
-    let (mut ws, _) = Ws::connect(&ws_url(&nodes[0])).await;
+    let (mut ws, connected) = Ws::connect(&ws_url(&nodes[0])).await;
+    let epoch = connected["epoch"].clone();
     ws.send(json!({"action": "subscribe", "channel": "posts.*", "filter": "n >= 10", "id": "big"}))
         .await;
     assert_eq!(ws.next().await["type"], "subscribed");
@@ -737,27 +739,79 @@ async fn filtered_subscriptions_see_other_nodes_writes_enter_and_leave() {
     };
     update(25).await;
     update(1).await;
-    let mut changes = Vec::new();
-    while changes.len() < 3 {
-        match ws.poll(Duration::from_secs(20)).await {
-            Next::Frame(f) if f["type"] == "event" => changes.push((
-                f["subscription"].as_str().unwrap().to_string(),
-                f["change"].as_str().unwrap().to_string(),
-                f["event"]["payload"]["id"].as_str().unwrap().to_string(),
-            )),
-            Next::Frame(_) => {}
-            other => panic!("{:?}", matches!(other, Next::Silent)),
+    // (subscription, change, record id, seq) of the next `n` filtered frames.
+    async fn changes(ws: &mut Ws, n: usize) -> Vec<(String, String, String, u64)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match ws.poll(Duration::from_secs(20)).await {
+                Next::Frame(f) if f["type"] == "event" => out.push((
+                    f["subscription"].as_str().unwrap().to_string(),
+                    f["change"].as_str().unwrap().to_string(),
+                    f["event"]["payload"]["id"].as_str().unwrap().to_string(),
+                    f["event"]["seq"].as_u64().unwrap(),
+                )),
+                Next::Frame(_) => {}
+                Next::Closed(c, r) => panic!("closed {c} {r} after {out:?}"),
+                Next::Silent => panic!("silent after {out:?}"),
+            }
         }
+        out
     }
-    let want: Vec<(String, String, String)> = ["added", "modified", "removed"]
+    let seen = changes(&mut ws, 3).await;
+    let kinds: Vec<(&str, &str, &str)> = seen
         .iter()
-        .map(|c| ("big".to_string(), c.to_string(), id.clone()))
+        .map(|(s, c, i, _)| (s.as_str(), c.as_str(), i.as_str()))
         .collect();
-    assert_eq!(changes, want);
+    let id = id.as_str();
+    assert_eq!(
+        kinds,
+        [
+            ("big", "added", id),
+            ("big", "modified", id),
+            ("big", "removed", id)
+        ]
+    );
     assert!(matches!(
         ws.poll(Duration::from_millis(300)).await,
         Next::Silent
     ));
+
+    // The same subscription resumed on the other node from before the first change: the same
+    // frames, replayed there.
+    let (mut again, _) = Ws::connect(&ws_url(&nodes[1])).await;
+    again
+        .send(
+            json!({"action": "subscribe", "channel": "posts.*", "filter": "n >= 10", "id": "big",
+                     "since": {"epoch": epoch, "seq": seen[0].3 - 1}}),
+        )
+        .await;
+    assert_eq!(again.next().await["type"], "subscribed");
+    assert_eq!(changes(&mut again, 3).await, seen);
+
+    // A snapshot of it on either node: the records it holds now, as REST lists them.
+    let kept = create(&nodes[0].url(), "posts", json!({"title": "kept", "n": 50})).await;
+    for n in &nodes {
+        let (mut ws, _) = Ws::connect(&ws_url(n)).await;
+        ws.send(
+            json!({"action": "subscribe", "channel": "posts.*", "filter": "n >= 10",
+                       "id": "snap", "snapshot": true}),
+        )
+        .await;
+        let mut snapshot = Value::Null;
+        while snapshot.is_null() {
+            let f = ws.next().await;
+            if f["type"] == "snapshot" {
+                snapshot = f;
+            }
+        }
+        let ids: Vec<&str> = snapshot["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [kept.as_str()], "{snapshot}");
+    }
 }
 
 /// Three nodes as on three machines (a project folder each), sharing PostgreSQL, NATS and an
