@@ -900,3 +900,41 @@ async fn files_on_shared_storage_are_one_store_for_every_node() {
     let event = ws.next().await;
     assert_eq!(event["event"]["type"], "storage.deleted", "{event}");
 }
+
+/// NATS down when a node starts: the node starts and serves (its events travel through the
+/// journal), and connects once NATS is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
+    let test = "a_node_starts_while_nats_is_down_and_connects_when_it_comes";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    // Only to check nats-server is installed; the one used starts later on its port.
+    let Some(probe) = Nats::start(test).await else {
+        return;
+    };
+    drop(probe);
+    let mut nats = Nats {
+        child: None,
+        port: free_port(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = project();
+    let n0 = node(dir.path(), &database, &nats.url(), 0).await;
+    let token = admin_token(&n0.url()).await;
+    create(&n0.url(), "posts", json!({"title": "while down", "n": 1})).await;
+    let stats = realtime_stats(&n0.url(), &token).await;
+    assert_eq!(stats["cluster"]["nats"], "disconnected", "{stats}");
+    nats.spawn().await;
+    let mut connected = false;
+    for _ in 0..100 {
+        let stats = realtime_stats(&n0.url(), &token).await;
+        if stats["cluster"]["nats"] == "connected" {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the node connected once NATS came up");
+}
