@@ -255,6 +255,7 @@ async fn start_steps(
     sync_collections(&db, &registry, files).await?;
     let jwt_secret = resolve_secret(&config, &db).await?;
     let auth = start_accounts(&config, &db, &jwt_secret).await?;
+    listen_to_peers(&db, &auth, &registry);
     let realtime = start_realtime(&config, bus.as_ref(), &db, &registry, &auth);
     parts.upkeep = Some(start_upkeep(&config, &db, &auth).await);
 
@@ -462,15 +463,35 @@ async fn start_accounts(
     let (db2, secret, cfg) = (db.clone(), secret.clone(), config.auth.clone());
     let auth = tokio::task::spawn_blocking(move || AuthService::new(db2, &secret, &cfg)).await??;
     let auth = Arc::new(auth);
-    // Several servers on one PostgreSQL database: a role change, deletion or sign-out made
-    // through another server applies here at once. (Weak: the database outlives nothing.)
-    let weak = Arc::downgrade(&auth);
+    Ok(auth)
+}
+
+/// Several servers on one PostgreSQL database: a role change, deletion or sign-out made through
+/// another server applies here at once, and so does a collection created, changed or deleted
+/// there (the registry reloads it). (Weak: the database outlives nothing.)
+fn listen_to_peers(db: &Arc<Database>, auth: &Arc<AuthService>, registry: &Arc<Registry>) {
+    let (auth, weak_db) = (Arc::downgrade(auth), Arc::downgrade(db));
+    let (registry, rt) = (Arc::downgrade(registry), tokio::runtime::Handle::current());
     db.on_peer_message(Box::new(move |message| {
-        if let Some(auth) = weak.upgrade() {
+        if let Some(name) = bakend_store::collections::manage::collection_of(message) {
+            let (Some(db), Some(registry)) = (weak_db.upgrade(), registry.upgrade()) else {
+                return;
+            };
+            let name = name.to_string();
+            // Called on the follower's thread: the reload reads on the store's readers.
+            rt.spawn(async move {
+                if let Err(e) =
+                    bakend_store::collections::manage::reload(&db, &registry, &name).await
+                {
+                    tracing::error!(
+                        "Reloading collection {name} changed by another server failed: {e}"
+                    );
+                }
+            });
+        } else if let Some(auth) = auth.upgrade() {
             auth.apply_peer_message(message);
         }
     }));
-    Ok(auth)
 }
 
 /// The realtime hub, reading missed events and snapshots from the database.

@@ -938,3 +938,69 @@ async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
     }
     assert!(connected, "the node connected once NATS came up");
 }
+
+/// A collection created through the admin API of one node is served at once by the others
+/// (their registries reload it), events included; deleted through another, it is gone
+/// everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_changes_through_one_node_apply_on_every_node() {
+    let test = "collection_changes_through_one_node_apply_on_every_node";
+    let Some((_nats, _dir, nodes)) = nats_cluster(test, 2).await else {
+        return;
+    };
+    let token = admin_token(&nodes[0].url()).await;
+    let http = reqwest::Client::new();
+    let notes = json!({"name": "notes", "fields": [{"name": "body", "type": "string"}],
+                       "permissions": {"create": "public", "read": "public", "update": "public", "delete": "public"}});
+    let r = http
+        .post(format!("{}/api/admin/collections", nodes[0].url()))
+        .bearer_auth(&token)
+        .json(&notes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Node 1 knows it as soon as the notification arrives.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = http
+            .get(format!("{}/api/notes", nodes[1].url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "node 1 serves the new collection");
+    let (mut ws, _) = Ws::connect(&ws_url(&nodes[1])).await;
+    ws.subscribe("notes.*").await;
+    let id = create(&nodes[0].url(), "notes", json!({"body": "hi"})).await;
+    let e = ws.next().await;
+    assert_eq!(e["event"]["type"], "notes.created", "{e}");
+    assert_eq!(e["event"]["payload"]["id"], id.as_str());
+    let r = http
+        .delete(format!("{}/api/admin/collections/notes", nodes[1].url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for _ in 0..100 {
+        status = http
+            .get(format!("{}/api/notes", nodes[0].url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 404, "gone on node 0 too");
+}

@@ -48,6 +48,41 @@ fn check_relations(conn: &Conn, parsed: &Parsed) -> Result<(), StoreError> {
     .map_err(|e| StoreError::Definition(e.join("; ")))
 }
 
+/// The message other servers on the database get when collection `name` changes
+/// ([`peer_message`] reads it back): each reloads it from `_collections`.
+pub fn peer_message(name: &str) -> String {
+    format!("collection {name}")
+}
+
+/// The collection named by a message from another server, if it is one ([`peer_message`]).
+pub fn collection_of(message: &str) -> Option<&str> {
+    message.strip_prefix("collection ")
+}
+
+/// Tells the other servers (PostgreSQL) when this transaction commits.
+fn tell_peers(
+    conn: &Conn,
+    peers: Option<&crate::db::sequencer::Peers>,
+    name: &str,
+) -> Result<(), StoreError> {
+    if let Some(p) = peers {
+        p.tell(conn, &peer_message(name))?;
+    }
+    Ok(())
+}
+
+/// Another server changed collection `name`: the registry takes what the database now holds
+/// (removed when it is gone).
+pub async fn reload(db: &Database, registry: &Arc<Registry>, name: &str) -> Result<(), StoreError> {
+    let wanted = name.to_string();
+    let found = db.read(move |conn| stored(conn, &wanted)).await?;
+    match found {
+        Some(c) => registry.put(Arc::new(c)),
+        None => registry.remove(name),
+    }
+    Ok(())
+}
+
 fn stored(conn: &Conn, name: &str) -> Result<Option<Collection>, StoreError> {
     Ok(load_all(conn)?.into_iter().find(|c| c.def.name == name))
 }
@@ -60,6 +95,7 @@ pub async fn create(
 ) -> Result<Arc<Collection>, StoreError> {
     let parsed = parse_body(&raw)?;
     let registry = registry.clone();
+    let peers = db.peers();
     db.write(move |conn| {
         super::schema::lock_collections(conn)?;
         let name = parsed.def.name.clone();
@@ -75,6 +111,7 @@ pub async fn create(
         }
         check_relations(conn, &parsed)?;
         let c = Arc::new(create_in(conn, &parsed)?);
+        tell_peers(conn, peers.as_ref(), &name)?;
         let put = c.clone();
         Ok(Committed::new(c)
             .then(move || registry.put(put))
@@ -139,6 +176,7 @@ pub async fn update(
     }
     let registry = registry.clone();
     let name = name.to_string();
+    let peers = db.peers();
     db.write(move |conn| {
         super::schema::lock_collections(conn)?;
         let old =
@@ -151,6 +189,7 @@ pub async fn update(
             "UPDATE _collections SET definition = ?1, updated_at = ?2 WHERE name = ?3",
             (parsed.raw.to_string(), &now, &name),
         )?;
+        tell_peers(conn, peers.as_ref(), &name)?;
         let c = Arc::new(Collection::new(parsed.def, parsed.raw, old.created_at, now));
         let put = c.clone();
         Ok(Committed::new(UpdateOutcome {
@@ -168,6 +207,7 @@ pub async fn update(
 pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Result<(), StoreError> {
     let registry = registry.clone();
     let name = name.to_string();
+    let peers = db.peers();
     db.write(move |conn| {
         super::schema::lock_collections(conn)?;
         let all = load_all(conn)?;
@@ -198,6 +238,7 @@ pub async fn delete(db: &Database, registry: &Arc<Registry>, name: &str) -> Resu
         super::schema::forget_statements(conn);
         conn.execute("DELETE FROM _collections WHERE name = ?1", [&name])?;
         super::counts::remove(conn, &name)?;
+        tell_peers(conn, peers.as_ref(), &name)?;
         let gone = name.clone();
         Ok(Committed::new(())
             .then(move || registry.remove(&gone))
