@@ -300,6 +300,20 @@ async fn create(node: &str, collection: &str, body: Value) -> String {
         .to_string()
 }
 
+/// The status of `GET url`, asked every 20 ms until it is `want` (at most 2 s).
+async fn status_within_2s(url: &str, want: u16) -> u16 {
+    let http = reqwest::Client::new();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = http.get(url).send().await.unwrap().status().as_u16();
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    status
+}
+
 async fn admin_token(url: &str) -> String {
     let body = json!({"email": ADMIN, "password": "correct horse battery"});
     let r = post_json(&format!("{url}/api/auth/register"), &body).await;
@@ -961,21 +975,12 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // Node 1 knows it as soon as the notification arrives.
-    let mut status = 0;
-    for _ in 0..100 {
-        status = http
-            .get(format!("{}/api/notes", nodes[1].url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, 200, "node 1 serves the new collection");
+    let notes_on = |node: usize| format!("{}/api/notes", nodes[node].url());
+    assert_eq!(
+        status_within_2s(&notes_on(1), 200).await,
+        200,
+        "node 1 serves the new collection"
+    );
     let (mut ws, _) = Ws::connect(&ws_url(&nodes[1])).await;
     ws.subscribe("notes.*").await;
     let id = create(&nodes[0].url(), "notes", json!({"body": "hi"})).await;
@@ -989,18 +994,9 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    for _ in 0..100 {
-        status = http
-            .get(format!("{}/api/notes", nodes[0].url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 404 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, 404, "gone on node 0 too");
+    assert_eq!(
+        status_within_2s(&notes_on(0), 404).await,
+        404,
+        "gone on node 0 too"
+    );
 }
