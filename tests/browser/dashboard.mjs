@@ -218,14 +218,14 @@ async function collectionEdit() {
   const before = (await rest("GET", "/api/admin/collections/posts", { token: adminToken })).json.definition;
   check(before.fields.find((f) => f.name === "views").type === "integer", "the preview applied the change");
   await page.screenshot({ path: join(shots, "04-collection-edit-plan.png"), fullPage: true });
+  // The file in collections/ is written before the PUT answers (not before the change shows in
+  // a GET), so the checks below wait for the dashboard's own PUT.
+  const put = page.waitForResponse((r) => r.request().method() === "PUT"
+    && r.url().startsWith(`${server}/api/admin/collections/posts`) && !r.url().includes("dryRun"));
   await page.click("#apply");
-  const end = Date.now() + STEP_MS;
-  let after;
-  do {
-    after = (await rest("GET", "/api/admin/collections/posts", { token: adminToken })).json.definition;
-    if (after.fields.find((f) => f.name === "views").type === "float") break;
-    await new Promise((r) => setTimeout(r, 100));
-  } while (Date.now() < end);
+  const putStatus = (await put).status();
+  check(putStatus === 200, `PUT /api/admin/collections/posts: HTTP ${putStatus}`);
+  const after = (await rest("GET", "/api/admin/collections/posts", { token: adminToken })).json.definition;
   const views = after.fields.find((f) => f.name === "views");
   check(views.type === "float", `not applied: ${JSON.stringify(views)}`);
   // The round trip kept what the form does not show.
@@ -531,13 +531,14 @@ try {
   clearTimeout(watchdog);
   process.exit(0);
 } catch (e) {
-  console.error(`dashboard test FAILED in section "${section}": ${e && e.message ? e.message : e}`);
+  // The page's own lines first, the failure last: what a truncated CI log keeps is its end.
+  for (const l of consoleLines.slice(-40)) console.error(l);
+  for (const l of pageErrors) console.error(`[pageerror] ${l}`);
   if (page) {
     await page.screenshot({ path: join(shots, `failed-${section}.png`), fullPage: true })
       .then(() => console.error(`failure screenshot: ${join(shots, `failed-${section}.png`)}`)).catch(() => {});
   }
-  for (const l of pageErrors) console.error(`[pageerror] ${l}`);
-  for (const l of consoleLines.slice(-40)) console.error(l);
+  console.error(`dashboard test FAILED in section "${section}": ${e && e.message ? e.message : e}`);
   if (browser) await browser.close().catch(() => {});
   process.exit(1);
 }

@@ -104,11 +104,12 @@ impl NodeRun {
     pub fn assert_passed(&self, passed: &str, bak: &BakProcess) {
         assert!(
             self.status.success() && self.stdout.contains(passed),
-            "node script failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- bak stderr ---\n{}",
+            // The script's stderr (which ends with the failure) last: a truncated log keeps it.
+            "node script failed ({}):\n--- stdout ---\n{}\n--- bak stderr ---\n{}\n--- stderr ---\n{}",
             self.status,
             self.stdout,
-            self.stderr,
-            bak.stderr()
+            bak.stderr(),
+            self.stderr
         );
     }
 }
