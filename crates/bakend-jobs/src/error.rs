@@ -15,6 +15,9 @@ pub enum JobsError {
     NotFound(String),
     #[error("Job \"{0}\" is already running")]
     AlreadyRunning(String),
+    /// Several servers on one database: the job is running on another node.
+    #[error("Job \"{job}\" is already running on node {node}")]
+    RunningOn { job: String, node: String },
     #[error("The jobs scheduler is shutting down")]
     ShuttingDown,
     #[error("Invalid jobs.timezone \"{0}\": not an IANA time zone name")]

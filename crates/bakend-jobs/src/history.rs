@@ -77,6 +77,9 @@ pub struct JobRun {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The node that ran it (several servers on PostgreSQL: docs/cluster.md); absent on SQLite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The message stored for runs that a stop of the server cut short.
@@ -116,7 +119,7 @@ impl History {
     /// Records a run that just started, drops the job's rows beyond the limit, and emits
     /// `event` after the commit.
     pub async fn started(&self, run: &JobRun, event: Event) -> Result<(), StoreError> {
-        let (run, limit, node) = (run.clone(), self.limit, self.node.clone());
+        let (run, limit) = (run.clone(), self.limit);
         self.db
             .write(move |conn| {
                 conn.execute(
@@ -129,7 +132,7 @@ impl History {
                         run.attempt,
                         run.trigger,
                         run.started_at,
-                        node
+                        run.node
                     ],
                 )?;
                 cap(conn, &run.job, limit)?;
@@ -190,14 +193,18 @@ impl History {
             .await
     }
 
-    /// Claims the scheduled run of `job` at `tick` for this server: `false` when another
-    /// server on the database claimed it first (PostgreSQL; with one server per SQLite file
-    /// there is nothing to claim). Claims older than a day are dropped on the way.
-    pub async fn claim_tick(&self, job: &str, tick: &str) -> Result<bool, StoreError> {
+    /// Claims the scheduled run of `job` at `tick` for this server (PostgreSQL; with one server
+    /// per SQLite file there is nothing to claim: [`Claim::Run`]). The claim is taken even when
+    /// the job is still running on another node, so that no node runs the tick: a job never
+    /// runs concurrently with itself in the cluster. (Writes take turns under the cluster-wide
+    /// write lock, so the claim and the look at `_job_runs` see every earlier claim's run
+    /// start, bar one recorded in the milliseconds between another node's claim and its
+    /// start.) Claims older than a day are dropped on the way.
+    pub async fn claim_tick(&self, job: &str, tick: &str) -> Result<Claim, StoreError> {
         if self.db.backend() == Backend::Sqlite {
-            return Ok(true);
+            return Ok(Claim::Run);
         }
-        let (job, tick) = (job.to_string(), tick.to_string());
+        let (job, tick, me) = (job.to_string(), tick.to_string(), self.node.clone());
         let expired = bakend_core::time::to_iso(chrono::Utc::now() - chrono::Duration::days(1));
         self.db
             .write(move |conn| {
@@ -209,8 +216,27 @@ impl History {
                     "DELETE FROM _job_ticks WHERE job = ?1 AND tick < ?2",
                     params![job, expired],
                 )?;
-                Ok(Committed::new(claimed))
+                let claim = match claimed {
+                    false => Claim::Taken,
+                    true => match running_elsewhere(conn, &job, me.as_deref())? {
+                        Some(node) => Claim::RunningOn(node),
+                        None => Claim::Run,
+                    },
+                };
+                Ok(Committed::new(claim))
             })
+            .await
+    }
+
+    /// The other node on which `job` is running now, if any (PostgreSQL with several servers;
+    /// this server's own runs are the scheduler's to know).
+    pub async fn running_elsewhere(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let Some(me) = self.node.clone() else {
+            return Ok(None);
+        };
+        let job = job.to_string();
+        self.db
+            .read(move |conn| running_elsewhere(conn, &job, Some(&me)))
             .await
     }
 
@@ -333,6 +359,36 @@ impl History {
     }
 }
 
+/// What claiming a scheduled tick found ([`History::claim_tick`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The tick is this server's to run.
+    Run,
+    /// Another server claimed it first and runs it.
+    Taken,
+    /// This server claimed it, but the job is still running on that node: the tick is skipped.
+    RunningOn(String),
+}
+
+fn running_elsewhere(
+    conn: &Conn,
+    job: &str,
+    me: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let Some(me) = me else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT node FROM _job_runs
+         WHERE job = ?1 AND status = 'running' AND node IS NOT NULL AND node <> ?2 LIMIT 1",
+    )?;
+    let mut rows = stmt.query(params![job, me])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get::<String>(0)?),
+        None => None,
+    })
+}
+
 fn cap(conn: &Conn, job: &str, limit: u32) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM _job_runs WHERE job = ?1 AND rowid NOT IN (
@@ -345,7 +401,8 @@ fn cap(conn: &Conn, job: &str, limit: u32) -> Result<(), StoreError> {
 
 fn list(conn: &Conn, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT run_id, job, status, attempt, trigger, started_at, ended_at, duration_ms, error
+        "SELECT run_id, job, status, attempt, trigger, started_at, ended_at, duration_ms, error,
+                node
          FROM (SELECT rowid AS r, * FROM _job_runs WHERE job = ?1
                ORDER BY started_at DESC, rowid DESC LIMIT ?2) AS recent
          ORDER BY started_at ASC, r ASC",
@@ -361,6 +418,7 @@ fn list(conn: &Conn, job: &str, limit: u32) -> Result<Vec<JobRun>, StoreError> {
             ended_at: r.get(6)?,
             duration_ms: r.get::<Option<i64>>(7)?.map(|d| d.max(0) as u64),
             error: r.get(8)?,
+            node: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

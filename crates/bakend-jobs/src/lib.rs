@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 pub use definition::{JobDef, JobDefaults, JobSource, validate_all};
 pub use engine::{JobEngine, RunFuture};
 pub use error::JobsError;
-pub use history::{History, JobRun, RunStatus, Trigger};
+pub use history::{Claim, History, JobRun, RunStatus, Trigger};
 
 use run::Runner;
 use timetable::Timetable;
@@ -318,6 +318,12 @@ impl Jobs {
             .shared
             .find(name)
             .ok_or_else(|| JobsError::NotFound(name.to_string()))?;
+        if let Some(node) = self.shared.runner.history.running_elsewhere(name).await? {
+            return Err(JobsError::RunningOn {
+                job: name.to_string(),
+                node,
+            });
+        }
         let rx = self.shared.spawn_run(def, Trigger::Manual)?;
         rx.await.map_err(|_| JobsError::ShuttingDown)
     }
@@ -439,8 +445,16 @@ async fn schedule_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tokio::spawn(async move {
                 let tick = bakend_core::time::to_iso(tick);
                 match shared.runner.history.claim_tick(&def.name, &tick).await {
-                    Ok(true) => {}
-                    Ok(false) => return, // another server runs it
+                    Ok(Claim::Run) => {}
+                    Ok(Claim::Taken) => return, // another server runs it
+                    Ok(Claim::RunningOn(node)) => {
+                        shared.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "Job {} is still running on node {node}; skipped its run due at {tick}",
+                            def.name
+                        );
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(
                             "Job {}: claiming its run due at {tick} failed: {e}",

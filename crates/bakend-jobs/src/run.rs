@@ -56,6 +56,7 @@ impl Runner {
             ended_at: None,
             duration_ms: None,
             error: None,
+            node: self.history.node().map(str::to_string),
         };
         let started = Event::new(
             "job.started",

@@ -393,6 +393,7 @@ async fn a_run_left_running_by_a_crash_is_closed_at_start() {
         started_at: bakend_core::time::now_iso(),
         ended_at: None,
         duration_ms: None,
+        node: None,
         error: None,
     };
     let ev = bakend_core::Event::new("job.started", bakend_core::EventSource::Jobs, json!({}));

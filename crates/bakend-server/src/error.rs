@@ -180,7 +180,9 @@ impl From<bakend_jobs::JobsError> for ApiError {
         let msg = e.to_string();
         match e {
             JobsError::NotFound(_) => ApiError::not_found(msg),
-            JobsError::AlreadyRunning(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
+            JobsError::AlreadyRunning(_) | JobsError::RunningOn { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", msg)
+            }
             JobsError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }

@@ -175,7 +175,10 @@ async fn clients_of_every_server_see_every_write_once_in_commit_order() {
 }
 
 /// A job due every second, on three servers: each tick runs once, whichever server claims it,
-/// and the history every server shows is the same.
+/// and the history every server shows is the same, each run naming its node. A job that runs
+/// longer than its interval never runs on two servers at once (a tick that finds it running on
+/// another node is skipped; a manual run through another server is refused), and `bak jobs run`
+/// in a server's project folder runs the job in that server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scheduled_tick_runs_once_across_servers() {
     let Some(pg) = crate::pg::reachable_server("each_scheduled_tick_runs_once_across_servers")
@@ -193,6 +196,12 @@ async fn each_scheduled_tick_runs_once_across_servers() {
             r#"export const schedule = "*/1 * * * * *"; export default async () => {};"#,
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("jobs/slow.ts"),
+            r#"export const schedule = "*/1 * * * * *";
+               export default () => { const end = Date.now() + 2500; while (Date.now() < end) {} };"#,
+        )
+        .unwrap();
         servers.push(
             TestServer::start_in_with_env(
                 dir,
@@ -204,21 +213,94 @@ async fn each_scheduled_tick_runs_once_across_servers() {
             .await,
         );
     }
+    let begun = std::time::Instant::now();
     let token = servers[0].register(admin).await.token;
+    let get = |s: &TestServer, path: &str| {
+        let (s, path, token) = (s.url.clone(), path.to_string(), token.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{s}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut nodes = Vec::new();
+    for s in &servers {
+        nodes.push(
+            get(s, "/api/admin/realtime").await["node"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+
+    // While a run of `slow` has just started on one node, a manual run through another server
+    // is refused, naming that node.
+    let mut refused = None;
+    while refused.is_none() && begun.elapsed() < Duration::from_secs(8) {
+        let runs = get(&servers[0], "/api/admin/jobs/slow/runs").await;
+        let fresh = runs["items"].as_array().unwrap().iter().find(|r| {
+            r["status"] == "running"
+                && chrono::DateTime::parse_from_rfc3339(r["startedAt"].as_str().unwrap()).is_ok_and(
+                    |t| chrono::Utc::now() - t.to_utc() < chrono::TimeDelta::milliseconds(1000),
+                )
+        });
+        if let Some(run) = fresh {
+            let on = run["node"].as_str().unwrap().to_string();
+            let other = &servers[nodes.iter().position(|n| *n != on).unwrap()];
+            let r = other
+                .call(
+                    reqwest::Method::POST,
+                    "/api/admin/jobs/slow/run",
+                    Some(&token),
+                    None,
+                )
+                .await;
+            r.assert_error(
+                409,
+                "conflict",
+                &format!("Job \"slow\" is already running on node {on}"),
+            );
+            refused = Some(on);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused.is_some(), "no run of slow seen starting");
+
+    // `bak jobs run` in the third server's folder runs the job in that server.
+    let out = {
+        let (dir, database) = (servers[2].dir.path().to_path_buf(), database.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::harness::bak_bin())
+                .args(["jobs", "run", "tick"])
+                .current_dir(dir)
+                .env("BAKEND_DATABASE", database)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "bak jobs run: {stdout} {stderr}");
+    let port = servers[2].url.rsplit(':').next().unwrap();
+    assert!(stderr.contains(&format!("(port {port})")), "{stderr}");
+    let manual_id = stdout.split('\t').next().unwrap().to_string();
+
     // The issue's scenario: a per-second job on three servers for 10 s.
-    tokio::time::sleep(Duration::from_millis(10_000)).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(begun.elapsed())).await;
     for s in servers.drain(1..) {
         s.shutdown().await;
     }
-    let runs = servers[0]
-        .call(
-            reqwest::Method::GET,
-            "/api/admin/jobs/tick/runs",
-            Some(&token),
-            None,
-        )
-        .await
-        .json();
+    let runs = get(&servers[0], "/api/admin/jobs/tick/runs").await;
     let items = runs["items"].as_array().unwrap();
     let mut seconds: Vec<String> = items
         .iter()
@@ -233,6 +315,29 @@ async fn each_scheduled_tick_runs_once_across_servers() {
         items.iter().all(|r| r["status"] != "failed"),
         "no run was cut short by another server's start: {items:#?}"
     );
+    assert!(
+        items
+            .iter()
+            .all(|r| nodes.contains(&r["node"].as_str().unwrap().to_string())),
+        "each run names its node: {items:#?}"
+    );
+    let manual = items.iter().find(|r| r["runId"] == manual_id.as_str());
+    assert!(
+        manual.is_some_and(|r| r["trigger"] == "manual" && r["node"] == nodes[2].as_str()),
+        "the CLI's run {manual_id}, in the third server: {items:#?}"
+    );
+
+    // `slow` (2.5 s, due every second): runs one after another, never two at once.
+    let slow = get(&servers[0], "/api/admin/jobs/slow/runs").await;
+    let slow = slow["items"].as_array().unwrap();
+    assert!(slow.len() >= 2, "{slow:#?}");
+    for pair in slow.windows(2) {
+        let ended = pair[0]["endedAt"].as_str().unwrap_or("9");
+        assert!(
+            pair[1]["startedAt"].as_str().unwrap() >= ended,
+            "two runs of slow at once: {slow:#?}"
+        );
+    }
     servers.remove(0).shutdown().await;
 }
 

@@ -345,6 +345,7 @@ fn job_run_schema() -> Value {
             "endedAt": { "type": "string", "format": "date-time" },
             "durationMs": { "type": "integer", "minimum": 0 },
             "error": { "type": "string" },
+            "node": { "type": "string", "description": "The node that ran it (several servers on PostgreSQL)" },
         },
     })
 }
