@@ -19,6 +19,8 @@ const server = (serverArg || "").replace(/\/+$/, "");
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const TOTAL_MS = Number(process.env.DASHBOARD_TIMEOUT_MS || 240_000);
 const STEP_MS = 15_000;
+// How many servers share the database (dashboard.rs starts a second one on PostgreSQL).
+const NODES = Number(process.env.DASHBOARD_NODES || 1);
 const ADMIN = "admin@example.com";
 const USER = "user@example.com";
 const PASSWORD = "correct horse battery";
@@ -175,6 +177,15 @@ async function overview() {
   await waitUntil((sel) => document.querySelector(sel)?.textContent === "0", stat("files"), "file count");
   await waitUntil(() => document.querySelector('tr[data-collection="posts"] td.num')?.textContent === "3", null, "posts count");
   await waitUntil(() => Number(document.querySelector('[data-stat="connections"]')?.textContent) >= 1, null, "realtime connections");
+  if (NODES > 1) {
+    // A row per node (the other one's from its heartbeat), this one marked.
+    await waitUntil((n) => !document.getElementById("nodes-section").hidden
+      && document.querySelectorAll("#nodes tbody tr[data-node]").length === n, NODES, "a row per node");
+    const marked = await page.locator("#nodes tbody tr", { hasText: "this node" }).count();
+    check(marked === 1, `${marked} rows marked "this node"`);
+  } else {
+    check(await page.locator("#nodes-section").isHidden(), "one server shows a nodes table");
+  }
 }
 
 async function collectionCreate() {
@@ -351,8 +362,13 @@ async function storage() {
 async function jobs() {
   await go("jobs");
   await page.locator('#jobs tr[data-job="tick"] [data-action="run"]').click();
-  await page.locator('#runs-table tr[data-trigger="manual"][data-status="completed"]').waitFor();
+  const run = page.locator('#runs-table tr[data-trigger="manual"][data-status="completed"]');
+  await run.waitFor();
   await page.locator('#job-feed li[data-type="job.completed"]').waitFor();
+  // On PostgreSQL each run names the node that ran it; one server on SQLite has no column.
+  const node = run.locator("td.run-node");
+  if (NODES > 1) check(/\S/.test(await node.innerText()), "the run's node is not shown");
+  else check(await node.count() === 0, "a node column on SQLite");
 }
 
 async function functions() {

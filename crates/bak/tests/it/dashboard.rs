@@ -225,6 +225,18 @@ async fn dashboard_in_headless_chromium() {
     write_project(dir.path());
     let mut bak = BakProcess::spawn(dir.path(), &[]);
     bak.wait_ready().await;
+    // On PostgreSQL a second server joins the same database: the overview then lists both
+    // nodes, and job runs name theirs.
+    let mut env: Vec<(&str, String)> = Vec::new();
+    let mut second = None;
+    if let Some(url) = crate::pg::database_for(dir.path()) {
+        // The script runs `bak admin create` in the project: on its database.
+        env.push(("BAKEND_DATABASE", url));
+        env.push(("DASHBOARD_NODES", "2".into()));
+        let mut p = BakProcess::spawn(dir.path(), &[]);
+        p.wait_ready().await;
+        second = Some(p);
+    }
 
     let shots = root.join("target/dashboard");
     let _ = std::fs::remove_dir_all(&shots);
@@ -241,14 +253,12 @@ async fn dashboard_in_headless_chromium() {
             bin.as_os_str(),
             shots.as_os_str(),
         ],
-        // The script runs `bak admin create` in the project: on its database.
-        &crate::pg::database_for(dir.path())
-            .map(|url| vec![("BAKEND_DATABASE", url)])
-            .unwrap_or_default(),
+        &env,
         Duration::from_secs(300),
     )
     .await;
     run.assert_passed("dashboard test passed", &bak);
+    drop(second);
     let shots_taken = std::fs::read_dir(&shots)
         .unwrap()
         .filter(|e| {

@@ -60,17 +60,21 @@ export default async function jobs(root, ctx) {
 
   function showHistory(name, runs) {
     history.hidden = false;
+    // Runs name their node when several servers share the database: a column then.
+    const nodes = runs.some((r) => r.node);
     mount(history,
       h("h2", {}, `Runs of ${name} `, h("span", { class: "muted" }, "newest first")),
       h("table", { class: "grid", id: "runs-table", dataset: { job: name } },
         h("thead", {}, h("tr", {}, h("th", {}, "Status"), h("th", {}, "Trigger"), h("th", { class: "num" }, "Attempt"),
-          h("th", {}, "Started"), h("th", { class: "num" }, "Duration"), h("th", {}, "Error"), h("th", {}, "Run id"))),
+          h("th", {}, "Started"), h("th", { class: "num" }, "Duration"), nodes ? h("th", {}, "Node") : null,
+          h("th", {}, "Error"), h("th", {}, "Run id"))),
         h("tbody", {}, runs.length ? runs.slice().reverse().map((r) => h("tr", { dataset: { run: r.runId, status: r.status, trigger: r.trigger } },
           h("td", {}, badge(r.status, STATUS[r.status])), h("td", {}, r.trigger), h("td", { class: "num" }, r.attempt),
           h("td", { class: "time" }, fmtTime(r.startedAt)), h("td", { class: "num" }, r.durationMs === undefined ? "" : `${r.durationMs} ms`),
+          nodes ? h("td", { class: "run-node" }, h("span", { class: "cell id" }, r.node || "")) : null,
           h("td", {}, r.error ? h("span", { class: "cell wide" }, r.error) : ""),
           h("td", {}, h("span", { class: "cell id" }, r.runId))))
-          : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No runs yet.")))));
+          : h("tr", {}, h("td", { colspan: nodes ? 8 : 7, class: "muted" }, "No runs yet.")))));
   }
 
   const soon = debounce(() => load().catch(() => {}), 300);

@@ -1,8 +1,9 @@
 // Overview: how much there is (collections, records per collection, users, files, jobs) and
-// what realtime is doing now (GET /api/admin/realtime), both refreshing by themselves.
+// what realtime is doing now (GET /api/admin/realtime: the cluster's totals, and each node's
+// own figures when several servers share the database), both refreshing by themselves.
 
 import { api } from "./api.js";
-import { h, mount, stat, fmtNumber, fmtClock, link, debounce } from "./dom.js";
+import { h, mount, stat, badge, fmtNumber, fmtClock, link, debounce } from "./dom.js";
 
 const REALTIME = [
   ["connections", "Connections"],
@@ -19,10 +20,20 @@ export default async function overview(root, ctx) {
   const counts = h("div", { class: "stats", id: "counts" });
   const perCollection = h("tbody");
   const rt = h("div", { class: "stats", id: "realtime-stats" });
+  const nodeRows = h("tbody");
+  const nodes = h("section", { hidden: true, id: "nodes-section" },
+    h("h2", {}, "Nodes ", h("span", { class: "muted" }, "(others as of their last heartbeat, at most 1 s old)")),
+    h("table", { class: "grid", id: "nodes" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Node"), h("th", { class: "num" }, "Connections"),
+        h("th", { class: "num" }, "Subscriptions"), h("th", { class: "num" }, "Events in / s"),
+        h("th", { class: "num" }, "Frames out / s"), h("th", {}, "NATS"),
+        h("th", { class: "num" }, "Filled from journal"))),
+      nodeRows));
   const updated = h("span", { class: "muted", id: "overview-updated" });
   mount(root,
     h("section", {}, h("h2", {}, "Counts ", updated), counts),
     h("section", {}, h("h2", {}, "Realtime ", h("span", { class: "muted" }, "(refreshes every 2 s)")), rt),
+    nodes,
     h("section", {}, h("h2", {}, "Records per collection"),
       h("table", { class: "grid", id: "per-collection" },
         h("thead", {}, h("tr", {}, h("th", {}, "Collection"), h("th", { class: "num" }, "Records"))),
@@ -64,6 +75,18 @@ export default async function overview(root, ctx) {
     if (!ctx.alive) return;
     mount(rt, REALTIME.map(([k, label]) => stat(label,
       k === "queueHighWater" ? `${fmtNumber(s[k])} / ${fmtNumber(s.queueCapacity)}` : fmtNumber(s[k]), k)));
+    // One server: its figures are the totals above. Several: a row each.
+    const list = Array.isArray(s.nodes) ? s.nodes : [];
+    nodes.hidden = list.length < 2;
+    mount(nodeRows, list.map((n) => {
+      const nats = n.cluster?.nats || "off";
+      return h("tr", { dataset: { node: n.id } },
+        h("td", {}, h("span", { class: "cell id" }, n.id), n.id === s.node ? [" ", badge("this node", "ok")] : ""),
+        h("td", { class: "num" }, fmtNumber(n.connections)), h("td", { class: "num" }, fmtNumber(n.subscriptions)),
+        h("td", { class: "num" }, fmtNumber(n.eventsInPerSecond)), h("td", { class: "num" }, fmtNumber(n.framesOutPerSecond)),
+        h("td", {}, badge(nats, nats === "connected" ? "ok" : nats === "disconnected" ? "bad" : "")),
+        h("td", { class: "num" }, fmtNumber(n.cluster?.filledFromJournal ?? 0)));
+    }));
   }
 
   const quiet = (fn) => () => fn().catch(() => {}); // a missed refresh is retried by the next
