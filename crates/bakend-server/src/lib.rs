@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod cluster;
+mod collection_files;
 mod conn_watch;
 mod cors;
 mod dashboard;

@@ -255,7 +255,7 @@ async fn start_steps(
     sync_collections(&db, &registry, files).await?;
     let jwt_secret = resolve_secret(&config, &db).await?;
     let auth = start_accounts(&config, &db, &jwt_secret).await?;
-    listen_to_peers(&db, &auth, &registry);
+    listen_to_peers(&db, &auth, &registry, &config.project_dir);
     let realtime = start_realtime(&config, bus.as_ref(), &db, &registry, &auth);
     parts.upkeep = Some(start_upkeep(&config, &db, &auth).await);
 
@@ -468,30 +468,76 @@ async fn start_accounts(
 
 /// Several servers on one PostgreSQL database: a role change, deletion or sign-out made through
 /// another server applies here at once, and so does a collection created, changed or deleted
-/// there (the registry reloads it). (Weak: the database outlives nothing.)
-fn listen_to_peers(db: &Arc<Database>, auth: &Arc<AuthService>, registry: &Arc<Registry>) {
-    let (auth, weak_db) = (Arc::downgrade(auth), Arc::downgrade(db));
-    let (registry, rt) = (Arc::downgrade(registry), tokio::runtime::Handle::current());
+/// there (the registry reloads it, and this node's `collections/` file follows). (Weak: the
+/// database outlives nothing.)
+fn listen_to_peers(
+    db: &Arc<Database>,
+    auth: &Arc<AuthService>,
+    registry: &Arc<Registry>,
+    project_dir: &std::path::Path,
+) {
+    let auth = Arc::downgrade(auth);
+    let changed = Arc::new(ChangedCollections::default());
+    tokio::spawn(reload_changed_collections(
+        changed.clone(),
+        Arc::downgrade(db),
+        Arc::downgrade(registry),
+        project_dir.to_path_buf(),
+    ));
     db.on_peer_message(Box::new(move |message| {
         if let Some(name) = bakend_store::collections::manage::collection_of(message) {
-            let (Some(db), Some(registry)) = (weak_db.upgrade(), registry.upgrade()) else {
-                return;
-            };
-            let name = name.to_string();
-            // Called on the follower's thread: the reload reads on the store's readers.
-            rt.spawn(async move {
-                if let Err(e) =
-                    bakend_store::collections::manage::reload(&db, &registry, &name).await
-                {
-                    tracing::error!(
-                        "Reloading collection {name} changed by another server failed: {e}"
-                    );
-                }
-            });
+            changed.add(name);
         } else if let Some(auth) = auth.upgrade() {
             auth.apply_peer_message(message);
         }
     }));
+}
+
+/// Collections other servers changed, not reloaded here yet: a set (a name changed twice
+/// before the reload is reloaded once, from what the database holds then), so it stays as
+/// small as the collections and loses nothing.
+#[derive(Default)]
+struct ChangedCollections {
+    names: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl ChangedCollections {
+    fn add(&self, name: &str) {
+        bakend_core::sync::lock(&self.names).insert(name.to_string());
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *bakend_core::sync::lock(&self.names))
+    }
+}
+
+/// Reloads the collections other servers changed, one at a time and in the order of the
+/// notifications (each reload reads what the database holds now, so the last one wins, in the
+/// registry and in the file), until the server is gone.
+async fn reload_changed_collections(
+    changed: Arc<ChangedCollections>,
+    db: std::sync::Weak<Database>,
+    registry: std::sync::Weak<Registry>,
+    project_dir: std::path::PathBuf,
+) {
+    loop {
+        changed.wake.notified().await;
+        let (Some(db), Some(registry)) = (db.upgrade(), registry.upgrade()) else {
+            return;
+        };
+        for name in changed.take() {
+            if let Err(e) = bakend_store::collections::manage::reload(&db, &registry, &name).await {
+                tracing::error!(
+                    "Reloading collection {name} changed by another server failed: {e}"
+                );
+                continue;
+            }
+            let raw = registry.get(&name).map(|c| c.raw.clone());
+            crate::collection_files::write_back(&project_dir, &name, raw).await;
+        }
+    }
 }
 
 /// The realtime hub, reading missed events and snapshots from the database.

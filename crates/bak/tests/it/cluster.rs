@@ -954,13 +954,50 @@ async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
 }
 
 /// A collection created through the admin API of one node is served at once by the others
-/// (their registries reload it), events included; deleted through another, it is gone
-/// everywhere.
+/// (their registries reload it), events included; changed, every node's copy of
+/// `collections/` follows (two project folders here, as on two machines: the next start of a
+/// node reads its own copy); deleted through another node, it is gone everywhere, files too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collection_changes_through_one_node_apply_on_every_node() {
     let test = "collection_changes_through_one_node_apply_on_every_node";
-    let Some((_nats, _dir, nodes)) = nats_cluster(test, 2).await else {
+    let Some(pg) = crate::pg::reachable_server(test) else {
         return;
+    };
+    let Some(nats) = Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dirs = [project(), project()];
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(node(dir.path(), &database, &nats.url(), i).await);
+    }
+    // What `collections/notes.json` in node `i`'s folder says of the fields, once it says
+    // `want` (`None`: the file is gone), within 2 s.
+    let file_fields = |i: usize, want: Option<Vec<&'static str>>| {
+        let path = dirs[i].path().join("collections/notes.json");
+        async move {
+            let read = || {
+                let text = std::fs::read_to_string(&path).ok()?;
+                let v: Value = serde_json::from_str(&text).ok()?;
+                Some(
+                    v["fields"]
+                        .as_array()?
+                        .iter()
+                        .filter_map(|f| f["name"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let want: Option<Vec<String>> =
+                want.map(|w| w.into_iter().map(str::to_string).collect());
+            for _ in 0..40 {
+                if read() == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            read()
+        }
     };
     let token = admin_token(&nodes[0].url()).await;
     let http = reqwest::Client::new();
@@ -987,6 +1024,30 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
     let e = ws.next().await;
     assert_eq!(e["event"]["type"], "notes.created", "{e}");
     assert_eq!(e["event"]["payload"]["id"], id.as_str());
+    for i in 0..2 {
+        assert_eq!(
+            file_fields(i, Some(vec!["body"])).await,
+            Some(vec!["body".to_string()]),
+            "node {i}'s file"
+        );
+    }
+    // Changed through node 0: node 1's file follows.
+    let mut changed = notes.clone();
+    changed["fields"] =
+        json!([{"name": "body", "type": "string"}, {"name": "title", "type": "string"}]);
+    let r = http
+        .put(format!("{}/api/admin/collections/notes", nodes[0].url()))
+        .bearer_auth(&token)
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        file_fields(1, Some(vec!["body", "title"])).await,
+        Some(vec!["body".to_string(), "title".to_string()]),
+        "node 1's copy of the change"
+    );
     let r = http
         .delete(format!("{}/api/admin/collections/notes", nodes[1].url()))
         .bearer_auth(&token)
@@ -999,4 +1060,11 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
         404,
         "gone on node 0 too"
     );
+    for i in 0..2 {
+        assert_eq!(
+            file_fields(i, None).await,
+            None,
+            "node {i}'s file is removed"
+        );
+    }
 }

@@ -7,10 +7,11 @@ use axum::response::Response;
 use bakend_auth::permissions::{Decision, Request, authorize};
 use bakend_auth::{Role, safe_user};
 use bakend_core::config::LogLevel;
-use bakend_store::collections::{files, manage};
+use bakend_store::collections::manage;
 use serde_json::{Value, json};
 
 use crate::body::json_object;
+use crate::collection_files::write_back;
 use crate::error::ApiError;
 use crate::response::{json_response, no_content};
 use crate::routes::table::Route;
@@ -51,7 +52,7 @@ pub async fn handle(
                 let db = state.records.database();
                 let c = manage::create(db, state.records.registry(), Value::Object(body)).await?;
                 tracing::info!("Collection created: {}", c.name());
-                write_back(state, c.name(), Some(c.raw.clone())).await;
+                write_back(&state.config.project_dir, c.name(), Some(c.raw.clone())).await;
                 Ok(json_response(StatusCode::CREATED, &c.meta_json()))
             }
             _ => Err(ApiError::method_not_allowed()),
@@ -91,13 +92,13 @@ pub async fn handle(
                 for b in &out.forced {
                     tracing::warn!("Collection {}: forced: {b}", c.name());
                 }
-                write_back(state, c.name(), Some(c.raw.clone())).await;
+                write_back(&state.config.project_dir, c.name(), Some(c.raw.clone())).await;
                 Ok(json_response(StatusCode::OK, &c.meta_json()))
             }
             Method::DELETE => {
                 manage::delete(state.records.database(), state.records.registry(), name).await?;
                 tracing::info!("Collection deleted: {name}");
-                write_back(state, name, None).await;
+                write_back(&state.config.project_dir, name, None).await;
                 Ok(no_content())
             }
             _ => Err(ApiError::method_not_allowed()),
@@ -240,27 +241,6 @@ fn plan_json(name: &str, p: &manage::Preview) -> Value {
         "rebuild": p.plan.rebuild,
         "blockers": blockers,
     })
-}
-
-/// Keeps `collections/*.json` in step with a change made through the API, so the next start
-/// does not refuse: the definition is written to the file that defines the collection (or a
-/// new `<name>.json`); a deleted collection's file is removed. The database change already
-/// stands, so a failure here is logged, not returned.
-async fn write_back(state: &AppState, name: &str, raw: Option<Value>) {
-    let dir = state.config.project_dir.join("collections");
-    let name = name.to_string();
-    let done = tokio::task::spawn_blocking(move || match raw {
-        Some(raw) => files::write_definition(&dir, &name, &raw).map(Some),
-        None => files::remove_definition(&dir, &name),
-    })
-    .await;
-    match done {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::error!(
-            "Could not update the definition file in collections/: {e}; run `bak migrate export` before the next start"
-        ),
-        Err(e) => tracing::error!("Definition file task failed: {e}"),
-    }
 }
 
 /// `limit`: missing, NaN or 0 → 100, clamped to 1..=500 (the last `limit` entries); `level`:

@@ -98,7 +98,11 @@ pub fn file_defining(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
-    let tmp = path.with_extension("json.tmp");
+    // A temp name of this write's own: nodes of a cluster sharing the project folder write the
+    // same change at the same moment (`.tmp` is not `.json`: never read as a definition).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
