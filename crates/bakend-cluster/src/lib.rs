@@ -11,6 +11,11 @@
 //!
 //! One message per commit group on `bakend.<epoch>.events` (the journal's epoch, so two
 //! databases sharing a broker never mix), in the format of `bakend_store::db::carrier`.
+//!
+//! Events that are not journaled (function lifecycle: `function.started`, …) have no seq to
+//! order or recover them by; they travel on `bakend.<epoch>.volatile`, one envelope per
+//! message, live only: what NATS loses, or what happens while it is down, other nodes' clients
+//! do not see — as a client disconnected at that moment would not on a single server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -37,9 +42,19 @@ pub enum ClusterError {
     Nats { url: String, message: String },
 }
 
-/// The subject a database's events travel on.
+/// The subject a database's journaled events travel on.
 pub fn subject(epoch: &str) -> String {
-    let token: String = epoch
+    format!("bakend.{}.events", token(epoch))
+}
+
+/// The subject a database's events without a seq travel on.
+pub fn volatile_subject(epoch: &str) -> String {
+    format!("bakend.{}.volatile", token(epoch))
+}
+
+/// `epoch` as one NATS subject token.
+fn token(epoch: &str) -> String {
+    epoch
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
@@ -48,13 +63,17 @@ pub fn subject(epoch: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("bakend.{token}.events")
+        .collect()
 }
+
+/// Called with each envelope another node published with [`Link::publish_volatile`].
+pub type VolatileHandler = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// This node's link to the others. Dropping it stops its tasks.
 pub struct Link {
     carrier: Arc<NatsCarrier>,
+    /// Envelopes of events without a seq, waiting for the NATS client; more are dropped.
+    volatile: mpsc::Sender<Bytes>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -62,7 +81,8 @@ pub struct Link {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
     pub connected: bool,
-    /// Commit groups this node could not hand to NATS (queue full, message too large).
+    /// Messages this node could not hand to NATS (queue full, message too large): commit
+    /// groups (their events reach the other nodes from the journal) and events without a seq.
     pub dropped: u64,
 }
 
@@ -86,13 +106,15 @@ impl Carrier for NatsCarrier {
 
 impl Link {
     /// Connects to NATS at `url` in the background (a node starts, and serves, while NATS is
-    /// down), subscribes to the other nodes' events and attaches itself to `sequencer`.
-    /// Fails only on what retrying cannot fix (a URL that is not one).
+    /// down), subscribes to the other nodes' events and attaches itself to `sequencer`; the
+    /// other nodes' events without a seq go to `on_volatile`. Fails only on what retrying
+    /// cannot fix (a URL that is not one).
     pub async fn start(
         url: &str,
         epoch: &str,
         node: &str,
         sequencer: Arc<Sequencer>,
+        on_volatile: VolatileHandler,
     ) -> Result<Link, ClusterError> {
         let shown = url.to_string();
         let client = async_nats::ConnectOptions::new()
@@ -125,15 +147,22 @@ impl Link {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
+        let subscribe = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| ClusterError::Nats {
+                        url: url.to_string(),
+                        message: e.to_string(),
+                    })
+            }
+        };
         let subject = subject(epoch);
-        let subscriber =
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| ClusterError::Nats {
-                    url: url.to_string(),
-                    message: e.to_string(),
-                })?;
+        let subscriber = subscribe(subject.clone()).await?;
+        let volatile_subject = volatile_subject(epoch);
+        let mut volatile_subscriber = subscribe(volatile_subject.clone()).await?;
         let (queue, mut outbox) = mpsc::channel::<Vec<u8>>(QUEUE);
         let carrier = Arc::new(NatsCarrier {
             client: client.clone(),
@@ -176,11 +205,38 @@ impl Link {
                 }
             })
         };
+        let (volatile, mut volatile_outbox) = mpsc::channel::<Bytes>(QUEUE);
+        let volatile_publisher = {
+            let carrier = carrier.clone();
+            tokio::spawn(async move {
+                while let Some(envelope) = volatile_outbox.recv().await {
+                    let subject = volatile_subject.clone();
+                    if let Err(e) = carrier.client.publish(subject, envelope).await {
+                        carrier.dropped.fetch_add(1, Relaxed);
+                        tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                    }
+                }
+            })
+        };
+        let volatile_receiver = tokio::spawn(async move {
+            while let Some(message) = volatile_subscriber.next().await {
+                on_volatile(&message.payload);
+            }
+        });
         sequencer.attach(carrier.clone());
         Ok(Link {
             carrier,
-            tasks: vec![publisher, receiver],
+            volatile,
+            tasks: vec![publisher, receiver, volatile_publisher, volatile_receiver],
         })
+    }
+
+    /// Hands the envelope of an event without a seq (not journaled) to the other nodes, live
+    /// only: dropped (and counted) when the queue is full.
+    pub fn publish_volatile(&self, envelope: Bytes) {
+        if self.volatile.try_send(envelope).is_err() {
+            self.carrier.dropped.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -205,5 +261,6 @@ mod tests {
     fn subjects_are_single_tokens_per_epoch() {
         assert_eq!(super::subject("ep_01HX"), "bakend.ep_01HX.events");
         assert_eq!(super::subject("a.b *>"), "bakend.a_b___.events");
+        assert_eq!(super::volatile_subject("a.b"), "bakend.a_b.volatile");
     }
 }

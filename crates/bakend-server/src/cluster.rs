@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bakend_core::config::Config;
-use bakend_core::sync;
+use bakend_core::{Event, SharedEvent, sync};
+use bakend_events::{ConsumerInfo, EventBus, EventStream};
 use bakend_functions::FunctionsHost;
 use bakend_realtime::Hub;
 use bakend_store::db::nodes;
@@ -25,7 +26,7 @@ pub struct Cluster {
     db: Arc<Database>,
     /// PostgreSQL with the journal on: other nodes may share the database.
     sequencer: Option<Arc<Sequencer>>,
-    link: Option<bakend_cluster::Link>,
+    link: Option<Arc<bakend_cluster::Link>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -37,9 +38,11 @@ fn now_ms() -> i64 {
 
 impl Cluster {
     /// Joins the cluster: connects to NATS (in the background) when `cluster.nats` is set.
+    /// Other nodes' events without a seq (function lifecycle) are emitted on `bus`.
     pub async fn start(
         config: &Config,
         db: &Arc<Database>,
+        bus: Arc<dyn EventBus>,
     ) -> Result<Arc<Cluster>, bakend_cluster::ClusterError> {
         let sequencer = db.sequencer().cloned();
         let node_id = match &sequencer {
@@ -52,7 +55,15 @@ impl Cluster {
         };
         let link = match (&config.cluster.nats, &sequencer, db.journal()) {
             (Some(url), Some(seq), Some(journal)) => {
-                Some(bakend_cluster::Link::start(url, &journal.epoch, &node_id, seq.clone()).await?)
+                let link = bakend_cluster::Link::start(
+                    url,
+                    &journal.epoch,
+                    &node_id,
+                    seq.clone(),
+                    Box::new(move |envelope| emit_volatile(bus.as_ref(), envelope)),
+                )
+                .await?;
+                Some(Arc::new(link))
             }
             (Some(_), _, _) => {
                 tracing::warn!(
@@ -70,6 +81,18 @@ impl Cluster {
             link,
             heartbeat: Mutex::new(None),
         }))
+    }
+
+    /// The bus for what emits events without a seq (the functions host, jobs): with NATS,
+    /// they reach the other nodes' clients too ([`ForwardingBus`]).
+    pub fn bus_for_unjournaled(&self, bus: Arc<dyn EventBus>) -> Arc<dyn EventBus> {
+        match &self.link {
+            Some(link) => Arc::new(ForwardingBus {
+                inner: bus,
+                link: link.clone(),
+            }),
+            None => bus,
+        }
     }
 
     /// PostgreSQL: writes this node's heartbeat (with its stats and trigger progress) every
@@ -264,6 +287,62 @@ impl Cluster {
         total.insert("node".into(), Value::String(self.node_id.clone()));
         total.insert("nodes".into(), Value::Array(list));
         Value::Object(total)
+    }
+}
+
+/// Another node's event without a seq, emitted here for this node's clients (`remote`: its
+/// functions do not run for it). An envelope that does not read is left out.
+fn emit_volatile(bus: &dyn EventBus, envelope: &[u8]) {
+    let event = std::str::from_utf8(envelope)
+        .ok()
+        .and_then(|text| Event::from_journal(text, None).ok());
+    match event {
+        Some(mut event) if event.seq.is_none() => {
+            event.remote = true;
+            bus.emit(event);
+        }
+        _ => tracing::debug!("Cluster: an unreadable event from NATS was left out"),
+    }
+}
+
+/// The bus the functions host and jobs emit on: every event goes to this node's consumers, and
+/// one without a seq (not journaled, so not carried with the commit groups) also to the other
+/// nodes, as its envelope (serialized once, shared with this node's sockets).
+struct ForwardingBus {
+    inner: Arc<dyn EventBus>,
+    link: Arc<bakend_cluster::Link>,
+}
+
+impl EventBus for ForwardingBus {
+    fn emit(&self, event: Event) -> SharedEvent {
+        let event = self.inner.emit(event);
+        if event.seq.is_none() && !event.remote {
+            let envelope = event.envelope_json();
+            self.link
+                .publish_volatile(bytes::Bytes::from_owner(ArcBytes(envelope)));
+        }
+        event
+    }
+
+    fn subscribe(&self, consumer: &str, capacity: usize) -> EventStream {
+        self.inner.subscribe(consumer, capacity)
+    }
+
+    fn emitted(&self) -> u64 {
+        self.inner.emitted()
+    }
+
+    fn consumers(&self) -> Vec<ConsumerInfo> {
+        self.inner.consumers()
+    }
+}
+
+/// The shared envelope text as bytes for NATS, without a copy.
+struct ArcBytes(Arc<str>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

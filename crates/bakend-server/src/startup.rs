@@ -249,7 +249,7 @@ async fn start_steps(
         .db
         .insert(open_database(&config, bus.clone()).await?)
         .clone();
-    let cluster = crate::cluster::Cluster::start(&config, &db).await?;
+    let cluster = crate::cluster::Cluster::start(&config, &db, bus.clone()).await?;
     let file_service = open_storage(&config, &db).await?;
     let registry = Arc::new(Registry::default());
     sync_collections(&db, &registry, files).await?;
@@ -270,7 +270,7 @@ async fn start_steps(
     let job_services = (services.clone(), functions_config(&config)); // jobs: same services
     let functions = parts
         .functions
-        .insert(start_functions(&config, bus.clone(), services).await?)
+        .insert(start_functions(&config, cluster.bus_for_unjournaled(bus.clone()), services).await?)
         .clone();
     parts.watchers.extend(watch_functions(&config, &functions));
     // Triggers of events before this start are not this server's to run (docs/cluster.md).
@@ -280,7 +280,8 @@ async fn start_steps(
     cluster.spawn_heartbeat(realtime.clone(), functions.clone());
 
     // Jobs: loaded and scheduled after functions (they share the engine's services).
-    let jobs = startup_jobs::start(&config, bus.clone(), db.clone(), job_services.clone()).await?;
+    let jobs_bus = cluster.bus_for_unjournaled(bus.clone());
+    let jobs = startup_jobs::start(&config, jobs_bus, db.clone(), job_services.clone()).await?;
     parts.jobs = Some(jobs.clone());
     if config.watch {
         parts

@@ -1068,3 +1068,55 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
         );
     }
 }
+
+/// Function lifecycle events are not journaled (no seq): with NATS they still reach every
+/// node's clients, once — an admin watching `function.*` on node 0 sees the failure of a
+/// trigger that ran on node 1 (the node that committed the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_events_reach_the_clients_of_every_node() {
+    let test = "function_events_reach_the_clients_of_every_node";
+    let Some(pg) = crate::pg::reachable_server(test) else {
+        return;
+    };
+    let Some(nats) = Nats::start(test).await else {
+        return;
+    };
+    let database = crate::pg::new_database(&pg);
+    let dir = public_project(
+        &[("boom", &[("note", "string")])],
+        r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
+        &[(
+            "functions/boom.ts",
+            r#"import { onCreate } from "bakend/functions";
+               onCreate("boom", ({ record }) => { throw new Error(`boom: ${record.note}`); });"#,
+        )],
+    );
+    let nodes = [
+        node(dir.path(), &database, &nats.url(), 0).await,
+        node(dir.path(), &database, &nats.url(), 1).await,
+    ];
+    let token = admin_token(&nodes[0].url()).await;
+    let mut sockets = Vec::new();
+    for n in &nodes {
+        let (mut ws, _) = Ws::connect(&format!("{}?token={token}", ws_url(n))).await;
+        ws.subscribe("function.*").await;
+        sockets.push(ws);
+    }
+    create(&nodes[1].url(), "boom", json!({"note": "through node 1"})).await;
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let events = ws.events(Duration::from_millis(1500)).await;
+        let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            types,
+            ["function.started", "function.failed"],
+            "node {i}'s admin: {events:#?}"
+        );
+        assert!(
+            events[1]["payload"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("boom: through node 1")),
+            "{events:#?}"
+        );
+        assert!(events.iter().all(|e| e.get("seq").is_none()), "{events:#?}");
+    }
+}
