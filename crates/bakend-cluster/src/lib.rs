@@ -13,8 +13,8 @@
 //! databases sharing a broker never mix), in the format of `bakend_store::db::carrier`.
 //!
 //! Events that are not journaled (function lifecycle: `function.started`, …) have no seq to
-//! order or recover them by; they travel on `bakend.<epoch>.volatile`, one envelope per
-//! message, live only: what NATS loses, or what happens while it is down, other nodes' clients
+//! order or recover them by; they travel on `bakend.<epoch>.volatile` (envelopes, one per
+//! line: those that queued up go as one message), live only: what NATS loses, or what happens while it is down, other nodes' clients
 //! do not see — as a client disconnected at that moment would not on a single server.
 
 use std::sync::Arc;
@@ -209,18 +209,34 @@ impl Link {
         let volatile_publisher = {
             let carrier = carrier.clone();
             tokio::spawn(async move {
-                while let Some(envelope) = volatile_outbox.recv().await {
-                    let subject = volatile_subject.clone();
-                    if let Err(e) = carrier.client.publish(subject, envelope).await {
-                        carrier.dropped.fetch_add(1, Relaxed);
-                        tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                let mut queued = Vec::new();
+                while volatile_outbox.recv_many(&mut queued, 256).await > 0 {
+                    // A compact JSON envelope has no raw newline: one per line.
+                    let mut lines = queued.drain(..).peekable();
+                    while lines.peek().is_some() {
+                        let mut message = Vec::new();
+                        while let Some(next) = lines.next_if(|e| {
+                            message.is_empty() || message.len() + 1 + e.len() <= MERGE_UP_TO
+                        }) {
+                            if !message.is_empty() {
+                                message.push(b'\n');
+                            }
+                            message.extend_from_slice(&next);
+                        }
+                        let subject = volatile_subject.clone();
+                        if let Err(e) = carrier.client.publish(subject, message.into()).await {
+                            carrier.dropped.fetch_add(1, Relaxed);
+                            tracing::debug!("Cluster: publishing to NATS failed: {e}");
+                        }
                     }
                 }
             })
         };
         let volatile_receiver = tokio::spawn(async move {
             while let Some(message) = volatile_subscriber.next().await {
-                on_volatile(&message.payload);
+                for envelope in message.payload.split(|b| *b == b'\n') {
+                    on_volatile(envelope);
+                }
             }
         });
         sequencer.attach(carrier.clone());
