@@ -171,25 +171,38 @@ pub(crate) fn segments(conn: &Conn) -> crate::sql::Result<Vec<u64>> {
 pub fn stored_events(conn: &Conn) -> crate::sql::Result<u64> {
     let mut n = 0;
     for s in segments(conn)? {
-        let c: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", table(s)), (), |r| {
-            r.get(0)
-        })?;
-        n += c.max(0) as u64;
+        let c = conn.query_row(&format!("SELECT count(*) FROM {}", table(s)), (), |r| {
+            r.get::<i64>(0)
+        });
+        n += match c {
+            Ok(c) => c.max(0) as u64,
+            Err(_) if vanished(conn, s) => 0,
+            Err(e) => return Err(e),
+        };
     }
     Ok(n)
 }
 
 pub(crate) fn oldest_seq(conn: &Conn) -> crate::sql::Result<Option<u64>> {
     for s in segments(conn)? {
-        let min: Option<i64> =
-            conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), (), |r| {
-                r.get(0)
-            })?;
-        if let Some(m) = min {
-            return Ok(Some(m.max(0) as u64));
+        let min = conn.query_row(&format!("SELECT min(seq) FROM {}", table(s)), (), |r| {
+            r.get::<Option<i64>>(0)
+        });
+        match min {
+            Ok(Some(m)) => return Ok(Some(m.max(0) as u64)),
+            Ok(None) => {}
+            Err(_) if vanished(conn, s) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
+}
+
+/// Whether `segment` is gone: the trimmer (on this or another connection; on PostgreSQL each
+/// statement sees what has committed) dropped it after the caller listed the segments. A read
+/// that then fails on its table is about trimmed events, not a broken journal.
+fn vanished(conn: &Conn, segment: u64) -> bool {
+    segments(conn).is_ok_and(|now| !now.contains(&segment))
 }
 
 /// Makes sure the journal has an epoch, starting a new one if rows went missing behind the
@@ -354,18 +367,39 @@ pub fn read_range(
     if after < meta_u64(conn, TRIMMED_KEY)? {
         return Ok(None);
     }
+    read_segments(conn, &segments(conn)?, after, upto, limit, wanted)
+}
+
+/// [`read_range`] over `listed`, the segments as they were listed: one the trimmer dropped since
+/// held events after `after` (segments go oldest first, and `after` was not trimmed when
+/// checked), so the gap can no longer be filled: `None`, as when it was trimmed before.
+fn read_segments(
+    conn: &Conn,
+    listed: &[u64],
+    after: u64,
+    upto: u64,
+    limit: usize,
+    wanted: &dyn Fn(&str, Option<&str>) -> bool,
+) -> Result<Option<Vec<JournalEntry>>, StoreError> {
     let mut out = Vec::new();
     let size = segment_size(conn)?;
     let (first, last) = ((after + 1) / size, upto / size);
-    for segment in segments(conn)?
-        .into_iter()
-        .filter(|s| (first..=last).contains(s))
-    {
-        let mut stmt = conn.prepare_cached(&format!(
+    for &segment in listed.iter().filter(|s| (first..=last).contains(*s)) {
+        let sql = format!(
             "SELECT seq, type, record, subject, envelope, previous FROM {} WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
             table(segment)
-        ))?;
-        let mut rows = stmt.query(params![after as i64, upto as i64])?;
+        );
+        let stmt = match conn.prepare_cached(&sql) {
+            Ok(stmt) => Ok(stmt),
+            Err(_) if vanished(conn, segment) => return Ok(None),
+            Err(e) => Err(e),
+        };
+        let mut stmt = stmt?;
+        let mut rows = match stmt.query(params![after as i64, upto as i64]) {
+            Ok(rows) => rows,
+            Err(_) if vanished(conn, segment) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         while let Some(row) = rows.next()? {
             let t: String = row.get(1)?;
             let record: Option<String> = row.get(2)?;
@@ -493,6 +527,31 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [None, Some(before.clone()), Some(before), None]);
+    }
+
+    #[test]
+    fn a_segment_trimmed_while_it_is_read_means_the_range_is_gone() {
+        let (_dir, conn) = db();
+        open(&conn, 4).unwrap();
+        let mut a = Appender::start(&conn, None).unwrap();
+        for i in 0..10 {
+            let mut e = Event::new("posts.created", EventSource::Collections, json!({"id": i}));
+            a.append(&conn, &mut e).unwrap();
+        }
+        a.finish(&conn, 1).unwrap();
+        // Listed, then the trimmer drops the oldest segment (seqs 1–3) before it is read.
+        let listed = segments(&conn).unwrap();
+        assert_eq!(listed, [0, 1, 2]);
+        conn.execute_batch(&format!("DROP TABLE {}", table(0)))
+            .unwrap();
+        let got = read_segments(&conn, &listed, 1, 10, 100, &|_, _| true).unwrap();
+        assert!(got.is_none(), "{got:?}");
+        // Counting and the oldest seq skip it; what is left reads as before.
+        assert_eq!(stored_events(&conn).unwrap(), 7);
+        assert_eq!(oldest_seq(&conn).unwrap(), Some(4));
+        let rest = read_segments(&conn, &listed, 3, 10, 100, &|_, _| true).unwrap();
+        let seqs: Vec<u64> = rest.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [4, 5, 6, 7, 8, 9, 10]);
     }
 
     #[test]
