@@ -5,20 +5,26 @@
 //! make).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bakend_store::collections::files;
-use serde_json::Value;
+use bakend_store::collections::registry::Registry;
 
-/// Writes collection `name`'s definition `raw` to the file that defines it (or a new
-/// `<name>.json`) in `project_dir/collections`, or removes that file when `raw` is `None` (the
-/// collection was deleted). The database change already stands, so a failure here is logged,
-/// not returned.
-pub async fn write_back(project_dir: &Path, name: &str, raw: Option<Value>) {
+/// Makes `project_dir/collections` say what `registry` holds now for collection `name`: its
+/// definition, in the file that defines it (or a new `<name>.json`), or no file when it is gone.
+/// Writes take turns, each writing the registry's newest definition, so the file ends with the
+/// newest whichever way two changes arrive (this node's admin API, another node's). The
+/// database change already stands, so a failure here is logged, not returned.
+pub async fn write_back(project_dir: &Path, name: &str, registry: &Arc<Registry>) {
+    static TURNS: Mutex<()> = Mutex::new(());
     let dir = project_dir.join("collections");
-    let name = name.to_string();
-    let done = tokio::task::spawn_blocking(move || match raw {
-        Some(raw) => files::write_definition(&dir, &name, &raw).map(Some),
-        None => files::remove_definition(&dir, &name),
+    let (name, registry) = (name.to_string(), registry.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let _turn = bakend_core::sync::lock(&TURNS);
+        match registry.get(&name) {
+            Some(c) => files::write_definition(&dir, &name, &c.raw).map(Some),
+            None => files::remove_definition(&dir, &name),
+        }
     })
     .await;
     match done {

@@ -535,8 +535,7 @@ async fn reload_changed_collections(
                 );
                 continue;
             }
-            let raw = registry.get(&name).map(|c| c.raw.clone());
-            crate::collection_files::write_back(&project_dir, &name, raw).await;
+            crate::collection_files::write_back(&project_dir, &name, &registry).await;
         }
     }
 }

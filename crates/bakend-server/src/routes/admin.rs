@@ -52,7 +52,12 @@ pub async fn handle(
                 let db = state.records.database();
                 let c = manage::create(db, state.records.registry(), Value::Object(body)).await?;
                 tracing::info!("Collection created: {}", c.name());
-                write_back(&state.config.project_dir, c.name(), Some(c.raw.clone())).await;
+                write_back(
+                    &state.config.project_dir,
+                    c.name(),
+                    state.records.registry(),
+                )
+                .await;
                 Ok(json_response(StatusCode::CREATED, &c.meta_json()))
             }
             _ => Err(ApiError::method_not_allowed()),
@@ -92,13 +97,18 @@ pub async fn handle(
                 for b in &out.forced {
                     tracing::warn!("Collection {}: forced: {b}", c.name());
                 }
-                write_back(&state.config.project_dir, c.name(), Some(c.raw.clone())).await;
+                write_back(
+                    &state.config.project_dir,
+                    c.name(),
+                    state.records.registry(),
+                )
+                .await;
                 Ok(json_response(StatusCode::OK, &c.meta_json()))
             }
             Method::DELETE => {
                 manage::delete(state.records.database(), state.records.registry(), name).await?;
                 tracing::info!("Collection deleted: {name}");
-                write_back(&state.config.project_dir, name, None).await;
+                write_back(&state.config.project_dir, name, state.records.registry()).await;
                 Ok(no_content())
             }
             _ => Err(ApiError::method_not_allowed()),
