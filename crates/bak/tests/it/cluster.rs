@@ -172,12 +172,24 @@ async fn node(dir: &Path, database: &str, nats: &str, i: usize) -> BakProcess {
     p
 }
 
+/// A fresh database on the suite's PostgreSQL; `None` (the test skipped, with a line saying
+/// why) without one.
+fn fresh_database(test: &str) -> Option<String> {
+    crate::pg::reachable_server(test).map(|pg| crate::pg::new_database(&pg))
+}
+
+/// A NATS server of the test's own and a fresh database; `None` (the test skipped, with a line
+/// saying why) without PostgreSQL or `nats-server`.
+async fn nats_and_database(test: &str) -> Option<(Nats, String)> {
+    let pg = crate::pg::reachable_server(test)?;
+    let nats = Nats::start(test).await?;
+    Some((nats, crate::pg::new_database(&pg)))
+}
+
 /// `n` nodes of [`project`] on a fresh database, with a NATS server of the test's own; `None`
 /// (the test skipped, with a line saying why) without PostgreSQL or `nats-server`.
 async fn nats_cluster(test: &str, n: usize) -> Option<(Nats, tempfile::TempDir, Vec<BakProcess>)> {
-    let pg = crate::pg::reachable_server(test)?;
-    let nats = Nats::start(test).await?;
-    let database = crate::pg::new_database(&pg);
+    let (nats, database) = nats_and_database(test).await?;
     let dir = project();
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -518,10 +530,9 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_the_gaps_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another() {
     let test = "a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some(database) = fresh_database(test) else {
         return;
     };
-    let database = crate::pg::new_database(&pg);
     // Attempt 1 waits for a gate that never opens (until its node dies); attempt 2 finishes.
     let dir = public_project(
         &[
@@ -603,10 +614,9 @@ async fn a_job_run_on_a_killed_node_is_recorded_as_lost_and_retried_on_another()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
     let test = "triggers_of_a_killed_node_run_on_another_at_least_once";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some(database) = fresh_database(test) else {
         return;
     };
-    let database = crate::pg::new_database(&pg);
     // Each post's trigger waits for the gate to open, then writes its audit record.
     let dir = public_project(
         &[
@@ -667,13 +677,9 @@ async fn triggers_of_a_killed_node_run_on_another_at_least_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_grows_into_a_cluster_without_losing_its_journal() {
     let test = "a_single_node_grows_into_a_cluster_without_losing_its_journal";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some((nats, database)) = nats_and_database(test).await else {
         return;
     };
-    let Some(nats) = Nats::start(test).await else {
-        return;
-    };
-    let database = crate::pg::new_database(&pg);
     let dir = project();
     let mut alone = BakProcess::spawn_with_env(dir.path(), &[], &[("BAKEND_DATABASE", &database)]);
     alone.wait_ready().await;
@@ -835,17 +841,13 @@ async fn filtered_subscriptions_see_other_nodes_writes_enter_and_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_on_shared_storage_are_one_store_for_every_node() {
     let test = "files_on_shared_storage_are_one_store_for_every_node";
-    let Some(pg) = crate::pg::reachable_server(test) else {
-        return;
-    };
-    let Some(nats) = Nats::start(test).await else {
+    let Some((nats, database)) = nats_and_database(test).await else {
         return;
     };
     let Some(moto) = crate::s3::Moto::start(test).await else {
         return;
     };
     moto.create_bucket("cluster").await;
-    let database = crate::pg::new_database(&pg);
     let config = json!({"auth": {"rateLimit": {"attempts": 0}},
                         "storage": {"s3": moto.settings("cluster")}})
     .to_string();
@@ -920,11 +922,9 @@ async fn files_on_shared_storage_are_one_store_for_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
     let test = "a_node_starts_while_nats_is_down_and_connects_when_it_comes";
-    let Some(pg) = crate::pg::reachable_server(test) else {
-        return;
-    };
-    // Only to check nats-server is installed; the one used starts later on its port.
-    let Some(probe) = Nats::start(test).await else {
+    // The NATS server started here only says nats-server is installed; the one used starts
+    // later on its own port.
+    let Some((probe, database)) = nats_and_database(test).await else {
         return;
     };
     drop(probe);
@@ -933,7 +933,6 @@ async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
         port: free_port(),
         dir: tempfile::tempdir().unwrap(),
     };
-    let database = crate::pg::new_database(&pg);
     let dir = project();
     let n0 = node(dir.path(), &database, &nats.url(), 0).await;
     let token = admin_token(&n0.url()).await;
@@ -960,13 +959,9 @@ async fn a_node_starts_while_nats_is_down_and_connects_when_it_comes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collection_changes_through_one_node_apply_on_every_node() {
     let test = "collection_changes_through_one_node_apply_on_every_node";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some((nats, database)) = nats_and_database(test).await else {
         return;
     };
-    let Some(nats) = Nats::start(test).await else {
-        return;
-    };
-    let database = crate::pg::new_database(&pg);
     let dirs = [project(), project()];
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -1075,13 +1070,9 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn function_events_reach_the_clients_of_every_node() {
     let test = "function_events_reach_the_clients_of_every_node";
-    let Some(pg) = crate::pg::reachable_server(test) else {
+    let Some((nats, database)) = nats_and_database(test).await else {
         return;
     };
-    let Some(nats) = Nats::start(test).await else {
-        return;
-    };
-    let database = crate::pg::new_database(&pg);
     let dir = public_project(
         &[("boom", &[("note", "string")])],
         r#"{"auth": {"rateLimit": {"attempts": 0}}}"#,
