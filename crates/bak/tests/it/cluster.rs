@@ -995,17 +995,26 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
         }
     };
     let token = admin_token(&nodes[0].url()).await;
-    let http = reqwest::Client::new();
+    // An admin API call to `node`: its status, and its body for the failure message.
+    let admin = |method: reqwest::Method, node: usize, path: &str, body: Option<&Value>| {
+        let mut request = reqwest::Client::new()
+            .request(
+                method,
+                format!("{}/api/admin/collections{path}", nodes[node].url()),
+            )
+            .bearer_auth(&token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
     let notes = json!({"name": "notes", "fields": [{"name": "body", "type": "string"}],
                        "permissions": {"create": "public", "read": "public", "update": "public", "delete": "public"}});
-    let r = http
-        .post(format!("{}/api/admin/collections", nodes[0].url()))
-        .bearer_auth(&token)
-        .json(&notes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (status, body) = admin(reqwest::Method::POST, 0, "", Some(&notes)).await;
+    assert_eq!(status, 201, "{body}");
     // Node 1 knows it as soon as the notification arrives.
     let notes_on = |node: usize| format!("{}/api/notes", nodes[node].url());
     assert_eq!(
@@ -1030,26 +1039,15 @@ async fn collection_changes_through_one_node_apply_on_every_node() {
     let mut changed = notes.clone();
     changed["fields"] =
         json!([{"name": "body", "type": "string"}, {"name": "title", "type": "string"}]);
-    let r = http
-        .put(format!("{}/api/admin/collections/notes", nodes[0].url()))
-        .bearer_auth(&token)
-        .json(&changed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, body) = admin(reqwest::Method::PUT, 0, "/notes", Some(&changed)).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         file_fields(1, Some(vec!["body", "title"])).await,
         Some(vec!["body".to_string(), "title".to_string()]),
         "node 1's copy of the change"
     );
-    let r = http
-        .delete(format!("{}/api/admin/collections/notes", nodes[1].url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = admin(reqwest::Method::DELETE, 1, "/notes", None).await;
+    assert_eq!(status, 204);
     assert_eq!(
         status_within_2s(&notes_on(0), 404).await,
         404,
